@@ -1,0 +1,30 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   creates .venv and runs the demo end to end
+#   make test   creates .venv and runs the whole test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.thresher-installed
+# Tests run offline: a hub lookup would otherwise hang for over a minute before failing.
+TEST_ENV := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRITON_INTERPRET=1 TOKENIZERS_PARALLELISM=false
+
+.PHONY: env test demo clean
+
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	# torch first, pinned: a bare `torch` requirement would pull a multi-GB CUDA build.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip check
+	touch $(STAMP)
+
+env: $(STAMP)
+
+test: env
+	$(TEST_ENV) $(BIN)/python -m pytest -q
+
+demo: env
+	$(TEST_ENV) bash examples/demo.sh
+
+clean:
+	rm -rf $(VENV) out

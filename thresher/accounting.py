@@ -1,0 +1,86 @@
+"""Accounting: every stage reports ``in = out + removed (with reasons) + quarantined``.
+
+Rows that cannot be used are written, with their reason and location, to a
+quarantine file (JSONL) instead of being lost.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from thresher.errors import RowError
+
+
+@dataclass
+class StageCounts:
+    """Row counts for one stage over one input (or a total)."""
+
+    name: str
+    rows_in: int = 0
+    rows_out: int = 0
+    quarantined: Counter[str] = field(default_factory=Counter)  # by error category
+    removed: Counter[str] = field(default_factory=Counter)  # by reason
+
+    @property
+    def quarantined_total(self) -> int:
+        return sum(self.quarantined.values())
+
+    @property
+    def removed_total(self) -> int:
+        return sum(self.removed.values())
+
+    @property
+    def balanced(self) -> bool:
+        return self.rows_in == self.rows_out + self.removed_total + self.quarantined_total
+
+    def add(self, other: "StageCounts") -> None:
+        self.rows_in += other.rows_in
+        self.rows_out += other.rows_out
+        self.quarantined.update(other.quarantined)
+        self.removed.update(other.removed)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "in": self.rows_in,
+            "out": self.rows_out,
+            "removed": self.removed_total,
+            "removed_by_reason": dict(sorted(self.removed.items())),
+            "quarantined": self.quarantined_total,
+            "quarantined_by_reason": dict(sorted(self.quarantined.items())),
+            "balanced": self.balanced,
+        }
+
+
+class QuarantineWriter:
+    """Appends bad rows, with where they were and what is wrong, to a JSONL side file (opened lazily)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.rows = 0
+        self._file: Any = None
+
+    def write(self, error: RowError, raw: Any) -> None:
+        if self._file is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "wb")  # noqa: SIM115
+        loc = error.location
+        entry = {
+            "file": loc.file if loc else None,
+            "line": loc.line if loc else None,
+            "row": loc.row if loc else None,
+            "category": error.category,
+            "reason": error.reason,
+            "raw": raw,
+        }
+        self._file.write(orjson.dumps(entry, default=str) + b"\n")
+        self.rows += 1
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()

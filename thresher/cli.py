@@ -1,0 +1,165 @@
+"""The ``thresher`` command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from thresher import __version__
+from thresher.accounting import StageCounts
+from thresher.errors import InputError, RowError
+from thresher.formats.shapes import SHAPES, ConvertOptions
+from thresher.records import Kind
+
+app = typer.Typer(
+    help="Audit, decontaminate, curate, mix, synthesize and train on post-training data.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out_console = Console()
+err_console = Console(stderr=True)
+
+EXIT_BAD_ROW = 1
+EXIT_BAD_INPUT = 2
+
+
+def _fail(message: str, code: int) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _counts_table(title: str, rows: dict[str, StageCounts], total: StageCounts | None = None) -> Table:
+    table = Table(title=title, title_justify="left")
+    for name in ("input", "in", "out", "quarantined", "removed", "reasons"):
+        table.add_column(name, justify="left" if name in ("input", "reasons") else "right", overflow="fold")
+    items = list(rows.items()) + ([("total", total)] if total is not None and len(rows) > 1 else [])
+    for name, c in items:
+        reasons = ", ".join(f"{k}={v}" for k, v in sorted((c.quarantined + c.removed).items()))
+        table.add_row(name, str(c.rows_in), str(c.rows_out), str(c.quarantined_total), str(c.removed_total), reasons)
+    return table
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    out_console.print(__version__)
+
+
+@app.command()
+def formats() -> None:
+    """List the input formats Thresher recognises and the kinds they convert to."""
+    table = Table(title="input formats (detected from the first row's fields)", title_justify="left")
+    table.add_column("format")
+    table.add_column("kinds")
+    table.add_column("looks like")
+    for shape in SHAPES:
+        table.add_row(shape.name, "/".join(k.value for k in shape.kinds), shape.description)
+    out_console.print(table)
+
+
+@app.command()
+def convert(
+    inputs: Annotated[list[str], typer.Argument(help="Files (.jsonl[.gz], .json, .parquet, .csv), saved HF datasets, or hf:ORG/NAME.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output file: .parquet or .jsonl[.gz].")],
+    kind: Annotated[Optional[Kind], typer.Option(help="Kind of rows to produce (default: from the input's format).")] = None,
+    on_error: Annotated[str, typer.Option(help="fail: stop at the first bad row; quarantine: set bad rows aside and go on.")] = "fail",
+    quarantine: Annotated[Optional[Path], typer.Option(help="Where quarantined rows go (default: OUT's name + .quarantine.jsonl).")] = None,
+    format: Annotated[Optional[str], typer.Option("--format", help="Force an input format (see `thresher formats`).")] = None,
+    source: Annotated[Optional[str], typer.Option(help="Source name for the rows (default: the input file's name).")] = None,
+    split: Annotated[Optional[str], typer.Option(help="Split of a Hugging Face dataset.")] = None,
+    verifier: Annotated[str, typer.Option(help="Verifier for RLVR rows that name none.")] = "math",
+    summary: Annotated[Optional[Path], typer.Option(help="Write the account as JSON here (default: OUT's name + .summary.json).")] = None,
+) -> None:
+    """Convert inputs to canonical rows, accounting for every row: in = out + quarantined."""
+    from thresher.convert import convert as run_convert
+    from thresher.progress import progress_bar
+
+    if on_error not in ("fail", "quarantine"):
+        _fail(f"--on-error must be fail or quarantine, not {on_error!r}", EXIT_BAD_INPUT)
+    with progress_bar() as progress:
+        task = progress.add_task("converting", total=None, rate="")
+
+        def advance(path: str, rows: int) -> None:
+            progress.update(task, advance=rows, description=f"converting {Path(path).name}")
+
+        try:
+            report = run_convert(
+                inputs, out, kind=kind, on_error=on_error, quarantine=quarantine,  # type: ignore[arg-type]
+                shape_name=format, source=source, split=split, options=ConvertOptions(verifier=verifier),
+                on_batch=advance,
+            )
+        except RowError as e:
+            _fail(f"{e}\n(nothing was written; --on-error quarantine sets bad rows aside and goes on)", EXIT_BAD_ROW)
+            return
+        except InputError as e:
+            _fail(str(e), EXIT_BAD_INPUT)
+            return
+    for line in report.first_errors:
+        err_console.print(f"[yellow]quarantined[/] {line}", highlight=False, soft_wrap=True)
+    hidden = report.total.quarantined_total - len(report.first_errors)
+    if hidden > 0:
+        err_console.print(f"[yellow]… and {hidden} more in {report.quarantine}[/]")
+    out_console.print(_counts_table(f"convert → {out} ({report.kind.value if report.kind else '-'})", report.per_input, report.total))
+    if report.quarantine and report.total.quarantined_total:
+        out_console.print(f"quarantined rows with reasons: {report.quarantine}")
+    summary_path = summary or out.with_name(f"{out.name.split('.')[0]}.summary.json")
+    summary_path.write_text(json.dumps(report.as_dict(), indent=2) + "\n")
+    if not report.total.balanced:  # a bug, never bad input: say so loudly
+        _fail(f"row accounting does not balance: {report.total.as_dict()}", 3)
+
+
+@app.command()
+def inspect(
+    files: Annotated[list[str], typer.Argument(help="Canonical or raw inputs to describe.")],
+    kind: Annotated[Optional[Kind], typer.Option(help="Kind to read raw inputs as.")] = None,
+    format: Annotated[Optional[str], typer.Option("--format", help="Force an input format.")] = None,
+    tokenizer: Annotated[Optional[str], typer.Option(help="tokenizer.json file, tokenizer folder, or hub id: adds token counts.")] = None,
+    samples: Annotated[int, typer.Option(help="How many sample rows to show.")] = 2,
+    seed: Annotated[int, typer.Option(help="Seed for picking sample rows.")] = 0,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the statistics as JSON here.")] = None,
+) -> None:
+    """Counts per source and kind, length statistics, and a few sample rows."""
+    from rich.panel import Panel
+
+    from thresher import stats
+
+    tok = stats.load_tokenizer(tokenizer) if tokenizer else None
+    result: dict[str, object] = {}
+    for path in files:
+        try:
+            frame, found_kind, counts = stats.load_canonical(path, kind, format)
+        except InputError as e:
+            _fail(str(e), EXIT_BAD_INPUT)
+            return
+        frame = stats.add_lengths(frame, found_kind, tok)
+        out_console.rule(f"{path} — {found_kind.value}, {frame.height} rows")
+        if counts.quarantined_total:
+            out_console.print(_counts_table("rows that would not convert", {path: counts}))
+        entry: dict[str, object] = {"kind": found_kind.value, "counts": counts.as_dict()}
+        for column in ("chars", "tokens", "turns"):
+            if column not in frame.columns:
+                continue
+            table = stats.length_table(frame, column)
+            entry[column] = table.to_dicts()
+            rich_table = Table(title=f"{column} per row", title_justify="left")
+            for name in table.columns:
+                rich_table.add_column(name, justify="left" if name == "source" else "right")
+            for row in table.iter_rows():
+                rich_table.add_row(*[str(v) for v in row])
+            out_console.print(rich_table)
+        for row in frame.sample(n=min(samples, frame.height), seed=seed).to_dicts() if samples else []:
+            body = {k: row[k] for k in row if k not in ("provenance", "chars", "turns", "tokens")}
+            out_console.print(Panel(json.dumps(body, indent=1, ensure_ascii=False)[:1500], title=row["id"], title_align="left"))
+        result[path] = entry
+    if json_out:
+        json_out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,244 @@
+"""Conversion of inputs in any supported shape to canonical records.
+
+``iter_canonical`` streams canonical records of one input; ``convert`` writes
+several inputs to one output with a quarantine side file and a balanced account.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+
+from thresher.accounting import QuarantineWriter, StageCounts
+from thresher.errors import InputError, RowError
+from thresher.formats.shapes import SHAPES_BY_NAME, ConvertOptions, Shape, allowed_kinds, default_kind, detect_shape
+from thresher.io.sources import BATCH_ROWS, InputSpec, RawRow, batched, read_raw, resolve_input
+from thresher.io.writers import open_writer
+from thresher.records import Kind, content_hash, derived_id
+
+OnError = Literal["fail", "quarantine"]
+
+
+@dataclass
+class Outcome:
+    """One raw row's fate: a canonical record, or the error that stopped it."""
+
+    record: dict[str, Any] | None
+    error: RowError | None
+    raw: Any = None
+
+
+@dataclass
+class InputPlan:
+    """How one input is read: its spec, detected shape and the kind it becomes."""
+
+    spec: InputSpec
+    shape: Shape
+    kind: Kind
+    rows: Iterator[RawRow]
+
+
+def _peek_columns(rows: Iterator[RawRow]) -> tuple[set[str] | None, list[RawRow]]:
+    """The fields of the first parseable row, and the rows read to find it (to be replayed)."""
+    seen: list[RawRow] = []
+    for row in rows:
+        seen.append(row)
+        if row.data is not None:
+            return set(row.data), seen
+    return None, seen
+
+
+def plan_input(spec: InputSpec, kind: Kind | None, shape_name: str | None = None) -> InputPlan | None:
+    """Detect the shape of ``spec`` and check it can become ``kind``; None for an input with no parseable rows."""
+    rows = read_raw(spec)
+    columns, seen = _peek_columns(rows)
+    replay = _chain(seen, rows)
+    if columns is None:
+        if not seen:
+            return None
+        # Only unparseable rows: convert them (all to errors) under any shape.
+        shape = SHAPES_BY_NAME[shape_name or "messages"]
+        return InputPlan(spec, shape, kind or Kind.SFT, replay)
+    if shape_name:
+        if shape_name not in SHAPES_BY_NAME:
+            raise InputError(f"unknown format {shape_name!r}; known: {sorted(SHAPES_BY_NAME)}")
+        shape = SHAPES_BY_NAME[shape_name]
+    else:
+        found = detect_shape(columns)
+        if found is None:
+            raise InputError(
+                f"{spec.path}: cannot tell the format of rows with fields {sorted(columns)}; "
+                f"pass --format (one of {sorted(SHAPES_BY_NAME)})"
+            )
+        shape = found
+    allowed = allowed_kinds(shape, columns)
+    chosen = kind or default_kind(shape, columns)
+    if chosen not in allowed:
+        raise InputError(
+            f"{spec.path}: rows in the {shape.name!r} format ({shape.description}) convert to "
+            f"{'/'.join(k.value for k in allowed)}, not {chosen.value}"
+        )
+    return InputPlan(spec, shape, chosen, replay)
+
+
+def _chain(first: list[RawRow], rest: Iterator[RawRow]) -> Iterator[RawRow]:
+    yield from first
+    yield from rest
+
+
+def _metadata(row: dict[str, Any], used: set[str]) -> str | None:
+    extra = {k: v for k, v in row.items() if k not in used and k != "id"}
+    return orjson.dumps(extra, default=str).decode() if extra else None
+
+
+def _record_id(row: dict[str, Any], source: str, index: int) -> str:
+    value = row.get("id")
+    if value is None or value == "":
+        return derived_id(source, index)
+    if isinstance(value, (dict, list)):
+        raise RowError("wrong_type", f"id: expected a string or number, got {type(value).__name__}")
+    return str(value)
+
+
+def to_record(raw: RawRow, plan: InputPlan, options: ConvertOptions) -> Outcome:
+    """Convert one raw row with the input's shape; errors come back, they are not raised."""
+    if raw.error is not None:
+        return Outcome(None, raw.error.at(raw.location), raw.raw)
+    data = raw.data
+    assert data is not None
+    try:
+        content, used = plan.shape.convert(data, plan.kind, options)
+        loc = raw.location
+        if plan.shape.name == "canonical":
+            prov = data["provenance"]
+            if not isinstance(prov, dict):
+                raise RowError("wrong_type", "provenance: expected an object")
+            record = {"id": str(data["id"]), "source": str(data["source"]), **content, "metadata": data.get("metadata")}
+            provenance = {"file": prov.get("file"), "row": prov.get("row"), "line": prov.get("line")}
+        else:
+            record = {"id": _record_id(data, plan.spec.source, loc.row), "source": plan.spec.source, **content}
+            record["metadata"] = _metadata(data, used)
+            provenance = {"file": loc.file, "row": loc.row, "line": loc.line}
+        provenance["content_hash"] = content_hash(plan.kind, record)
+        record["provenance"] = provenance
+        return Outcome(record, None)
+    except RowError as e:
+        return Outcome(None, e.at(raw.location), data)
+
+
+def iter_canonical(
+    spec: str | InputSpec,
+    kind: Kind | None = None,
+    shape_name: str | None = None,
+    options: ConvertOptions | None = None,
+) -> Iterator[Outcome]:
+    """Every row of one input as an Outcome (record or error), in input order."""
+    resolved = spec if isinstance(spec, InputSpec) else resolve_input(spec)
+    plan = plan_input(resolved, kind, shape_name)
+    if plan is None:
+        return
+    opts = options or ConvertOptions()
+    for raw in plan.rows:
+        yield to_record(raw, plan, opts)
+
+
+@dataclass
+class ConvertReport:
+    """What a conversion did: the kind written, counts per input and in total, and where bad rows went."""
+
+    kind: Kind | None
+    output: str
+    quarantine: str | None
+    per_input: dict[str, StageCounts] = field(default_factory=dict)
+    total: StageCounts = field(default_factory=lambda: StageCounts("convert"))
+    seconds: float = 0.0
+    first_errors: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind.value if self.kind else None,
+            "output": self.output,
+            "quarantine": self.quarantine,
+            "total": self.total.as_dict(),
+            "inputs": {name: c.as_dict() for name, c in self.per_input.items()},
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def default_quarantine_path(out: str | Path) -> Path:
+    out = Path(out)
+    stem = out.name.split(".")[0]
+    return out.with_name(f"{stem}.quarantine.jsonl")
+
+
+def convert(
+    inputs: list[str],
+    out: str | Path,
+    kind: Kind | None = None,
+    on_error: OnError = "fail",
+    quarantine: str | Path | None = None,
+    shape_name: str | None = None,
+    source: str | None = None,
+    split: str | None = None,
+    options: ConvertOptions | None = None,
+    on_batch: Callable[[str, int], None] | None = None,
+    max_reported_errors: int = 50,
+) -> ConvertReport:
+    """Convert ``inputs`` to canonical rows of one kind in ``out``.
+
+    ``on_error="fail"`` stops at the first bad row (raising RowError, nothing written);
+    ``"quarantine"`` writes bad rows with their reasons to the quarantine file and goes on.
+    """
+    started = time.perf_counter()
+    options = options or ConvertOptions()
+    specs = [resolve_input(s, source=source, split=split) for s in inputs]
+    quarantine_path = Path(quarantine) if quarantine else default_quarantine_path(out)
+    report = ConvertReport(kind, str(out), str(quarantine_path) if on_error == "quarantine" else None)
+    writer = None
+    bad = QuarantineWriter(quarantine_path)
+    try:
+        for spec in specs:
+            plan = plan_input(spec, kind or report.kind, shape_name)
+            counts = report.per_input.setdefault(spec.path, StageCounts(spec.path))
+            if plan is None:
+                continue
+            if report.kind is None:
+                report.kind = plan.kind
+            if writer is None:
+                writer = open_writer(out, plan.kind)
+            for rows in batched(plan.rows, BATCH_ROWS):
+                records = []
+                for raw in rows:
+                    outcome = to_record(raw, plan, options)
+                    counts.rows_in += 1
+                    if outcome.record is not None:
+                        records.append(outcome.record)
+                        continue
+                    assert outcome.error is not None
+                    if on_error == "fail":
+                        raise outcome.error
+                    bad.write(outcome.error, outcome.raw)
+                    counts.quarantined[outcome.error.category] += 1
+                    if len(report.first_errors) < max_reported_errors:
+                        report.first_errors.append(str(outcome.error))
+                writer.write(records)
+                counts.rows_out += len(records)
+                if on_batch:
+                    on_batch(spec.path, len(rows))
+            report.total.add(counts)
+        if writer is None:
+            writer = open_writer(out, report.kind or kind or Kind.SFT)
+        writer.close()
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        bad.close()
+        raise
+    bad.close()
+    report.seconds = time.perf_counter() - started
+    return report

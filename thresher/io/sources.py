@@ -1,0 +1,247 @@
+"""Raw readers: turn an input (file, folder, or hub dataset) into batches of raw rows.
+
+Each reader streams: JSONL and CSV line by line, Parquet and Hugging Face datasets
+by record batch. A row that cannot be parsed is yielded with an ``error`` (and its
+raw text) instead of being dropped, so later stages can fail or quarantine it.
+JSON arrays are the one exception to streaming: the array is parsed whole.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import orjson
+
+from thresher.errors import InputError, Location, RowError
+
+BATCH_ROWS = 4096
+HF_PREFIX = "hf:"
+
+
+@dataclass
+class RawRow:
+    """One input row: its parsed object, or the reason it could not be parsed."""
+
+    location: Location
+    data: dict[str, Any] | None = None
+    error: RowError | None = None
+    raw: str | None = None  # the unparsed text, kept for the quarantine file
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """A resolved input: what to read, how, and the default source name of its rows."""
+
+    path: str
+    format: str  # jsonl | json | parquet | csv | tsv | hf_disk | hf_hub
+    source: str
+    split: str | None = None
+
+
+def _strip_suffixes(name: str) -> str:
+    for suffix in (".gz", ".jsonl", ".ndjson", ".json", ".parquet", ".pq", ".csv", ".tsv"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+    return name
+
+
+def _open_binary(path: Path) -> BinaryIO:
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")  # noqa: SIM115
+
+
+def _sniff_json(path: Path) -> str:
+    """``json`` for one JSON document (array or object), ``jsonl`` for one object per line."""
+    with _open_binary(path) as f:
+        head = f.read(1 << 16).lstrip()
+    if head.startswith(b"["):
+        return "json"
+    first_line = head.split(b"\n", 1)[0]
+    try:
+        orjson.loads(first_line)
+    except orjson.JSONDecodeError:
+        return "json"  # a document spread over several lines
+    return "jsonl"
+
+
+def _is_hf_saved_dataset(path: Path) -> bool:
+    return any((path / name).exists() for name in ("dataset_info.json", "state.json", "dataset_dict.json"))
+
+
+def resolve_input(spec: str, source: str | None = None, split: str | None = None) -> InputSpec:
+    """Work out the format of ``spec`` (a path, or ``hf:NAME`` for a hub dataset)."""
+    if spec.startswith(HF_PREFIX):
+        name = spec[len(HF_PREFIX) :]
+        return InputSpec(name, "hf_hub", source or name, split or "train")
+    path = Path(spec)
+    if not path.exists():
+        raise InputError(f"{spec}: no such file or folder (hub datasets are written hf:ORG/NAME)")
+    if path.is_dir():
+        if _is_hf_saved_dataset(path):
+            return InputSpec(str(path), "hf_disk", source or path.name, split)
+        raise InputError(f"{spec}: a folder that is not a saved Hugging Face dataset; pass its files instead")
+    name = path.name.lower()
+    base = _strip_suffixes(path.name)
+    inner = name[:-3] if name.endswith(".gz") else name
+    if inner.endswith((".jsonl", ".ndjson")):
+        fmt = "jsonl"
+    elif inner.endswith(".json"):
+        fmt = _sniff_json(path)
+    elif inner.endswith((".parquet", ".pq")):
+        fmt = "parquet"
+    elif inner.endswith(".csv"):
+        fmt = "csv"
+    elif inner.endswith(".tsv"):
+        fmt = "tsv"
+    else:
+        raise InputError(f"{spec}: unknown file type (expected .jsonl, .json, .parquet, .csv, .tsv, optionally .gz)")
+    return InputSpec(str(path), fmt, source or base, split)
+
+
+def _object_or_error(value: Any, location: Location, raw: str | None) -> RawRow:
+    if isinstance(value, dict):
+        return RawRow(location, data=value)
+    return RawRow(location, error=RowError("wrong_type", f"expected a JSON object, got {type(value).__name__}"), raw=raw)
+
+
+def _read_jsonl(path: Path) -> Iterator[RawRow]:
+    row = 0
+    with _open_binary(path) as f:
+        for line_no, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            location = Location(str(path), row, line_no)
+            row += 1
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError as e:
+                yield RawRow(location, error=RowError("invalid_utf8", f"invalid UTF-8 at byte {e.start} of the line"), raw=line.decode("utf-8", "replace"))
+                continue
+            try:
+                value = orjson.loads(text)
+            except orjson.JSONDecodeError as e:
+                yield RawRow(location, error=RowError("malformed_json", f"malformed JSON: {e}"), raw=text.rstrip("\n"))
+                continue
+            yield _object_or_error(value, location, text.rstrip("\n"))
+
+
+def _line_of(data: bytes, offset: int) -> int:
+    return data.count(b"\n", 0, offset) + 1
+
+
+def _read_json_document(path: Path) -> Iterator[RawRow]:
+    with _open_binary(path) as f:
+        data = f.read()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}:{_line_of(data, e.start)}: invalid UTF-8 at byte {e.start}") from None
+    try:
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError as e:
+        raise InputError(f"{path}:{e.lineno}: malformed JSON (column {e.colno}): {e.msg}") from None
+    if isinstance(doc, dict):
+        lists = [key for key, value in doc.items() if isinstance(value, list)]
+        if len(lists) != 1:
+            raise InputError(f"{path}: a JSON object must hold exactly one list of rows (found lists: {lists or 'none'})")
+        doc = doc[lists[0]]
+    if not isinstance(doc, list):
+        raise InputError(f"{path}: expected a JSON array of objects, got {type(doc).__name__}")
+    for row, value in enumerate(doc):
+        yield _object_or_error(value, Location(str(path), row), orjson.dumps(value).decode())
+
+
+def _read_parquet(path: Path) -> Iterator[RawRow]:
+    import pyarrow.parquet as pq
+
+    row = 0
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS):
+        for value in batch.to_pylist():
+            yield RawRow(Location(str(path), row), data=value)
+            row += 1
+
+
+def _read_csv(path: Path, delimiter: str) -> Iterator[RawRow]:
+    with _open_binary(path) as f:
+        text = io.TextIOWrapper(f, encoding="utf-8-sig", errors="surrogateescape", newline="")
+        reader = csv.reader(text, delimiter=delimiter)
+        try:
+            header = next(reader)
+        except StopIteration:
+            return
+        row = 0
+        start_line = reader.line_num + 1
+        for fields in reader:
+            location = Location(str(path), row, start_line)
+            start_line = reader.line_num + 1
+            if not fields:
+                continue
+            row += 1
+            raw = delimiter.join(fields)
+            if any(_has_surrogates(value) for value in fields):
+                yield RawRow(location, error=RowError("invalid_utf8", "invalid UTF-8"), raw=raw.encode("utf-8", "replace").decode())
+            elif len(fields) != len(header):
+                yield RawRow(location, error=RowError("malformed_csv", f"expected {len(header)} fields (header {header}), got {len(fields)}"), raw=raw)
+            else:
+                yield RawRow(location, data=dict(zip(header, fields, strict=True)))
+
+
+def _has_surrogates(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _read_hf(spec: InputSpec) -> Iterator[RawRow]:
+    import datasets
+
+    if spec.format == "hf_disk":
+        ds = datasets.load_from_disk(spec.path)
+        if isinstance(ds, datasets.DatasetDict):
+            split = spec.split or ("train" if "train" in ds else None)
+            if split not in ds:
+                raise InputError(f"{spec.path}: choose a split with --split (have {sorted(ds)})")
+            ds = ds[split]
+    else:
+        ds = datasets.load_dataset(spec.path, split=spec.split, streaming=True)
+    row = 0
+    for columns in ds.iter(batch_size=BATCH_ROWS):
+        names = list(columns)
+        for values in zip(*(columns[name] for name in names), strict=True):
+            yield RawRow(Location(spec.path, row), data=dict(zip(names, values, strict=True)))
+            row += 1
+
+
+def read_raw(spec: InputSpec) -> Iterator[RawRow]:
+    """Every row of one input, in order, parsed or with the reason it could not be."""
+    path = Path(spec.path)
+    if spec.format == "jsonl":
+        return _read_jsonl(path)
+    if spec.format == "json":
+        return _read_json_document(path)
+    if spec.format == "parquet":
+        return _read_parquet(path)
+    if spec.format in ("csv", "tsv"):
+        return _read_csv(path, "," if spec.format == "csv" else "\t")
+    if spec.format in ("hf_disk", "hf_hub"):
+        return _read_hf(spec)
+    raise InputError(f"{spec.path}: unsupported format {spec.format!r}")
+
+
+def batched(rows: Iterator[RawRow], size: int = BATCH_ROWS) -> Iterator[list[RawRow]]:
+    """Group rows into lists of at most ``size``."""
+    batch: list[RawRow] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

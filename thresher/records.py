@@ -1,0 +1,85 @@
+"""Canonical records: one Arrow schema per kind of row, plus ids and content hashes.
+
+Every row Thresher writes has ``id``, ``source``, the kind's content columns,
+``metadata`` (the input's unmapped fields as a JSON object string, so nothing
+is dropped) and ``provenance`` (where the row came from and a hash of its content).
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from typing import Any
+
+import orjson
+import pyarrow as pa
+
+ROLES: frozenset[str] = frozenset({"system", "user", "assistant", "tool"})
+
+
+class Kind(str, enum.Enum):
+    """The three kinds of post-training rows."""
+
+    SFT = "sft"
+    PREFERENCE = "preference"
+    RLVR = "rlvr"
+
+
+MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
+MESSAGES = pa.list_(MESSAGE)
+
+PROVENANCE = pa.struct(
+    [
+        ("file", pa.string()),  # input file, folder or dataset name
+        ("row", pa.int64()),  # 0-based index of the row in that input
+        ("line", pa.int64()),  # 1-based line number for line-based files, else null
+        ("content_hash", pa.string()),  # hash of the canonical content columns
+    ]
+)
+
+# The content columns of each kind, in schema order.
+CONTENT_FIELDS: dict[Kind, tuple[str, ...]] = {
+    Kind.SFT: ("messages",),
+    Kind.PREFERENCE: ("prompt", "chosen", "rejected"),
+    Kind.RLVR: ("messages", "ground_truth", "verifier"),
+}
+
+_CONTENT_TYPES: dict[str, pa.DataType] = {
+    "messages": MESSAGES,
+    "prompt": MESSAGES,
+    "chosen": MESSAGES,
+    "rejected": MESSAGES,
+    "ground_truth": pa.string(),
+    "verifier": pa.string(),
+}
+
+
+def schema_for(kind: Kind) -> pa.Schema:
+    """The Arrow schema of canonical rows of ``kind``."""
+    fields = [pa.field("id", pa.string(), nullable=False), pa.field("source", pa.string(), nullable=False)]
+    fields += [pa.field(name, _CONTENT_TYPES[name], nullable=False) for name in CONTENT_FIELDS[kind]]
+    fields += [pa.field("metadata", pa.string()), pa.field("provenance", PROVENANCE, nullable=False)]
+    return pa.schema(fields, metadata={b"thresher.kind": kind.value.encode()})
+
+
+def kind_of_columns(columns: set[str] | list[str]) -> Kind | None:
+    """The kind whose canonical columns are all present, or None."""
+    cols = set(columns)
+    required = {"id", "source", "provenance"}
+    if not required <= cols:
+        return None
+    for kind in (Kind.PREFERENCE, Kind.RLVR, Kind.SFT):
+        if set(CONTENT_FIELDS[kind]) <= cols:
+            return kind
+    return None
+
+
+def content_hash(kind: Kind, record: dict[str, Any]) -> str:
+    """A stable hash of a record's content columns (not its id, source or provenance)."""
+    content = [record[name] for name in CONTENT_FIELDS[kind]]
+    return hashlib.blake2b(orjson.dumps(content), digest_size=16).hexdigest()
+
+
+def derived_id(source: str, row: int) -> str:
+    """The stable id of a row that had none: its source and row index."""
+    return f"{source}/{row}"

@@ -1,0 +1,110 @@
+"""Statistics of canonical rows (counts per source, length distributions), computed with Polars."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from thresher.accounting import StageCounts
+from thresher.convert import iter_canonical
+from thresher.records import CONTENT_FIELDS, Kind, kind_of_columns, schema_for
+
+MESSAGE_FIELDS = ("messages", "prompt", "chosen", "rejected")
+QUANTILES = (0.5, 0.9, 0.99)
+
+
+def load_canonical(path: str, kind: Kind | None = None, shape_name: str | None = None) -> tuple[pl.DataFrame, Kind, StageCounts]:
+    """Canonical rows of ``path`` as a DataFrame; rows that fail to convert are counted, not kept."""
+    counts = StageCounts(path)
+    if path.lower().endswith((".parquet", ".pq")) and Path(path).is_file():
+        names = pq.read_schema(path).names
+        found = kind_of_columns(names)
+        if found is not None and (kind is None or kind == found):
+            frame = pl.read_parquet(path)
+            counts.rows_in = counts.rows_out = frame.height
+            return frame, found, counts
+    records = []
+    found_kind: Kind | None = kind
+    for outcome in iter_canonical(path, kind, shape_name):
+        counts.rows_in += 1
+        if outcome.record is None:
+            assert outcome.error is not None
+            counts.quarantined[outcome.error.category] += 1
+            continue
+        records.append(outcome.record)
+        if found_kind is None:
+            found_kind = _kind_of_record(outcome.record)
+    counts.rows_out = len(records)
+    found_kind = found_kind or Kind.SFT
+    table = pa.Table.from_pylist(records, schema=schema_for(found_kind))
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    return frame, found_kind, counts
+
+
+def _kind_of_record(record: dict[str, Any]) -> Kind:
+    kind = kind_of_columns(set(record))
+    assert kind is not None
+    return kind
+
+
+def _chars_expr(field: str) -> pl.Expr:
+    return pl.col(field).list.eval(pl.element().struct.field("content").str.len_chars()).list.sum()
+
+
+def row_texts(frame: pl.DataFrame, kind: Kind) -> pl.Series:
+    """All message contents of each row joined by newlines (the text a tokenizer sees)."""
+    fields = [f for f in CONTENT_FIELDS[kind] if f in MESSAGE_FIELDS]
+    parts = [pl.col(f).list.eval(pl.element().struct.field("content")).list.join("\n") for f in fields]
+    return frame.select(pl.concat_str(parts, separator="\n").alias("text"))["text"]
+
+
+def add_lengths(frame: pl.DataFrame, kind: Kind, tokenizer: Any | None = None) -> pl.DataFrame:
+    """Add ``chars`` (and ``turns``; ``tokens`` when a tokenizer is given) per row."""
+    fields = [f for f in CONTENT_FIELDS[kind] if f in MESSAGE_FIELDS]
+    frame = frame.with_columns(
+        pl.sum_horizontal([_chars_expr(f) for f in fields]).alias("chars"),
+        pl.sum_horizontal([pl.col(f).list.len() for f in fields]).alias("turns"),
+    )
+    if tokenizer is not None:
+        texts = row_texts(frame, kind).to_list()
+        frame = frame.with_columns(pl.Series("tokens", count_tokens(tokenizer, texts), dtype=pl.Int64))
+    return frame
+
+
+def load_tokenizer(name_or_path: str) -> Any:
+    """A ``tokenizers.Tokenizer`` from a tokenizer.json, or a transformers tokenizer from a folder or hub id."""
+    path = Path(name_or_path)
+    if path.is_file():
+        from tokenizers import Tokenizer
+
+        return Tokenizer.from_file(str(path))
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(name_or_path)
+
+
+def count_tokens(tokenizer: Any, texts: list[str]) -> list[int]:
+    """Token counts of ``texts``, encoded in one batch (the Rust tokenizer parallelises it)."""
+    if hasattr(tokenizer, "encode_batch"):
+        return [len(e.ids) for e in tokenizer.encode_batch(texts, add_special_tokens=False)]
+    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    return [len(ids) for ids in encoded]
+
+
+def length_table(frame: pl.DataFrame, column: str) -> pl.DataFrame:
+    """Per source and overall: rows, mean, min, quantiles and max of ``column``."""
+    aggs = [
+        pl.len().alias("rows"),
+        pl.col(column).mean().round(1).alias("mean"),
+        pl.col(column).min().alias("min"),
+        *[pl.col(column).quantile(q, "nearest").alias(f"p{int(q * 100)}") for q in QUANTILES],
+        pl.col(column).max().alias("max"),
+    ]
+    per_source = frame.group_by("source").agg(aggs).sort("source")
+    overall = frame.select(aggs).with_columns(pl.lit("(all)").alias("source")).select(per_source.columns)
+    return pl.concat([per_source, overall], how="vertical_relaxed")
