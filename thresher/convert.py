@@ -66,7 +66,7 @@ def plan_input(spec: InputSpec, kind: Kind | None, shape_name: str | None = None
         return InputPlan(spec, shape, kind or Kind.SFT, replay)
     if shape_name:
         if shape_name not in SHAPES_BY_NAME:
-            raise InputError(f"unknown format {shape_name!r}; known: {sorted(SHAPES_BY_NAME)}")
+            raise InputError(f"{spec.path}: unknown format {shape_name!r}; known: {sorted(SHAPES_BY_NAME)}")
         shape = SHAPES_BY_NAME[shape_name]
     else:
         found = detect_shape(columns)
@@ -133,13 +133,13 @@ def to_record(raw: RawRow, plan: InputPlan, options: ConvertOptions) -> Outcome:
 
 def iter_canonical(
     spec: str | InputSpec,
-    kind: Kind | None = None,
+    kind: Kind | str | None = None,
     shape_name: str | None = None,
     options: ConvertOptions | None = None,
 ) -> Iterator[Outcome]:
     """Every row of one input as an Outcome (record or error), in input order."""
     resolved = spec if isinstance(spec, InputSpec) else resolve_input(spec)
-    plan = plan_input(resolved, kind, shape_name)
+    plan = plan_input(resolved, Kind(kind) if kind is not None else None, shape_name)
     if plan is None:
         return
     opts = options or ConvertOptions()
@@ -179,7 +179,7 @@ def default_quarantine_path(out: str | Path) -> Path:
 def convert(
     inputs: list[str],
     out: str | Path,
-    kind: Kind | None = None,
+    kind: Kind | str | None = None,
     on_error: OnError = "fail",
     quarantine: str | Path | None = None,
     shape_name: str | None = None,
@@ -195,6 +195,7 @@ def convert(
     ``"quarantine"`` writes bad rows with their reasons to the quarantine file and goes on.
     """
     started = time.perf_counter()
+    kind = Kind(kind) if kind is not None else None
     options = options or ConvertOptions()
     specs = [resolve_input(s, source=source, split=split) for s in inputs]
     quarantine_path = Path(quarantine) if quarantine else default_quarantine_path(out)

@@ -61,12 +61,18 @@ def _sniff_json(path: Path) -> str:
         head = f.read(1 << 16).lstrip()
     if head.startswith(b"["):
         return "json"
-    first_line = head.split(b"\n", 1)[0]
+    first_line, _, rest = head.partition(b"\n")
     try:
-        orjson.loads(first_line)
+        first = orjson.loads(first_line)
     except orjson.JSONDecodeError:
         return "json"  # a document spread over several lines
-    return "jsonl"
+    if rest.strip():
+        return "jsonl"
+    # One line only: a wrapper object holding a list of rows is a document, anything else one row.
+    wraps_rows = isinstance(first, dict) and any(
+        isinstance(v, list) and v and all(isinstance(x, dict) for x in v) for v in first.values()
+    )
+    return "json" if wraps_rows else "jsonl"
 
 
 def _is_hf_saved_dataset(path: Path) -> bool:

@@ -1,0 +1,87 @@
+"""The command line, run as a real subprocess, with a tokenizer trained here."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import read_rows
+
+
+def thresher(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "thresher.cli", *args], capture_output=True, text=True, timeout=300, env=env, cwd=cwd)
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small BPE tokenizer trained on LIMA, saved as tokenizer.json and as a transformers folder."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    texts = [r["instruction"] + "\n" + r["output"] for r in json.loads((shared_data / "sft/lima.json").read_text())]
+    tok = Tokenizer(models.BPE(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=2000, special_tokens=["[UNK]"], show_progress=False))
+    folder = tmp_path_factory.mktemp("tok")
+    tok.save(str(folder / "tokenizer.json"))
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]").save_pretrained(str(folder / "hf"))
+    return folder
+
+
+def test_convert_then_inspect_with_tokens(shared_data: Path, tokenizer_dir: Path, tmp_path: Path) -> None:
+    from tokenizers import Tokenizer
+
+    out = tmp_path / "sft.parquet"
+    inputs = [str(shared_data / "sft/lima.json"), str(shared_data / "sft/fastchat_dummy_conversation.json")]
+    done = thresher("convert", *inputs, "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert "1529" in done.stdout  # total rows in, shown in the account
+    stats_path = tmp_path / "stats.json"
+    shown = thresher("inspect", str(out), "--tokenizer", str(tokenizer_dir / "tokenizer.json"), "--json", str(stats_path), "--samples", "1")
+    assert shown.returncode == 0, shown.stderr
+    assert "tokens per row" in shown.stdout and "chars per row" in shown.stdout
+    stats = json.loads(stats_path.read_text())[str(out)]
+    by_source = {row["source"]: row for row in stats["tokens"]}
+    assert by_source["lima"]["rows"] == 1029 and by_source["fastchat_dummy_conversation"]["rows"] == 500
+    # token counts agree with encoding the rows directly
+    tok = Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json"))
+    rows = [r for r in read_rows(out) if r["source"] == "lima"]
+    direct = [len(tok.encode("\n".join(m["content"] for m in r["messages"]), add_special_tokens=False).ids) for r in rows]
+    assert by_source["lima"]["max"] == max(direct)
+    assert by_source["lima"]["mean"] == pytest.approx(sum(direct) / len(direct), abs=0.05)
+    chars = {row["source"]: row for row in stats["chars"]}
+    assert chars["lima"]["max"] == max(sum(len(m["content"]) for m in r["messages"]) for r in rows)
+
+
+def test_inspect_raw_input_with_a_transformers_tokenizer_folder(shared_data: Path, tokenizer_dir: Path, tmp_path: Path) -> None:
+    stats_path = tmp_path / "stats.json"
+    path = str(shared_data / "preference/hh-rlhf_harmless-base_test.jsonl.gz")
+    shown = thresher("inspect", path, "--tokenizer", str(tokenizer_dir / "hf"), "--json", str(stats_path))
+    assert shown.returncode == 0, shown.stderr
+    entry = json.loads(stats_path.read_text())[path]
+    assert entry["kind"] == "preference"
+    assert entry["counts"]["in"] == 2312 and entry["counts"]["out"] == 2303 and entry["counts"]["quarantined"] == 9
+    assert "rows that would not convert" in shown.stdout
+
+
+def test_formats_and_version() -> None:
+    listed = thresher("formats")
+    assert listed.returncode == 0
+    for name in ("sharegpt", "alpaca", "pair", "question_answer", "pairwise_annotation"):
+        assert name in listed.stdout
+    assert thresher("version").stdout.strip() == "0.1.0"
+
+
+def test_bad_option_values_are_rejected(tmp_path: Path) -> None:
+    bad = thresher("convert", "nothing.jsonl", "--out", str(tmp_path / "o.parquet"))
+    assert bad.returncode == 2 and "nothing.jsonl: no such file" in bad.stderr
+    src = tmp_path / "a.jsonl"
+    src.write_text('{"prompt": "p", "completion": "c"}\n')
+    wrong_out = thresher("convert", str(src), "--out", str(tmp_path / "o.txt"))
+    assert wrong_out.returncode == 2 and "must end in .parquet" in wrong_out.stderr
