@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from thresher import __version__
@@ -114,6 +115,19 @@ def convert(
         _fail(f"row accounting does not balance: {report.total.as_dict()}", 3)
 
 
+def _sample_text(row: dict[str, object], limit: int = 400) -> str:
+    """A row as a person reads it: one line per message, long contents shortened."""
+    lines = []
+    for name in ("messages", "prompt", "chosen", "rejected"):
+        for m in row.get(name) or []:  # type: ignore[union-attr]
+            content = m["content"] if len(m["content"]) <= limit else m["content"][:limit] + " …"
+            lines.append(f"[bold]{name}.{m['role']}:[/] {escape(content)}")
+    for name in ("ground_truth", "verifier", "metadata"):
+        if row.get(name):
+            lines.append(f"[bold]{name}:[/] {escape(str(row[name])[:limit])}")
+    return "\n".join(lines)
+
+
 @app.command()
 def inspect(
     files: Annotated[list[str], typer.Argument(help="Canonical or raw inputs to describe.")],
@@ -154,8 +168,7 @@ def inspect(
                 rich_table.add_row(*[str(v) for v in row])
             out_console.print(rich_table)
         for row in frame.sample(n=min(samples, frame.height), seed=seed).to_dicts() if samples else []:
-            body = {k: row[k] for k in row if k not in ("provenance", "chars", "turns", "tokens")}
-            out_console.print(Panel(json.dumps(body, indent=1, ensure_ascii=False)[:1500], title=row["id"], title_align="left"))
+            out_console.print(Panel(_sample_text(row), title=f"{row['id']} ({row['source']})", title_align="left"))
         result[path] = entry
     if json_out:
         json_out.write_text(json.dumps(result, indent=2, default=str) + "\n")
