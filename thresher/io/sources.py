@@ -216,7 +216,8 @@ def _read_hf(spec: InputSpec) -> Iterator[RawRow]:
                 raise InputError(f"{spec.path}: choose a split with --split (have {sorted(ds)})")
             ds = ds[split]
     else:
-        ds = datasets.load_dataset(spec.path, split=spec.split, streaming=True)
+        name, _, config = spec.path.partition("@")  # hf:ORG/NAME@CONFIG
+        ds = datasets.load_dataset(name, config or None, split=spec.split, streaming=True)
     row = 0
     for columns in ds.iter(batch_size=BATCH_ROWS):
         names = list(columns)
