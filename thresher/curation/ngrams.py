@@ -1,0 +1,119 @@
+"""Token and n-gram hashing, vectorized with NumPy over whole batches of rows.
+
+Tokens are hashed once: a polynomial hash of each string's UTF-8 bytes (mod 2**64, from prefix
+sums over the batch's Arrow data buffer, so no per-token Python), finished with the MurmurHash3
+64-bit mixer. N-gram hashes combine ``n`` neighbouring token hashes with array arithmetic,
+masked so no n-gram crosses a row boundary. Every n-gram keeps its row and token position,
+so matches can be shown as spans. The same arithmetic runs in torch for the GPU path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+_U64 = np.uint64
+_P = 0x100000001B3  # odd, so it is invertible mod 2**64
+_P_INV = pow(_P, -1, 1 << 64)
+_LENGTH_MIX = 0x9E3779B97F4A7C15
+_COMBINE = 0xC2B2AE3D27D4EB4F
+_FMIX1 = 0xFF51AFD7ED558CCD
+_FMIX2 = 0xC4CEB9FE1A85EC53
+
+
+def fmix64(h: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 64-bit finalizer: spreads every input bit over the output."""
+    h = h ^ (h >> _U64(33))
+    h = h * _U64(_FMIX1)
+    h = h ^ (h >> _U64(33))
+    h = h * _U64(_FMIX2)
+    return h ^ (h >> _U64(33))
+
+
+def _powers(base: int, count: int) -> np.ndarray:
+    powers = np.full(count, base, dtype=_U64)
+    if count:
+        powers[0] = 1
+    return np.cumprod(powers, dtype=_U64)  # wraps mod 2**64, as intended
+
+
+def hash_strings(strings: pa.Array | pa.ChunkedArray | list[str], seed: int = 0) -> np.ndarray:
+    """A 64-bit hash of each string (UTF-8 bytes), equal strings giving equal hashes."""
+    arr = pa.array(strings, type=pa.large_string()) if isinstance(strings, list) else strings
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    arr = arr.cast(pa.large_string())
+    if arr.null_count:
+        raise ValueError("cannot hash null strings")
+    n = len(arr)
+    _, offsets_buf, data_buf = arr.buffers()
+    offsets = np.frombuffer(offsets_buf, dtype=np.int64, count=n + 1, offset=arr.offset * 8)
+    base = int(offsets[0])
+    starts, ends = offsets[:-1] - base, offsets[1:] - base
+    total = int(ends[-1]) if n else 0
+    data = np.frombuffer(data_buf, dtype=np.uint8, count=total, offset=base) if total else np.zeros(0, np.uint8)
+    # h(s) = sum_j (byte_j + 1) * P**j, from prefix sums S[k] = sum_{i<k} (b_i + 1) * P**i
+    prefix = np.zeros(total + 1, dtype=_U64)
+    np.cumsum((data.astype(_U64) + _U64(1)) * _powers(_P, total), dtype=_U64, out=prefix[1:])
+    inverse = _powers(_P_INV, total + 1)
+    h = (prefix[ends] - prefix[starts]) * inverse[starts]
+    lengths = (ends - starts).astype(_U64) + _U64(1)  # +1: the empty string does not hash to 0
+    return fmix64(h ^ (lengths * _U64(_LENGTH_MIX)) ^ _U64(seed & 0xFFFFFFFFFFFFFFFF))
+
+
+def combine(acc: np.ndarray, token_hash: np.ndarray) -> np.ndarray:
+    """Fold one more token hash into a running n-gram hash (order-sensitive)."""
+    return fmix64((acc * _U64(_COMBINE)) ^ token_hash)
+
+
+@dataclass(frozen=True)
+class NGrams:
+    """N-gram hashes of a batch: which row, at which token, how many tokens, and the hash."""
+
+    row: np.ndarray  # int64, index of the row in the batch
+    position: np.ndarray  # int64, index of the first token within its row
+    length: np.ndarray  # int64, tokens in the n-gram (n, or fewer for a short row kept whole)
+    hash: np.ndarray  # uint64
+
+    def __len__(self) -> int:
+        return len(self.hash)
+
+
+def ngram_hashes(tokens: pa.ListArray | pa.LargeListArray | pa.ChunkedArray, n: int, seed: int = 0,
+                 short_rows: str = "whole") -> NGrams:
+    """Hashes of every run of ``n`` consecutive tokens in each row of a list-of-strings column.
+
+    ``short_rows="whole"``: a row with 1..n-1 tokens gives one n-gram of all its tokens
+    (so short items still match); ``"drop"``: such rows give none.
+    """
+    if n < 1:
+        raise ValueError(f"n must be at least 1, got {n}")
+    if short_rows not in ("whole", "drop"):
+        raise ValueError(f"short_rows must be 'whole' or 'drop', not {short_rows!r}")
+    if isinstance(tokens, pa.ChunkedArray):
+        tokens = tokens.combine_chunks()
+    tokens = tokens.cast(pa.large_list(pa.large_string()))
+    offsets = np.asarray(tokens.offsets, dtype=np.int64)
+    token_hash = hash_strings(tokens.values.slice(int(offsets[0]), int(offsets[-1] - offsets[0])), seed)
+    offsets = offsets - offsets[0]
+    counts = np.diff(offsets)
+    grams_per_row = np.maximum(counts - n + 1, 0)
+    if short_rows == "whole":
+        grams_per_row = np.where((counts > 0) & (counts < n), 1, grams_per_row)
+    row = np.repeat(np.arange(len(counts), dtype=np.int64), grams_per_row)
+    # position of each n-gram within its row: 0, 1, ... restarting at each row
+    first_gram = np.cumsum(grams_per_row) - grams_per_row
+    position = np.arange(len(row), dtype=np.int64) - np.repeat(first_gram, grams_per_row)
+    length = np.minimum(counts[row], n)
+    start = offsets[row] + position
+    acc = np.full(len(row), _U64(seed & 0xFFFFFFFFFFFFFFFF) ^ _U64(n), dtype=_U64)
+    last = max(len(token_hash) - 1, 0)
+    for k in range(n):
+        inside = k < length
+        if not inside.any():
+            break
+        folded = combine(acc, token_hash[np.minimum(start + k, last)] if len(token_hash) else acc)
+        acc = np.where(inside, folded, acc)
+    return NGrams(row=row, position=position, length=length, hash=acc)
