@@ -63,7 +63,7 @@ def test_token_hash_matches_reference_on_fresh_random_strings() -> None:
     assert hash_strings(sliced, seed=seed).tolist() == got[100:600].tolist()
     # negative control: a reference that drops the last byte must disagree
     broken = [ref_hash(w.encode()[:-1].decode("utf-8", "ignore"), seed) for w in words if len(w.encode()) > 1]
-    assert broken != [h for w, h in zip(words, got.tolist()) if len(w.encode()) > 1]
+    assert broken != [h for w, h in zip(words, got.tolist(), strict=True) if len(w.encode()) > 1]
 
 
 def test_distinct_tokens_do_not_collide_and_seeds_differ(shared_data: Path) -> None:
@@ -83,7 +83,7 @@ def test_ngrams_match_reference_and_never_cross_rows(n: int) -> None:
     seed = rng.getrandbits(32)
     got = ngram_hashes(pa.array(rows, type=pa.list_(pa.string())), n, seed=seed)
     want = ref_ngrams(rows, n, seed)
-    assert list(zip(got.row.tolist(), got.position.tolist(), got.length.tolist(), got.hash.tolist())) == want
+    assert list(zip(got.row.tolist(), got.position.tolist(), got.length.tolist(), got.hash.tolist(), strict=True)) == want
 
 
 def test_ngram_boundaries_and_short_rows() -> None:

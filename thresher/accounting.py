@@ -38,7 +38,7 @@ class StageCounts:
     def balanced(self) -> bool:
         return self.rows_in == self.rows_out + self.removed_total + self.quarantined_total
 
-    def add(self, other: "StageCounts") -> None:
+    def add(self, other: StageCounts) -> None:
         self.rows_in += other.rows_in
         self.rows_out += other.rows_out
         self.quarantined.update(other.quarantined)

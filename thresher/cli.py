@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -68,14 +68,14 @@ def formats() -> None:
 def convert(
     inputs: Annotated[list[str], typer.Argument(help="Files (.jsonl[.gz], .json, .parquet, .csv), saved HF datasets, or hf:ORG/NAME.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output file: .parquet or .jsonl[.gz].")],
-    kind: Annotated[Optional[Kind], typer.Option(help="Kind of rows to produce (default: from the input's format).")] = None,
+    kind: Annotated[Kind | None, typer.Option(help="Kind of rows to produce (default: from the input's format).")] = None,
     on_error: Annotated[str, typer.Option(help="fail: stop at the first bad row; quarantine: set bad rows aside and go on.")] = "fail",
-    quarantine: Annotated[Optional[Path], typer.Option(help="Where quarantined rows go (default: OUT's name + .quarantine.jsonl).")] = None,
-    format: Annotated[Optional[str], typer.Option("--format", help="Force an input format (see `thresher formats`).")] = None,
-    source: Annotated[Optional[str], typer.Option(help="Source name for the rows (default: the input file's name).")] = None,
-    split: Annotated[Optional[str], typer.Option(help="Split of a Hugging Face dataset.")] = None,
+    quarantine: Annotated[Path | None, typer.Option(help="Where quarantined rows go (default: OUT's name + .quarantine.jsonl).")] = None,
+    format: Annotated[str | None, typer.Option("--format", help="Force an input format (see `thresher formats`).")] = None,
+    source: Annotated[str | None, typer.Option(help="Source name for the rows (default: the input file's name).")] = None,
+    split: Annotated[str | None, typer.Option(help="Split of a Hugging Face dataset.")] = None,
     verifier: Annotated[str, typer.Option(help="Verifier for RLVR rows that name none.")] = "math",
-    summary: Annotated[Optional[Path], typer.Option(help="Write the account as JSON here (default: OUT's name + .summary.json).")] = None,
+    summary: Annotated[Path | None, typer.Option(help="Write the account as JSON here (default: OUT's name + .summary.json).")] = None,
 ) -> None:
     """Convert inputs to canonical rows, accounting for every row: in = out + quarantined."""
     from thresher.convert import convert as run_convert
@@ -131,12 +131,12 @@ def _sample_text(row: dict[str, object], limit: int = 400) -> str:
 @app.command()
 def inspect(
     files: Annotated[list[str], typer.Argument(help="Canonical or raw inputs to describe.")],
-    kind: Annotated[Optional[Kind], typer.Option(help="Kind to read raw inputs as.")] = None,
-    format: Annotated[Optional[str], typer.Option("--format", help="Force an input format.")] = None,
-    tokenizer: Annotated[Optional[str], typer.Option(help="tokenizer.json file, tokenizer folder, or hub id: adds token counts.")] = None,
+    kind: Annotated[Kind | None, typer.Option(help="Kind to read raw inputs as.")] = None,
+    format: Annotated[str | None, typer.Option("--format", help="Force an input format.")] = None,
+    tokenizer: Annotated[str | None, typer.Option(help="tokenizer.json file, tokenizer folder, or hub id: adds token counts.")] = None,
     samples: Annotated[int, typer.Option(help="How many sample rows to show.")] = 2,
     seed: Annotated[int, typer.Option(help="Seed for picking sample rows.")] = 0,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the statistics as JSON here.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the statistics as JSON here.")] = None,
 ) -> None:
     """Counts per source and kind, length statistics, and a few sample rows."""
     from rich.panel import Panel

@@ -28,7 +28,7 @@ class RowError(ValueError):
         self.location = location
         super().__init__(f"{location}: {reason}" if location else reason)
 
-    def at(self, location: Location) -> "RowError":
+    def at(self, location: Location) -> RowError:
         """The same error, placed at ``location``."""
         return RowError(self.category, self.reason, location)
 

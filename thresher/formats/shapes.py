@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from thresher.errors import RowError
 from thresher.formats import messages as msg
 from thresher.records import CONTENT_FIELDS, Kind, kind_of_columns
@@ -111,8 +113,6 @@ def _ground_truth_text(value: Any) -> str:
     """Tülu-style ground truths may be lists or objects; store them as JSON text."""
     if isinstance(value, str):
         return msg.require_text(value, "ground_truth")
-    import orjson
-
     if value is None:
         raise RowError("missing_field", "ground_truth: null")
     return orjson.dumps(value).decode()
