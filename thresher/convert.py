@@ -19,7 +19,7 @@ from thresher.errors import InputError, RowError
 from thresher.formats.shapes import SHAPES_BY_NAME, ConvertOptions, Shape, allowed_kinds, default_kind, detect_shape
 from thresher.io.sources import BATCH_ROWS, InputSpec, RawRow, batched, read_raw, resolve_input
 from thresher.io.writers import open_writer
-from thresher.records import Kind, content_hash, derived_id
+from thresher.records import Kind, as_kind, content_hash, derived_id
 
 OnError = Literal["fail", "quarantine"]
 
@@ -139,7 +139,7 @@ def iter_canonical(
 ) -> Iterator[Outcome]:
     """Every row of one input as an Outcome (record or error), in input order."""
     resolved = spec if isinstance(spec, InputSpec) else resolve_input(spec)
-    plan = plan_input(resolved, Kind(kind) if kind is not None else None, shape_name)
+    plan = plan_input(resolved, as_kind(kind), shape_name)
     if plan is None:
         return
     opts = options or ConvertOptions()
@@ -195,7 +195,7 @@ def convert(
     ``"quarantine"`` writes bad rows with their reasons to the quarantine file and goes on.
     """
     started = time.perf_counter()
-    kind = Kind(kind) if kind is not None else None
+    kind = as_kind(kind)
     options = options or ConvertOptions()
     specs = [resolve_input(s, source=source, split=split) for s in inputs]
     quarantine_path = Path(quarantine) if quarantine else default_quarantine_path(out)

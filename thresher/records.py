@@ -25,6 +25,11 @@ class Kind(str, enum.Enum):
     RLVR = "rlvr"
 
 
+def as_kind(kind: Kind | str | None) -> Kind | None:
+    """``kind`` as a Kind (a string like "sft" is accepted), or None."""
+    return Kind(kind) if kind is not None else None
+
+
 MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
 MESSAGES = pa.list_(MESSAGE)
 

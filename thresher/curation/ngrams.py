@@ -4,7 +4,8 @@ Tokens are hashed once: a polynomial hash of each string's UTF-8 bytes (mod 2**6
 sums over the batch's Arrow data buffer, so no per-token Python), finished with the MurmurHash3
 64-bit mixer. N-gram hashes combine ``n`` neighbouring token hashes with array arithmetic,
 masked so no n-gram crosses a row boundary. Every n-gram keeps its row and token position,
-so matches can be shown as spans. The same arithmetic runs in torch for the GPU path.
+so matches can be shown as spans. It is plain integer arithmetic, so a torch port for the GPU
+path (issue 3, not written yet) can reproduce it exactly.
 """
 
 from __future__ import annotations
@@ -109,11 +110,10 @@ def ngram_hashes(tokens: pa.ListArray | pa.LargeListArray | pa.ChunkedArray, n: 
     length = np.minimum(counts[row], n)
     start = offsets[row] + position
     acc = np.full(len(row), _U64(seed & 0xFFFFFFFFFFFFFFFF) ^ _U64(n), dtype=_U64)
-    last = max(len(token_hash) - 1, 0)
+    last = len(token_hash) - 1  # only read when some n-gram exists, hence some token
     for k in range(n):
         inside = k < length
         if not inside.any():
             break
-        folded = combine(acc, token_hash[np.minimum(start + k, last)] if len(token_hash) else acc)
-        acc = np.where(inside, folded, acc)
+        acc = np.where(inside, combine(acc, token_hash[np.minimum(start + k, last)]), acc)
     return NGrams(row=row, position=position, length=length, hash=acc)

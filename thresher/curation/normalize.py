@@ -37,13 +37,16 @@ def normalize_expr(expr: pl.Expr, config: NormalizeConfig = NormalizeConfig()) -
     return expr
 
 
+def _as_series(texts: pl.Series | list[str]) -> pl.Series:
+    return texts if isinstance(texts, pl.Series) else pl.Series("text", texts, dtype=pl.String)
+
+
 def normalize(texts: pl.Series | list[str], config: NormalizeConfig = NormalizeConfig()) -> pl.Series:
     """Normalized copies of ``texts``."""
-    series = texts if isinstance(texts, pl.Series) else pl.Series("text", texts, dtype=pl.String)
+    series = _as_series(texts)
     return pl.select(normalize_expr(pl.lit(series), config)).to_series().alias(series.name)
 
 
 def word_tokens(texts: pl.Series | list[str], config: NormalizeConfig = NormalizeConfig()) -> pl.Series:
     """Each text normalized and split into words (runs of letters, digits or underscore): a list column."""
-    series = texts if isinstance(texts, pl.Series) else pl.Series("text", texts, dtype=pl.String)
-    return pl.select(normalize_expr(pl.lit(series), config).str.extract_all(r"\w+")).to_series().alias("tokens")
+    return pl.select(normalize_expr(pl.lit(_as_series(texts)), config).str.extract_all(r"\w+")).to_series().alias("tokens")
