@@ -39,10 +39,10 @@ def ref_ngrams(rows: list[list[str]], n: int, seed: int = 0) -> list[tuple[int, 
     for r, toks in enumerate(rows):
         spans = [(p, n) for p in range(len(toks) - n + 1)] or ([(0, len(toks))] if toks else [])
         for p, length in spans:
-            acc = seed ^ n
+            acc = 0
             for t in toks[p : p + length]:
-                acc = ref_fmix(((acc * 0xC2B2AE3D27D4EB4F) & M64) ^ ref_hash(t, seed))
-            out.append((r, p, length, acc))
+                acc = (acc * 0xC2B2AE3D27D4EB4F + ref_hash(t, seed)) & M64
+            out.append((r, p, length, ref_fmix(acc ^ ((length * 0x9E3779B97F4A7C15) & M64) ^ seed)))
     return out
 
 

@@ -4,8 +4,8 @@ Tokens are hashed once: a polynomial hash of each string's UTF-8 bytes (mod 2**6
 sums over the batch's Arrow data buffer, so no per-token Python), finished with the MurmurHash3
 64-bit mixer. N-gram hashes combine ``n`` neighbouring token hashes with array arithmetic,
 masked so no n-gram crosses a row boundary. Every n-gram keeps its row and token position,
-so matches can be shown as spans. It is plain integer arithmetic, so a torch port for the GPU
-path (issue 3, not written yet) can reproduce it exactly.
+so matches can be shown as spans. Distinct tokens are hashed once per batch (Arrow dictionary
+encoding); integer token ids (tokenizer-token mode) are mixed directly.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 _U64 = np.uint64
 _P = 0x100000001B3  # odd, so it is invertible mod 2**64
@@ -64,9 +65,18 @@ def hash_strings(strings: pa.Array | pa.ChunkedArray | list[str], seed: int = 0)
     return fmix64(h ^ (lengths * _U64(_LENGTH_MIX)) ^ _U64(seed & 0xFFFFFFFFFFFFFFFF))
 
 
-def combine(acc: np.ndarray, token_hash: np.ndarray) -> np.ndarray:
-    """Fold one more token hash into a running n-gram hash (order-sensitive)."""
-    return fmix64((acc * _U64(_COMBINE)) ^ token_hash)
+def hash_token_column(values: pa.Array, seed: int = 0) -> np.ndarray:
+    """Hash of each token (string, or integer token id): distinct tokens are hashed once, then gathered."""
+    if pa.types.is_integer(values.type):
+        ids = np.asarray(values.cast(pa.uint64()), dtype=_U64)
+        return fmix64((ids + _U64(1)) * _U64(_LENGTH_MIX) ^ _U64(seed & 0xFFFFFFFFFFFFFFFF))
+    if not len(values):
+        return np.zeros(0, dtype=_U64)
+    encoded = pc.dictionary_encode(values)
+    if isinstance(encoded, pa.ChunkedArray):
+        encoded = encoded.combine_chunks()
+    codes = np.asarray(encoded.indices, dtype=np.int64)
+    return hash_strings(encoded.dictionary, seed)[codes]
 
 
 @dataclass(frozen=True)
@@ -84,8 +94,10 @@ class NGrams:
 
 def ngram_hashes(tokens: pa.ListArray | pa.LargeListArray | pa.ChunkedArray, n: int, seed: int = 0,
                  short_rows: str = "whole") -> NGrams:
-    """Hashes of every run of ``n`` consecutive tokens in each row of a list-of-strings column.
+    """Hashes of every run of ``n`` consecutive tokens in each row of a list column (strings or token ids).
 
+    The n-gram hash is ``fmix64(sum_k t[i+k] * C**(n-1-k) ^ length * L ^ seed)`` over the token
+    hashes ``t``: ``n`` shifted multiply-adds over the whole batch, no gather per n-gram.
     ``short_rows="whole"``: a row with 1..n-1 tokens gives one n-gram of all its tokens
     (so short items still match); ``"drop"``: such rows give none.
     """
@@ -95,9 +107,10 @@ def ngram_hashes(tokens: pa.ListArray | pa.LargeListArray | pa.ChunkedArray, n: 
         raise ValueError(f"short_rows must be 'whole' or 'drop', not {short_rows!r}")
     if isinstance(tokens, pa.ChunkedArray):
         tokens = tokens.combine_chunks()
-    tokens = tokens.cast(pa.large_list(pa.large_string()))
+    if pa.types.is_list(tokens.type):
+        tokens = tokens.cast(pa.large_list(tokens.type.value_type))
     offsets = np.asarray(tokens.offsets, dtype=np.int64)
-    token_hash = hash_strings(tokens.values.slice(int(offsets[0]), int(offsets[-1] - offsets[0])), seed)
+    token_hash = hash_token_column(tokens.values.slice(int(offsets[0]), int(offsets[-1] - offsets[0])), seed)
     offsets = offsets - offsets[0]
     counts = np.diff(offsets)
     grams_per_row = np.maximum(counts - n + 1, 0)
@@ -109,11 +122,21 @@ def ngram_hashes(tokens: pa.ListArray | pa.LargeListArray | pa.ChunkedArray, n: 
     position = np.arange(len(row), dtype=np.int64) - np.repeat(first_gram, grams_per_row)
     length = np.minimum(counts[row], n)
     start = offsets[row] + position
-    acc = np.full(len(row), _U64(seed & 0xFFFFFFFFFFFFFFFF) ^ _U64(n), dtype=_U64)
-    last = len(token_hash) - 1  # only read when some n-gram exists, hence some token
+    # polynomial over the n tokens that start at every token position (ignoring row ends) ...
+    windows = max(len(token_hash) - n + 1, 0)
+    poly = np.zeros(windows, dtype=_U64)
     for k in range(n):
-        inside = k < length
-        if not inside.any():
-            break
-        acc = np.where(inside, combine(acc, token_hash[np.minimum(start + k, last)]), acc)
-    return NGrams(row=row, position=position, length=length, hash=acc)
+        poly = poly * _U64(_COMBINE) + token_hash[k : k + windows]
+    full = length == n
+    acc = np.zeros(len(row), dtype=_U64)
+    acc[full] = poly[start[full]]  # ... of which the n-grams inside one row are picked
+    short = np.flatnonzero(~full)
+    if len(short):  # rows shorter than n, hashed whole
+        short_acc = np.zeros(len(short), dtype=_U64)
+        for k in range(int(length[short].max())):
+            inside = k < length[short]
+            step = short_acc * _U64(_COMBINE) + token_hash[np.where(inside, start[short] + k, 0)]
+            short_acc = np.where(inside, step, short_acc)
+        acc[short] = short_acc
+    mixed = acc ^ (length.astype(_U64) * _U64(_LENGTH_MIX)) ^ _U64(seed & 0xFFFFFFFFFFFFFFFF)
+    return NGrams(row=row, position=position, length=length, hash=fmix64(mixed))

@@ -1,0 +1,126 @@
+"""MinHash signatures of n-gram sets: one-permutation hashing with optimal densification, in torch.
+
+Each n-gram hash ``h`` is re-mixed with the seed, ``g = fmix64(h ^ seed)``; its top 32 bits pick
+one of ``num_perm`` bins and its low 32 bits are the value, and each bin keeps the smallest value
+of the row (one-permutation hashing, Li et al. 2012: one hash per n-gram instead of ``num_perm``).
+A bin that no n-gram reached borrows the value of the first non-empty bin along a probe sequence
+that depends only on the bin and the seed, never on the row (optimal densification, Shrivastava
+2017), so two rows agree in a bin with probability equal to their Jaccard similarity.
+
+The code is plain wrapping int64 arithmetic in torch, so the CPU and CUDA paths run the same
+operations and give identical signatures for the same seed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from thresher.curation.ngrams import NGrams
+
+EMPTY = np.uint32(0xFFFFFFFF)  # the signature value of a row with no n-grams
+_MAX_VALUE = 0xFFFFFFFE  # values are capped below EMPTY
+_LOW32 = 0xFFFFFFFF
+_FMIX1 = np.uint64(0xFF51AFD7ED558CCD).astype(np.int64).item()
+_FMIX2 = np.uint64(0xC4CEB9FE1A85EC53).astype(np.int64).item()
+_SEED_MIX = 0x2545F4914F6CDD1D
+_MAX_PROBES = 1 << 14  # probes before the deterministic fallback (reached only by rows with ~1 n-gram)
+
+
+def _shift_right(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """Logical (unsigned) right shift of int64 values."""
+    return (x >> bits) & ((1 << (64 - bits)) - 1)
+
+
+def fmix64_torch(x: torch.Tensor) -> torch.Tensor:
+    """MurmurHash3's 64-bit finalizer on int64 tensors, bit-identical to ``ngrams.fmix64`` on uint64."""
+    x = x ^ _shift_right(x, 33)
+    x = x * _FMIX1
+    x = x ^ _shift_right(x, 33)
+    x = x * _FMIX2
+    return x ^ _shift_right(x, 33)
+
+
+def _as_int64(values: int) -> int:
+    return np.uint64(values & 0xFFFFFFFFFFFFFFFF).astype(np.int64).item()
+
+
+@dataclass(frozen=True)
+class MinHashParams:
+    """Signature width and seed (the same seed gives the same signatures on every device)."""
+
+    num_perm: int = 128
+    seed: int = 1
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.num_perm < (1 << 31):
+            raise ValueError(f"num_perm must be between 1 and 2**31-1, got {self.num_perm}")
+
+
+@lru_cache(maxsize=8)
+def probe_table(num_perm: int, seed: int, rounds: int) -> np.ndarray:
+    """``[rounds, num_perm]`` bins to borrow from: round ``t`` sends empty bin ``j`` to ``table[t, j]``."""
+    rng = np.random.Generator(np.random.PCG64([seed, num_perm, 0xD3]))
+    return rng.integers(0, num_perm, size=(rounds, num_perm), dtype=np.int64)
+
+
+def _bins_and_values(hashes: torch.Tensor, params: MinHashParams) -> tuple[torch.Tensor, torch.Tensor]:
+    mixed = fmix64_torch(hashes ^ _as_int64(params.seed * _SEED_MIX + 1))
+    bins = _shift_right(_shift_right(mixed, 32) * params.num_perm, 32)
+    values = torch.clamp(mixed & _LOW32, max=_MAX_VALUE)
+    return bins, values
+
+
+def densify(table: torch.Tensor, params: MinHashParams) -> torch.Tensor:
+    """Fill empty bins (== EMPTY) of rows that have at least one value, by optimal densification."""
+    empty_value = int(EMPTY)
+    filled = table.clone()
+    row, col = torch.nonzero(table == empty_value, as_tuple=True)
+    has_any = (table != empty_value).any(dim=1)
+    keep = has_any[row]
+    row, col = row[keep], col[keep]
+    rounds = 64
+    probes = torch.from_numpy(probe_table(params.num_perm, params.seed, _MAX_PROBES)).to(table.device)
+    t = 0
+    while len(row) and t < _MAX_PROBES:
+        block = probes[t : t + rounds]  # a few rounds at a time keeps the loop short
+        for k in range(len(block)):
+            borrowed = table[row, block[k][col]]
+            hit = borrowed != empty_value
+            filled[row[hit], col[hit]] = borrowed[hit]
+            row, col = row[~hit], col[~hit]
+            if not len(row):
+                break
+        t += rounds
+    if len(row):  # fallback, practically unreachable: the next non-empty bin to the right
+        for r, c in zip(row.tolist(), col.tolist(), strict=True):
+            values = table[r]
+            order = (torch.arange(params.num_perm, device=table.device) + c) % params.num_perm
+            filled[r, c] = values[order][values[order] != empty_value][0]
+    return filled
+
+
+def signatures(grams: NGrams, num_rows: int, params: MinHashParams = MinHashParams(), device: str = "cpu") -> np.ndarray:
+    """``[num_rows, num_perm]`` uint32 signatures; rows without n-grams are all ``EMPTY``."""
+    hashes = torch.from_numpy(np.ascontiguousarray(grams.hash).view(np.int64)).to(device)
+    rows = torch.from_numpy(np.ascontiguousarray(grams.row)).to(device)
+    bins, values = _bins_and_values(hashes, params)
+    table = torch.full((num_rows * params.num_perm,), int(EMPTY), dtype=torch.int64, device=device)
+    table.scatter_reduce_(0, rows * params.num_perm + bins, values, reduce="amin", include_self=True)
+    dense = densify(table.view(num_rows, params.num_perm), params)
+    return dense.cpu().numpy().astype(np.uint32)
+
+
+def empty_rows(sigs: np.ndarray) -> np.ndarray:
+    """Rows that had no n-grams (their signature is all ``EMPTY``)."""
+    return np.all(sigs == EMPTY, axis=1)
+
+
+def estimate_jaccard(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Estimated Jaccard similarity of paired signatures (rows of ``left`` and ``right``); 0 for empty rows."""
+    left, right = np.atleast_2d(left), np.atleast_2d(right)
+    agree = (left == right).mean(axis=1)
+    return np.where(empty_rows(left) | empty_rows(right), 0.0, agree)
