@@ -174,5 +174,72 @@ def inspect(
         json_out.write_text(json.dumps(result, indent=2, default=str) + "\n")
 
 
+@app.command()
+def dedup(
+    inputs: Annotated[list[str], typer.Argument(help="Canonical files from `thresher convert`, or any input `convert` reads.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: kept.parquet, removed.parquet, summary.json.")],
+    method: Annotated[str, typer.Option(help="exact (normalized text), minhash (n-gram Jaccard) or embedding (cosine).")] = "minhash",
+    threshold: Annotated[float | None, typer.Option(help="Jaccard (minhash, default 0.8) or cosine (embedding, default 0.95).")] = None,
+    keep: Annotated[str, typer.Option(help="Which copy stays: first, longest, or source-priority (the earlier input).")] = "first",
+    field: Annotated[str, typer.Option(help="Compare all message contents, or only the prompt side.")] = "all",
+    ngram: Annotated[int, typer.Option(help="Words per n-gram (minhash).")] = 5,
+    num_perm: Annotated[int, typer.Option(help="MinHash signature width.")] = 128,
+    bands: Annotated[str | None, typer.Option(help="LSH BANDSxROWS, e.g. 9x13 (default: derived from the threshold).")] = None,
+    verify: Annotated[bool, typer.Option(help="Confirm LSH candidates by true Jaccard.")] = False,
+    seed: Annotated[int, typer.Option(help="MinHash seed.")] = 1,
+    model: Annotated[str | None, typer.Option(help="Embedding model path or hub id (default: offline all-MiniLM-L6-v2).")] = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="Embedding cache folder.")] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda or auto (GPU when there is one).")] = "cpu",
+    kind: Annotated[Kind | None, typer.Option(help="Kind of rows (default: from the inputs).")] = None,
+    on_error: Annotated[str, typer.Option(help="fail, or quarantine bad input rows to OUT/quarantine.jsonl.")] = "fail",
+) -> None:
+    """Remove exact and near duplicates within and across inputs: in = kept + removed (+ quarantined)."""
+    from thresher.curation.dedup import DedupConfig
+    from thresher.curation.dedup import dedup as run_dedup
+    from thresher.progress import progress_bar
+
+    bands_n = rows_n = None
+    if bands is not None:
+        try:
+            bands_n, rows_n = (int(x) for x in bands.lower().split("x"))
+        except ValueError:
+            _fail(f"--bands must look like 9x13, not {bands!r}", EXIT_BAD_INPUT)
+    if on_error not in ("fail", "quarantine"):
+        _fail(f"--on-error must be fail or quarantine, not {on_error!r}", EXIT_BAD_INPUT)
+    try:
+        config = DedupConfig(method=method, threshold=threshold, keep=keep, text_field=field, ngram=ngram,  # type: ignore[arg-type]
+                             num_perm=num_perm, seed=seed, bands=bands_n, rows_per_band=rows_n, verify=verify,
+                             embedding_model=model, cache_dir=str(cache_dir) if cache_dir else None, device=device)
+    except ValueError as e:
+        _fail(str(e), EXIT_BAD_INPUT)
+        return
+    with progress_bar() as progress:
+        task = progress.add_task("dedup: reading", total=None, rate="")
+
+        def advance(stage: str, rows: int) -> None:
+            progress.update(task, advance=rows, description=f"dedup: {'reading' if stage == 'scan' else 'writing'}")
+
+        try:
+            report = run_dedup(inputs, out, config, kind=kind, on_error=on_error, on_rows=advance)  # type: ignore[arg-type]
+        except RowError as e:
+            _fail(f"{e}\n(nothing was written; --on-error quarantine sets bad rows aside and goes on)", EXIT_BAD_ROW)
+            return
+        except InputError as e:
+            _fail(str(e), EXIT_BAD_INPUT)
+            return
+    summary = report.as_dict()
+    table = Table(title=f"dedup ({config.method}, threshold {config.resolved_threshold}, keep {config.keep}) → {out}", title_justify="left")
+    for name in ("source", "in", "kept", "removed", "by method", "across sources"):
+        table.add_column(name, justify="left" if name in ("source", "by method") else "right")
+    for source, row in summary["sources"].items():
+        methods = ", ".join(f"{k}={v}" for k, v in row["removed_by_method"].items())
+        table.add_row(source, str(row["in"]), str(row["kept"]), str(row["removed"]), methods, str(row["removed_across_sources"]))
+    out_console.print(table)
+    out_console.print(f"in {summary['in']} = kept {summary['kept']} + removed {summary['removed']} + quarantined {summary['quarantined']}"
+                      f" ({summary['seconds']} s); summary: {out / 'summary.json'}")
+    if not summary["balanced"]:
+        _fail(f"row accounting does not balance: {summary}", 3)
+
+
 if __name__ == "__main__":
     app()

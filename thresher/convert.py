@@ -13,13 +13,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from thresher.accounting import QuarantineWriter, StageCounts
 from thresher.errors import InputError, RowError
 from thresher.formats.shapes import SHAPES_BY_NAME, ConvertOptions, Shape, allowed_kinds, default_kind, detect_shape
 from thresher.io.sources import BATCH_ROWS, InputSpec, RawRow, batched, read_raw, resolve_input
 from thresher.io.writers import open_writer
-from thresher.records import Kind, as_kind, content_hash, derived_id
+from thresher.records import Kind, as_kind, content_hash, derived_id, kind_of_columns, schema_for
 
 OnError = Literal["fail", "quarantine"]
 
@@ -145,6 +147,57 @@ def iter_canonical(
     opts = options or ConvertOptions()
     for raw in plan.rows:
         yield to_record(raw, plan, opts)
+
+
+def canonical_batches(
+    spec: str | InputSpec,
+    kind: Kind | str | None = None,
+    counts: StageCounts | None = None,
+    quarantine: QuarantineWriter | None = None,
+    batch_rows: int = BATCH_ROWS,
+    skip_bad: bool = False,
+) -> Iterator[tuple[Kind, pa.Table]]:
+    """One input as Arrow tables of canonical rows, streamed in batches.
+
+    A canonical Parquet file is read as it is; anything else is converted row by row, bad rows
+    going to ``quarantine``, or counted only with ``skip_bad`` (a second pass over an input whose
+    bad rows were already quarantined), or else raising their RowError. ``counts`` is updated.
+    """
+    resolved = spec if isinstance(spec, InputSpec) else resolve_input(spec)
+    counts = counts if counts is not None else StageCounts(resolved.path)
+    wanted = as_kind(kind)
+    if resolved.format == "parquet" and Path(resolved.path).is_file():
+        file = pq.ParquetFile(resolved.path)
+        found = kind_of_columns(file.schema_arrow.names)
+        if found is not None and (wanted is None or wanted == found):
+            schema = schema_for(found)
+            for batch in file.iter_batches(batch_size=batch_rows, columns=schema.names):
+                table = pa.Table.from_batches([batch]).cast(schema)
+                counts.rows_in += table.num_rows
+                counts.rows_out += table.num_rows
+                yield found, table
+            return
+    plan = plan_input(resolved, wanted)
+    if plan is None:
+        return
+    options = ConvertOptions()
+    schema = schema_for(plan.kind)
+    for rows in batched(plan.rows, batch_rows):
+        records = []
+        for raw in rows:
+            outcome = to_record(raw, plan, options)
+            counts.rows_in += 1
+            if outcome.record is not None:
+                records.append(outcome.record)
+                continue
+            assert outcome.error is not None
+            if quarantine is None and not skip_bad:
+                raise outcome.error
+            if quarantine is not None:
+                quarantine.write(outcome.error, outcome.raw)
+            counts.quarantined[outcome.error.category] += 1
+        counts.rows_out += len(records)
+        yield plan.kind, pa.Table.from_pylist(records, schema=schema)
 
 
 @dataclass

@@ -22,16 +22,20 @@ from thresher.records import Kind, schema_for
 class RecordWriter:
     """Appends batches of canonical records of one kind to ``path``."""
 
-    def __init__(self, path: str | Path, kind: Kind) -> None:
+    def __init__(self, path: str | Path, kind: Kind, schema: pa.Schema | None = None) -> None:
         self.path = Path(path)
         self.kind = kind
-        self.schema = schema_for(kind)
+        self.schema = schema or schema_for(kind)
         self.rows = 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
 
     def write(self, records: list[dict[str, Any]]) -> None:
         raise NotImplementedError
+
+    def write_table(self, table: pa.Table) -> None:
+        """Append an Arrow table whose columns are this writer's schema."""
+        self.write(table.to_pylist())
 
     def _finish(self) -> None:
         raise NotImplementedError
@@ -50,9 +54,14 @@ class RecordWriter:
 
 
 class ParquetRecordWriter(RecordWriter):
-    def __init__(self, path: str | Path, kind: Kind) -> None:
-        super().__init__(path, kind)
+    def __init__(self, path: str | Path, kind: Kind, schema: pa.Schema | None = None) -> None:
+        super().__init__(path, kind, schema)
         self._writer = pq.ParquetWriter(self._tmp, self.schema, compression="zstd")
+
+    def write_table(self, table: pa.Table) -> None:
+        if table.num_rows:
+            self._writer.write_table(table.select(self.schema.names).cast(self.schema))
+            self.rows += table.num_rows
 
     def write(self, records: list[dict[str, Any]]) -> None:
         if records:
@@ -64,8 +73,8 @@ class ParquetRecordWriter(RecordWriter):
 
 
 class JsonlRecordWriter(RecordWriter):
-    def __init__(self, path: str | Path, kind: Kind) -> None:
-        super().__init__(path, kind)
+    def __init__(self, path: str | Path, kind: Kind, schema: pa.Schema | None = None) -> None:
+        super().__init__(path, kind, schema)
         raw = open(self._tmp, "wb")  # noqa: SIM115
         self._file: BinaryIO = gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) if self.path.suffix == ".gz" else raw
         self._raw = raw
@@ -81,11 +90,12 @@ class JsonlRecordWriter(RecordWriter):
             self._raw.close()
 
 
-def open_writer(path: str | Path, kind: Kind) -> RecordWriter:
-    """A writer chosen by the file name: ``.parquet`` or ``.jsonl`` (``.jsonl.gz``)."""
+def open_writer(path: str | Path, kind: Kind, schema: pa.Schema | None = None) -> RecordWriter:
+    """A writer chosen by the file name: ``.parquet`` or ``.jsonl`` (``.jsonl.gz``); ``schema``
+    defaults to the kind's canonical schema."""
     name = Path(path).name.lower()
     if name.endswith((".parquet", ".pq")):
-        return ParquetRecordWriter(path, kind)
+        return ParquetRecordWriter(path, kind, schema)
     if name.endswith((".jsonl", ".jsonl.gz", ".ndjson")):
-        return JsonlRecordWriter(path, kind)
+        return JsonlRecordWriter(path, kind, schema)
     raise InputError(f"{path}: the output must end in .parquet, .jsonl or .jsonl.gz")

@@ -1,0 +1,449 @@
+"""Exact and near-duplicate removal within and across sources, streaming, with an account of every row.
+
+Two passes over the inputs. The first reads canonical rows in batches and keeps, per row, only
+small features: a 128-bit key of the normalized text (exact), a MinHash signature (minhash) or a
+sentence embedding (embedding), the text length and where the row came from. Duplicates are then
+found on those arrays: rows with the same exact key first, then near duplicates among the exact
+survivors (LSH candidates, optionally verified by true Jaccard; or embedding neighbours above a
+cosine threshold), grouped into connected components. Each group keeps one row, chosen by the
+``keep`` policy; the others point to it. The second pass streams the inputs again and writes each
+row to ``kept.parquet`` or ``removed.parquet`` (with ``duplicate_of``, ``method`` and ``score``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import orjson
+import polars as pl
+import pyarrow as pa
+
+from thresher.accounting import QuarantineWriter, StageCounts
+from thresher.convert import canonical_batches
+from thresher.curation.lsh import Banding, components, jaccard_of_pairs, lsh_pairs, ngram_sets, optimal_banding
+from thresher.curation.minhash import MinHashParams, estimate_jaccard, signatures
+from thresher.curation.ngrams import NGrams, hash_strings, ngram_hashes
+from thresher.curation.normalize import NormalizeConfig, normalize, word_tokens
+from thresher.errors import InputError
+from thresher.io.sources import resolve_input
+from thresher.io.writers import open_writer
+from thresher.records import Kind, schema_for
+
+Method = Literal["exact", "minhash", "embedding"]
+KeepPolicy = Literal["first", "longest", "source-priority"]
+TextField = Literal["all", "prompt"]
+METHODS: tuple[str, ...] = ("exact", "minhash", "embedding")
+KEEP_POLICIES: tuple[str, ...] = ("first", "longest", "source-priority")
+DEFAULT_THRESHOLDS = {"exact": 1.0, "minhash": 0.8, "embedding": 0.95}
+KEPT = -1
+
+
+@dataclass(frozen=True)
+class DedupConfig:
+    """What counts as a duplicate and which copy stays."""
+
+    method: Method = "minhash"
+    threshold: float | None = None  # minhash: Jaccard; embedding: cosine; default per method
+    keep: KeepPolicy = "first"
+    text_field: TextField = "all"  # all message contents, or only the prompt side
+    ngram: int = 5
+    num_perm: int = 128
+    seed: int = 1
+    bands: int | None = None  # LSH bands x rows; derived from the threshold when not given
+    rows_per_band: int | None = None
+    verify: bool = False  # check LSH candidates by true Jaccard of their n-gram sets
+    neighbours: int = 10  # embedding: k nearest neighbours searched per row
+    embedding_model: str | None = None
+    cache_dir: str | None = None
+    device: str = "cpu"
+    batch_rows: int = 8192
+    normalize: NormalizeConfig = field(default_factory=NormalizeConfig)
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}, not {self.method!r}")
+        if self.keep not in KEEP_POLICIES:
+            raise ValueError(f"keep must be one of {', '.join(KEEP_POLICIES)}, not {self.keep!r}")
+        if self.text_field not in ("all", "prompt"):
+            raise ValueError(f"field must be 'all' or 'prompt', not {self.text_field!r}")
+        if self.threshold is not None and not 0.0 < self.threshold <= 1.0:
+            raise ValueError(f"threshold must be in (0, 1], got {self.threshold}")
+        if (self.bands is None) != (self.rows_per_band is None):
+            raise ValueError("give both bands and rows_per_band, or neither")
+
+    @property
+    def resolved_threshold(self) -> float:
+        return self.threshold if self.threshold is not None else DEFAULT_THRESHOLDS[self.method]
+
+
+def _contents(column: str, roles: tuple[str, ...] | None = None) -> pl.Expr:
+    messages = pl.col(column)
+    if roles is not None:
+        messages = messages.list.eval(pl.element().filter(pl.element().struct.field("role").is_in(roles)))
+    return messages.list.eval(pl.element().struct.field("content")).list.join("\n")
+
+
+def dedup_texts(table: pa.Table, kind: Kind, text_field: TextField = "all") -> pl.Series:
+    """The text compared for each row: all message contents, or only the prompt side."""
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    if kind == Kind.PREFERENCE:
+        parts = [_contents("prompt")] + ([_contents("chosen"), _contents("rejected")] if text_field == "all" else [])
+    elif text_field == "prompt":
+        parts = [_contents("messages", ("system", "user"))]
+    else:
+        parts = [_contents("messages")]
+    return frame.select(pl.concat_str(parts, separator="\n").alias("text"))["text"]
+
+
+@dataclass
+class Features:
+    """Per-row features of every canonical row, in input order (the row's ordinal is its index)."""
+
+    input_index: list[np.ndarray] = field(default_factory=list)
+    source: list[pl.Series] = field(default_factory=list)
+    ids: list[pl.Series] = field(default_factory=list)
+    length: list[np.ndarray] = field(default_factory=list)
+    exact: list[np.ndarray] = field(default_factory=list)
+    signature: list[np.ndarray] = field(default_factory=list)
+    texts: list[pl.Series] = field(default_factory=list)  # only kept for the embedding method
+
+    def finish(self) -> FeatureArrays:
+        def cat(parts: list[np.ndarray], width: int | None = None, dtype: Any = np.int64) -> np.ndarray:
+            if parts:
+                return np.concatenate(parts)
+            return np.zeros((0, width) if width else 0, dtype=dtype)
+
+        return FeatureArrays(
+            input_index=cat(self.input_index),
+            source=pl.concat(self.source) if self.source else pl.Series("source", [], dtype=pl.String),
+            ids=pl.concat(self.ids) if self.ids else pl.Series("id", [], dtype=pl.String),
+            length=cat(self.length),
+            exact=cat(self.exact, 2, np.uint64),
+            signature=cat(self.signature, 1, np.uint32) if self.signature else None,
+            texts=pl.concat(self.texts) if self.texts else None,
+        )
+
+
+@dataclass
+class FeatureArrays:
+    input_index: np.ndarray
+    source: pl.Series
+    ids: pl.Series
+    length: np.ndarray
+    exact: np.ndarray
+    signature: np.ndarray | None
+    texts: pl.Series | None
+    vectors: np.ndarray | None = None  # embedding method: unit vectors of the rows compared (zeros elsewhere)
+
+    def __len__(self) -> int:
+        return len(self.length)
+
+
+@dataclass
+class Decisions:
+    """For each row: the ordinal of the row it duplicates (``KEPT`` for kept rows), how, and how closely."""
+
+    duplicate_of: np.ndarray
+    method: np.ndarray  # object array of method names ("" for kept rows)
+    score: np.ndarray
+
+
+def _grams(texts: pl.Series, config: DedupConfig) -> NGrams:
+    return ngram_hashes(word_tokens(texts, config.normalize).to_arrow(), config.ngram, short_rows="whole")
+
+
+def _batch_features(table: pa.Table, kind: Kind, input_index: int, config: DedupConfig, into: Features) -> None:
+    texts = dedup_texts(table, kind, config.text_field)
+    normalized = normalize(texts, config.normalize).to_arrow()
+    into.input_index.append(np.full(table.num_rows, input_index, dtype=np.int64))
+    into.source.append(pl.Series("source", table.column("source").to_pylist(), dtype=pl.String))
+    into.ids.append(pl.Series("id", table.column("id").to_pylist(), dtype=pl.String))
+    into.length.append(texts.str.len_chars().to_numpy().astype(np.int64))
+    into.exact.append(np.stack([hash_strings(normalized, seed=0x5EED), hash_strings(normalized, seed=0xC0FFEE)], axis=1))
+    if config.method == "minhash":
+        params = MinHashParams(config.num_perm, config.seed)
+        into.signature.append(signatures(_grams(texts, config), table.num_rows, params, _torch_device(config.device)))
+    elif config.method == "embedding":
+        into.texts.append(texts)
+
+
+def _torch_device(device: str) -> str:
+    if device == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def iter_inputs(inputs: list[str], kind: Kind | None, counts: dict[str, StageCounts], quarantine: QuarantineWriter | None,
+                batch_rows: int, skip_bad: bool = False) -> Iterator[tuple[int, Kind, pa.Table]]:
+    """Canonical batches of every input in order, checking they are all of one kind."""
+    seen_kind = kind
+    for index, name in enumerate(inputs):
+        spec = resolve_input(name)
+        counted = counts.setdefault(name, StageCounts(name))
+        for found, table in canonical_batches(spec, seen_kind, counted, quarantine, batch_rows, skip_bad=skip_bad):
+            if seen_kind is None:
+                seen_kind = found
+            if found != seen_kind:
+                raise InputError(f"{name}: rows are {found.value}, but earlier inputs are {seen_kind.value}; dedup one kind at a time")
+            yield index, found, table
+
+
+def scan(inputs: list[str], config: DedupConfig, kind: Kind | None = None, quarantine: QuarantineWriter | None = None,
+         on_batch: Callable[[int], None] | None = None) -> tuple[Kind, FeatureArrays, dict[str, StageCounts]]:
+    """First pass: features of every row."""
+    counts: dict[str, StageCounts] = {}
+    features = Features()
+    found_kind = kind
+    for index, batch_kind, table in iter_inputs(inputs, kind, counts, quarantine, config.batch_rows):
+        found_kind = batch_kind
+        _batch_features(table, batch_kind, index, config, features)
+        if on_batch:
+            on_batch(table.num_rows)
+    return found_kind or Kind.SFT, features.finish(), counts
+
+
+def keeper_rank(features: FeatureArrays, keep: KeepPolicy) -> np.ndarray:
+    """Rank of every row as the one to keep (0 = best); ties go to the earlier row."""
+    ordinal = np.arange(len(features))
+    if keep == "first":
+        order = ordinal
+    elif keep == "longest":
+        order = np.lexsort((ordinal, -features.length))
+    else:  # source-priority: the earlier input wins, then the earlier row
+        order = np.lexsort((ordinal, features.input_index))
+    rank = np.empty(len(features), dtype=np.int64)
+    rank[order] = np.arange(len(features))
+    return rank
+
+
+def keepers(labels: np.ndarray, rank: np.ndarray) -> np.ndarray:
+    """For each row, the row of its group (same label) with the best rank."""
+    if not len(labels):
+        return labels
+    order = np.lexsort((rank, labels))
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = labels[order][1:] != labels[order][:-1]
+    best_of_label = np.zeros(labels.max() + 1, dtype=np.int64)
+    best_of_label[labels[order][first]] = order[first]
+    return best_of_label[labels]
+
+
+def _exact_labels(features: FeatureArrays) -> np.ndarray:
+    frame = pl.DataFrame({"k0": features.exact[:, 0], "k1": features.exact[:, 1]})
+    return frame.select(pl.struct("k0", "k1").rank("dense").cast(pl.Int64) - 1).to_series().to_numpy()
+
+
+def _near_pairs(features: FeatureArrays, alive: np.ndarray, config: DedupConfig,
+                ngram_sets_of: Callable[[np.ndarray], pl.DataFrame] | None) -> tuple[np.ndarray, pl.DataFrame | None]:
+    """Near-duplicate edges among the ``alive`` rows (global ordinals), and n-gram sets if verified."""
+    rows = np.flatnonzero(alive)
+    if config.method == "minhash":
+        assert features.signature is not None
+        sig = features.signature[rows]
+        if config.bands is not None and config.rows_per_band is not None:
+            banding = Banding(config.bands, config.rows_per_band)
+        else:
+            banding = optimal_banding(config.resolved_threshold, config.num_perm)
+        pairs = rows[lsh_pairs(sig, banding)] if len(rows) else np.zeros((0, 2), np.int64)
+        sets = None
+        if config.verify and len(pairs):
+            assert ngram_sets_of is not None
+            sets = ngram_sets_of(np.unique(pairs))
+            pairs = pairs[jaccard_of_pairs(pairs, sets) >= config.resolved_threshold]
+        return pairs, sets
+    assert features.texts is not None
+    from thresher.curation.embeddings import encode, similar_pairs
+
+    vectors = encode(features.texts.gather(rows).to_list(), config.embedding_model, config.cache_dir, device=config.device)
+    pairs, _ = similar_pairs(vectors, config.resolved_threshold, k=config.neighbours)
+    features.vectors = np.zeros((len(features), vectors.shape[1]), np.float32)
+    features.vectors[rows] = vectors
+    return rows[pairs] if len(pairs) else pairs, None
+
+
+def decide(features: FeatureArrays, config: DedupConfig,
+           ngram_sets_of: Callable[[np.ndarray], pl.DataFrame] | None = None) -> Decisions:
+    """Which rows stay, and for each removed row the kept row it duplicates."""
+    n = len(features)
+    rank = keeper_rank(features, config.keep)
+    duplicate_of = np.full(n, KEPT, dtype=np.int64)
+    method = np.full(n, "", dtype=object)
+    score = np.full(n, np.nan, dtype=np.float64)
+    # exact: identical normalized text
+    best = keepers(_exact_labels(features), rank) if n else np.zeros(0, np.int64)
+    exact_dup = best != np.arange(n)
+    duplicate_of[exact_dup], method[exact_dup], score[exact_dup] = best[exact_dup], "exact", 1.0
+    if config.method == "exact" or not n:
+        return Decisions(duplicate_of, method, score)
+    # near: among the rows exact dedup kept
+    alive = ~exact_dup
+    pairs, sets = _near_pairs(features, alive, config, ngram_sets_of)
+    labels = components(n, pairs)
+    near_best = keepers(np.where(alive, labels, labels.max() + 1 + np.arange(n)), rank)
+    near_dup = alive & (near_best != np.arange(n))
+    rows, kept_rows = np.flatnonzero(near_dup), near_best[near_dup]
+    duplicate_of[rows], method[rows] = kept_rows, config.method
+    if config.method == "minhash":
+        assert features.signature is not None
+        pair = np.stack([rows, kept_rows], axis=1)
+        score[rows] = jaccard_of_pairs(pair, sets) if sets is not None else estimate_jaccard(features.signature[rows], features.signature[kept_rows])
+    else:
+        vectors = features.vectors
+        assert vectors is not None
+        score[rows] = np.einsum("ij,ij->i", vectors[rows], vectors[kept_rows])
+    # exact copies of a row that is itself a near duplicate follow it to its keeper
+    moved = np.flatnonzero(exact_dup & near_dup[np.where(exact_dup, duplicate_of, 0)])
+    twin = duplicate_of[moved]
+    duplicate_of[moved], method[moved], score[moved] = duplicate_of[twin], config.method, score[twin]
+    return Decisions(duplicate_of, method, score)
+
+
+REMOVED_EXTRA = [pa.field("duplicate_of", pa.string()), pa.field("method", pa.string()), pa.field("score", pa.float64())]
+
+
+@dataclass
+class DedupReport:
+    kind: Kind
+    config: DedupConfig
+    counts: dict[str, StageCounts]
+    per_source: dict[str, dict[str, Any]]
+    total: dict[str, Any]
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        config = asdict(self.config)
+        return {
+            "kind": self.kind.value,
+            "config": config,
+            "in": self.total["in"],
+            "kept": self.total["kept"],
+            "removed": self.total["removed"],
+            "quarantined": self.total["quarantined"],
+            "removed_by_method": self.total["removed_by_method"],
+            "removed_across_sources": self.total["removed_across_sources"],
+            "balanced": self.total["in"] == self.total["kept"] + self.total["removed"] + self.total["quarantined"],
+            "sources": self.per_source,
+            "inputs": {name: c.as_dict() for name, c in self.counts.items()},
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def summarize(features: FeatureArrays, decisions: Decisions, counts: dict[str, StageCounts]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Counts per source (the rows' ``source``) and in total: in, kept, removed by method."""
+    removed = decisions.duplicate_of != KEPT
+    frame = pl.DataFrame({
+        "source": features.source,
+        "removed": removed,
+        "method": [m or None for m in decisions.method.tolist()],
+        "across": removed & (features.source.to_numpy() != features.source.to_numpy()[np.where(removed, decisions.duplicate_of, 0)]),
+    })
+    per_source: dict[str, dict[str, Any]] = {}
+    for (source,), part in frame.group_by("source", maintain_order=True):
+        methods = Counter(m for m in part["method"].to_list() if m)
+        per_source[str(source)] = {
+            "in": part.height,
+            "kept": int((~part["removed"]).sum()),
+            "removed": int(part["removed"].sum()),
+            "removed_by_method": dict(sorted(methods.items())),
+            "removed_across_sources": int(part["across"].sum()),
+        }
+    quarantined = sum(c.quarantined_total for c in counts.values())
+    total = {
+        "in": len(features) + quarantined,
+        "kept": int((~removed).sum()),
+        "removed": int(removed.sum()),
+        "quarantined": quarantined,
+        "removed_by_method": dict(sorted(Counter(m for m in decisions.method.tolist() if m).items())),
+        "removed_across_sources": int(frame["across"].sum()),
+    }
+    return per_source, total
+
+
+def write_outputs(inputs: list[str], kind: Kind, features: FeatureArrays, decisions: Decisions, out_dir: Path,
+                  config: DedupConfig, on_batch: Callable[[int], None] | None = None) -> None:
+    """Second pass: every row to kept.parquet or removed.parquet, in input order, atomically."""
+    schema = schema_for(kind)
+    kept = open_writer(out_dir / "kept.parquet", kind)
+    removed = open_writer(out_dir / "removed.parquet", kind, pa.schema(list(schema) + REMOVED_EXTRA))
+    ids = features.ids.to_numpy()
+    start = 0
+    try:
+        for _, _, table in iter_inputs(inputs, kind, {}, None, config.batch_rows, skip_bad=True):
+            stop = start + table.num_rows
+            dup = decisions.duplicate_of[start:stop]
+            is_removed = dup != KEPT
+            kept.write_table(table.filter(pa.array(~is_removed)))
+            if is_removed.any():
+                rows = np.flatnonzero(is_removed)
+                part = table.take(pa.array(rows))
+                part = part.append_column(REMOVED_EXTRA[0], pa.array(ids[dup[rows]], type=pa.string()))
+                part = part.append_column(REMOVED_EXTRA[1], pa.array(decisions.method[start:stop][rows].tolist(), type=pa.string()))
+                part = part.append_column(REMOVED_EXTRA[2], pa.array(decisions.score[start:stop][rows], type=pa.float64()))
+                removed.write_table(part)
+            start = stop
+            if on_batch:
+                on_batch(table.num_rows)
+        if start != len(features):
+            raise InputError(f"the inputs changed while deduplicating: read {start} rows the second time, {len(features)} the first")
+        kept.close()
+        removed.close()
+    except BaseException:
+        kept.abort()
+        removed.abort()
+        raise
+
+
+def ngram_sets_reader(inputs: list[str], kind: Kind, config: DedupConfig) -> Callable[[np.ndarray], pl.DataFrame]:
+    """A function giving the n-gram sets of chosen rows (global ordinals), re-reading the inputs."""
+
+    def read(rows: np.ndarray) -> pl.DataFrame:
+        parts = []
+        start = 0
+        for _, _, table in iter_inputs(inputs, kind, {}, None, config.batch_rows, skip_bad=True):
+            stop = start + table.num_rows
+            local = rows[(rows >= start) & (rows < stop)] - start
+            if len(local):
+                texts = dedup_texts(table.take(pa.array(local)), kind, config.text_field)
+                grams = _grams(texts, config)
+                parts.append(pl.DataFrame({"row": local[grams.row] + start, "hash": grams.hash}))
+            start = stop
+        if not parts:
+            return pl.DataFrame({"row": [], "hash": []}, schema={"row": pl.Int64, "hash": pl.UInt64})
+        return pl.concat(parts).unique()
+
+    return read
+
+
+def dedup(inputs: list[str], out_dir: str | Path, config: DedupConfig = DedupConfig(), kind: Kind | None = None,
+          on_error: Literal["fail", "quarantine"] = "fail", on_rows: Callable[[str, int], None] | None = None) -> DedupReport:
+    """Deduplicate ``inputs`` (within and across them) into ``out_dir``: kept/removed Parquet and summary.json.
+
+    ``on_rows(stage, rows)`` is called after each batch of the "scan" and "write" passes.
+    """
+    started = time.perf_counter()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    quarantine = QuarantineWriter(out / "quarantine.jsonl") if on_error == "quarantine" else None
+    try:
+        scanned = (lambda rows: on_rows("scan", rows)) if on_rows else None
+        found_kind, features, counts = scan(inputs, config, kind, quarantine, on_batch=scanned)
+    finally:
+        if quarantine is not None:
+            quarantine.close()
+    reader = ngram_sets_reader(inputs, found_kind, config) if config.verify else None
+    decisions = decide(features, config, reader)
+    written = (lambda rows: on_rows("write", rows)) if on_rows else None
+    write_outputs(inputs, found_kind, features, decisions, out, config, on_batch=written)
+    per_source, total = summarize(features, decisions, counts)
+    report = DedupReport(found_kind, config, counts, per_source, total, time.perf_counter() - started)
+    (out / "summary.json").write_bytes(orjson.dumps(report.as_dict(), option=orjson.OPT_INDENT_2))
+    return report
