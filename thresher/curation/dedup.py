@@ -159,19 +159,25 @@ def _grams(texts: pl.Series, config: DedupConfig) -> NGrams:
     return ngram_hashes(word_tokens(texts, config.normalize).to_arrow(), config.ngram, short_rows="whole")
 
 
-def _batch_features(table: pa.Table, kind: Kind, input_index: int, config: DedupConfig, into: Features) -> None:
-    texts = dedup_texts(table, kind, config.text_field)
+def add_text_features(texts: pl.Series, ids: list[str], sources: list[str], input_index: int, config: DedupConfig,
+                      into: Features) -> None:
+    """Append the features of one batch of texts (the shared core of every execution path)."""
     normalized = normalize(texts, config.normalize).to_arrow()
-    into.input_index.append(np.full(table.num_rows, input_index, dtype=np.int64))
-    into.source.append(pl.Series("source", table.column("source").to_pylist(), dtype=pl.String))
-    into.ids.append(pl.Series("id", table.column("id").to_pylist(), dtype=pl.String))
+    into.input_index.append(np.full(len(texts), input_index, dtype=np.int64))
+    into.source.append(pl.Series("source", sources, dtype=pl.String))
+    into.ids.append(pl.Series("id", ids, dtype=pl.String))
     into.length.append(texts.str.len_chars().to_numpy().astype(np.int64))
     into.exact.append(np.stack([hash_strings(normalized, seed=0x5EED), hash_strings(normalized, seed=0xC0FFEE)], axis=1))
     if config.method == "minhash":
         params = MinHashParams(config.num_perm, config.seed)
-        into.signature.append(signatures(_grams(texts, config), table.num_rows, params, _torch_device(config.device)))
+        into.signature.append(signatures(_grams(texts, config), len(texts), params, _torch_device(config.device)))
     elif config.method == "embedding":
         into.texts.append(texts)
+
+
+def _batch_features(table: pa.Table, kind: Kind, input_index: int, config: DedupConfig, into: Features) -> None:
+    texts = dedup_texts(table, kind, config.text_field)
+    add_text_features(texts, table.column("id").to_pylist(), table.column("source").to_pylist(), input_index, config, into)
 
 
 def _torch_device(device: str) -> str:
