@@ -149,6 +149,22 @@ def iter_canonical(
         yield to_record(raw, plan, opts)
 
 
+def good_records(rows: list[RawRow], plan: InputPlan, options: ConvertOptions, counts: StageCounts,
+                 set_aside: Callable[[Outcome], None]) -> list[dict[str, Any]]:
+    """The records of the rows that convert; each bad one goes to ``set_aside`` (which may raise) and is counted."""
+    records = []
+    for raw in rows:
+        outcome = to_record(raw, plan, options)
+        counts.rows_in += 1
+        if outcome.record is not None:
+            records.append(outcome.record)
+            continue
+        assert outcome.error is not None
+        set_aside(outcome)
+        counts.quarantined[outcome.error.category] += 1
+    return records
+
+
 def canonical_batches(
     spec: str | InputSpec,
     kind: Kind | str | None = None,
@@ -182,20 +198,16 @@ def canonical_batches(
         return
     options = ConvertOptions()
     schema = schema_for(plan.kind)
+
+    def set_aside(outcome: Outcome) -> None:
+        assert outcome.error is not None
+        if quarantine is None and not skip_bad:
+            raise outcome.error
+        if quarantine is not None:
+            quarantine.write(outcome.error, outcome.raw)
+
     for rows in batched(plan.rows, batch_rows):
-        records = []
-        for raw in rows:
-            outcome = to_record(raw, plan, options)
-            counts.rows_in += 1
-            if outcome.record is not None:
-                records.append(outcome.record)
-                continue
-            assert outcome.error is not None
-            if quarantine is None and not skip_bad:
-                raise outcome.error
-            if quarantine is not None:
-                quarantine.write(outcome.error, outcome.raw)
-            counts.quarantined[outcome.error.category] += 1
+        records = good_records(rows, plan, options, counts, set_aside)
         counts.rows_out += len(records)
         yield plan.kind, pa.Table.from_pylist(records, schema=schema)
 
@@ -265,21 +277,16 @@ def convert(
                 report.kind = plan.kind
             if writer is None:
                 writer = open_writer(out, plan.kind)
+            def set_aside(outcome: Outcome) -> None:
+                assert outcome.error is not None
+                if on_error == "fail":
+                    raise outcome.error
+                bad.write(outcome.error, outcome.raw)
+                if len(report.first_errors) < max_reported_errors:
+                    report.first_errors.append(str(outcome.error))
+
             for rows in batched(plan.rows, BATCH_ROWS):
-                records = []
-                for raw in rows:
-                    outcome = to_record(raw, plan, options)
-                    counts.rows_in += 1
-                    if outcome.record is not None:
-                        records.append(outcome.record)
-                        continue
-                    assert outcome.error is not None
-                    if on_error == "fail":
-                        raise outcome.error
-                    bad.write(outcome.error, outcome.raw)
-                    counts.quarantined[outcome.error.category] += 1
-                    if len(report.first_errors) < max_reported_errors:
-                        report.first_errors.append(str(outcome.error))
+                records = good_records(rows, plan, options, counts, set_aside)
                 writer.write(records)
                 counts.rows_out += len(records)
                 if on_batch:

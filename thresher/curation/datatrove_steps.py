@@ -27,6 +27,7 @@ from datatrove.pipeline.filters.base_filter import BaseFilter
 from thresher.curation.dedup import KEPT, DedupConfig, Features, FeatureArrays, add_text_features, decide
 
 STEP_TYPE = "🫂 - DEDUP"
+DEFAULT_CONFIG = DedupConfig()
 
 
 def _save(folder: Any, name: str, **arrays: np.ndarray) -> None:
@@ -47,7 +48,7 @@ class DedupSignatures(PipelineStep):
     name = "thresher dedup: signatures"
     type = STEP_TYPE
 
-    def __init__(self, output_folder: DataFolderLike, config: DedupConfig = DedupConfig(), batch_size: int = 4096) -> None:
+    def __init__(self, output_folder: DataFolderLike, config: DedupConfig = DEFAULT_CONFIG, batch_size: int = 4096) -> None:
         super().__init__()
         if config.method == "embedding" or config.verify:
             raise ValueError("the datatrove steps support exact and minhash dedup without --verify")
@@ -85,7 +86,7 @@ class DedupClusters(PipelineStep):
     name = "thresher dedup: clusters"
     type = STEP_TYPE
 
-    def __init__(self, folder: DataFolderLike, config: DedupConfig = DedupConfig()) -> None:
+    def __init__(self, folder: DataFolderLike, config: DedupConfig = DEFAULT_CONFIG) -> None:
         super().__init__()
         self.folder = get_datafolder(folder)
         self.config = config

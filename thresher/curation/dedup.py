@@ -26,7 +26,7 @@ import pyarrow as pa
 
 from thresher.accounting import QuarantineWriter, StageCounts
 from thresher.convert import canonical_batches
-from thresher.curation.lsh import Banding, components, jaccard_of_pairs, lsh_pairs, ngram_sets, optimal_banding
+from thresher.curation.lsh import Banding, components, jaccard_of_pairs, lsh_pairs, optimal_banding
 from thresher.curation.minhash import MinHashParams, estimate_jaccard, signatures
 from thresher.curation.ngrams import NGrams, hash_strings, ngram_hashes
 from thresher.curation.normalize import NormalizeConfig, normalize, word_tokens
