@@ -172,6 +172,7 @@ def canonical_batches(
     quarantine: QuarantineWriter | None = None,
     batch_rows: int = BATCH_ROWS,
     skip_bad: bool = False,
+    shape_name: str | None = None,
 ) -> Iterator[tuple[Kind, pa.Table]]:
     """One input as Arrow tables of canonical rows, streamed in batches.
 
@@ -193,7 +194,7 @@ def canonical_batches(
                 counts.rows_out += table.num_rows
                 yield found, table
             return
-    plan = plan_input(resolved, wanted)
+    plan = plan_input(resolved, wanted, shape_name)
     if plan is None:
         return
     options = ConvertOptions()

@@ -7,11 +7,10 @@ from typing import Any
 
 import polars as pl
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from thresher.accounting import StageCounts
-from thresher.convert import iter_canonical
-from thresher.records import CONTENT_FIELDS, Kind, kind_of_columns, schema_for
+from thresher.convert import canonical_batches
+from thresher.records import CONTENT_FIELDS, Kind, schema_for
 
 MESSAGE_FIELDS = ("messages", "prompt", "chosen", "rejected")
 QUANTILES = (0.5, 0.9, 0.99)
@@ -20,36 +19,15 @@ QUANTILES = (0.5, 0.9, 0.99)
 def load_canonical(path: str, kind: Kind | None = None, shape_name: str | None = None) -> tuple[pl.DataFrame, Kind, StageCounts]:
     """Canonical rows of ``path`` as a DataFrame; rows that fail to convert are counted, not kept."""
     counts = StageCounts(path)
-    if path.lower().endswith((".parquet", ".pq")) and Path(path).is_file():
-        names = pq.read_schema(path).names
-        found = kind_of_columns(names)
-        if found is not None and (kind is None or kind == found):
-            frame = pl.read_parquet(path)
-            counts.rows_in = counts.rows_out = frame.height
-            return frame, found, counts
-    records = []
     found_kind: Kind | None = kind
-    for outcome in iter_canonical(path, kind, shape_name):
-        counts.rows_in += 1
-        if outcome.record is None:
-            assert outcome.error is not None
-            counts.quarantined[outcome.error.category] += 1
-            continue
-        records.append(outcome.record)
-        if found_kind is None:
-            found_kind = _kind_of_record(outcome.record)
-    counts.rows_out = len(records)
+    tables = []
+    for batch_kind, table in canonical_batches(path, kind, counts, skip_bad=True, shape_name=shape_name):
+        found_kind = batch_kind
+        tables.append(table)
     found_kind = found_kind or Kind.SFT
-    table = pa.Table.from_pylist(records, schema=schema_for(found_kind))
-    frame = pl.from_arrow(table)
+    frame = pl.from_arrow(pa.concat_tables(tables) if tables else schema_for(found_kind).empty_table())
     assert isinstance(frame, pl.DataFrame)
     return frame, found_kind, counts
-
-
-def _kind_of_record(record: dict[str, Any]) -> Kind:
-    kind = kind_of_columns(set(record))
-    assert kind is not None
-    return kind
 
 
 def _chars_expr(field: str) -> pl.Expr:
