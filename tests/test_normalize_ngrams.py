@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 
 from thresher.curation.ngrams import hash_strings, ngram_hashes
-from thresher.curation.normalize import NormalizeConfig, normalize, word_tokens
+from thresher.curation.normalize import NormalizeConfig, normalize, word_tokens, words_of
 
 M64 = (1 << 64) - 1
 
@@ -109,3 +109,11 @@ def test_normalization_steps() -> None:
     # the same words differently dressed give the same tokens, hence the same n-grams
     a, b = word_tokens(["The QUICK brown fox — jumps!", "the quick, brown FOX jumps"]).to_list()
     assert a == b
+
+
+def test_words_of_normalized_text_equal_word_tokens(shared_data: Path) -> None:
+    rows = json.loads((shared_data / "sft/lima.json").read_text())
+    texts = [r["instruction"] + "\n" + r["output"] for r in rows] + ["  Café  Ñandú, l’été!! ＡＢＣ x_1 ½ ²"]
+    for config in (NormalizeConfig(), NormalizeConfig(digits_to_zero=True, strip_diacritics=False),
+                   NormalizeConfig(punctuation_to_space=False, collapse_whitespace=False, lowercase=False)):
+        assert words_of(normalize(texts, config)).to_list() == word_tokens(texts, config).to_list()

@@ -28,12 +28,14 @@ from thresher.accounting import QuarantineWriter, StageCounts
 from thresher.convert import canonical_batches
 from thresher.curation.lsh import Banding, components, jaccard_of_pairs, lsh_pairs, optimal_banding
 from thresher.curation.minhash import MinHashParams, estimate_jaccard, signatures
-from thresher.curation.ngrams import NGrams, hash_strings, ngram_hashes
-from thresher.curation.normalize import NormalizeConfig, normalize, word_tokens
+from thresher.curation.ngrams import NGrams, ngram_hashes, text_keys
+from thresher.curation.normalize import NormalizeConfig, normalize, words_of
+from thresher.device import pick_compute_path
 from thresher.errors import InputError
 from thresher.io.sources import resolve_input
 from thresher.io.writers import open_writer
 from thresher.records import Kind, schema_for
+from thresher.stats import row_texts
 
 Method = Literal["exact", "minhash", "embedding"]
 KeepPolicy = Literal["first", "longest", "source-priority"]
@@ -82,24 +84,22 @@ class DedupConfig:
         return self.threshold if self.threshold is not None else DEFAULT_THRESHOLDS[self.method]
 
 
-def _contents(column: str, roles: tuple[str, ...] | None = None) -> pl.Expr:
+def _prompt_contents(column: str, roles: tuple[str, ...] | None = None) -> pl.Expr:
     messages = pl.col(column)
     if roles is not None:
         messages = messages.list.eval(pl.element().filter(pl.element().struct.field("role").is_in(roles)))
-    return messages.list.eval(pl.element().struct.field("content")).list.join("\n")
+    return messages.list.eval(pl.element().struct.field("content")).list.join("\n").alias("text")
 
 
 def dedup_texts(table: pa.Table, kind: Kind, text_field: TextField = "all") -> pl.Series:
-    """The text compared for each row: all message contents, or only the prompt side."""
+    """The text compared for each row: all message contents (``stats.row_texts``), or only the prompt side."""
     frame = pl.from_arrow(table)
     assert isinstance(frame, pl.DataFrame)
+    if text_field == "all":
+        return row_texts(frame, kind)
     if kind == Kind.PREFERENCE:
-        parts = [_contents("prompt")] + ([_contents("chosen"), _contents("rejected")] if text_field == "all" else [])
-    elif text_field == "prompt":
-        parts = [_contents("messages", ("system", "user"))]
-    else:
-        parts = [_contents("messages")]
-    return frame.select(pl.concat_str(parts, separator="\n").alias("text"))["text"]
+        return frame.select(_prompt_contents("prompt"))["text"]
+    return frame.select(_prompt_contents("messages", ("system", "user")))["text"]
 
 
 @dataclass
@@ -155,22 +155,23 @@ class Decisions:
     score: np.ndarray
 
 
-def _grams(texts: pl.Series, config: DedupConfig) -> NGrams:
-    return ngram_hashes(word_tokens(texts, config.normalize).to_arrow(), config.ngram, short_rows="whole")
+def _grams(normalized: pl.Series, config: DedupConfig) -> NGrams:
+    return ngram_hashes(words_of(normalized).to_arrow(), config.ngram, short_rows="whole")
 
 
 def add_text_features(texts: pl.Series, ids: list[str], sources: list[str], input_index: int, config: DedupConfig,
                       into: Features) -> None:
     """Append the features of one batch of texts (the shared core of every execution path)."""
-    normalized = normalize(texts, config.normalize).to_arrow()
+    normalized = normalize(texts, config.normalize)
     into.input_index.append(np.full(len(texts), input_index, dtype=np.int64))
     into.source.append(pl.Series("source", sources, dtype=pl.String))
     into.ids.append(pl.Series("id", ids, dtype=pl.String))
     into.length.append(texts.str.len_chars().to_numpy().astype(np.int64))
-    into.exact.append(np.stack([hash_strings(normalized, seed=0x5EED), hash_strings(normalized, seed=0xC0FFEE)], axis=1))
+    into.exact.append(text_keys(normalized.to_arrow()))
     if config.method == "minhash":
         params = MinHashParams(config.num_perm, config.seed)
-        into.signature.append(signatures(_grams(texts, config), len(texts), params, _torch_device(config.device)))
+        device = pick_compute_path(config.device, announce=False).device
+        into.signature.append(signatures(_grams(normalized, config), len(texts), params, device))
     elif config.method == "embedding":
         into.texts.append(texts)
 
@@ -178,14 +179,6 @@ def add_text_features(texts: pl.Series, ids: list[str], sources: list[str], inpu
 def _batch_features(table: pa.Table, kind: Kind, input_index: int, config: DedupConfig, into: Features) -> None:
     texts = dedup_texts(table, kind, config.text_field)
     add_text_features(texts, table.column("id").to_pylist(), table.column("source").to_pylist(), input_index, config, into)
-
-
-def _torch_device(device: str) -> str:
-    if device == "auto":
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
 
 
 def iter_inputs(inputs: list[str], kind: Kind | None, counts: dict[str, StageCounts], quarantine: QuarantineWriter | None,
@@ -419,7 +412,7 @@ def ngram_sets_reader(inputs: list[str], kind: Kind, config: DedupConfig) -> Cal
             local = rows[(rows >= start) & (rows < stop)] - start
             if len(local):
                 texts = dedup_texts(table.take(pa.array(local)), kind, config.text_field)
-                grams = _grams(texts, config)
+                grams = _grams(normalize(texts, config.normalize), config)
                 parts.append(pl.DataFrame({"row": local[grams.row] + start, "hash": grams.hash}))
             start = stop
         if not parts:

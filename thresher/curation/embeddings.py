@@ -18,19 +18,13 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from thresher.curation.ngrams import hash_strings
+from thresher.curation.ngrams import text_keys
 from thresher.device import faiss_has_gpu, pick_compute_path
 from thresher.models import resolve_embedding_model
 from thresher.progress import progress_bar
 
 EXACT_LIMIT = 50_000  # above this many vectors the index is IVF
 ENCODE_BATCH = 64
-
-
-def text_keys(texts: list[str]) -> np.ndarray:
-    """``[n, 2]`` uint64: a 128-bit key of each text (two independent 64-bit hashes)."""
-    arr = pa.array(texts, type=pa.large_string())
-    return np.stack([hash_strings(arr, seed=0x5EED), hash_strings(arr, seed=0xC0FFEE)], axis=1)
 
 
 class EmbeddingCache:

@@ -79,6 +79,11 @@ def hash_token_column(values: pa.Array, seed: int = 0) -> np.ndarray:
     return hash_strings(encoded.dictionary, seed)[codes]
 
 
+def text_keys(texts: pa.Array | pa.ChunkedArray | list[str]) -> np.ndarray:
+    """``[n, 2]`` uint64: a 128-bit key of each text (two independently seeded 64-bit hashes)."""
+    return np.stack([hash_strings(texts, seed=0x5EED), hash_strings(texts, seed=0xC0FFEE)], axis=1)
+
+
 @dataclass(frozen=True)
 class NGrams:
     """N-gram hashes of a batch: which row, at which token, how many tokens, and the hash."""

@@ -83,11 +83,20 @@ def normalize(texts: pl.Series | list[str], config: NormalizeConfig = NormalizeC
     return pl.select(ascii_expr(pl.lit(series), config)).to_series().alias(series.name)
 
 
+WORD = r"[^\W_]+"  # a run of letters and digits; "_" separates words
+
+
 def word_tokens(texts: pl.Series | list[str], config: NormalizeConfig = NormalizeConfig()) -> pl.Series:
-    """Each text normalized and split into words (runs of letters and digits; "_" separates): a list column."""
+    """Each text normalized and split into words: a list column."""
     series = _unicode_steps(_as_series(texts), config)
-    words = ascii_expr(pl.lit(series), config, words_only=True).str.extract_all(r"[^\W_]+")
+    words = ascii_expr(pl.lit(series), config, words_only=True).str.extract_all(WORD)
     return pl.select(words).to_series().alias("tokens")
+
+
+def words_of(normalized: pl.Series) -> pl.Series:
+    """The words of already normalized texts: equal to ``word_tokens`` of the originals (punctuation
+    and whitespace, which normalization rewrites, separate words either way)."""
+    return normalized.str.extract_all(WORD).alias("tokens")
 
 
 def tokenizer_ids(texts: pl.Series | list[str], tokenizer: Any, config: NormalizeConfig | None = None) -> pa.LargeListArray:
