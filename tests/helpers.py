@@ -1,4 +1,4 @@
-"""Small helpers for tests: reading canonical outputs back."""
+"""Small helpers for tests: reading canonical outputs back, and reference hash arithmetic."""
 
 from __future__ import annotations
 
@@ -7,6 +7,18 @@ from typing import Any
 
 import orjson
 import pyarrow.parquet as pq
+
+
+M64 = (1 << 64) - 1
+
+
+def ref_fmix(h: int) -> int:
+    """MurmurHash3's 64-bit finalizer on Python ints: the reference for ``ngrams.fmix64``."""
+    h ^= h >> 33
+    h = (h * 0xFF51AFD7ED558CCD) & M64
+    h ^= h >> 33
+    h = (h * 0xC4CEB9FE1A85EC53) & M64
+    return h ^ (h >> 33)
 
 
 def read_rows(path: str | Path) -> list[dict[str, Any]]:

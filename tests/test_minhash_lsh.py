@@ -11,6 +11,7 @@ import pyarrow as pa
 import pytest
 import torch
 
+from tests.helpers import M64, ref_fmix
 from thresher.curation.lsh import (
     Banding,
     candidate_pairs,
@@ -23,17 +24,6 @@ from thresher.curation.lsh import (
 from thresher.curation.minhash import EMPTY, MinHashParams, empty_rows, estimate_jaccard, probe_table, signatures
 from thresher.curation.ngrams import NGrams, ngram_hashes
 from thresher.curation.normalize import word_tokens
-
-M64 = (1 << 64) - 1
-
-
-def ref_fmix(h: int) -> int:
-    h ^= h >> 33
-    h = (h * 0xFF51AFD7ED558CCD) & M64
-    h ^= h >> 33
-    h = (h * 0xC4CEB9FE1A85EC53) & M64
-    return h ^ (h >> 33)
-
 
 def ref_signature(hashes: list[int], num_perm: int, seed: int, densify: bool = True) -> list[int]:
     """One-permutation hashing with optimal densification, one n-gram and one bin at a time."""

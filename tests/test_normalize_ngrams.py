@@ -10,19 +10,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from tests.helpers import M64, ref_fmix
 from thresher.curation.ngrams import hash_strings, ngram_hashes
 from thresher.curation.normalize import NormalizeConfig, normalize, word_tokens, words_of
-
-M64 = (1 << 64) - 1
-
-
-def ref_fmix(h: int) -> int:
-    h ^= h >> 33
-    h = (h * 0xFF51AFD7ED558CCD) & M64
-    h ^= h >> 33
-    h = (h * 0xC4CEB9FE1A85EC53) & M64
-    return h ^ (h >> 33)
-
 
 def ref_hash(s: str, seed: int = 0) -> int:
     """The token hash written out byte by byte, the way a reader would check it."""

@@ -82,19 +82,14 @@ def densify(table: torch.Tensor, params: MinHashParams) -> torch.Tensor:
     has_any = (table != empty_value).any(dim=1)
     keep = has_any[row]
     row, col = row[keep], col[keep]
-    rounds = 64
-    probes = torch.from_numpy(probe_table(params.num_perm, params.seed, _MAX_PROBES)).to(table.device)
-    t = 0
-    while len(row) and t < _MAX_PROBES:
-        block = probes[t : t + rounds]  # a few rounds at a time keeps the loop short
-        for k in range(len(block)):
-            borrowed = table[row, block[k][col]]
-            hit = borrowed != empty_value
-            filled[row[hit], col[hit]] = borrowed[hit]
-            row, col = row[~hit], col[~hit]
-            if not len(row):
-                break
-        t += rounds
+    probes = torch.from_numpy(probe_table(params.num_perm, params.seed, _MAX_PROBES))
+    for t in range(_MAX_PROBES):
+        if not len(row):
+            break
+        borrowed = table[row, probes[t].to(table.device)[col]]  # one round's probes: num_perm ints to the device
+        hit = borrowed != empty_value
+        filled[row[hit], col[hit]] = borrowed[hit]
+        row, col = row[~hit], col[~hit]
     if len(row):  # fallback, practically unreachable: the next non-empty bin to the right
         for r, c in zip(row.tolist(), col.tolist(), strict=True):
             values = table[r]
