@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -33,6 +35,17 @@ EXIT_BAD_INPUT = 2
 def _fail(message: str, code: int) -> None:
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+@contextmanager
+def _exit_on_bad_input() -> Iterator[None]:
+    """A bad row exits 1 (fail mode: nothing written), a bad input or option exits 2, each with its message."""
+    try:
+        yield
+    except RowError as e:
+        _fail(f"{e}\n(nothing was written; --on-error quarantine sets bad rows aside and goes on)", EXIT_BAD_ROW)
+    except InputError as e:
+        _fail(str(e), EXIT_BAD_INPUT)
 
 
 def _counts_table(title: str, rows: dict[str, StageCounts], total: StageCounts | None = None) -> Table:
@@ -89,18 +102,12 @@ def convert(
         def advance(path: str, rows: int) -> None:
             progress.update(task, advance=rows, description=f"converting {Path(path).name}")
 
-        try:
+        with _exit_on_bad_input():
             report = run_convert(
                 inputs, out, kind=kind, on_error=on_error, quarantine=quarantine,  # type: ignore[arg-type]
                 shape_name=format, source=source, split=split, options=ConvertOptions(verifier=verifier),
                 on_batch=advance,
             )
-        except RowError as e:
-            _fail(f"{e}\n(nothing was written; --on-error quarantine sets bad rows aside and goes on)", EXIT_BAD_ROW)
-            return
-        except InputError as e:
-            _fail(str(e), EXIT_BAD_INPUT)
-            return
     for line in report.first_errors:
         err_console.print(f"[yellow]quarantined[/] {line}", highlight=False, soft_wrap=True)
     hidden = report.total.quarantined_total - len(report.first_errors)
@@ -146,11 +153,8 @@ def inspect(
     tok = stats.load_tokenizer(tokenizer) if tokenizer else None
     result: dict[str, object] = {}
     for path in files:
-        try:
+        with _exit_on_bad_input():
             frame, found_kind, counts = stats.load_canonical(path, kind, format)
-        except InputError as e:
-            _fail(str(e), EXIT_BAD_INPUT)
-            return
         frame = stats.add_lengths(frame, found_kind, tok)
         out_console.rule(f"{path} — {found_kind.value}, {frame.height} rows")
         if counts.quarantined_total:
@@ -219,14 +223,8 @@ def dedup(
         def advance(stage: str, rows: int) -> None:
             progress.update(task, advance=rows, description=f"dedup: {'reading' if stage == 'scan' else 'writing'}")
 
-        try:
+        with _exit_on_bad_input():
             report = run_dedup(inputs, out, config, kind=kind, on_error=on_error, on_rows=advance)  # type: ignore[arg-type]
-        except RowError as e:
-            _fail(f"{e}\n(nothing was written; --on-error quarantine sets bad rows aside and goes on)", EXIT_BAD_ROW)
-            return
-        except InputError as e:
-            _fail(str(e), EXIT_BAD_INPUT)
-            return
     summary = report.as_dict()
     table = Table(title=f"dedup ({config.method}, threshold {config.resolved_threshold}, keep {config.keep}) → {out}", title_justify="left")
     for name in ("source", "in", "kept", "removed", "by method", "across sources"):
