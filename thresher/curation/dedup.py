@@ -140,7 +140,6 @@ class FeatureArrays:
     exact: np.ndarray
     signature: np.ndarray | None
     texts: pl.Series | None
-    vectors: np.ndarray | None = None  # embedding method: unit vectors of the rows compared (zeros elsewhere)
 
     def __len__(self) -> int:
         return len(self.length)
@@ -241,32 +240,35 @@ def _exact_labels(features: FeatureArrays) -> np.ndarray:
     return frame.select(pl.struct("k0", "k1").rank("dense").cast(pl.Int64) - 1).to_series().to_numpy()
 
 
+Scorer = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (rows, kept rows) -> similarity of each pair
+
+
 def _near_pairs(features: FeatureArrays, alive: np.ndarray, config: DedupConfig,
-                ngram_sets_of: Callable[[np.ndarray], pl.DataFrame] | None) -> tuple[np.ndarray, pl.DataFrame | None]:
-    """Near-duplicate edges among the ``alive`` rows (global ordinals), and n-gram sets if verified."""
+                ngram_sets_of: Callable[[np.ndarray], pl.DataFrame] | None) -> tuple[np.ndarray, Scorer]:
+    """Near-duplicate edges among the ``alive`` rows (global ordinals), and how to score a pair of rows."""
     rows = np.flatnonzero(alive)
     if config.method == "minhash":
-        assert features.signature is not None
-        sig = features.signature[rows]
+        sig = features.signature
+        assert sig is not None
         if config.bands is not None and config.rows_per_band is not None:
             banding = Banding(config.bands, config.rows_per_band)
         else:
             banding = optimal_banding(config.resolved_threshold, config.num_perm)
-        pairs = rows[lsh_pairs(sig, banding)] if len(rows) else np.zeros((0, 2), np.int64)
-        sets = None
-        if config.verify and len(pairs):
-            assert ngram_sets_of is not None
-            sets = ngram_sets_of(np.unique(pairs))
-            pairs = pairs[jaccard_of_pairs(pairs, sets) >= config.resolved_threshold]
-        return pairs, sets
+        pairs = rows[lsh_pairs(sig[rows], banding)] if len(rows) else np.zeros((0, 2), np.int64)
+        if not (config.verify and len(pairs)):
+            return pairs, lambda a, b: estimate_jaccard(sig[a], sig[b])
+        assert ngram_sets_of is not None
+        sets = ngram_sets_of(np.unique(pairs))
+        pairs = pairs[jaccard_of_pairs(pairs, sets) >= config.resolved_threshold]
+        return pairs, lambda a, b: jaccard_of_pairs(np.stack([a, b], axis=1), sets)
     assert features.texts is not None
     from thresher.curation.embeddings import encode, similar_pairs
 
     vectors = encode(features.texts.gather(rows).to_list(), config.embedding_model, config.cache_dir, device=config.device)
     pairs, _ = similar_pairs(vectors, config.resolved_threshold, k=config.neighbours)
-    features.vectors = np.zeros((len(features), vectors.shape[1]), np.float32)
-    features.vectors[rows] = vectors
-    return rows[pairs] if len(pairs) else pairs, None
+    local = np.zeros(len(features), dtype=np.int64)
+    local[rows] = np.arange(len(rows))  # global ordinal -> row of ``vectors``
+    return (rows[pairs] if len(pairs) else pairs), lambda a, b: np.einsum("ij,ij->i", vectors[local[a]], vectors[local[b]])
 
 
 def decide(features: FeatureArrays, config: DedupConfig,
@@ -285,20 +287,12 @@ def decide(features: FeatureArrays, config: DedupConfig,
         return Decisions(duplicate_of, method, score)
     # near: among the rows exact dedup kept
     alive = ~exact_dup
-    pairs, sets = _near_pairs(features, alive, config, ngram_sets_of)
+    pairs, score_of = _near_pairs(features, alive, config, ngram_sets_of)
     labels = components(n, pairs)
     near_best = keepers(np.where(alive, labels, labels.max() + 1 + np.arange(n)), rank)
     near_dup = alive & (near_best != np.arange(n))
     rows, kept_rows = np.flatnonzero(near_dup), near_best[near_dup]
-    duplicate_of[rows], method[rows] = kept_rows, config.method
-    if config.method == "minhash":
-        assert features.signature is not None
-        pair = np.stack([rows, kept_rows], axis=1)
-        score[rows] = jaccard_of_pairs(pair, sets) if sets is not None else estimate_jaccard(features.signature[rows], features.signature[kept_rows])
-    else:
-        vectors = features.vectors
-        assert vectors is not None
-        score[rows] = np.einsum("ij,ij->i", vectors[rows], vectors[kept_rows])
+    duplicate_of[rows], method[rows], score[rows] = kept_rows, config.method, score_of(rows, kept_rows)
     # exact copies of a row that is itself a near duplicate follow it to its keeper
     moved = np.flatnonzero(exact_dup & near_dup[np.where(exact_dup, duplicate_of, 0)])
     twin = duplicate_of[moved]
