@@ -8,8 +8,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 stderr_console = Console(stderr=True)
 
 
-def progress_bar(transient: bool = True) -> Progress:
-    """A progress display for long work (rows done, rate, elapsed)."""
+def progress_bar(transient: bool = True, disable: bool = False) -> Progress:
+    """A progress display for long work (rows done, rate, elapsed); ``disable`` silences it (a caller shows its own)."""
     return Progress(
         SpinnerColumn(),
         TextColumn("[bold]{task.description}"),
@@ -19,5 +19,5 @@ def progress_bar(transient: bool = True) -> Progress:
         TimeElapsedColumn(),
         console=stderr_console,
         transient=transient,
-        disable=not stderr_console.is_terminal,
+        disable=disable or not stderr_console.is_terminal,
     )

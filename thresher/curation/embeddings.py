@@ -81,7 +81,7 @@ def load_encoder(model: str | None = None, device: str = "auto") -> Any:
 
 
 def encode(texts: list[str], model: str | None = None, cache_dir: str | Path | None = None,
-           batch_size: int = ENCODE_BATCH, device: str = "auto", encoder: Any = None) -> np.ndarray:
+           batch_size: int = ENCODE_BATCH, device: str = "auto", encoder: Any = None, show_progress: bool = True) -> np.ndarray:
     """``[n, dim]`` float32 unit vectors of ``texts``; cached ones are read, new ones written to the cache."""
     name = resolve_embedding_model(model)
     keys = text_keys(texts)
@@ -92,8 +92,8 @@ def encode(texts: list[str], model: str | None = None, cache_dir: str | Path | N
     if len(missing):
         encoder = encoder or load_encoder(name, device)
         parts = []
-        with progress_bar() as bar:
-            task = bar.add_task("embedding", total=len(missing))
+        with progress_bar(disable=not show_progress) as bar:
+            task = bar.add_task("embedding", total=len(missing), rate="")
             for lo in range(0, len(missing), batch_size * 16):
                 chunk = [texts[i] for i in missing[lo : lo + batch_size * 16]]
                 parts.append(encoder.encode(chunk, batch_size=batch_size, normalize_embeddings=True,

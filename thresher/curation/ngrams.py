@@ -145,3 +145,38 @@ def ngram_hashes(tokens: pa.ListArray | pa.LargeListArray | pa.ChunkedArray, n: 
         acc[short] = short_acc
     mixed = acc ^ (length.astype(_U64) * _U64(_LENGTH_MIX)) ^ _U64(seed & 0xFFFFFFFFFFFFFFFF)
     return NGrams(row=row, position=position, length=length, hash=fmix64(mixed))
+
+
+def window_hashes(tokens: pa.ListArray | pa.LargeListArray | pa.ChunkedArray, lengths: list[int], seed: int = 0) -> dict[int, NGrams]:
+    """For each ``L`` in ``lengths``, the hashes of every run of exactly ``L`` tokens inside a row.
+
+    One pass of the same polynomial as ``ngram_hashes`` yields every length on the way, so a window
+    of ``L`` tokens hashes equal to an ``L``-gram, and to a row of ``L`` tokens kept whole: a short
+    benchmark item is found inside longer training rows.
+    """
+    wanted = sorted({int(L) for L in lengths})
+    if not wanted or wanted[0] < 1:
+        raise ValueError(f"window lengths must be at least 1, got {lengths}")
+    if isinstance(tokens, pa.ChunkedArray):
+        tokens = tokens.combine_chunks()
+    if pa.types.is_list(tokens.type):
+        tokens = tokens.cast(pa.large_list(tokens.type.value_type))
+    offsets = np.asarray(tokens.offsets, dtype=np.int64)
+    token_hash = hash_token_column(tokens.values.slice(int(offsets[0]), int(offsets[-1] - offsets[0])), seed)
+    offsets = offsets - offsets[0]
+    counts = np.diff(offsets)
+    out: dict[int, NGrams] = {}
+    poly = np.zeros(len(token_hash), dtype=_U64)
+    for k in range(wanted[-1]):
+        windows = max(len(token_hash) - k, 0)
+        poly = poly[:windows] * _U64(_COMBINE) + token_hash[k : k + windows]
+        size = k + 1
+        if size not in wanted:
+            continue
+        per_row = np.maximum(counts - size + 1, 0)
+        row = np.repeat(np.arange(len(counts), dtype=np.int64), per_row)
+        first = np.cumsum(per_row) - per_row
+        position = np.arange(len(row), dtype=np.int64) - np.repeat(first, per_row)
+        mixed = poly[offsets[row] + position] ^ _U64(size * _LENGTH_MIX & 0xFFFFFFFFFFFFFFFF) ^ _U64(seed & 0xFFFFFFFFFFFFFFFF)
+        out[size] = NGrams(row=row, position=position, length=np.full(len(row), size, dtype=np.int64), hash=fmix64(mixed))
+    return out

@@ -1,0 +1,225 @@
+"""The audit: every training row against every benchmark item, by each chosen method, with scores and evidence.
+
+One streaming pass over the training inputs (canonical batches, any kind, mixed kinds allowed).
+Each batch is normalized and split into words once and shown to every detector; detectors keep
+only what may match, so memory grows with the matches, not the rows. Afterwards the optional
+judge looks at embedding candidates, each match is flagged against its method's threshold, and
+the match table is joined with where each row came from and which item it matched.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from thresher.accounting import QuarantineWriter, StageCounts
+from thresher.convert import canonical_batches
+from thresher.curation.dedup import dedup_texts
+from thresher.decontam.benchmarks import BenchmarkItems
+from thresher.decontam.judge import JudgeConfig
+from thresher.decontam.matching import Detector, TrainBatch
+from thresher.decontam.ngram import NgramConfig, NgramDetector, span_evidence
+from thresher.decontam.similarity import EmbeddingDetector, EmbeddingMatchConfig, MinhashDetector, MinhashMatchConfig
+from thresher.errors import InputError
+from thresher.io.sources import resolve_input
+from thresher.records import Kind
+
+Fields = Literal["prompt", "response", "all"]
+FIELDS: tuple[str, ...] = ("prompt", "response", "all")
+METHODS: tuple[str, ...] = ("ngram", "minhash", "embedding", "judge")
+
+
+def train_texts(table: pa.Table, kind: Kind, fields: Fields) -> pl.Series:
+    """The text of each training row that is matched: user turns, assistant turns, or all content."""
+    if fields != "response":
+        return dedup_texts(table, kind, fields)
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    columns = ["chosen", "rejected"] if kind == Kind.PREFERENCE else ["messages"]
+    parts = [pl.col(c).list.eval(pl.element().filter(pl.element().struct.field("role") == "assistant")
+                                 .struct.field("content")).list.join("\n") for c in columns]
+    if kind == Kind.RLVR:
+        parts.append(pl.col("ground_truth"))
+    return frame.select(pl.concat_str(parts, separator="\n").alias("text"))["text"]
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    methods: tuple[str, ...] = ("ngram",)
+    fields: Fields = "all"
+    ngram: NgramConfig = field(default_factory=NgramConfig)
+    minhash: MinhashMatchConfig = field(default_factory=MinhashMatchConfig)
+    embedding: EmbeddingMatchConfig = field(default_factory=EmbeddingMatchConfig)
+    judge: JudgeConfig | None = None
+    batch_rows: int = 8192
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown or not self.methods:
+            raise ValueError(f"methods must be some of {', '.join(METHODS)}, got {', '.join(self.methods) or 'none'}")
+        if self.fields not in FIELDS:
+            raise ValueError(f"fields must be one of {', '.join(FIELDS)}, not {self.fields!r}")
+        if "judge" in self.methods and self.judge is None:
+            raise ValueError("the judge method needs a judge model (--judge-model)")
+
+    def threshold(self, method: str) -> float:
+        if method == "judge":
+            assert self.judge is not None
+            return self.judge.threshold
+        return {"ngram": self.ngram.threshold, "minhash": self.minhash.threshold, "embedding": self.embedding.threshold}[method]
+
+    @property
+    def detector_methods(self) -> list[str]:
+        """The methods that scan rows: the judge needs embedding candidates, so it brings that method along."""
+        wanted = [m for m in self.methods if m != "judge"]
+        if "judge" in self.methods and "embedding" not in wanted:
+            wanted.append("embedding")
+        return wanted
+
+
+def make_detector(method: str, items: pl.DataFrame, config: AuditConfig) -> Detector:
+    if method == "ngram":
+        return NgramDetector(items, config.ngram)
+    if method == "minhash":
+        return MinhashDetector(items, config.minhash)
+    embedding = config.embedding
+    if config.judge is not None and "judge" in config.methods:  # record every pair the judge may look at
+        embedding = EmbeddingMatchConfig(**{**asdict(embedding), "floor": min(embedding.floor, config.judge.candidates_from)})
+    return EmbeddingDetector(items, embedding)
+
+
+def combined_items(benches: list[BenchmarkItems]) -> pl.DataFrame:
+    """All benchmarks' items in one table; the row index is the item number detectors use."""
+    return pl.concat([b.items for b in benches]).with_row_index("item").with_columns(pl.col("item").cast(pl.Int64))
+
+
+@dataclass
+class RowLedger:
+    """Where each candidate row came from, and its text; row counts per (input, source)."""
+
+    frames: list[pl.DataFrame] = field(default_factory=list)
+    rows_per_source: Counter[str] = field(default_factory=Counter)
+
+    def add(self, batch: TrainBatch, table: pa.Table, input_name: str, first_in_input: int, rows: np.ndarray) -> None:
+        sources = pl.Series(table.column("source")).value_counts()
+        self.rows_per_source.update({str(s): int(c) for s, c in sources.iter_rows()})
+        if not len(rows):
+            return
+        take = pa.array(rows)
+        self.frames.append(pl.DataFrame({
+            "row": rows + batch.offset,
+            "train_input": input_name,
+            "train_row": rows + first_in_input,
+            "train_id": table.column("id").take(take).to_pylist(),
+            "train_source": table.column("source").take(take).to_pylist(),
+            "train_text": batch.texts.gather(rows),
+        }, schema={"row": pl.Int64, "train_input": pl.String, "train_row": pl.Int64, "train_id": pl.String,
+                   "train_source": pl.String, "train_text": pl.String}))
+
+    def table(self) -> pl.DataFrame:
+        if not self.frames:
+            return pl.DataFrame(schema={"row": pl.Int64, "train_input": pl.String, "train_row": pl.Int64, "train_id": pl.String,
+                                        "train_source": pl.String, "train_text": pl.String})
+        return pl.concat(self.frames).unique("row", keep="first").sort("row")
+
+
+@dataclass
+class AuditResult:
+    config: AuditConfig
+    benches: list[BenchmarkItems]
+    items: pl.DataFrame
+    matches: pl.DataFrame  # one row per (training row, item, method), enriched
+    rows_per_source: dict[str, int]
+    counts: dict[str, StageCounts]
+    notes: dict[str, Any]
+    seconds: float
+
+    @property
+    def rows(self) -> int:
+        return sum(self.rows_per_source.values())
+
+    def flagged_rows(self) -> pl.DataFrame:
+        """Each contaminated row (global ordinal) with its strongest flagged match."""
+        return (self.matches.filter("flagged").sort(["row", "score"], descending=[False, True])
+                .unique("row", keep="first").sort("row"))
+
+
+def _judge(matches: pl.DataFrame, items: pl.DataFrame, ledger: pl.DataFrame, config: JudgeConfig) -> pl.DataFrame:
+    """Judge matches for embedding candidates from ``candidates_from`` on."""
+    from thresher.decontam.judge import TransformersJudge
+
+    candidates = matches.filter((pl.col("method") == "embedding") & (pl.col("score") >= config.candidates_from))
+    if candidates.is_empty():
+        return candidates.head(0).with_columns(pl.lit("judge").alias("method"))
+    texts = candidates.join(ledger.select("row", "train_text"), on="row").join(
+        items.select("item", pl.concat_str(["question", "answer"], separator="\n").alias("bench_text")), on="item")
+    judge = TransformersJudge(config)
+    probability = judge.same_problem(list(zip(texts["train_text"].to_list(), texts["bench_text"].to_list(), strict=True)))
+    return texts.select(candidates.columns).with_columns(pl.lit("judge").alias("method"), pl.Series("score", probability))
+
+
+def _enrich(matches: pl.DataFrame, items: pl.DataFrame, ledger: pl.DataFrame, words: list[pl.Series] | None,
+            config: AuditConfig) -> pl.DataFrame:
+    thresholds = pl.DataFrame({"method": list(METHODS), "threshold": [config.threshold(m) if m != "judge" or config.judge else 1.0
+                                                                       for m in METHODS]})
+    evidence = span_evidence(matches, words) if words is not None else pl.Series("evidence", [""] * matches.height)
+    enriched = (
+        matches.with_columns(evidence.alias("evidence"))
+        .join(thresholds, on="method")
+        .with_columns((pl.col("score") >= pl.col("threshold")).alias("flagged"))
+        .join(ledger, on="row", how="left")
+        .join(items.select("item", "bench", "bench_id", pl.concat_str(["question", "answer"], separator="\n").alias("bench_text")),
+              on="item")
+    )
+    return enriched.select(
+        "row", "train_input", "train_row", "train_id", "train_source", "bench", "bench_id", "item", "method", "score",
+        "flagged", "question_score", "answer_score", "spans", "evidence", "train_text", "bench_text",
+    ).sort("row", "bench", "bench_id", "method")
+
+
+def run_audit(train: list[str], benches: list[BenchmarkItems], config: AuditConfig = AuditConfig(),
+              quarantine: QuarantineWriter | None = None, kind: Kind | None = None,
+              on_rows: Callable[[int], None] | None = None) -> AuditResult:
+    """Audit the training inputs ``train`` against ``benches``."""
+    started = time.perf_counter()
+    if not benches:
+        raise InputError("no benchmarks to audit against (give --bench)")
+    items = combined_items(benches)
+    detectors = [make_detector(m, items, config) for m in config.detector_methods]
+    ledger = RowLedger()
+    counts: dict[str, StageCounts] = {}
+    offset = 0
+    for name in train:
+        counted = counts.setdefault(name, StageCounts(name))
+        first_in_input = 0
+        for found, table in canonical_batches(resolve_input(name), kind, counted, quarantine, config.batch_rows):
+            batch = TrainBatch.of(train_texts(table, found, config.fields), offset)
+            candidates = [d.scan(batch) for d in detectors]
+            rows = np.unique(np.concatenate(candidates)) if candidates else np.zeros(0, np.int64)
+            ledger.add(batch, table, name, first_in_input, rows.astype(np.int64))
+            offset += len(batch)
+            first_in_input += len(batch)
+            if on_rows:
+                on_rows(len(batch))
+    found_matches = {d.name: d.finish() for d in detectors}
+    rows_table = ledger.table()
+    matches = pl.concat(list(found_matches.values())) if found_matches else pl.DataFrame()
+    if config.judge is not None and "judge" in config.methods:
+        matches = pl.concat([matches, _judge(matches, items, rows_table, config.judge)])
+    if "embedding" not in config.methods:
+        matches = matches.filter(pl.col("method") != "embedding")
+    ngram = next((d for d in detectors if isinstance(d, NgramDetector)), None)
+    enriched = _enrich(matches, items, rows_table, ngram.index.words if ngram else None, config)
+    notes: dict[str, Any] = {}
+    if ngram is not None:
+        notes["ngram"] = {"indexed_ngrams": len(ngram.index.keys), "boilerplate_ngrams_skipped": ngram.index.boilerplate,
+                          "boilerplate_ngrams_in_training": int((ngram.train_df > config.ngram.max_train_df).sum()),
+                          "questions_too_short": ngram.index.unindexed_questions}
+    return AuditResult(config, benches, items, enriched, dict(ledger.rows_per_source), counts, notes, time.perf_counter() - started)

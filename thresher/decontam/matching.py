@@ -1,0 +1,72 @@
+"""What every detection method shares: the benchmark items, a batch of training texts, and the match table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from thresher.curation.normalize import NormalizeConfig, normalize, words_of
+
+PARTS = ("question", "answer")
+SPAN = pl.Struct({"part": pl.String, "train_start": pl.Int64, "train_end": pl.Int64,
+                  "bench_start": pl.Int64, "bench_end": pl.Int64})
+MATCH_SCHEMA = {
+    "row": pl.Int64,  # global ordinal of the training row
+    "item": pl.Int64,  # index of the benchmark item in the audit's item table
+    "method": pl.String,
+    "score": pl.Float64,
+    "question_score": pl.Float64,
+    "answer_score": pl.Float64,
+    "spans": pl.List(SPAN),  # word positions in the normalized texts, aligned train/benchmark runs
+}
+
+
+def empty_matches() -> pl.DataFrame:
+    return pl.DataFrame(schema=MATCH_SCHEMA)
+
+
+@dataclass
+class TrainBatch:
+    """One batch of training texts, normalized and split into words once for every method."""
+
+    offset: int  # global ordinal of the batch's first row
+    texts: pl.Series
+    normalized: pl.Series
+    words: pa.LargeListArray
+
+    @classmethod
+    def of(cls, texts: pl.Series, offset: int, config: NormalizeConfig = NormalizeConfig()) -> TrainBatch:
+        normalized = normalize(texts, config)
+        words = words_of(normalized).to_arrow()
+        if isinstance(words, pa.ChunkedArray):
+            words = words.combine_chunks()
+        return cls(offset, texts, normalized, words.cast(pa.large_list(pa.string())))
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+def item_words(texts: pl.Series, config: NormalizeConfig = NormalizeConfig()) -> pa.LargeListArray:
+    """The normalized words of benchmark texts (the same tokens training rows are split into)."""
+    words = words_of(normalize(texts, config)).to_arrow()
+    if isinstance(words, pa.ChunkedArray):
+        words = words.combine_chunks()
+    return words.cast(pa.large_list(pa.string()))
+
+
+class Detector(Protocol):
+    """A detection method: sees every training batch once, then gives its matches."""
+
+    name: str
+
+    def scan(self, batch: TrainBatch) -> np.ndarray:
+        """Look at one batch; return the local rows that may match (their texts are kept for evidence)."""
+        ...
+
+    def finish(self) -> pl.DataFrame:
+        """Matches over all batches, in MATCH_SCHEMA, with ``score`` in [0, 1]."""
+        ...

@@ -1,0 +1,214 @@
+"""N-gram coverage (Tülu 3 style): the share of a benchmark item's words covered by n-grams it shares with one training row.
+
+The benchmark side is indexed once: the word n-grams of every item's question and answer, with
+their positions. A question shorter than ``n`` words is indexed whole, and found as a run of
+exactly that many words inside training rows, so short items are not missed. N-grams that occur
+in more than ``max_bench_df`` items (boilerplate such as "which of the following statements is
+correct") are not indexed, and those found in more than ``max_train_df`` training rows are
+dropped at the end. Training rows are hashed batch by batch and looked up in the sorted index
+with one ``searchsorted``; coverage counts distinct covered item positions per (row, item, part).
+Scores: ``question_score`` and ``answer_score`` are the covered shares, ``score`` the larger of
+the two after weighting. An answer shorter than ``min_answer_tokens`` words (a final number, a
+textbook three-line function) is not evidence on its own and is not indexed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from thresher.curation.ngrams import ngram_hashes, window_hashes
+from thresher.decontam.matching import MATCH_SCHEMA, PARTS, SPAN, TrainBatch, empty_matches, item_words
+
+_U64 = np.uint64
+_BITMAP_SIZE = 1 << 24
+
+
+@dataclass(frozen=True)
+class NgramConfig:
+    n: int = 8
+    threshold: float = 0.5
+    question_weight: float = 1.0
+    answer_weight: float = 1.0
+    min_tokens: int = 3  # questions with fewer words are too short to tell apart; they are reported, not indexed
+    min_answer_tokens: int = 20  # a shorter answer (a number, a textbook gcd) is no evidence on its own
+    max_bench_df: int = 10  # an n-gram in more benchmark items than this is boilerplate
+    max_train_df: int = 100  # an n-gram in more training rows than this is boilerplate
+    floor: float = 0.2  # matches scoring below this are not recorded
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise ValueError(f"n must be at least 1, got {self.n}")
+        if not 0.0 < self.threshold <= 1.0:
+            raise ValueError(f"ngram threshold must be in (0, 1], got {self.threshold}")
+        if min(self.question_weight, self.answer_weight) < 0 or max(self.question_weight, self.answer_weight) == 0:
+            raise ValueError("weights must be >= 0 and not both 0")
+
+    @property
+    def weights(self) -> tuple[float, float]:
+        return self.question_weight, self.answer_weight
+
+
+class NgramIndex:
+    """Sorted distinct n-gram hashes of the benchmark items, with their postings (item, part, position, length)."""
+
+    def __init__(self, questions: pl.Series, answers: pl.Series, config: NgramConfig) -> None:
+        self.config = config
+        n = config.n
+        frames = []
+        self.part_tokens = np.zeros((len(questions), 2), dtype=np.int64)
+        self.words: list[pl.Series] = []
+        for part, texts in enumerate((questions, answers)):
+            words = item_words(texts)
+            self.words.append(pl.Series("words", words))
+            counts = np.diff(np.asarray(words.offsets, dtype=np.int64))
+            self.part_tokens[:, part] = counts
+            shortest = config.min_tokens if part == 0 else max(n, config.min_answer_tokens)
+            usable = (counts >= shortest) & (config.weights[part] > 0)
+            grams = ngram_hashes(words, n, short_rows="whole")
+            keep = usable[grams.row]
+            frames.append(pl.DataFrame({
+                "hash": grams.hash[keep], "item": grams.row[keep], "part": np.full(int(keep.sum()), part, np.int8),
+                "position": grams.position[keep], "length": grams.length[keep].astype(np.int8),
+            }))
+        postings = pl.concat(frames)
+        item_df = postings.group_by("hash").agg(pl.col("item").n_unique().alias("df"))
+        self.boilerplate = int((item_df["df"] > config.max_bench_df).sum())
+        postings = postings.join(item_df.filter(pl.col("df") <= config.max_bench_df).select("hash"), on="hash")
+        self.keys, gram = np.unique(postings["hash"].to_numpy(), return_inverse=True)
+        # a bitmap of the keys' low bits: most training windows are rejected by one gather, and only
+        # the few that pass are binary-searched (a random-order searchsorted is cache-bound)
+        self.bitmap = np.zeros(_BITMAP_SIZE, dtype=bool)
+        self.bitmap[self.keys & _U64(_BITMAP_SIZE - 1)] = True
+        self.postings = postings.with_columns(pl.Series("gram", gram, dtype=pl.Int64)).drop("hash")
+        short = self.postings.filter(pl.col("length") < n)["length"].unique().to_list()
+        self.lengths = sorted({n, *(int(x) for x in short)})
+        self.unindexed_questions = int(((self.part_tokens[:, 0] < config.min_tokens)).sum())
+
+    def lookup(self, batch: TrainBatch) -> pl.DataFrame:
+        """Every window of a training batch found in the index: local row, position, length, gram id."""
+        frames = []
+        for length, grams in window_hashes(batch.words, self.lengths).items():
+            if not len(grams) or not len(self.keys):
+                continue
+            maybe = np.flatnonzero(self.bitmap[grams.hash & _U64(_BITMAP_SIZE - 1)])
+            at = np.minimum(np.searchsorted(self.keys, grams.hash[maybe]), len(self.keys) - 1)
+            hit = self.keys[at] == grams.hash[maybe]
+            found = maybe[hit]
+            frames.append(pl.DataFrame({
+                "row": grams.row[found], "train_position": grams.position[found],
+                "train_length": np.full(len(found), length, np.int8), "gram": at[hit].astype(np.int64),
+            }))
+        if not frames:
+            return pl.DataFrame(schema={"row": pl.Int64, "train_position": pl.Int64, "train_length": pl.Int8, "gram": pl.Int64})
+        return pl.concat(frames)
+
+
+def _coverage(hits: pl.DataFrame, index: NgramIndex) -> pl.DataFrame:
+    """Per (row, item): covered share of the question and of the answer, and the weighted score."""
+    joined = hits.join(index.postings, on="gram")
+    covered = (
+        joined.select("row", "item", "part", pl.int_ranges("position", pl.col("position") + pl.col("length")).alias("pos"))
+        .explode("pos").unique()
+        .group_by("row", "item", "part").agg(pl.len().alias("covered"))
+    )
+    tokens = pl.DataFrame({"item": np.arange(len(index.part_tokens)), "q": index.part_tokens[:, 0], "a": index.part_tokens[:, 1]})
+    wq, wa = index.config.weights
+    share = covered.join(tokens, on="item").with_columns(
+        (pl.col("covered") / pl.when(pl.col("part") == 0).then(pl.col("q")).otherwise(pl.col("a"))).clip(0, 1).alias("share"))
+    wide = share.group_by("row", "item").agg(
+        pl.col("share").filter(pl.col("part") == 0).max().alias("question_score"),
+        pl.col("share").filter(pl.col("part") == 1).max().alias("answer_score"),
+    )
+    return wide.with_columns(pl.max_horizontal(pl.col("question_score").fill_null(0) * wq,
+                                               pl.col("answer_score").fill_null(0) * wa).clip(0, 1).alias("score"))
+
+
+def _spans(hits: pl.DataFrame, index: NgramIndex, pairs: pl.DataFrame) -> pl.DataFrame:
+    """Aligned runs of shared words for the chosen (row, item) pairs: overlapping n-grams on one diagonal merge."""
+    joined = hits.join(index.postings, on="gram").join(pairs.select("row", "item"), on=["row", "item"])
+    keys = ["row", "item", "part", "diagonal"]
+    runs = (
+        joined.with_columns((pl.col("train_position") - pl.col("position")).alias("diagonal"),
+                            (pl.col("position") + pl.col("length").cast(pl.Int64)).alias("end"))
+        .sort([*keys, "position"])
+        .with_columns(pl.col("end").cum_max().shift(1).over(keys).alias("reach"))
+        .with_columns((pl.col("reach").is_null() | (pl.col("position") > pl.col("reach"))).cum_sum().over(keys).alias("run"))
+        .group_by([*keys, "run"]).agg(pl.col("position").min().alias("bench_start"), pl.col("end").max().alias("bench_end"))
+        .sort(["row", "item", "part", "bench_start"])
+    )
+    spans = runs.select(
+        "row", "item",
+        pl.struct(
+            pl.col("part").replace_strict({0: PARTS[0], 1: PARTS[1]}, return_dtype=pl.String).alias("part"),
+            (pl.col("bench_start") + pl.col("diagonal")).alias("train_start"),
+            (pl.col("bench_end") + pl.col("diagonal")).alias("train_end"),
+            "bench_start", "bench_end",
+        ).cast(SPAN).alias("span"),
+    )
+    return spans.group_by("row", "item", maintain_order=True).agg(pl.col("span").alias("spans"))
+
+
+class NgramDetector:
+    """The ``ngram`` method over a stream of training batches."""
+
+    name = "ngram"
+
+    def __init__(self, items: pl.DataFrame, config: NgramConfig = NgramConfig()) -> None:
+        self.config = config
+        self.index = NgramIndex(items["question"], items["answer"], config)
+        self.train_df = np.zeros(len(self.index.keys), dtype=np.int64)
+        self.kept_hits: list[pl.DataFrame] = []
+
+    def scan(self, batch: TrainBatch) -> np.ndarray:
+        hits = self.index.lookup(batch)
+        if hits.is_empty():
+            return np.zeros(0, dtype=np.int64)
+        distinct = hits.select("row", "gram").unique()["gram"].to_numpy()
+        self.train_df += np.bincount(distinct, minlength=len(self.train_df))
+        hits = hits.filter(pl.Series(self.train_df[hits["gram"].to_numpy()] <= self.config.max_train_df))
+        # the train-df cap only ever removes n-grams, so a row under the floor now stays under it
+        scores = _coverage(hits, self.index).filter(pl.col("score") >= self.config.floor)
+        rows = scores["row"].unique().sort().to_numpy()
+        kept = hits.filter(pl.col("row").is_in(rows)).with_columns(pl.col("row") + batch.offset)
+        self.kept_hits.append(kept)
+        return rows
+
+    def finish(self) -> pl.DataFrame:
+        if not self.kept_hits:
+            return empty_matches()
+        hits = pl.concat(self.kept_hits)
+        hits = hits.filter(pl.Series(self.train_df[hits["gram"].to_numpy()] <= self.config.max_train_df))
+        scores = _coverage(hits, self.index).filter(pl.col("score") >= self.config.floor)
+        if scores.is_empty():
+            return empty_matches()
+        spans = _spans(hits, self.index, scores)
+        out = scores.join(spans, on=["row", "item"], how="left").with_columns(pl.lit(self.name).alias("method"))
+        return out.select(list(MATCH_SCHEMA)).cast(MATCH_SCHEMA).sort("row", "item")  # type: ignore[arg-type]
+
+    def evidence(self, matches: pl.DataFrame) -> pl.Series:
+        """The benchmark words each match's spans cover, runs separated by " … "."""
+        return span_evidence(matches, self.index.words)
+
+
+def span_evidence(matches: pl.DataFrame, words: list[pl.Series]) -> pl.Series:
+    """Benchmark words under each match's spans (``words[part][item]``), runs joined by " … "."""
+    if matches.is_empty():
+        return pl.Series("evidence", [], dtype=pl.String)
+    exploded = (matches.select(pl.int_range(pl.len()).alias("match"), "item", "spans").explode("spans")
+                .unnest("spans").filter(pl.col("part").is_not_null()))
+    texts = []
+    for part_index, part in enumerate(PARTS):
+        sel = exploded.filter(pl.col("part") == part)
+        if sel.is_empty():
+            continue
+        lists = words[part_index].gather(sel["item"])
+        run = pl.DataFrame({"match": sel["match"], "words": lists, "s": sel["bench_start"], "e": sel["bench_end"]})
+        texts.append(run.select("match", pl.col("words").list.slice(pl.col("s"), pl.col("e") - pl.col("s")).list.join(" ").alias("run")))
+    if not texts:
+        return pl.Series("evidence", [""] * matches.height, dtype=pl.String)
+    joined = pl.concat(texts).group_by("match").agg(pl.col("run").str.join(" … ").alias("evidence"))
+    full = pl.DataFrame({"match": np.arange(matches.height)}).join(joined, on="match", how="left")
+    return full.sort("match")["evidence"].fill_null("")

@@ -1,0 +1,100 @@
+"""report.html of an audit: the Tülu 3 leakage table, score histograms per method, per-source bars,
+and the strongest matches side by side with their shared words highlighted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from thresher.curation.normalize import normalize, words_of
+from thresher.report.html import Markup, bars, escape, heat, highlight_words, histogram, page, table
+
+
+def _leak_table(summary: dict[str, Any]) -> str:
+    benches = list(summary["benchmarks"])
+    sources = list(summary["sources"])
+    cells = {(r["source"], r["bench"]): r for r in summary["table"]}
+    rows, styles = [], []
+    for source in sources:
+        row: list[object] = [source, summary["sources"][source]["rows"]]
+        style = ["", ""]
+        for bench in benches:
+            cell = cells[(source, bench)]
+            row.append(Markup(f"{100 * cell['items_leaked_share']:.1f}% <span class='muted'>({cell['items_leaked']})</span>"
+                              f"<br>{100 * cell['rows_contaminated_share']:.2f}% <span class='muted'>({cell['rows_contaminated']} rows)</span>"))
+            style.append(heat(cell["items_leaked_share"]))
+        rows.append(row)
+        styles.append(style)
+    header = ["training source", "rows", *[f"{b} ({summary['benchmarks'][b]['items']} items)" for b in benches]]
+    return table(header, rows, cell_style=styles)
+
+
+def _words(texts: pl.Series) -> list[list[str]]:
+    return words_of(normalize(texts)).to_list()
+
+
+def _pairs(matches: pl.DataFrame, items: pl.DataFrame, top: int) -> str:
+    flagged = (matches.filter("flagged").sort("score", descending=True)
+               .unique(["train_id", "bench", "bench_id"], keep="first", maintain_order=True).head(top))
+    if flagged.is_empty():
+        return "<p>No flagged matches.</p>"
+    parts = flagged.select("item").join(items.select("item", "question", "answer"), on="item", how="left")
+    train_words, question_words, answer_words = _words(flagged["train_text"]), _words(parts["question"]), _words(parts["answer"])
+    blocks = []
+    for i, m in enumerate(flagged.iter_rows(named=True)):
+        spans = m["spans"] or []
+        if spans:  # n-gram evidence: the shared words in both texts, normalized
+            left = highlight_words(train_words[i], [(s["train_start"], s["train_end"]) for s in spans])
+            right = ""
+            for part, words in (("question", question_words[i]), ("answer", answer_words[i])):
+                if words:
+                    marked = [(s["bench_start"], s["bench_end"]) for s in spans if s["part"] == part]
+                    right += f"<span class='muted'>{part}:</span> {highlight_words(words, marked)}\n\n"
+        else:
+            left, right = escape(m["train_text"][:3000]), escape(m["bench_text"][:3000])
+        scores = f"score {m['score']:.3f}"
+        if m["question_score"] is not None or m["answer_score"] is not None:
+            scores += f" (question {m['question_score'] or 0:.2f}, answer {m['answer_score'] or 0:.2f})"
+        blocks.append(
+            f"<h3>{escape(m['bench'])} / {escape(m['bench_id'])} ← {escape(m['train_source'])} / {escape(m['train_id'])}"
+            f" <span class='muted'>{escape(m['method'])}, {scores}</span></h3>"
+            f"<div class='pair'><pre>{left}</pre><pre>{right}</pre></div>")
+    return "".join(blocks)
+
+
+def write_report(summary: dict[str, Any], matches: pl.DataFrame, items: pl.DataFrame, path: Path, top: int = 40) -> None:
+    """The audit report as one self-contained HTML file."""
+    totals = summary["totals"]
+    methods = ", ".join(f"{m} (≥ {v['threshold']})" for m, v in summary["methods"].items())
+    intro = (f"<p>{totals['rows_audited']} training rows ({totals['rows_quarantined']} quarantined) against "
+             f"{totals['items']} benchmark items; <b>{totals['rows_contaminated']}</b> rows "
+             f"({100 * totals['rows_contaminated_share']:.2f}%) match <b>{totals['items_leaked']}</b> items. "
+             f"Methods: {escape(methods)}. "
+             f"{summary['seconds']} s.</p>")
+    method_table = table(["method", "threshold", "matches recorded", "flagged", "rows contaminated", "items leaked"],
+                         [[m, v["threshold"], v["matches_recorded"], v["flagged"], v["rows_contaminated"], v["items_leaked"]]
+                          for m, v in summary["methods"].items()])
+    plots = []
+    for method, info in summary["methods"].items():
+        scores = matches.filter(pl.col("method") == method)["score"].to_numpy()
+        plots.append(histogram(scores, f"{method}: scores of recorded matches", threshold=info["threshold"]))
+    sources = list(summary["sources"])
+    source_bars = bars(sources, [summary["sources"][s]["rows_contaminated"] / max(summary["sources"][s]["rows"], 1) for s in sources],
+                       "contaminated rows per training source")
+    bench_names = list(summary["benchmarks"])
+    bench_bars = bars(bench_names, [summary["benchmarks"][b]["items_leaked"] / max(summary["benchmarks"][b]["items"], 1)
+                                    for b in bench_names], "leaked items per benchmark")
+    body = (
+        intro
+        + "<h2>Leakage by training source and benchmark</h2><p class='muted'>Each cell: share of the benchmark's items "
+          "found in the source (count), and share of the source's rows that contain one (count).</p>" + _leak_table(summary)
+        + "<h2>Methods</h2>" + method_table + f"<div class='plots'>{''.join(plots)}</div>"
+        + f"<h2>Sources and benchmarks</h2><div class='plots'>{source_bars}{bench_bars}</div>"
+        + f"<h2>Strongest matches (top {top})</h2><p class='muted'>Left: the training row, right: the benchmark item. "
+          "For n-gram matches both are shown normalized, shared runs marked.</p>" + _pairs(matches, items, top)
+    )
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(page("Thresher contamination audit", body), encoding="utf-8")
+    partial.replace(path)

@@ -1,0 +1,129 @@
+"""The ``minhash`` and ``embedding`` methods: whole-text similarity between benchmark items and training rows.
+
+``minhash``: MinHash signatures (the curation engine) of each item's question and answer and of
+each training row; LSH band keys of the items are joined with those of every training batch, and
+each candidate pair is scored by its estimated Jaccard similarity.
+
+``embedding``: sentence embeddings of the items' questions in a FAISS index (exact; on the GPU
+when FAISS has one); each training row's ``k`` nearest items above ``floor`` are recorded with
+their cosine similarity. This is the method for rephrased and translated leakage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from thresher.curation.lsh import band_keys, optimal_banding
+from thresher.curation.minhash import MinHashParams, empty_rows, estimate_jaccard, signatures
+from thresher.curation.ngrams import ngram_hashes
+from thresher.decontam.matching import MATCH_SCHEMA, TrainBatch, empty_matches, item_words
+from thresher.device import pick_compute_path
+
+
+def _as_matches(rows: np.ndarray, items: np.ndarray, scores: np.ndarray, method: str) -> pl.DataFrame:
+    frame = pl.DataFrame({"row": rows.astype(np.int64), "item": items.astype(np.int64), "method": method,
+                          "score": np.clip(scores.astype(np.float64), 0.0, 1.0)})
+    return frame.with_columns(pl.lit(None).alias("question_score"), pl.lit(None).alias("answer_score"),
+                              pl.lit(None).alias("spans")).select(list(MATCH_SCHEMA)).cast(MATCH_SCHEMA)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class MinhashMatchConfig:
+    ngram: int = 5
+    threshold: float = 0.5  # estimated Jaccard of the item's text and the row's
+    num_perm: int = 128
+    seed: int = 1
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.threshold <= 1.0:
+            raise ValueError(f"minhash threshold must be in (0, 1], got {self.threshold}")
+
+    @property
+    def floor(self) -> float:
+        return self.threshold / 2
+
+
+class MinhashDetector:
+    name = "minhash"
+
+    def __init__(self, items: pl.DataFrame, config: MinhashMatchConfig = MinhashMatchConfig()) -> None:
+        self.config = config
+        self.params = MinHashParams(config.num_perm, config.seed)
+        self.device = pick_compute_path(config.device, announce=False).device
+        self.banding = optimal_banding(config.threshold, config.num_perm)
+        texts = items.select(pl.concat_str(["question", "answer"], separator="\n"))["question"]
+        self.item_signatures = self._signatures(item_words(texts))
+        keys = band_keys(self.item_signatures, self.banding)
+        valid = ~empty_rows(self.item_signatures)
+        item, band = np.nonzero(np.broadcast_to(valid[:, None], keys.shape))
+        self.buckets = pl.DataFrame({"band": band.astype(np.int64), "key": keys[item, band], "item": item.astype(np.int64)})
+        self.found: list[pl.DataFrame] = []
+
+    def _signatures(self, words: Any) -> np.ndarray:
+        grams = ngram_hashes(words, self.config.ngram, short_rows="whole")
+        return signatures(grams, len(words), self.params, self.device)
+
+    def scan(self, batch: TrainBatch) -> np.ndarray:
+        sigs = self._signatures(batch.words)
+        keys = band_keys(sigs, self.banding)
+        valid = ~empty_rows(sigs)
+        row, band = np.nonzero(np.broadcast_to(valid[:, None], keys.shape))
+        frame = pl.DataFrame({"band": band.astype(np.int64), "key": keys[row, band], "row": row.astype(np.int64)})
+        pairs = frame.join(self.buckets, on=["band", "key"]).select("row", "item").unique()
+        if pairs.is_empty():
+            return np.zeros(0, dtype=np.int64)
+        rows, items = pairs["row"].to_numpy(), pairs["item"].to_numpy()
+        scores = estimate_jaccard(sigs[rows], self.item_signatures[items])
+        keep = scores >= self.config.floor
+        self.found.append(_as_matches(rows[keep] + batch.offset, items[keep], scores[keep], self.name))
+        return np.unique(rows[keep])
+
+    def finish(self) -> pl.DataFrame:
+        return pl.concat(self.found).sort("row", "item") if self.found else empty_matches()
+
+
+@dataclass(frozen=True)
+class EmbeddingMatchConfig:
+    model: str | None = None  # path or hub id; default: the offline all-MiniLM-L6-v2
+    threshold: float = 0.8  # cosine similarity
+    neighbours: int = 3  # nearest benchmark items looked at per training row
+    floor: float = 0.5
+    cache_dir: str | None = None
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.threshold <= 1.0:
+            raise ValueError(f"embedding threshold must be in (0, 1], got {self.threshold}")
+
+
+class EmbeddingDetector:
+    name = "embedding"
+
+    def __init__(self, items: pl.DataFrame, config: EmbeddingMatchConfig = EmbeddingMatchConfig()) -> None:
+        from thresher.curation.embeddings import EmbeddingIndex, encode, load_encoder
+
+        self.config = config
+        self.encoder = load_encoder(config.model, config.device)
+        self._encode = encode
+        texts = items["question"].to_list()
+        vectors = encode(texts, config.model, config.cache_dir, device=config.device, encoder=self.encoder, show_progress=False)
+        self.index = EmbeddingIndex(vectors, exact_limit=max(len(texts), 1))
+        self.k = min(config.neighbours, len(texts))
+        self.found: list[pl.DataFrame] = []
+
+    def scan(self, batch: TrainBatch) -> np.ndarray:
+        vectors = self._encode(batch.texts.to_list(), self.config.model, self.config.cache_dir, device=self.config.device,
+                               encoder=self.encoder, show_progress=False)
+        sims, ids = self.index.search(vectors, self.k)
+        rows = np.repeat(np.arange(len(batch), dtype=np.int64), self.k)
+        keep = (ids.ravel() >= 0) & (sims.ravel() >= self.config.floor)
+        self.found.append(_as_matches(rows[keep] + batch.offset, ids.ravel()[keep], sims.ravel()[keep], self.name))
+        return np.unique(rows[keep])
+
+    def finish(self) -> pl.DataFrame:
+        return pl.concat(self.found).sort("row", "item") if self.found else empty_matches()

@@ -1,0 +1,123 @@
+"""Self-contained HTML reports: tables, inline SVG plots, no JavaScript and no network."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+
+import numpy as np
+
+STYLE = """
+body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}
+h1{font-size:1.6em}h2{margin-top:2em;border-bottom:1px solid #ddd;padding-bottom:.2em}
+table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ddd;padding:.25em .6em;text-align:right;vertical-align:top}
+th{background:#f4f4f4}td.l,th.l{text-align:left}.muted{color:#777}
+.pair{display:grid;grid-template-columns:1fr 1fr;gap:1em;margin:1em 0 2em}
+.pair pre{white-space:pre-wrap;word-break:break-word;background:#fafafa;border:1px solid #e4e4e4;padding:.6em;margin:0;max-height:22em;overflow:auto}
+mark{background:#ffd54f}.plots{display:flex;flex-wrap:wrap;gap:1.5em}
+"""
+
+
+def escape(value: object) -> str:
+    return html.escape(str(value))
+
+
+def page(title: str, body: str) -> str:
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title>"
+            f"<style>{STYLE}</style></head><body><h1>{escape(title)}</h1>{body}</body></html>")
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[object]], left: int = 1, cell_style: Sequence[Sequence[str]] | None = None) -> str:
+    """A table whose first ``left`` columns are left-aligned; cells are escaped unless they are already markup (``Markup``)."""
+    head = "".join(f"<th class='{'l' if i < left else ''}'>{escape(h)}</th>" for i, h in enumerate(header))
+    body = []
+    for r, row in enumerate(rows):
+        cells = []
+        for i, value in enumerate(row):
+            style = f" style='{cell_style[r][i]}'" if cell_style and cell_style[r][i] else ""
+            text = value if isinstance(value, Markup) else escape(value)
+            cells.append(f"<td class='{'l' if i < left else ''}'{style}>{text}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+
+
+class Markup(str):
+    """Text that is already HTML."""
+
+
+def heat(share: float) -> str:
+    """A background from white (0) to red (1) for a share."""
+    level = int(255 - 155 * min(max(share, 0.0), 1.0) ** 0.5) if share > 0 else 255
+    return f"background:rgb(255,{level},{level})"
+
+
+def histogram(values: np.ndarray, title: str, threshold: float | None = None, bins: int = 20,
+              lo: float = 0.0, hi: float = 1.0, width: int = 360, height: int = 180) -> str:
+    """An SVG histogram of ``values`` on [lo, hi], with a dashed line at ``threshold``."""
+    counts, edges = np.histogram(np.clip(values, lo, hi), bins=bins, range=(lo, hi))
+    pad_l, pad_b, pad_t = 40, 28, 22
+    plot_w, plot_h = width - pad_l - 10, height - pad_b - pad_t
+    top = max(int(counts.max()) if len(counts) else 0, 1)
+    bar_w = plot_w / bins
+    parts = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' role='img'>",
+             f"<text x='{width / 2}' y='14' text-anchor='middle' font-size='13'>{escape(title)}</text>"]
+    for i, c in enumerate(counts):
+        h = plot_h * c / top
+        parts.append(f"<rect x='{pad_l + i * bar_w:.1f}' y='{pad_t + plot_h - h:.1f}' width='{bar_w - 1:.1f}' height='{h:.1f}' fill='#5c7cfa'>"
+                     f"<title>{edges[i]:.2f}–{edges[i + 1]:.2f}: {c}</title></rect>")
+    axis_y = pad_t + plot_h
+    parts.append(f"<line x1='{pad_l}' y1='{axis_y}' x2='{pad_l + plot_w}' y2='{axis_y}' stroke='#444'/>")
+    for frac in (0.0, 0.25, 0.5, 0.75, 1.0):
+        x = pad_l + plot_w * frac
+        parts.append(f"<text x='{x:.1f}' y='{axis_y + 16}' text-anchor='middle' font-size='11'>{lo + (hi - lo) * frac:.2f}</text>")
+    parts.append(f"<text x='{pad_l - 4}' y='{pad_t + 8}' text-anchor='end' font-size='11'>{top}</text>")
+    parts.append(f"<text x='{pad_l - 4}' y='{axis_y}' text-anchor='end' font-size='11'>0</text>")
+    if threshold is not None and lo <= threshold <= hi:
+        x = pad_l + plot_w * (threshold - lo) / (hi - lo)
+        parts.append(f"<line x1='{x:.1f}' y1='{pad_t}' x2='{x:.1f}' y2='{axis_y}' stroke='#e03131' stroke-dasharray='4 3'/>")
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def bars(labels: Sequence[str], values: Sequence[float], title: str, as_percent: bool = True, width: int = 520) -> str:
+    """Horizontal SVG bars, one per label."""
+    row_h, pad_l, pad_t = 20, 160, 24
+    height = pad_t + row_h * max(len(labels), 1) + 8
+    top = max(max(values, default=0.0), 1e-12)
+    plot_w = width - pad_l - 70
+    parts = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' role='img'>",
+             f"<text x='{width / 2}' y='14' text-anchor='middle' font-size='13'>{escape(title)}</text>"]
+    for i, (label, value) in enumerate(zip(labels, values, strict=True)):
+        y = pad_t + i * row_h
+        w = plot_w * value / top
+        shown = f"{100 * value:.2f}%" if as_percent else f"{value:g}"
+        parts.append(f"<text x='{pad_l - 6}' y='{y + 14}' text-anchor='end' font-size='12'>{escape(label[:24])}</text>")
+        parts.append(f"<rect x='{pad_l}' y='{y + 3}' width='{w:.1f}' height='{row_h - 6}' fill='#f76707'/>")
+        parts.append(f"<text x='{pad_l + w + 4:.1f}' y='{y + 14}' font-size='11'>{shown}</text>")
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def highlight_words(words: Sequence[str], spans: Sequence[tuple[int, int]], limit: int = 600) -> str:
+    """``words`` joined by spaces with the ``[start, end)`` word spans marked; long texts are cut around the first span."""
+    marked = np.zeros(len(words), dtype=bool)
+    for start, end in spans:
+        marked[max(start, 0) : max(end, 0)] = True
+    first = int(np.argmax(marked)) if marked.any() else 0
+    lo = max(first - 40, 0)
+    hi = min(lo + limit, len(words))
+    out = ["… " if lo else ""]
+    inside = False
+    for i in range(lo, hi):
+        if marked[i] and not inside:
+            out.append("<mark>")
+            inside = True
+        elif not marked[i] and inside:
+            out.append("</mark>")
+            inside = False
+        out.append(escape(words[i]) + " ")
+    if inside:
+        out.append("</mark>")
+    if hi < len(words):
+        out.append("…")
+    return "".join(out)
