@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from thresher import __version__
 from thresher.accounting import StageCounts
-from thresher.errors import InputError, RowError
+from thresher.cli_common import EXIT_BAD_INPUT, err_console, out_console
+from thresher.cli_common import exit_on_bad_input as _exit_on_bad_input
+from thresher.cli_common import fail as _fail
+from thresher.decontam.commands import register as register_decontam_commands
 from thresher.formats.shapes import SHAPES, ConvertOptions
 from thresher.records import Kind
 
@@ -25,27 +25,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out_console = Console()
-err_console = Console(stderr=True)
-
-EXIT_BAD_ROW = 1
-EXIT_BAD_INPUT = 2
-
-
-def _fail(message: str, code: int) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
-
-
-@contextmanager
-def _exit_on_bad_input() -> Iterator[None]:
-    """A bad row exits 1 (fail mode: nothing written), a bad input or option exits 2, each with its message."""
-    try:
-        yield
-    except RowError as e:
-        _fail(f"{e}\n(nothing was written; --on-error quarantine sets bad rows aside and goes on)", EXIT_BAD_ROW)
-    except InputError as e:
-        _fail(str(e), EXIT_BAD_INPUT)
 
 
 def _counts_table(title: str, rows: dict[str, StageCounts], total: StageCounts | None = None) -> Table:
@@ -238,6 +217,8 @@ def dedup(
     if not summary["balanced"]:
         _fail(f"row accounting does not balance: {summary}", 3)
 
+
+register_decontam_commands(app)
 
 if __name__ == "__main__":
     app()

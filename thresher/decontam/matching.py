@@ -12,6 +12,7 @@ import pyarrow as pa
 from thresher.curation.normalize import NormalizeConfig, normalize, words_of
 
 PARTS = ("question", "answer")
+DEFAULT_NORMALIZE = NormalizeConfig()
 SPAN = pl.Struct({"part": pl.String, "train_start": pl.Int64, "train_end": pl.Int64,
                   "bench_start": pl.Int64, "bench_end": pl.Int64})
 MATCH_SCHEMA = {
@@ -39,7 +40,7 @@ class TrainBatch:
     words: pa.LargeListArray
 
     @classmethod
-    def of(cls, texts: pl.Series, offset: int, config: NormalizeConfig = NormalizeConfig()) -> TrainBatch:
+    def of(cls, texts: pl.Series, offset: int, config: NormalizeConfig = DEFAULT_NORMALIZE) -> TrainBatch:
         normalized = normalize(texts, config)
         words = words_of(normalized).to_arrow()
         if isinstance(words, pa.ChunkedArray):
@@ -50,7 +51,7 @@ class TrainBatch:
         return len(self.texts)
 
 
-def item_words(texts: pl.Series, config: NormalizeConfig = NormalizeConfig()) -> pa.LargeListArray:
+def item_words(texts: pl.Series, config: NormalizeConfig = DEFAULT_NORMALIZE) -> pa.LargeListArray:
     """The normalized words of benchmark texts (the same tokens training rows are split into)."""
     words = words_of(normalize(texts, config)).to_arrow()
     if isinstance(words, pa.ChunkedArray):

@@ -1,0 +1,167 @@
+"""``thresher benchmarks``, ``thresher audit`` and ``thresher decontaminate``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from thresher.cli_common import EXIT_BAD_INPUT, exit_on_bad_input, fail, out_console
+from thresher.records import Kind
+
+Train = Annotated[list[str], typer.Option("--train", "-t", help="Training input (repeat for several): any file `convert` reads.")]
+Bench = Annotated[list[str], typer.Option("--bench", "-b", help="NAME (from the hub) or NAME=PATH (local file or folder, original format); repeat.")]
+Out = Annotated[Path, typer.Option("--out", "-o", help="Output folder.")]
+BenchFields = Annotated[list[str] | None, typer.Option(
+    "--bench-fields", help="Custom benchmark fields: NAME:question=F1+F2,answer=F3[,id=F4]; repeat.")]
+Methods = Annotated[str, typer.Option(help="Comma-separated: ngram, minhash, embedding, judge.")]
+Fields = Annotated[str, typer.Option(help="Which training text to match: prompt (user turns), response (assistant turns) or all.")]
+
+
+def _config(methods: str, fields: str, ngram_n: int, ngram_threshold: float, question_weight: float, answer_weight: float,
+            max_bench_df: int, max_train_df: int, minhash_threshold: float, embedding_threshold: float, model: str | None,
+            neighbours: int, cache_dir: Path | None, judge_model: str | None, judge_from: float, judge_threshold: float,
+            device: str) -> Any:
+    from thresher.decontam.audit import AuditConfig
+    from thresher.decontam.judge import JudgeConfig
+    from thresher.decontam.ngram import NgramConfig
+    from thresher.decontam.similarity import EmbeddingMatchConfig, MinhashMatchConfig
+
+    try:
+        return AuditConfig(
+            methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
+            fields=fields,  # type: ignore[arg-type]
+            ngram=NgramConfig(n=ngram_n, threshold=ngram_threshold, question_weight=question_weight, answer_weight=answer_weight,
+                              max_bench_df=max_bench_df, max_train_df=max_train_df),
+            minhash=MinhashMatchConfig(threshold=minhash_threshold, device=device),
+            embedding=EmbeddingMatchConfig(model=model, threshold=embedding_threshold, neighbours=neighbours,
+                                           cache_dir=str(cache_dir) if cache_dir else None, device=device),
+            judge=JudgeConfig(judge_model, candidates_from=judge_from, threshold=judge_threshold, device=device) if judge_model else None,
+        )
+    except ValueError as e:
+        fail(str(e), EXIT_BAD_INPUT)
+        raise AssertionError from e  # not reached: fail exits
+
+
+def _run(train: list[str], bench: list[str], out: Path, bench_fields: list[str] | None, config: Any, kind: Kind | None,
+         on_error: str, top: int, split: bool) -> dict[str, Any]:
+    from thresher.accounting import QuarantineWriter
+    from thresher.decontam.audit import run_audit
+    from thresher.decontam.benchmarks import load_benchmarks
+    from thresher.decontam.outputs import summary, write_json, write_matches, write_split
+    from thresher.decontam.report import write_report
+    from thresher.progress import progress_bar
+
+    if on_error not in ("fail", "quarantine"):
+        fail(f"--on-error must be fail or quarantine, not {on_error!r}", EXIT_BAD_INPUT)
+    if not train:
+        fail("give at least one --train input", EXIT_BAD_INPUT)
+    out.mkdir(parents=True, exist_ok=True)
+    with exit_on_bad_input():
+        benches = load_benchmarks(bench, bench_fields)
+        quarantine = QuarantineWriter(out / "quarantine.jsonl") if on_error == "quarantine" else None
+        try:
+            with progress_bar() as progress:
+                task = progress.add_task("audit", total=None, rate="")
+                result = run_audit(train, benches, config, quarantine, kind, on_rows=lambda n: progress.update(task, advance=n))
+        finally:
+            if quarantine is not None:
+                quarantine.close()
+        report = summary(result)
+        if split:
+            written = write_split(result, train, out, kind)
+            quarantined = report["totals"]["rows_quarantined"]
+            report["decontamination"] = {
+                "in": report["totals"]["rows_in"], "clean": written["clean"], "removed": written["removed"], "quarantined": quarantined,
+                "balanced": report["totals"]["rows_in"] == written["clean"] + written["removed"] + quarantined,
+            }
+    write_matches(result, out / "matches.parquet")
+    write_json(report, out / "summary.json")
+    write_report(report, result.matches, result.items, out / "report.html", top=top)
+    _print_table(report, out)
+    return report
+
+
+def _print_table(report: dict[str, Any], out: Path) -> None:
+    table = Table(title=f"leakage (items leaked / rows contaminated) → {out}", title_justify="left")
+    benches = list(report["benchmarks"])
+    table.add_column("source")
+    table.add_column("rows", justify="right")
+    for b in benches:
+        table.add_column(b, justify="right")
+    cells = {(r["source"], r["bench"]): r for r in report["table"]}
+    for source, info in report["sources"].items():
+        table.add_row(source, str(info["rows"]), *[f"{cells[(source, b)]['items_leaked']} / {cells[(source, b)]['rows_contaminated']}"
+                                                   for b in benches])
+    out_console.print(table)
+    totals = report["totals"]
+    out_console.print(f"{totals['rows_contaminated']} of {totals['rows_audited']} rows contaminated, {totals['items_leaked']} of "
+                      f"{totals['items']} items leaked ({report['seconds']} s); report: {out / 'report.html'}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the decontamination commands to ``app``."""
+
+    @app.command()
+    def benchmarks() -> None:
+        """List the registered benchmarks: question and answer fields, hub dataset, local layout."""
+        from thresher.decontam.benchmarks import REGISTRY
+
+        table = Table(title="benchmarks (--bench NAME from the hub, or NAME=PATH in the original format)", title_justify="left")
+        for name in ("name", "question", "answer", "hub", "local files", "about"):
+            table.add_column(name, overflow="fold")
+        for b in REGISTRY.values():
+            hub = f"{b.hub} ({', '.join(c for c in b.hub_configs if c) or 'default'}; {b.hub_split})" if b.hub else "-"
+            table.add_row(b.name, b.question_fields, b.answer_fields or "-", hub, b.local_pattern, b.description)
+        out_console.print(table)
+        out_console.print("custom: --bench NAME=PATH --bench-fields NAME:question=FIELD[+FIELD],answer=FIELD[,id=FIELD]")
+
+    def command(split: bool):  # noqa: ANN202 - builds the two commands from one option list
+        def run(
+            train: Train,
+            bench: Bench,
+            out: Out,
+            bench_fields: BenchFields = None,
+            methods: Methods = "ngram",
+            fields: Fields = "all",
+            ngram_n: Annotated[int, typer.Option("--ngram", help="Words per n-gram.")] = 8,
+            ngram_threshold: Annotated[float, typer.Option(help="Share of an item's words covered by one row.")] = 0.5,
+            question_weight: Annotated[float, typer.Option(help="Weight of question coverage.")] = 1.0,
+            answer_weight: Annotated[float, typer.Option(help="Weight of answer coverage (0: questions only, as Tülu 3).")] = 1.0,
+            max_bench_df: Annotated[int, typer.Option(help="N-grams in more benchmark items than this are boilerplate.")] = 10,
+            max_train_df: Annotated[int, typer.Option(help="N-grams in more training rows than this are boilerplate.")] = 100,
+            minhash_threshold: Annotated[float, typer.Option(help="Estimated Jaccard of item and row.")] = 0.5,
+            embedding_threshold: Annotated[float, typer.Option(help="Cosine similarity of item and row.")] = 0.8,
+            model: Annotated[str | None, typer.Option(help="Embedding model path or hub id (default: offline all-MiniLM-L6-v2).")] = None,
+            neighbours: Annotated[int, typer.Option(help="Nearest benchmark items per row (embedding).")] = 3,
+            cache_dir: Annotated[Path | None, typer.Option(help="Embedding cache folder.")] = None,
+            judge_model: Annotated[str | None, typer.Option(help="Causal LM (path or hub id) for the judge method.")] = None,
+            judge_from: Annotated[float, typer.Option(help="Embedding similarity from which pairs go to the judge.")] = 0.6,
+            judge_threshold: Annotated[float, typer.Option(help="Judged probability from which a pair is contamination.")] = 0.5,
+            device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
+            kind: Annotated[Kind | None, typer.Option(help="Kind of the training rows (default: from the inputs).")] = None,
+            on_error: Annotated[str, typer.Option(help="fail, or quarantine bad training rows to OUT/quarantine.jsonl.")] = "fail",
+            top: Annotated[int, typer.Option(help="Matches shown side by side in the report.")] = 40,
+        ) -> None:
+            config = _config(methods, fields, ngram_n, ngram_threshold, question_weight, answer_weight, max_bench_df, max_train_df,
+                             minhash_threshold, embedding_threshold, model, neighbours, cache_dir, judge_model, judge_from,
+                             judge_threshold, device)
+            report = _run(train, bench, out, bench_fields, config, kind, on_error, top, split)
+            if split:
+                d = report["decontamination"]
+                out_console.print(f"in {d['in']} = clean {d['clean']} + removed {d['removed']} + quarantined {d['quarantined']}; "
+                                  f"{out / 'clean.parquet'}, {out / 'removed.parquet'}")
+                if not d["balanced"]:
+                    fail(f"row accounting does not balance: {d}", 3)
+
+        return run
+
+    audit = command(split=False)
+    audit.__doc__ = "Find training rows that leak benchmark items: matches.parquet, summary.json, report.html."
+    app.command("audit")(audit)
+    decontaminate = command(split=True)
+    decontaminate.__doc__ = ("Audit, then split the training rows into clean.parquet and removed.parquet "
+                             "(in = clean + removed + quarantined).")
+    app.command("decontaminate")(decontaminate)
