@@ -60,7 +60,7 @@ def test_fields_are_the_documented_ones(shared_data: Path) -> None:
     assert gsm["question"].startswith("Janet’s ducks lay 16 eggs") and "<<" not in gsm["answer"] and gsm["answer"].endswith("#### 18")
     mmlu = load_benchmark("mmlu", str(shared_data / "mmlu/data")).items
     first = mmlu.filter(pl.col("bench_id") == "abstract_algebra_test/0").row(0, named=True)
-    assert first["question"].splitlines()[1:] == ["0", "4", "2", "6"] and first["answer"] == "4"  # letter B -> its text
+    assert first["question"].startswith("Find the degree") and first["answer"] == "4"  # letter B -> its text
     stem = load_benchmark("mmlu", str(shared_data / "mmlu/mmlu_stem_test.jsonl")).items.row(0, named=True)
     assert stem["answer"] == "reduce the carrying capacity cif the environment to lower the K value"
     bbh = load_benchmark("bbh", str(shared_data / "bbh")).items
@@ -78,7 +78,7 @@ def test_arc_and_gpqa_in_their_release_formats(tmp_path: Path) -> None:
                    "answerKey": "C"}) + "\n")
     item = load_benchmark("arc", str(arc)).items.row(0, named=True)
     assert item["bench_id"] == "Mercury_7175875" and item["answer"] == "Planetary days will become shorter."
-    assert "Planetary gravity will become stronger." in item["question"]
+    assert item["question"].startswith("An astronomer observes")
     gpqa = tmp_path / "gpqa_main.csv"
     pl.DataFrame({"Record ID": ["rec1"], "Question": ["Two quantum states with energies E1 and E2 have lifetimes of 1e-9 s and 1e-8 s."],
                   "Correct Answer": ["1e-4 eV"], "Incorrect Answer 1": ["1e-11 eV"]}).write_csv(gpqa)

@@ -151,6 +151,12 @@ class AuditResult:
                 .unique("row", keep="first").sort("row"))
 
 
+def bench_texts(items: pl.DataFrame) -> pl.Expr:
+    """Each item as one text: the question, its options (multiple choice), the answer."""
+    options = pl.when(pl.col("options").str.len_chars() > 0).then(pl.col("options")) if "options" in items.columns else pl.lit(None)
+    return pl.concat_str([pl.col("question"), options, pl.col("answer")], separator="\n", ignore_nulls=True).alias("bench_text")
+
+
 def _judge(matches: pl.DataFrame, items: pl.DataFrame, ledger: pl.DataFrame, config: JudgeConfig) -> pl.DataFrame:
     """Judge matches for embedding candidates from ``candidates_from`` on."""
     from thresher.decontam.judge import TransformersJudge
@@ -159,7 +165,7 @@ def _judge(matches: pl.DataFrame, items: pl.DataFrame, ledger: pl.DataFrame, con
     if candidates.is_empty():
         return candidates.head(0).with_columns(pl.lit("judge").alias("method"))
     texts = candidates.join(ledger.select("row", "train_text"), on="row").join(
-        items.select("item", pl.concat_str(["question", "answer"], separator="\n").alias("bench_text")), on="item")
+        items.select("item", bench_texts(items)), on="item")
     judge = TransformersJudge(config)
     probability = judge.same_problem(list(zip(texts["train_text"].to_list(), texts["bench_text"].to_list(), strict=True)))
     return texts.select(candidates.columns).with_columns(pl.lit("judge").alias("method"), pl.Series("score", probability))
@@ -175,8 +181,7 @@ def _enrich(matches: pl.DataFrame, items: pl.DataFrame, ledger: pl.DataFrame, wo
         .join(thresholds, on="method")
         .with_columns((pl.col("score") >= pl.col("threshold")).alias("flagged"))
         .join(ledger, on="row", how="left")
-        .join(items.select("item", "bench", "bench_id", pl.concat_str(["question", "answer"], separator="\n").alias("bench_text")),
-              on="item")
+        .join(items.select("item", "bench", "bench_id", bench_texts(items)), on="item")
     )
     return enriched.select(
         "row", "train_input", "train_row", "train_id", "train_source", "bench", "bench_id", "item", "method", "score",

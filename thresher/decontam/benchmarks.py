@@ -27,7 +27,7 @@ from thresher.io.sources import _open_binary, read_raw, resolve_input
 Row = dict[str, Any]
 Extract = Callable[[Row], str]
 
-ITEM_SCHEMA = {"bench": pl.String, "bench_id": pl.String, "question": pl.String, "answer": pl.String}
+ITEM_SCHEMA = {"bench": pl.String, "bench_id": pl.String, "question": pl.String, "answer": pl.String, "options": pl.String}
 _CALC = re.compile(r"<<[^>]*>>")  # GSM8K calculator annotations: 16-3-4=<<16-3-4=9>>9
 _LETTERS = "ABCDEFGHIJ"
 
@@ -88,7 +88,8 @@ def _stem(row: Row) -> str:
 
 
 def _mc_question(row: Row) -> str:
-    return "\n".join([_stem(row), *_choices(row)])
+    """The stem only: training data copies it with or without the options, in any order and lettering."""
+    return _stem(row)
 
 
 def _mc_answer(row: Row) -> str:
@@ -102,6 +103,15 @@ def _mc_answer(row: Row) -> str:
     if isinstance(key, int) and 0 <= key < len(choices):
         return choices[key]
     return _text(key)
+
+
+def _mc_options(row: Row) -> str:
+    return "\n".join(_choices(row))
+
+
+def _gpqa_options(row: Row) -> str:
+    return "\n".join(_text(row[k]) for k in ("Correct Answer", "Incorrect Answer 1", "Incorrect Answer 2", "Incorrect Answer 3")
+                     if row.get(k))
 
 
 def _gpqa_question(row: Row) -> str:
@@ -129,6 +139,7 @@ class Benchmark:
     csv_columns: tuple[str, ...] | None = None  # header-less CSV (Hendrycks MMLU)
     question_fields: str = ""
     answer_fields: str = ""
+    options: Extract | None = None  # multiple choice: the options, matched together with the question too
 
 
 REGISTRY: dict[str, Benchmark] = {b.name: b for b in [
@@ -151,7 +162,7 @@ REGISTRY: dict[str, Benchmark] = {b.name: b for b in [
     Benchmark("mmlu", "MMLU multiple choice, 57 subjects (test, 14042)", _mc_question, _mc_answer,
               hub="cais/mmlu", hub_configs=("all",), local_pattern="*_test.csv",
               csv_columns=("question", "A", "B", "C", "D", "answer"),
-              question_fields="question + options", answer_fields="correct option"),
+              question_fields="question", answer_fields="correct option", options=_mc_options),
     Benchmark("ifeval", "IFEval verifiable instructions (541)", first_of("prompt"), lambda row: "",
               id_field="key", hub="google/IFEval", hub_split="train", question_fields="prompt"),
     Benchmark("bbh", "BIG-Bench Hard, 27 tasks", first_of("input"), first_of("target"),
@@ -167,10 +178,10 @@ REGISTRY: dict[str, Benchmark] = {b.name: b for b in [
               question_fields="turns", answer_fields="reference"),
     Benchmark("arc", "AI2 Reasoning Challenge (Challenge and Easy)", _mc_question, _mc_answer,
               id_field="id", hub="allenai/ai2_arc", hub_configs=("ARC-Challenge", "ARC-Easy"),
-              question_fields="question stem + options", answer_fields="correct option"),
+              question_fields="question stem", answer_fields="correct option", options=_mc_options),
     Benchmark("gpqa", "GPQA graduate-level science questions", _gpqa_question, first_of("Correct Answer"),
               id_field="Record ID", hub="Idavidrein/gpqa", hub_configs=("gpqa_main",), hub_split="train",
-              local_pattern="*.csv", question_fields="Question", answer_fields="Correct Answer"),
+              local_pattern="*.csv", question_fields="Question", answer_fields="Correct Answer", options=_gpqa_options),
     Benchmark("aime", "AIME problems (2024: 30)", first_of("problem", "question"), first_of("solution", "answer"),
               id_field="id", hub="HuggingFaceH4/aime_2024", hub_split="train",
               question_fields="problem", answer_fields="solution (else answer)"),
@@ -292,6 +303,7 @@ def load_benchmark(name: str, path: str | None = None, bench: Benchmark | None =
     ids: list[str] = []
     questions: list[str] = []
     answers: list[str] = []
+    options: list[str] = []
     skipped = 0
     if path is not None:
         files = _local_files(Path(path), bench)
@@ -307,6 +319,7 @@ def load_benchmark(name: str, path: str | None = None, bench: Benchmark | None =
         for index, (location, row) in enumerate(rows):
             try:
                 question, answer = bench.question(row).strip(), bench.answer(row).strip()
+                choices = bench.options(row).strip() if bench.options else ""
             except (KeyError, TypeError, ValueError, AttributeError) as e:
                 raise InputError(f"{location}: not a {bench.name} row ({type(e).__name__}: {e})") from None
             if not question and not answer:
@@ -315,7 +328,9 @@ def load_benchmark(name: str, path: str | None = None, bench: Benchmark | None =
             ids.append(_item_id(bench, row, prefix, index))
             questions.append(question)
             answers.append(answer)
-    items = pl.DataFrame({"bench": [bench.name] * len(ids), "bench_id": ids, "question": questions, "answer": answers},
+            options.append(choices)
+    items = pl.DataFrame({"bench": [bench.name] * len(ids), "bench_id": ids, "question": questions, "answer": answers,
+                          "options": options},
                          schema=ITEM_SCHEMA)
     if items.is_empty():
         raise InputError(f"{origin}: benchmark {bench.name} has no items with text")

@@ -129,7 +129,7 @@ def register(app: typer.Typer) -> None:
             ngram_n: Annotated[int, typer.Option("--ngram", help="Words per n-gram.")] = 8,
             ngram_threshold: Annotated[float, typer.Option(help="Share of an item's words covered by one row.")] = 0.5,
             question_weight: Annotated[float, typer.Option(help="Weight of question coverage.")] = 1.0,
-            answer_weight: Annotated[float, typer.Option(help="Weight of answer coverage (0: questions only, as Tülu 3).")] = 1.0,
+            answer_weight: Annotated[float, typer.Option(help="Weight of answer coverage (0: questions only, as Tülu 3).")] = 0.6,
             max_bench_df: Annotated[int, typer.Option(help="N-grams in more benchmark items than this are boilerplate.")] = 10,
             max_train_df: Annotated[int, typer.Option(help="N-grams in more training rows than this are boilerplate.")] = 100,
             minhash_threshold: Annotated[float, typer.Option(help="Estimated Jaccard of item and row.")] = 0.5,

@@ -11,7 +11,7 @@ import pyarrow as pa
 
 from thresher.curation.normalize import NormalizeConfig, normalize, words_of
 
-PARTS = ("question", "answer")
+PARTS = ("question", "answer", "prompt")  # prompt: a multiple-choice question with its options
 DEFAULT_NORMALIZE = NormalizeConfig()
 SPAN = pl.Struct({"part": pl.String, "train_start": pl.Int64, "train_end": pl.Int64,
                   "bench_start": pl.Int64, "bench_end": pl.Int64})
@@ -70,4 +70,8 @@ class Detector(Protocol):
 
     def finish(self) -> pl.DataFrame:
         """Matches over all batches, in MATCH_SCHEMA, with ``score`` in [0, 1]."""
+        ...
+
+    def drain(self) -> pl.DataFrame:
+        """The matches since the last drain, forgetting them (for streaming filters)."""
         ...

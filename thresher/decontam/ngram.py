@@ -31,7 +31,7 @@ class NgramConfig:
     n: int = 8
     threshold: float = 0.5
     question_weight: float = 1.0
-    answer_weight: float = 1.0
+    answer_weight: float = 0.6  # an answer alone must cover >= 0.5 / 0.6 = 83% of its words to reach 0.5
     min_tokens: int = 3  # questions with fewer words are too short to tell apart; they are reported, not indexed
     min_answer_tokens: int = 20  # a shorter answer (a number, a textbook gcd) is no evidence on its own
     max_bench_df: int = 10  # an n-gram in more benchmark items than this is boilerplate
@@ -47,26 +47,30 @@ class NgramConfig:
             raise ValueError("weights must be >= 0 and not both 0")
 
     @property
-    def weights(self) -> tuple[float, float]:
-        return self.question_weight, self.answer_weight
+    def weights(self) -> tuple[float, float, float]:
+        """Per part: question, answer, prompt (question with options)."""
+        return self.question_weight, self.answer_weight, self.question_weight
 
 
 class NgramIndex:
     """Sorted distinct n-gram hashes of the benchmark items, with their postings (item, part, position, length)."""
 
-    def __init__(self, questions: pl.Series, answers: pl.Series, config: NgramConfig) -> None:
+    def __init__(self, items: pl.DataFrame, config: NgramConfig) -> None:
         self.config = config
         n = config.n
         frames = []
-        self.part_tokens = np.zeros((len(questions), 2), dtype=np.int64)
+        self.part_tokens = np.zeros((items.height, len(PARTS)), dtype=np.int64)
         self.words: list[pl.Series] = []
-        for part, texts in enumerate((questions, answers)):
+        options = items["options"] if "options" in items.columns else pl.Series([""] * items.height)
+        has_options = (options.str.len_chars() > 0).to_numpy()
+        prompts = items.select(pl.concat_str([pl.col("question"), options], separator="\n"))["question"]
+        for part, texts in enumerate((items["question"], items["answer"], prompts)):
             words = item_words(texts)
             self.words.append(pl.Series("words", words))
             counts = np.diff(np.asarray(words.offsets, dtype=np.int64))
             self.part_tokens[:, part] = counts
-            shortest = config.min_tokens if part == 0 else max(n, config.min_answer_tokens)
-            usable = (counts >= shortest) & (config.weights[part] > 0)
+            shortest = max(n, config.min_answer_tokens) if part == 1 else config.min_tokens
+            usable = (counts >= shortest) & (config.weights[part] > 0) & (has_options if part == 2 else True)
             grams = ngram_hashes(words, n, short_rows="whole")
             keep = usable[grams.row]
             frames.append(pl.DataFrame({
@@ -114,12 +118,13 @@ def _coverage(hits: pl.DataFrame, index: NgramIndex) -> pl.DataFrame:
         .explode("pos").unique()
         .group_by("row", "item", "part").agg(pl.len().alias("covered"))
     )
-    tokens = pl.DataFrame({"item": np.arange(len(index.part_tokens)), "q": index.part_tokens[:, 0], "a": index.part_tokens[:, 1]})
-    wq, wa = index.config.weights
-    share = covered.join(tokens, on="item").with_columns(
-        (pl.col("covered") / pl.when(pl.col("part") == 0).then(pl.col("q")).otherwise(pl.col("a"))).clip(0, 1).alias("share"))
+    tokens = pl.DataFrame({"item": np.repeat(np.arange(len(index.part_tokens)), len(PARTS)),
+                           "part": np.tile(np.arange(len(PARTS), dtype=np.int8), len(index.part_tokens)),
+                           "tokens": index.part_tokens.ravel()})
+    wq, wa, _ = index.config.weights
+    share = covered.join(tokens, on=["item", "part"]).with_columns((pl.col("covered") / pl.col("tokens")).clip(0, 1).alias("share"))
     wide = share.group_by("row", "item").agg(
-        pl.col("share").filter(pl.col("part") == 0).max().alias("question_score"),
+        pl.col("share").filter(pl.col("part") != 1).max().alias("question_score"),  # the question, alone or with its options
         pl.col("share").filter(pl.col("part") == 1).max().alias("answer_score"),
     )
     return wide.with_columns(pl.max_horizontal(pl.col("question_score").fill_null(0) * wq,
@@ -142,7 +147,7 @@ def _spans(hits: pl.DataFrame, index: NgramIndex, pairs: pl.DataFrame) -> pl.Dat
     spans = runs.select(
         "row", "item",
         pl.struct(
-            pl.col("part").replace_strict({0: PARTS[0], 1: PARTS[1]}, return_dtype=pl.String).alias("part"),
+            pl.col("part").replace_strict(dict(enumerate(PARTS)), return_dtype=pl.String).alias("part"),
             (pl.col("bench_start") + pl.col("diagonal")).alias("train_start"),
             (pl.col("bench_end") + pl.col("diagonal")).alias("train_end"),
             "bench_start", "bench_end",
@@ -158,7 +163,7 @@ class NgramDetector:
 
     def __init__(self, items: pl.DataFrame, config: NgramConfig = NgramConfig()) -> None:
         self.config = config
-        self.index = NgramIndex(items["question"], items["answer"], config)
+        self.index = NgramIndex(items, config)
         self.train_df = np.zeros(len(self.index.keys), dtype=np.int64)
         self.kept_hits: list[pl.DataFrame] = []
 
@@ -187,6 +192,13 @@ class NgramDetector:
         spans = _spans(hits, self.index, scores)
         out = scores.join(spans, on=["row", "item"], how="left").with_columns(pl.lit(self.name).alias("method"))
         return out.select(list(MATCH_SCHEMA)).cast(MATCH_SCHEMA).sort("row", "item")  # type: ignore[arg-type]
+
+    def drain(self) -> pl.DataFrame:
+        """The matches of the batches scanned since the last drain (a streaming filter's view: the
+        training-side cap then counts only the rows seen so far)."""
+        matches = self.finish()
+        self.kept_hits = []
+        return matches
 
     def evidence(self, matches: pl.DataFrame) -> pl.Series:
         """The benchmark words each match's spans cover, runs separated by " … "."""

@@ -40,15 +40,20 @@ def _pairs(matches: pl.DataFrame, items: pl.DataFrame, top: int) -> str:
                .unique(["train_id", "bench", "bench_id"], keep="first", maintain_order=True).head(top))
     if flagged.is_empty():
         return "<p>No flagged matches.</p>"
-    parts = flagged.select("item").join(items.select("item", "question", "answer"), on="item", how="left")
-    train_words, question_words, answer_words = _words(flagged["train_text"]), _words(parts["question"]), _words(parts["answer"])
+    parts = flagged.select("item").join(items, on="item", how="left")
+    options = parts["options"] if "options" in parts.columns else pl.Series([""] * parts.height)
+    prompts = parts.select(pl.concat_str([pl.col("question"), options], separator="\n"))["question"]
+    train_words = _words(flagged["train_text"])
+    part_words = {"question": _words(parts["question"]), "answer": _words(parts["answer"]), "prompt": _words(prompts)}
     blocks = []
     for i, m in enumerate(flagged.iter_rows(named=True)):
         spans = m["spans"] or []
         if spans:  # n-gram evidence: the shared words in both texts, normalized
             left = highlight_words(train_words[i], [(s["train_start"], s["train_end"]) for s in spans])
             right = ""
-            for part, words in (("question", question_words[i]), ("answer", answer_words[i])):
+            shown = [p for p in ("question", "prompt", "answer") if any(s["part"] == p for s in spans)]
+            for part in shown or ["question"]:
+                words = part_words[part][i]
                 if words:
                     marked = [(s["bench_start"], s["bench_end"]) for s in spans if s["part"] == part]
                     right += f"<span class='muted'>{part}:</span> {highlight_words(words, marked)}\n\n"

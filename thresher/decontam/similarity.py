@@ -86,6 +86,12 @@ class MinhashDetector:
     def finish(self) -> pl.DataFrame:
         return pl.concat(self.found).sort("row", "item") if self.found else empty_matches()
 
+    def drain(self) -> pl.DataFrame:
+        """The matches of the batches scanned since the last drain."""
+        matches = self.finish()
+        self.found = []
+        return matches
+
 
 @dataclass(frozen=True)
 class EmbeddingMatchConfig:
@@ -127,3 +133,9 @@ class EmbeddingDetector:
 
     def finish(self) -> pl.DataFrame:
         return pl.concat(self.found).sort("row", "item") if self.found else empty_matches()
+
+    def drain(self) -> pl.DataFrame:
+        """The matches of the batches scanned since the last drain."""
+        matches = self.finish()
+        self.found = []
+        return matches
