@@ -97,6 +97,17 @@ class NGrams:
         return len(self.hash)
 
 
+def _token_hashes(tokens: pa.ListArray | pa.LargeListArray | pa.ChunkedArray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The hash of every token of a list column, and the row offsets into them (starting at 0)."""
+    if isinstance(tokens, pa.ChunkedArray):
+        tokens = tokens.combine_chunks()
+    if pa.types.is_list(tokens.type):
+        tokens = tokens.cast(pa.large_list(tokens.type.value_type))
+    offsets = np.asarray(tokens.offsets, dtype=np.int64)
+    token_hash = hash_token_column(tokens.values.slice(int(offsets[0]), int(offsets[-1] - offsets[0])), seed)
+    return token_hash, offsets - offsets[0]
+
+
 def ngram_hashes(tokens: pa.ListArray | pa.LargeListArray | pa.ChunkedArray, n: int, seed: int = 0,
                  short_rows: str = "whole") -> NGrams:
     """Hashes of every run of ``n`` consecutive tokens in each row of a list column (strings or token ids).
@@ -110,13 +121,7 @@ def ngram_hashes(tokens: pa.ListArray | pa.LargeListArray | pa.ChunkedArray, n: 
         raise ValueError(f"n must be at least 1, got {n}")
     if short_rows not in ("whole", "drop"):
         raise ValueError(f"short_rows must be 'whole' or 'drop', not {short_rows!r}")
-    if isinstance(tokens, pa.ChunkedArray):
-        tokens = tokens.combine_chunks()
-    if pa.types.is_list(tokens.type):
-        tokens = tokens.cast(pa.large_list(tokens.type.value_type))
-    offsets = np.asarray(tokens.offsets, dtype=np.int64)
-    token_hash = hash_token_column(tokens.values.slice(int(offsets[0]), int(offsets[-1] - offsets[0])), seed)
-    offsets = offsets - offsets[0]
+    token_hash, offsets = _token_hashes(tokens, seed)
     counts = np.diff(offsets)
     grams_per_row = np.maximum(counts - n + 1, 0)
     if short_rows == "whole":
@@ -157,13 +162,7 @@ def window_hashes(tokens: pa.ListArray | pa.LargeListArray | pa.ChunkedArray, le
     wanted = sorted({int(L) for L in lengths})
     if not wanted or wanted[0] < 1:
         raise ValueError(f"window lengths must be at least 1, got {lengths}")
-    if isinstance(tokens, pa.ChunkedArray):
-        tokens = tokens.combine_chunks()
-    if pa.types.is_list(tokens.type):
-        tokens = tokens.cast(pa.large_list(tokens.type.value_type))
-    offsets = np.asarray(tokens.offsets, dtype=np.int64)
-    token_hash = hash_token_column(tokens.values.slice(int(offsets[0]), int(offsets[-1] - offsets[0])), seed)
-    offsets = offsets - offsets[0]
+    token_hash, offsets = _token_hashes(tokens, seed)
     counts = np.diff(offsets)
     out: dict[int, NGrams] = {}
     poly = np.zeros(len(token_hash), dtype=_U64)

@@ -31,6 +31,21 @@ def _as_matches(rows: np.ndarray, items: np.ndarray, scores: np.ndarray, method:
                               pl.lit(None).alias("spans")).select(list(MATCH_SCHEMA)).cast(MATCH_SCHEMA)  # type: ignore[arg-type]
 
 
+class _Collected:
+    """Matches collected batch by batch (these methods need no end-of-stream step)."""
+
+    found: list[pl.DataFrame]
+
+    def finish(self) -> pl.DataFrame:
+        return pl.concat(self.found).sort("row", "item") if self.found else empty_matches()
+
+    def drain(self) -> pl.DataFrame:
+        """The matches of the batches scanned since the last drain."""
+        matches = self.finish()
+        self.found = []
+        return matches
+
+
 @dataclass(frozen=True)
 class MinhashMatchConfig:
     ngram: int = 5
@@ -48,7 +63,7 @@ class MinhashMatchConfig:
         return self.threshold / 2
 
 
-class MinhashDetector:
+class MinhashDetector(_Collected):
     name = "minhash"
 
     def __init__(self, items: pl.DataFrame, config: MinhashMatchConfig = MinhashMatchConfig()) -> None:
@@ -83,14 +98,6 @@ class MinhashDetector:
         self.found.append(_as_matches(rows[keep] + batch.offset, items[keep], scores[keep], self.name))
         return np.unique(rows[keep])
 
-    def finish(self) -> pl.DataFrame:
-        return pl.concat(self.found).sort("row", "item") if self.found else empty_matches()
-
-    def drain(self) -> pl.DataFrame:
-        """The matches of the batches scanned since the last drain."""
-        matches = self.finish()
-        self.found = []
-        return matches
 
 
 @dataclass(frozen=True)
@@ -107,7 +114,7 @@ class EmbeddingMatchConfig:
             raise ValueError(f"embedding threshold must be in (0, 1], got {self.threshold}")
 
 
-class EmbeddingDetector:
+class EmbeddingDetector(_Collected):
     name = "embedding"
 
     def __init__(self, items: pl.DataFrame, config: EmbeddingMatchConfig = EmbeddingMatchConfig()) -> None:
@@ -131,11 +138,3 @@ class EmbeddingDetector:
         self.found.append(_as_matches(rows[keep] + batch.offset, ids.ravel()[keep], sims.ravel()[keep], self.name))
         return np.unique(rows[keep])
 
-    def finish(self) -> pl.DataFrame:
-        return pl.concat(self.found).sort("row", "item") if self.found else empty_matches()
-
-    def drain(self) -> pl.DataFrame:
-        """The matches of the batches scanned since the last drain."""
-        matches = self.finish()
-        self.found = []
-        return matches
