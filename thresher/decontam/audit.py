@@ -21,7 +21,6 @@ import pyarrow as pa
 
 from thresher.accounting import QuarantineWriter, StageCounts
 from thresher.convert import canonical_batches
-from thresher.curation.dedup import dedup_texts
 from thresher.decontam.benchmarks import BenchmarkItems
 from thresher.decontam.judge import JudgeConfig
 from thresher.decontam.matching import Detector, TrainBatch
@@ -36,18 +35,37 @@ FIELDS: tuple[str, ...] = ("prompt", "response", "all")
 METHODS: tuple[str, ...] = ("ngram", "minhash", "embedding", "judge")
 
 
-def train_texts(table: pa.Table, kind: Kind, fields: Fields) -> pl.Series:
-    """The text of each training row that is matched: user turns, assistant turns, or all content."""
-    if fields != "response":
-        return dedup_texts(table, kind, fields)
+_ROLES = {"prompt": ("system", "user"), "response": ("assistant",), "all": None}
+
+
+def _contents(column: str, roles: tuple[str, ...] | None) -> pl.Expr:
+    messages = pl.col(column)
+    if roles is not None:
+        messages = messages.list.eval(pl.element().filter(pl.element().struct.field("role").is_in(list(roles))))
+    return messages.list.eval(pl.element().struct.field("content"))
+
+
+def train_turns(table: pa.Table, kind: Kind, fields: Fields) -> pl.Series:
+    """The turns of each training row that are matched (a list per row): user and system turns, assistant
+    turns (with an RLVR row's ground truth), or all of them."""
     frame = pl.from_arrow(table)
     assert isinstance(frame, pl.DataFrame)
-    columns = ["chosen", "rejected"] if kind == Kind.PREFERENCE else ["messages"]
-    parts = [pl.col(c).list.eval(pl.element().filter(pl.element().struct.field("role") == "assistant")
-                                 .struct.field("content")).list.join("\n") for c in columns]
-    if kind == Kind.RLVR:
-        parts.append(pl.col("ground_truth"))
-    return frame.select(pl.concat_str(parts, separator="\n").alias("text"))["text"]
+    parts: list[pl.Expr] = []
+    if kind == Kind.PREFERENCE:
+        if fields != "response":
+            parts.append(_contents("prompt", None))
+        if fields != "prompt":
+            parts += [_contents("chosen", ("assistant",)), _contents("rejected", ("assistant",))]
+    else:
+        parts.append(_contents("messages", _ROLES[fields]))
+        if kind == Kind.RLVR and fields != "prompt":
+            parts.append(pl.concat_list([pl.col("ground_truth")]))
+    return frame.select(pl.concat_list(parts).alias("turns"))["turns"]
+
+
+def train_texts(table: pa.Table, kind: Kind, fields: Fields) -> pl.Series:
+    """The matched turns of each training row joined by newlines."""
+    return train_turns(table, kind, fields).list.join("\n").alias("text")
 
 
 @dataclass(frozen=True)
@@ -205,7 +223,8 @@ def run_audit(train: list[str], benches: list[BenchmarkItems], config: AuditConf
         counted = counts.setdefault(name, StageCounts(name))
         first_in_input = 0
         for found, table in canonical_batches(resolve_input(name), kind, counted, quarantine, config.batch_rows):
-            batch = TrainBatch.of(train_texts(table, found, config.fields), offset)
+            turns = train_turns(table, found, config.fields)
+            batch = TrainBatch.of(turns.list.join("\n").alias("text"), offset, turns=turns)
             candidates = [d.scan(batch) for d in detectors]
             rows = np.unique(np.concatenate(candidates)) if candidates else np.zeros(0, np.int64)
             ledger.add(batch, table, name, first_in_input, rows.astype(np.int64))

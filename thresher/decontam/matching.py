@@ -38,14 +38,15 @@ class TrainBatch:
     texts: pl.Series
     normalized: pl.Series
     words: pa.LargeListArray
+    turns: pl.Series | None = None  # the row's turns (list[str]), for methods that look at one turn at a time
 
     @classmethod
-    def of(cls, texts: pl.Series, offset: int, config: NormalizeConfig = DEFAULT_NORMALIZE) -> TrainBatch:
+    def of(cls, texts: pl.Series, offset: int, config: NormalizeConfig = DEFAULT_NORMALIZE, turns: pl.Series | None = None) -> TrainBatch:
         normalized = normalize(texts, config)
         words = words_of(normalized).to_arrow()
         if isinstance(words, pa.ChunkedArray):
             words = words.combine_chunks()
-        return cls(offset, texts, normalized, words.cast(pa.large_list(pa.string())))
+        return cls(offset, texts, normalized, words.cast(pa.large_list(pa.string())), turns)
 
     def __len__(self) -> int:
         return len(self.texts)

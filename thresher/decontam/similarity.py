@@ -115,6 +115,10 @@ class EmbeddingMatchConfig:
 
 
 class EmbeddingDetector(_Collected):
+    """Each item is indexed twice, as its question and as question with answer (a rephrased solution
+    resembles the latter); each training turn is searched on its own, so a long answer next to a
+    copied question does not dilute it. A row's score for an item is its best turn against either vector."""
+
     name = "embedding"
 
     def __init__(self, items: pl.DataFrame, config: EmbeddingMatchConfig = EmbeddingMatchConfig()) -> None:
@@ -123,18 +127,32 @@ class EmbeddingDetector(_Collected):
         self.config = config
         self.encoder = load_encoder(config.model, config.device)
         self._encode = encode
-        texts = items["question"].to_list()
+        questions = items["question"].to_list()
+        with_answer = items.select(pl.concat_str(["question", "answer"], separator="\n"))["question"].to_list()
+        extra = [i for i, a in enumerate(items["answer"].to_list()) if a]
+        texts = questions + [with_answer[i] for i in extra]
+        self.vector_item = np.concatenate([np.arange(len(questions)), np.array(extra, dtype=np.int64)]).astype(np.int64)
         vectors = encode(texts, config.model, config.cache_dir, device=config.device, encoder=self.encoder, show_progress=False)
         self.index = EmbeddingIndex(vectors, exact_limit=max(len(texts), 1))
-        self.k = min(config.neighbours, len(texts))
+        self.k = min(2 * config.neighbours, len(texts))  # twice: an item's two vectors may both be near
         self.found: list[pl.DataFrame] = []
 
     def scan(self, batch: TrainBatch) -> np.ndarray:
-        vectors = self._encode(batch.texts.to_list(), self.config.model, self.config.cache_dir, device=self.config.device,
+        if batch.turns is not None:
+            exploded = pl.DataFrame({"row": np.arange(len(batch)), "turn": batch.turns}).explode("turn").drop_nulls()
+            exploded = exploded.filter(pl.col("turn").str.len_chars() > 0)
+            owner, texts = exploded["row"].to_numpy(), exploded["turn"].to_list()
+        else:
+            owner, texts = np.arange(len(batch)), batch.texts.to_list()
+        if not texts:
+            return np.zeros(0, dtype=np.int64)
+        vectors = self._encode(texts, self.config.model, self.config.cache_dir, device=self.config.device,
                                encoder=self.encoder, show_progress=False)
         sims, ids = self.index.search(vectors, self.k)
-        rows = np.repeat(np.arange(len(batch), dtype=np.int64), self.k)
+        rows = np.repeat(owner.astype(np.int64), self.k)
         keep = (ids.ravel() >= 0) & (sims.ravel() >= self.config.floor)
-        self.found.append(_as_matches(rows[keep] + batch.offset, ids.ravel()[keep], sims.ravel()[keep], self.name))
-        return np.unique(rows[keep])
-
+        frame = pl.DataFrame({"row": rows[keep], "item": self.vector_item[ids.ravel()[keep]], "score": sims.ravel()[keep]})
+        best = frame.group_by("row", "item").agg(pl.col("score").max())
+        best = best.sort(["row", "score"], descending=[False, True]).group_by("row", maintain_order=True).head(self.config.neighbours)
+        self.found.append(_as_matches(best["row"].to_numpy() + batch.offset, best["item"].to_numpy(), best["score"].to_numpy(), self.name))
+        return np.unique(best["row"].to_numpy())
