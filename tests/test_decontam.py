@@ -336,3 +336,23 @@ def test_decontaminate_command_end_to_end(shared_data: Path, tmp_path: Path) -> 
     assert bad.returncode == 2 and "unknown benchmark 'gsm9k'" in bad.stderr
     strict = thresher("audit", "--train", str(train), "--bench", f"gsm8k={shared_data / 'gsm8k/test.jsonl'}", "--out", str(tmp_path / "s"))
     assert strict.returncode == 1 and "unknown role 'narrator'" in strict.stderr
+
+
+def test_multiple_choice_items_match_with_or_without_options(shared_data: Path) -> None:
+    items = load_benchmark("mmlu", str(shared_data / "mmlu/data")).items
+    detector = NgramDetector(items)
+    short = items.filter(pl.col("bench_id") == "conceptual_physics_test/125").row(0, named=True)  # stem: "Sound travels in"
+    long = items.filter(pl.col("bench_id") == "abstract_algebra_test/1").row(0, named=True)
+    rows = pl.Series([
+        "Why does my voice sound different? Because sound travels in your bones.",  # only the short stem: not evidence
+        f"Quiz time!\n{short['question']}\n{short['options']}",  # the short stem with its options
+        long["question"],  # a long stem without its options
+        f"{long['question']}\n" + "\n".join(f"({c}) {o}" for c, o in zip("abcd", long["options"].splitlines(), strict=True)),
+    ])
+    detector.scan(TrainBatch.of(rows, 0))
+    found = detector.finish().filter(pl.col("score") >= 0.5).join(items.with_row_index("item").with_columns(pl.col("item").cast(pl.Int64))
+                                                                  .select("item", "bench_id"), on="item")
+    hits = {r: set(found.filter(pl.col("row") == r)["bench_id"].to_list()) for r in range(4)}
+    assert "conceptual_physics_test/125" not in hits[0]
+    assert "conceptual_physics_test/125" in hits[1]
+    assert "abstract_algebra_test/1" in hits[2] and "abstract_algebra_test/1" in hits[3]

@@ -7,9 +7,13 @@ in more than ``max_bench_df`` items (boilerplate such as "which of the following
 correct") are not indexed, and those found in more than ``max_train_df`` training rows are
 dropped at the end. Training rows are hashed batch by batch and looked up in the sorted index
 with one ``searchsorted``; coverage counts distinct covered item positions per (row, item, part).
-Scores: ``question_score`` and ``answer_score`` are the covered shares, ``score`` the larger of
-the two after weighting. An answer shorter than ``min_answer_tokens`` words (a final number, a
-textbook three-line function) is not evidence on its own and is not indexed.
+A multiple-choice item is also indexed as its question with the options (a third part, "prompt"),
+and its bare question only when it has at least ``n`` words ("Sound travels in" says nothing
+without its options). Scores: ``question_score`` (question, or question with options) and
+``answer_score`` are the covered shares, ``score`` the larger of the two after weighting. An
+answer shorter than ``min_answer_tokens`` words (a final number, a textbook three-line function)
+is not evidence on its own and is not indexed. Candidate windows are screened with a bitmap of
+the index keys' low bits before the binary search.
 """
 
 from __future__ import annotations
@@ -69,7 +73,10 @@ class NgramIndex:
             self.words.append(pl.Series("words", words))
             counts = np.diff(np.asarray(words.offsets, dtype=np.int64))
             self.part_tokens[:, part] = counts
-            shortest = max(n, config.min_answer_tokens) if part == 1 else config.min_tokens
+            if part == 0:  # a short multiple-choice stem ("Sound travels in") says little without its options
+                shortest = np.where(has_options, n, config.min_tokens)
+            else:
+                shortest = np.full(len(counts), max(n, config.min_answer_tokens) if part == 1 else config.min_tokens)
             usable = (counts >= shortest) & (config.weights[part] > 0) & (has_options if part == 2 else True)
             grams = ngram_hashes(words, n, short_rows="whole")
             keep = usable[grams.row]
@@ -89,7 +96,8 @@ class NgramIndex:
         self.postings = postings.with_columns(pl.Series("gram", gram, dtype=pl.Int64)).drop("hash")
         short = self.postings.filter(pl.col("length") < n)["length"].unique().to_list()
         self.lengths = sorted({n, *(int(x) for x in short)})
-        self.unindexed_questions = int(((self.part_tokens[:, 0] < config.min_tokens)).sum())
+        self.unindexed_questions = int(((self.part_tokens[:, 0] < config.min_tokens) & ~has_options).sum()
+                                       + (self.part_tokens[:, 2] < config.min_tokens)[has_options].sum())
 
     def lookup(self, batch: TrainBatch) -> pl.DataFrame:
         """Every window of a training batch found in the index: local row, position, length, gram id."""
