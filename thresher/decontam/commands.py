@@ -133,7 +133,7 @@ def register(app: typer.Typer) -> None:
             max_bench_df: Annotated[int, typer.Option(help="N-grams in more benchmark items than this are boilerplate.")] = 10,
             max_train_df: Annotated[int, typer.Option(help="N-grams in more training rows than this are boilerplate.")] = 100,
             minhash_threshold: Annotated[float, typer.Option(help="Estimated Jaccard of item and row.")] = 0.5,
-            embedding_threshold: Annotated[float, typer.Option(help="Cosine similarity of item and row.")] = 0.8,
+            embedding_threshold: Annotated[float, typer.Option(help="Cosine similarity of item and row.")] = 0.85,
             model: Annotated[str | None, typer.Option(help="Embedding model path or hub id (default: offline all-MiniLM-L6-v2).")] = None,
             neighbours: Annotated[int, typer.Option(help="Nearest benchmark items per row (embedding).")] = 3,
             cache_dir: Annotated[Path | None, typer.Option(help="Embedding cache folder.")] = None,
