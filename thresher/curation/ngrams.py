@@ -13,8 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from thresher.curation.normalize import NormalizeConfig, word_tokens
+
+DEFAULT_NORMALIZE = NormalizeConfig()
 
 _U64 = np.uint64
 _P = 0x100000001B3  # odd, so it is invertible mod 2**64
@@ -34,18 +39,24 @@ def fmix64(h: np.ndarray) -> np.ndarray:
     return h ^ (h >> _U64(33))
 
 
+_POWER_CACHE: dict[int, np.ndarray] = {}
+
+
 def _powers(base: int, count: int) -> np.ndarray:
-    powers = np.full(count, base, dtype=_U64)
-    if count:
+    """``base**0 .. base**(count-1)`` mod 2**64 (a read-only view of a cache grown by doubling)."""
+    cached = _POWER_CACHE.get(base)
+    if cached is None or len(cached) < count:
+        size = max(count, 2 * len(cached) if cached is not None else 1 << 16)
+        powers = np.full(size, base, dtype=_U64)
         powers[0] = 1
-    return np.cumprod(powers, dtype=_U64)  # wraps mod 2**64, as intended
+        cached = np.cumprod(powers, dtype=_U64)  # wraps mod 2**64, as intended
+        cached.flags.writeable = False
+        _POWER_CACHE[base] = cached
+    return cached[:count]
 
 
-def hash_strings(strings: pa.Array | pa.ChunkedArray | list[str], seed: int = 0) -> np.ndarray:
-    """A 64-bit hash of each string (UTF-8 bytes), equal strings giving equal hashes."""
-    arr = pa.array(strings, type=pa.large_string()) if isinstance(strings, list) else strings
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
+def _string_buffer(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """The UTF-8 bytes of a string array and each string's offsets into them (starting at 0)."""
     arr = arr.cast(pa.large_string())
     if arr.null_count:
         raise ValueError("cannot hash null strings")
@@ -53,16 +64,81 @@ def hash_strings(strings: pa.Array | pa.ChunkedArray | list[str], seed: int = 0)
     _, offsets_buf, data_buf = arr.buffers()
     offsets = np.frombuffer(offsets_buf, dtype=np.int64, count=n + 1, offset=arr.offset * 8)
     base = int(offsets[0])
-    starts, ends = offsets[:-1] - base, offsets[1:] - base
-    total = int(ends[-1]) if n else 0
+    total = int(offsets[-1]) - base
     data = np.frombuffer(data_buf, dtype=np.uint8, count=total, offset=base) if total else np.zeros(0, np.uint8)
-    # h(s) = sum_j (byte_j + 1) * P**j, from prefix sums S[k] = sum_{i<k} (b_i + 1) * P**i
+    return data, offsets - base
+
+
+def _hash_ranges(data: np.ndarray, starts: np.ndarray, ends: np.ndarray, seed: int) -> np.ndarray:
+    """The hash of each byte range ``data[start:end]``: ``h = sum_j (byte_j + 1) * P**j`` from prefix sums."""
+    total = len(data)
     prefix = np.zeros(total + 1, dtype=_U64)
     np.cumsum((data.astype(_U64) + _U64(1)) * _powers(_P, total), dtype=_U64, out=prefix[1:])
     inverse = _powers(_P_INV, total + 1)
     h = (prefix[ends] - prefix[starts]) * inverse[starts]
     lengths = (ends - starts).astype(_U64) + _U64(1)  # +1: the empty string does not hash to 0
     return fmix64(h ^ (lengths * _U64(_LENGTH_MIX)) ^ _U64(seed & 0xFFFFFFFFFFFFFFFF))
+
+
+def hash_strings(strings: pa.Array | pa.ChunkedArray | list[str], seed: int = 0) -> np.ndarray:
+    """A 64-bit hash of each string (UTF-8 bytes), equal strings giving equal hashes."""
+    arr = pa.array(strings, type=pa.large_string()) if isinstance(strings, list) else strings
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    data, offsets = _string_buffer(arr)
+    return _hash_ranges(data, offsets[:-1], offsets[1:], seed)
+
+
+@dataclass(frozen=True)
+class HashedTokens:
+    """The token hashes of a batch of rows, row by row: ``hash[offsets[i]:offsets[i + 1]]`` are row i's."""
+
+    hash: np.ndarray  # uint64
+    offsets: np.ndarray  # int64, rows + 1
+
+    def __len__(self) -> int:
+        """The number of rows."""
+        return len(self.offsets) - 1
+
+
+_ASCII_WORD = np.zeros(256, dtype=bool)
+_ASCII_WORD[[*range(ord("a"), ord("z") + 1), *range(ord("0"), ord("9") + 1)]] = True
+
+
+def ascii_word_hashes(texts: pa.Array, seed: int = 0) -> HashedTokens:
+    """Hashes of the words (runs of ``[a-z0-9]``) of lowercase ASCII texts, straight from the bytes:
+    equal to hashing the strings ``normalize.word_tokens`` gives, without building them."""
+    data, offsets = _string_buffer(texts)
+    rows = len(offsets) - 1
+    is_word = _ASCII_WORD[data]
+    first = is_word.copy()
+    first[1:] &= ~is_word[:-1]
+    last = is_word.copy()
+    last[:-1] &= ~is_word[1:]
+    filled = offsets[1:] > offsets[:-1]  # words never cross a row boundary
+    first[offsets[:-1][filled]] = is_word[offsets[:-1][filled]]
+    last[offsets[1:][filled] - 1] = is_word[offsets[1:][filled] - 1]
+    starts, ends = np.flatnonzero(first), np.flatnonzero(last) + 1
+    row = np.searchsorted(offsets, starts, side="right") - 1
+    counts = np.bincount(row, minlength=rows)
+    token_offsets = np.zeros(rows + 1, dtype=np.int64)
+    np.cumsum(counts, out=token_offsets[1:])
+    return HashedTokens(_hash_ranges(data, starts, ends, seed), token_offsets)
+
+
+def merge_hashed(parts: list[tuple[np.ndarray, HashedTokens]], rows: int) -> HashedTokens:
+    """Token hashes of subsets of rows (each with its row indices) put back in row order."""
+    counts = np.zeros(rows, dtype=np.int64)
+    for which, tokens in parts:
+        counts[which] = np.diff(tokens.offsets)
+    offsets = np.zeros(rows + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    out = np.zeros(int(offsets[-1]), dtype=_U64)
+    for which, tokens in parts:
+        per_row = np.diff(tokens.offsets)
+        dest = np.repeat(offsets[which] - tokens.offsets[:-1], per_row) + np.arange(len(tokens.hash))
+        out[dest] = tokens.hash
+    return HashedTokens(out, offsets)
 
 
 def hash_token_column(values: pa.Array, seed: int = 0) -> np.ndarray:
@@ -97,8 +173,15 @@ class NGrams:
         return len(self.hash)
 
 
-def _token_hashes(tokens: pa.ListArray | pa.LargeListArray | pa.ChunkedArray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+Tokens = pa.ListArray | pa.LargeListArray | pa.ChunkedArray | HashedTokens
+
+
+def _token_hashes(tokens: Tokens, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """The hash of every token of a list column, and the row offsets into them (starting at 0)."""
+    if isinstance(tokens, HashedTokens):
+        if seed:
+            raise ValueError("pre-hashed tokens carry seed 0")
+        return tokens.hash, tokens.offsets
     if isinstance(tokens, pa.ChunkedArray):
         tokens = tokens.combine_chunks()
     if pa.types.is_list(tokens.type):
@@ -108,7 +191,7 @@ def _token_hashes(tokens: pa.ListArray | pa.LargeListArray | pa.ChunkedArray, se
     return token_hash, offsets - offsets[0]
 
 
-def ngram_hashes(tokens: pa.ListArray | pa.LargeListArray | pa.ChunkedArray, n: int, seed: int = 0,
+def ngram_hashes(tokens: Tokens, n: int, seed: int = 0,
                  short_rows: str = "whole") -> NGrams:
     """Hashes of every run of ``n`` consecutive tokens in each row of a list column (strings or token ids).
 
@@ -152,18 +235,35 @@ def ngram_hashes(tokens: pa.ListArray | pa.LargeListArray | pa.ChunkedArray, n: 
     return NGrams(row=row, position=position, length=length, hash=fmix64(mixed))
 
 
-def window_hashes(tokens: pa.ListArray | pa.LargeListArray | pa.ChunkedArray, lengths: list[int], seed: int = 0) -> dict[int, NGrams]:
+PREFIX_BITS = 22
+
+
+def prefix_key(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """A screening key of a window's first two token hashes (its low ``PREFIX_BITS`` bits index a bitmap)."""
+    return (first * _U64(_COMBINE) + second) & _U64((1 << PREFIX_BITS) - 1)
+
+
+def window_hashes(tokens: Tokens, lengths: list[int], seed: int = 0, prefix_screen: np.ndarray | None = None,
+                  screen_below: int = 0) -> dict[int, NGrams]:
     """For each ``L`` in ``lengths``, the hashes of every run of exactly ``L`` tokens inside a row.
 
     One pass of the same polynomial as ``ngram_hashes`` yields every length on the way, so a window
     of ``L`` tokens hashes equal to an ``L``-gram, and to a row of ``L`` tokens kept whole: a short
-    benchmark item is found inside longer training rows.
+    benchmark item is found inside longer training rows. ``prefix_screen`` (a bool bitmap over
+    ``prefix_key`` of the first two tokens) keeps only the windows shorter than ``screen_below`` that
+    can start a wanted run, so looking for a few short items costs little.
     """
     wanted = sorted({int(L) for L in lengths})
     if not wanted or wanted[0] < 1:
         raise ValueError(f"window lengths must be at least 1, got {lengths}")
     token_hash, offsets = _token_hashes(tokens, seed)
     counts = np.diff(offsets)
+    row_of = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
+    position_of = np.arange(len(token_hash), dtype=np.int64) - offsets[row_of]
+    left = counts[row_of] - position_of  # tokens from each position to the end of its row
+    screened = None
+    if prefix_screen is not None and len(token_hash) > 1:
+        screened = prefix_screen[prefix_key(token_hash[:-1], token_hash[1:])]
     out: dict[int, NGrams] = {}
     poly = np.zeros(len(token_hash), dtype=_U64)
     for k in range(wanted[-1]):
@@ -172,10 +272,33 @@ def window_hashes(tokens: pa.ListArray | pa.LargeListArray | pa.ChunkedArray, le
         size = k + 1
         if size not in wanted:
             continue
-        per_row = np.maximum(counts - size + 1, 0)
-        row = np.repeat(np.arange(len(counts), dtype=np.int64), per_row)
-        first = np.cumsum(per_row) - per_row
-        position = np.arange(len(row), dtype=np.int64) - np.repeat(first, per_row)
-        mixed = poly[offsets[row] + position] ^ _U64(size * _LENGTH_MIX & 0xFFFFFFFFFFFFFFFF) ^ _U64(seed & 0xFFFFFFFFFFFFFFFF)
-        out[size] = NGrams(row=row, position=position, length=np.full(len(row), size, dtype=np.int64), hash=fmix64(mixed))
+        keep = left[:windows] >= size
+        if screened is not None and size < screen_below and size >= 2:
+            keep &= screened[:windows]
+        start = np.flatnonzero(keep)
+        mixed = poly[start] ^ _U64(size * _LENGTH_MIX & 0xFFFFFFFFFFFFFFFF) ^ _U64(seed & 0xFFFFFFFFFFFFFFFF)
+        out[size] = NGrams(row=row_of[start], position=position_of[start], length=np.full(len(start), size, dtype=np.int64),
+                           hash=fmix64(mixed))
     return out
+
+
+def word_hashes(texts: pl.Series, config: NormalizeConfig = DEFAULT_NORMALIZE) -> HashedTokens:
+    """Hashes of the normalized words of each text, equal to hashing ``normalize.word_tokens(texts, config)``.
+
+    Pure-ASCII rows (most of them) are lowercased and split into words on their bytes with NumPy;
+    the other rows take the Unicode path (NFKC, diacritics, regex words).
+    """
+    if config.digits_to_zero or not config.lowercase:
+        return HashedTokens(*_token_hashes(word_tokens(texts, config).to_arrow(), 0))
+    non_ascii = texts.str.contains(r"[^\x00-\x7F]").fill_null(False).to_numpy()
+    parts = []
+    plain = np.flatnonzero(~non_ascii)
+    if len(plain):
+        lowered = texts.gather(plain).str.to_lowercase().to_arrow()
+        if isinstance(lowered, pa.ChunkedArray):
+            lowered = lowered.combine_chunks()
+        parts.append((plain, ascii_word_hashes(lowered)))
+    other = np.flatnonzero(non_ascii)
+    if len(other):
+        parts.append((other, HashedTokens(*_token_hashes(word_tokens(texts.gather(other), config).to_arrow(), 0))))
+    return merge_hashed(parts, len(texts))

@@ -9,6 +9,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from thresher.curation.ngrams import HashedTokens, word_hashes
 from thresher.curation.normalize import NormalizeConfig, normalize, words_of
 
 PARTS = ("question", "answer", "prompt")  # prompt: a multiple-choice question with its options
@@ -32,21 +33,16 @@ def empty_matches() -> pl.DataFrame:
 
 @dataclass
 class TrainBatch:
-    """One batch of training texts, normalized and split into words once for every method."""
+    """One batch of training texts, normalized, split into words and hashed once for every method."""
 
     offset: int  # global ordinal of the batch's first row
     texts: pl.Series
-    normalized: pl.Series
-    words: pa.LargeListArray
+    words: HashedTokens  # the hashes of each row's normalized words
     turns: pl.Series | None = None  # the row's turns (list[str]), for methods that look at one turn at a time
 
     @classmethod
     def of(cls, texts: pl.Series, offset: int, config: NormalizeConfig = DEFAULT_NORMALIZE, turns: pl.Series | None = None) -> TrainBatch:
-        normalized = normalize(texts, config)
-        words = words_of(normalized).to_arrow()
-        if isinstance(words, pa.ChunkedArray):
-            words = words.combine_chunks()
-        return cls(offset, texts, normalized, words.cast(pa.large_list(pa.string())), turns)
+        return cls(offset, texts, word_hashes(texts, config), turns)
 
     def __len__(self) -> int:
         return len(self.texts)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from thresher.curation.ngrams import ngram_hashes, window_hashes
+from thresher.curation.ngrams import PREFIX_BITS, _token_hashes, ngram_hashes, prefix_key, window_hashes
 from thresher.decontam.matching import MATCH_SCHEMA, PARTS, SPAN, TrainBatch, empty_matches, item_words
 
 _U64 = np.uint64
@@ -89,23 +89,35 @@ class NgramIndex:
         self.boilerplate = int((item_df["df"] > config.max_bench_df).sum())
         postings = postings.join(item_df.filter(pl.col("df") <= config.max_bench_df).select("hash"), on="hash")
         self.keys, gram = np.unique(postings["hash"].to_numpy(), return_inverse=True)
-        # a bitmap of the keys' low bits: most training windows are rejected by one gather, and only
-        # the few that pass are binary-searched (a random-order searchsorted is cache-bound)
-        self.bitmap = np.zeros(_BITMAP_SIZE, dtype=bool)
-        self.bitmap[self.keys & _U64(_BITMAP_SIZE - 1)] = True
+        # two bitmaps over independent bits of the keys: most training windows are rejected by two
+        # gathers, and only the few that pass both are binary-searched, in sorted order (a random-order
+        # searchsorted over millions of keys is cache-bound)
+        self.low = np.zeros(_BITMAP_SIZE, dtype=bool)
+        self.low[self.keys & _U64(_BITMAP_SIZE - 1)] = True
+        self.high = np.zeros(_BITMAP_SIZE, dtype=bool)
+        self.high[(self.keys >> _U64(40)) & _U64(_BITMAP_SIZE - 1)] = True
         self.postings = postings.with_columns(pl.Series("gram", gram, dtype=pl.Int64)).drop("hash")
-        short = self.postings.filter(pl.col("length") < n)["length"].unique().to_list()
-        self.lengths = sorted({n, *(int(x) for x in short)})
+        short = self.postings.filter(pl.col("length") < n)
+        self.lengths = sorted({n, *(int(x) for x in short["length"].unique().to_list())})
+        # the first two words of every short item: training windows shorter than n are hashed only where they start so
+        self.prefix_screen = np.zeros(1 << PREFIX_BITS, dtype=bool)
+        for part, frame in short.group_by("part"):
+            hashes, offsets = _token_hashes(self.words[int(part[0])].to_arrow(), 0)
+            first = offsets[frame["item"].to_numpy()]
+            self.prefix_screen[prefix_key(hashes[first], hashes[first + 1])] = True
         self.unindexed_questions = int(((self.part_tokens[:, 0] < config.min_tokens) & ~has_options).sum()
                                        + (self.part_tokens[:, 2] < config.min_tokens)[has_options].sum())
 
     def lookup(self, batch: TrainBatch) -> pl.DataFrame:
         """Every window of a training batch found in the index: local row, position, length, gram id."""
         frames = []
-        for length, grams in window_hashes(batch.words, self.lengths).items():
+        windows = window_hashes(batch.words, self.lengths, prefix_screen=self.prefix_screen, screen_below=self.config.n)
+        for length, grams in windows.items():
             if not len(grams) or not len(self.keys):
                 continue
-            maybe = np.flatnonzero(self.bitmap[grams.hash & _U64(_BITMAP_SIZE - 1)])
+            maybe = np.flatnonzero(self.low[grams.hash & _U64(_BITMAP_SIZE - 1)])
+            maybe = maybe[self.high[(grams.hash[maybe] >> _U64(40)) & _U64(_BITMAP_SIZE - 1)]]
+            maybe = maybe[np.argsort(grams.hash[maybe])]
             at = np.minimum(np.searchsorted(self.keys, grams.hash[maybe]), len(self.keys) - 1)
             hit = self.keys[at] == grams.hash[maybe]
             found = maybe[hit]
