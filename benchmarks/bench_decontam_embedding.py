@@ -1,9 +1,10 @@
 """Embedding audit overhead: Thresher's ``embedding`` audit against plain ``SentenceTransformer.encode`` of the same texts.
 
-The same training texts (real conversations: LIMA / Alpaca / Code Alpaca instruction + answer) and
-benchmark questions (GSM8K, HumanEval, MMLU test) are encoded once by sentence-transformers
-directly (the floor any embedding audit pays), then audited by Thresher from a cold cache (encode
-both sides, FAISS search, match table). Prints the overhead of everything that is not encoding.
+The texts the audit embeds (each turn of real conversations from LIMA / Alpaca / Code Alpaca, and
+each GSM8K / HumanEval / MMLU test item as question and as question + answer) are encoded once by
+sentence-transformers directly (the floor any embedding audit pays), then audited by Thresher from
+a cold cache (read and convert rows, encode, FAISS search, match table). Prints the overhead of
+everything that is not encoding.
 
     .venv/bin/python benchmarks/bench_decontam_embedding.py [--rows 5000]
 """
@@ -40,9 +41,11 @@ def main() -> None:
     rows = rows[: args.rows]
     benches = [load_benchmark(n, str(SHARED / p)) for n, p in
                (("gsm8k", "gsm8k/test.jsonl"), ("humaneval", "humaneval/HumanEval.jsonl.gz"), ("mmlu", "mmlu/data"))]
-    train_texts = ["\n".join(m["content"] for m in r["messages"]) for r in rows]
+    # the texts the audit encodes: every turn, every item's question, and question + answer where there is an answer
+    train_texts = [m["content"] for r in rows for m in r["messages"]]
     bench_texts = [q for b in benches for q in b.items["question"].to_list()]
-    print(f"{len(train_texts)} training rows, {len(bench_texts)} benchmark questions")
+    bench_texts += [f"{q}\n{a}" for b in benches for q, a in b.items.select("question", "answer").iter_rows() if a]
+    print(f"{len(rows)} training rows ({len(train_texts)} turns), {len(bench_texts)} benchmark texts")
 
     from sentence_transformers import SentenceTransformer
 
