@@ -6,7 +6,7 @@ canonical Parquet (not timed). Benchmarks: every registered benchmark with a loc
 ../shared/data. Thresher audits every row (all turns) with n=8 coverage and writes no files.
 datatrove indexes the same items (question and answer 8-grams, built with datatrove's own
 normalizer, word tokenizer and hash) and runs its filter over the same row texts; it needs
-``pip install spacy`` (its English word tokenizer) and is timed on the first ``--datatrove-rows``.
+``pip install -e .[bench]`` (spacy: its English word tokenizer) and is timed on the first ``--datatrove-rows``.
 
     .venv/bin/python benchmarks/bench_decontam_speed.py --rows 1000000 --datatrove-rows 100000
 """
