@@ -114,10 +114,20 @@ class EmbeddingMatchConfig:
             raise ValueError(f"embedding threshold must be in (0, 1], got {self.threshold}")
 
 
+def _final_ask(question: str, min_words: int = 8) -> str:
+    """The last line of a question that follows a passage (a reading text, a quoted source), when it is
+    a question of its own (>= ``min_words`` words); else "". Rephrasings often keep only that ask."""
+    lines = [line.strip() for line in question.strip().splitlines() if line.strip()]
+    if len(lines) < 2 or len(lines[-1].split()) < min_words:
+        return ""
+    return lines[-1]
+
+
 class EmbeddingDetector(_Collected):
-    """Each item is indexed twice, as its question and as question with answer (a rephrased solution
-    resembles the latter); each training turn is searched on its own, so a long answer next to a
-    copied question does not dilute it. A row's score for an item is its best turn against either vector."""
+    """Each item is indexed as its question, as question with answer (a rephrased solution resembles
+    that), and, after a passage, as its final ask; each training turn is searched on its own, so a long
+    answer next to a copied question does not dilute it. A row's score for an item is its best turn
+    against any of the item's vectors."""
 
     name = "embedding"
 
@@ -129,12 +139,15 @@ class EmbeddingDetector(_Collected):
         self._encode = encode
         questions = items["question"].to_list()
         with_answer = items.select(pl.concat_str(["question", "answer"], separator="\n"))["question"].to_list()
-        extra = [i for i, a in enumerate(items["answer"].to_list()) if a]
-        texts = questions + [with_answer[i] for i in extra]
-        self.vector_item = np.concatenate([np.arange(len(questions)), np.array(extra, dtype=np.int64)]).astype(np.int64)
+        answered = [i for i, a in enumerate(items["answer"].to_list()) if a]
+        asks = [_final_ask(q) for q in questions]
+        after_passage = [i for i, ask in enumerate(asks) if ask]
+        texts = questions + [with_answer[i] for i in answered] + [asks[i] for i in after_passage]
+        self.vector_item = np.concatenate([np.arange(len(questions)), np.array(answered, dtype=np.int64),
+                                           np.array(after_passage, dtype=np.int64)]).astype(np.int64)
         vectors = encode(texts, config.model, config.cache_dir, device=config.device, encoder=self.encoder, show_progress=False)
         self.index = EmbeddingIndex(vectors, exact_limit=max(len(texts), 1))
-        self.k = min(2 * config.neighbours, len(texts))  # twice: an item's two vectors may both be near
+        self.k = min(3 * config.neighbours, len(texts))  # an item's three vectors may all be near
         self.found: list[pl.DataFrame] = []
 
     def scan(self, batch: TrainBatch) -> np.ndarray:
