@@ -356,3 +356,13 @@ def test_multiple_choice_items_match_with_or_without_options(shared_data: Path) 
     assert "conceptual_physics_test/125" not in hits[0]
     assert "conceptual_physics_test/125" in hits[1]
     assert "abstract_algebra_test/1" in hits[2] and "abstract_algebra_test/1" in hits[3]
+
+
+def test_final_ask_after_a_passage(shared_data: Path) -> None:
+    from thresher.decontam.similarity import _final_ask
+
+    items = load_benchmark("mmlu", str(shared_data / "mmlu/data")).items
+    history = items.filter(pl.col("bench_id") == "high_school_us_history_test/0").row(0, named=True)["question"]
+    assert _final_ask(history) == history.strip().splitlines()[-1] and len(_final_ask(history).split()) >= 8
+    assert _final_ask("One line question about the Oregon Territory and how it was acquired?") == ""
+    assert _final_ask("Options:\n- Yes\n- No") == ""  # a short last line is no question of its own
