@@ -118,6 +118,10 @@ def combined_items(benches: list[BenchmarkItems]) -> pl.DataFrame:
     return pl.concat([b.items for b in benches]).with_row_index("item").with_columns(pl.col("item").cast(pl.Int64))
 
 
+LEDGER_SCHEMA = {"row": pl.Int64, "train_input": pl.String, "train_row": pl.Int64, "train_id": pl.String,
+                 "train_source": pl.String, "train_text": pl.String}
+
+
 @dataclass
 class RowLedger:
     """Where each candidate row came from, and its text; row counts per (input, source)."""
@@ -138,13 +142,11 @@ class RowLedger:
             "train_id": table.column("id").take(take).to_pylist(),
             "train_source": table.column("source").take(take).to_pylist(),
             "train_text": batch.texts.gather(rows),
-        }, schema={"row": pl.Int64, "train_input": pl.String, "train_row": pl.Int64, "train_id": pl.String,
-                   "train_source": pl.String, "train_text": pl.String}))
+        }, schema=LEDGER_SCHEMA))
 
     def table(self) -> pl.DataFrame:
         if not self.frames:
-            return pl.DataFrame(schema={"row": pl.Int64, "train_input": pl.String, "train_row": pl.Int64, "train_id": pl.String,
-                                        "train_source": pl.String, "train_text": pl.String})
+            return pl.DataFrame(schema=LEDGER_SCHEMA)
         return pl.concat(self.frames).unique("row", keep="first").sort("row")
 
 
@@ -225,16 +227,14 @@ def run_audit(train: list[str], benches: list[BenchmarkItems], config: AuditConf
         for found, table in canonical_batches(resolve_input(name), kind, counted, quarantine, config.batch_rows):
             turns = train_turns(table, found, config.fields)
             batch = TrainBatch.of(turns.list.join("\n").alias("text"), offset, turns=turns)
-            candidates = [d.scan(batch) for d in detectors]
-            rows = np.unique(np.concatenate(candidates)) if candidates else np.zeros(0, np.int64)
+            rows = np.unique(np.concatenate([d.scan(batch) for d in detectors]))  # every config has a detector
             ledger.add(batch, table, name, first_in_input, rows.astype(np.int64))
             offset += len(batch)
             first_in_input += len(batch)
             if on_rows:
                 on_rows(len(batch))
-    found_matches = {d.name: d.finish() for d in detectors}
     rows_table = ledger.table()
-    matches = pl.concat(list(found_matches.values())) if found_matches else pl.DataFrame()
+    matches = pl.concat([d.finish() for d in detectors])
     if config.judge is not None and "judge" in config.methods:
         matches = pl.concat([matches, _judge(matches, items, rows_table, config.judge)])
     if "embedding" not in config.methods:
