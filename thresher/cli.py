@@ -17,6 +17,7 @@ from thresher.cli_common import exit_on_bad_input as _exit_on_bad_input
 from thresher.cli_common import fail as _fail
 from thresher.decontam.commands import register as register_decontam_commands
 from thresher.formats.shapes import SHAPES, ConvertOptions
+from thresher.mixing.commands import register as register_mix_commands
 from thresher.records import Kind
 
 app = typer.Typer(
@@ -219,6 +220,7 @@ def dedup(
 
 
 register_decontam_commands(app)
+register_mix_commands(app)
 
 if __name__ == "__main__":
     app()

@@ -42,6 +42,7 @@ class InputSpec:
     format: str  # jsonl | json | parquet | csv | tsv | hf_disk | hf_hub
     source: str
     split: str | None = None
+    rename: tuple[tuple[str, str], ...] = ()  # (field in the input, name the format expects)
 
 
 def _strip_suffixes(name: str) -> str:
@@ -227,7 +228,19 @@ def _read_hf(spec: InputSpec) -> Iterator[RawRow]:
 
 
 def read_raw(spec: InputSpec) -> Iterator[RawRow]:
-    """Every row of one input, in order, parsed or with the reason it could not be."""
+    """Every row of one input, in order, parsed or with the reason it could not be (fields renamed as ``spec.rename`` says)."""
+    rows = _read_any(spec)
+    return _renamed(rows, dict(spec.rename)) if spec.rename else rows
+
+
+def _renamed(rows: Iterator[RawRow], rename: dict[str, str]) -> Iterator[RawRow]:
+    for row in rows:
+        if row.data is not None:
+            row.data = {rename.get(key, key): value for key, value in row.data.items()}
+        yield row
+
+
+def _read_any(spec: InputSpec) -> Iterator[RawRow]:
     path = Path(spec.path)
     if spec.format == "jsonl":
         return _read_jsonl(path)

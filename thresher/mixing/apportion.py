@@ -1,52 +1,25 @@
-"""How many rows each source gives to a mixture: explicit counts, fractions of a source, and weights
-that share what is left of the total, rounded so the counts add up exactly (largest remainder).
+"""How many rows each pool (a source, or a source's rows of one skill) gives to a mixture, and which.
 
 Amounts are explicit on purpose: ``{count: 1}`` is one row and ``{fraction: 1.0}`` is all of a
-source, never the ambiguous bare ``1`` / ``1.0`` of older mixers. A source gives more rows than it
-has only by upsampling, and only up to its ``max_repetition``.
+source, never the ambiguous bare ``1`` / ``1.0`` of older mixers; ``{tokens: T}`` is a token budget.
+Counts, fractions and token budgets are drawn first; weights then share what is left of the total
+(rows or tokens), split by largest remainder so the parts add up exactly. A pool gives more rows
+than it has only by upsampling, and only up to its ``max_repetition``. Rows are drawn at random
+with a generator fixed by the seed and the pool's name, never as the first N.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
+from typing import Literal
 
 import numpy as np
 
 
 class MixError(ValueError):
     """A mixture that cannot be built as specified; the message names the source and the numbers."""
-
-
-@dataclass(frozen=True)
-class SourceAmount:
-    """One source's amount: exactly one of ``count``, ``fraction``, ``weight``."""
-
-    name: str
-    available: int  # rows the source has after its steps
-    count: int | None = None
-    fraction: float | None = None
-    weight: float | None = None
-    max_repetition: float = 1.0  # how many times a row may appear at most (1.0: no upsampling)
-
-    def __post_init__(self) -> None:
-        given = [x for x in (self.count, self.fraction, self.weight) if x is not None]
-        if len(given) != 1:
-            raise MixError(f"source {self.name!r}: give exactly one of count, fraction, weight (got {len(given)})")
-        if self.count is not None and self.count < 0:
-            raise MixError(f"source {self.name!r}: count must be >= 0, got {self.count}")
-        if self.fraction is not None and self.fraction < 0:
-            raise MixError(f"source {self.name!r}: fraction must be >= 0, got {self.fraction}")
-        if self.weight is not None and self.weight <= 0:
-            raise MixError(f"source {self.name!r}: weight must be > 0, got {self.weight}")
-        if self.max_repetition < 1:
-            raise MixError(f"source {self.name!r}: max_repetition must be >= 1, got {self.max_repetition}")
-
-    @property
-    def most(self) -> int:
-        """The most rows this source can give (upsampling included)."""
-        return int(np.floor(self.available * self.max_repetition + 1e-9))
 
 
 def largest_remainder(total: int, weights: list[float]) -> list[int]:
@@ -74,37 +47,6 @@ def largest_remainder(total: int, weights: list[float]) -> list[int]:
     return counts
 
 
-def plan_counts(sources: list[SourceAmount], total: int | None = None) -> dict[str, int]:
-    """Rows per source: counts as given, fractions of each source rounded half up, weights sharing
-    ``total`` minus the rest. Raises MixError when a source cannot give what it is asked for."""
-    names = [s.name for s in sources]
-    if len(set(names)) != len(names):
-        raise MixError(f"source names must be unique, got {names}")
-    counts: dict[str, int] = {}
-    for s in sources:
-        if s.count is not None:
-            counts[s.name] = s.count
-        elif s.fraction is not None:
-            counts[s.name] = int(Fraction(s.fraction).limit_denominator(10**12) * s.available + Fraction(1, 2))
-    weighted = [s for s in sources if s.weight is not None]
-    if weighted:
-        if total is None:
-            raise MixError(f"sources {[s.name for s in weighted]} have weights, which share the mixture's total: set total")
-        fixed = sum(counts.values())
-        if fixed > total:
-            raise MixError(f"counts and fractions already give {fixed} rows, more than total {total}; nothing is left for "
-                           f"{[s.name for s in weighted]}")
-        for s, n in zip(weighted, largest_remainder(total - fixed, [float(s.weight) for s in weighted]), strict=True):  # type: ignore[arg-type]
-            counts[s.name] = n
-    elif total is not None and sum(counts.values()) != total:
-        raise MixError(f"the sources give {sum(counts.values())} rows but total is {total}; use weights to fill a total")
-    for s in sources:
-        if counts[s.name] > s.most:
-            raise MixError(f"source {s.name!r} is asked for {counts[s.name]} rows but has {s.available}"
-                           f" (max_repetition {s.max_repetition:g} allows at most {s.most})")
-    return {name: counts[name] for name in names}
-
-
 def source_rng(seed: int, name: str) -> np.random.Generator:
     """A random generator for one source: fixed by the mixture's seed and the source's name, so adding
     or reordering sources does not change what the others draw."""
@@ -126,3 +68,117 @@ def sample_rows(available: int, want: int, rng: np.random.Generator, max_repetit
     parts = [np.repeat(np.arange(available, dtype=np.int64), full)] if full else []
     parts.append(np.sort(rng.choice(available, size=rest, replace=False)).astype(np.int64))
     return np.sort(np.concatenate(parts), kind="stable")
+
+
+def draw_tokens(tokens: np.ndarray, budget: int, rng: np.random.Generator, max_repetition: float = 1.0,
+                name: str = "source") -> np.ndarray:
+    """Sorted row indices whose tokens add up to at most ``budget``, as close to it as a random order
+    allows: rows are taken in random passes (each row once per pass) until the next would overshoot."""
+    available = len(tokens)
+    most = int(np.floor(available * max_repetition + 1e-9))
+    if budget <= 0 or available == 0:
+        if budget > 0:
+            raise MixError(f"{name} is asked for {budget} tokens but has no rows")
+        return np.zeros(0, dtype=np.int64)
+    passes = -(-most // available)
+    order = np.concatenate([rng.permutation(available) for _ in range(passes)])[:most]
+    reach = int(tokens[order].sum())
+    if reach < budget:
+        raise MixError(f"{name} is asked for {budget} tokens but has {int(tokens.sum())}"
+                       f" (max_repetition {max_repetition:g} allows at most {reach})")
+    taken = int(np.searchsorted(np.cumsum(tokens[order]), budget, side="right"))
+    return np.sort(order[:taken], kind="stable")
+
+
+AmountKey = Literal["count", "fraction", "weight", "tokens", "natural"]
+
+
+@dataclass
+class Pool:
+    """Rows one source (or one source's rows of one skill) offers, and how much of them is wanted."""
+
+    name: str
+    rows: int
+    tokens: np.ndarray | None = None  # per row, when a tokenizer counts them
+    amount: AmountKey = "natural"  # natural: a weight equal to the pool's size (rows or tokens)
+    value: float = 1.0
+    max_repetition: float = 1.0
+
+    def size(self, unit: str) -> float:
+        return float(self.tokens.sum()) if unit == "tokens" and self.tokens is not None else float(self.rows)
+
+
+@dataclass
+class Draw:
+    indices: np.ndarray  # sorted row indices into the pool (repeated rows appear more than once)
+    asked: float  # what the spec asked of this pool, in the unit it asked in
+    unit: str  # rows | tokens
+    tokens: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _drawn_tokens(pool: Pool, indices: np.ndarray) -> int | None:
+    return int(pool.tokens[indices].sum()) if pool.tokens is not None else None
+
+
+def _rows_for(pool: Pool) -> int:
+    """Rows a count or fraction asks for (fractions rounded half up)."""
+    if pool.amount == "count":
+        return int(pool.value)
+    return int(Fraction(pool.value).limit_denominator(10**12) * pool.rows + Fraction(1, 2))
+
+
+def _draw(pool: Pool, want: float, unit: str, rng: np.random.Generator) -> Draw:
+    if unit == "tokens":
+        assert pool.tokens is not None
+        indices = draw_tokens(pool.tokens, int(want), rng, pool.max_repetition, f"{pool.name!r}")
+    else:
+        most = int(np.floor(pool.rows * pool.max_repetition + 1e-9))
+        if want > most:
+            raise MixError(f"{pool.name!r} is asked for {int(want)} rows but has {pool.rows}"
+                           f" (max_repetition {pool.max_repetition:g} allows at most {most})")
+        indices = sample_rows(pool.rows, int(want), rng, pool.max_repetition)
+    return Draw(indices, want, unit, _drawn_tokens(pool, indices))
+
+
+def allocate(pools: list[Pool], seed: int, unit: str = "rows", total: int | None = None, what: str = "the mixture") -> dict[str, Draw]:
+    """Which rows each pool gives: fixed amounts first, then weights share ``total`` minus what the fixed
+    ones gave (in ``unit``: rows or tokens). Raises MixError naming the pool and the numbers."""
+    names = [p.name for p in pools]
+    if len(set(names)) != len(names):
+        raise MixError(f"pool names must be unique, got {names}")
+    if unit == "tokens" and any(p.tokens is None for p in pools):
+        raise MixError("token amounts need token counts: set a tokenizer")
+    draws: dict[str, Draw] = {}
+    for pool in pools:
+        rng = source_rng(seed, pool.name)
+        if pool.amount in ("count", "fraction"):
+            draws[pool.name] = _draw(pool, _rows_for(pool), "rows", rng)
+        elif pool.amount == "tokens":
+            draws[pool.name] = _draw(pool, pool.value, "tokens", rng)
+    def used(draw: Draw) -> int:
+        return len(draw.indices) if unit == "rows" else int(draw.tokens or 0)
+
+    fixed = sum(used(d) for d in draws.values())
+    shared = [p for p in pools if p.amount in ("weight", "natural")]
+    if total is None:
+        if shared:
+            raise MixError(f"{[p.name for p in shared]} have weights, which share {what}'s total: set total")
+        return {name: draws[name] for name in names}
+    if fixed > total:
+        raise MixError(f"counts, fractions and token budgets already give {fixed} {unit}, more than {what}'s total {total}")
+    if not shared:
+        if fixed != total:
+            raise MixError(f"the sources give {fixed} {unit} but {what}'s total is {total}; use weights to fill a total")
+        return {name: draws[name] for name in names}
+    natural = [p.name for p in shared if p.amount == "natural"]
+    if natural and len(natural) < len(shared):
+        raise MixError(f"{what}: {natural} have no amount (drawn in proportion to their size) while "
+                       f"{[p.name for p in shared if p.amount == 'weight']} have weights; a weight cannot be compared with a size: "
+                       "give all of them weights, or none")
+    weights = [p.value if p.amount == "weight" else p.size(unit) for p in shared]
+    if sum(weights) <= 0:
+        raise MixError(f"{what} needs {total - fixed} {unit} from {[p.name for p in shared]}, which have none")
+    for pool, want in zip(shared, largest_remainder(total - fixed, weights), strict=True):
+        draws[pool.name] = _draw(pool, want, unit, source_rng(seed, pool.name))
+    return {name: draws[name] for name in names}

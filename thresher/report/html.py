@@ -98,6 +98,30 @@ def bars(labels: Sequence[str], values: Sequence[float], title: str, as_percent:
     return "".join(parts)
 
 
+def paired_bars(labels: Sequence[str], target: Sequence[float | None], got: Sequence[float], title: str, width: int = 560) -> str:
+    """Two horizontal SVG bars per label, both as percentages: a grey target (when there is one) above the achieved share."""
+    row_h, pad_l, pad_t = 30, 160, 40
+    height = pad_t + row_h * max(len(labels), 1) + 8
+    top = max([v for v in (*target, *got) if v is not None] + [1e-12])
+    plot_w = width - pad_l - 70
+    parts = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' role='img'>",
+             f"<text x='{width / 2}' y='14' text-anchor='middle' font-size='13'>{escape(title)}</text>",
+             f"<rect x='{pad_l}' y='22' width='10' height='8' fill='#adb5bd'/><text x='{pad_l + 14}' y='30' font-size='11'>target</text>",
+             f"<rect x='{pad_l + 70}' y='22' width='10' height='8' fill='#1c7ed6'/><text x='{pad_l + 84}' y='30' font-size='11'>achieved</text>"]
+    for i, (label, want, value) in enumerate(zip(labels, target, got, strict=True)):
+        y = pad_t + i * row_h
+        parts.append(f"<text x='{pad_l - 6}' y='{y + 17}' text-anchor='end' font-size='12'>{escape(label[:24])}</text>")
+        if want is not None:
+            w = plot_w * want / top
+            parts.append(f"<rect x='{pad_l}' y='{y + 2}' width='{w:.1f}' height='11' fill='#adb5bd'/>")
+            parts.append(f"<text x='{pad_l + w + 4:.1f}' y='{y + 11}' font-size='10'>{100 * want:.2f}%</text>")
+        w = plot_w * value / top
+        parts.append(f"<rect x='{pad_l}' y='{y + 14}' width='{w:.1f}' height='11' fill='#1c7ed6'/>")
+        parts.append(f"<text x='{pad_l + w + 4:.1f}' y='{y + 24}' font-size='10'>{100 * value:.2f}%</text>")
+    parts.append("</svg>")
+    return "".join(parts)
+
+
 def highlight_words(words: Sequence[str], spans: Sequence[tuple[int, int]], limit: int = 600) -> str:
     """``words`` joined by spaces with the ``[start, end)`` word spans marked; long texts are cut around the first span."""
     marked = np.zeros(len(words), dtype=bool)

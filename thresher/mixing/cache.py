@@ -1,0 +1,79 @@
+"""Content hashes of inputs, and a store of stage results keyed by the hash of everything they depend on.
+
+A stage's key chains the key of the stage before it with its own settings, so a changed step
+recomputes that step and the ones after it, and nothing before it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import orjson
+import polars as pl
+
+import thresher
+
+CHUNK = 1 << 20
+
+
+def file_hash(path: Path) -> str:
+    """blake2b of a file's bytes, or of a folder's files (names and bytes, in sorted order)."""
+    digest = hashlib.blake2b(digest_size=16)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        if path.is_dir():
+            digest.update(str(file.relative_to(path)).encode() + b"\0")
+        with open(file, "rb") as f:
+            while chunk := f.read(CHUNK):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def key_of(*parts: Any) -> str:
+    """A stable key of JSON-able parts (and the Thresher version, so new code never reads old results)."""
+    data = orjson.dumps([thresher.__version__, *parts], option=orjson.OPT_SORT_KEYS, default=str)
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def _read(path: Path) -> Any:
+    if path.suffix == ".parquet":
+        return pl.read_parquet(path)
+    if path.suffix == ".json":
+        return orjson.loads(path.read_bytes())
+    return path.read_bytes()
+
+
+class StageStore:
+    """Frames (.parquet), JSON (.json) and bytes saved under a key; a missing or unreadable entry is simply not found."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str, name: str) -> Path:
+        return self.root / key[:2] / f"{key}.{name}"
+
+    def get(self, key: str, names: tuple[str, ...]) -> dict[str, Any] | None:
+        paths = {n: self._path(key, n) for n in names}
+        if not all(p.exists() for p in paths.values()):
+            return None
+        try:
+            return {n: _read(p) for n, p in paths.items()}
+        except Exception:  # a half-written or foreign file: recompute
+            return None
+
+    def put(self, key: str, values: dict[str, Any]) -> None:
+        for name, value in values.items():
+            path = self._path(key, name)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            if isinstance(value, pl.DataFrame):
+                value.write_parquet(tmp)
+            elif isinstance(value, bytes):
+                tmp.write_bytes(value)
+            else:
+                tmp.write_bytes(orjson.dumps(value, option=orjson.OPT_SORT_KEYS))
+            tmp.replace(path)  # readers never see a partial file

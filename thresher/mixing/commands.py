@@ -1,0 +1,58 @@
+"""``thresher mix SPEC.yaml --out DIR``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from thresher.cli_common import EXIT_BAD_INPUT, err_console, exit_on_bad_input, fail, out_console
+
+
+def _print_summary(manifest: dict[str, Any], out: Path, seconds: float, cached: list[str]) -> None:
+    targets = manifest["targets"].get("skills", {})
+    unit = manifest["targets"]["unit"]
+    share_key = "token_share" if unit == "tokens" else "row_share"
+    table = Table(title=f"mixture → {out}", title_justify="left")
+    for name in ("skill", "target", "achieved", "rows", "tokens"):
+        table.add_column(name, justify="left" if name == "skill" else "right")
+    for skill, got in manifest["achieved"]["per_skill"].items():
+        want = targets.get(skill, {}).get("share")
+        table.add_row(skill, f"{100 * want:.1f}%" if want is not None else "-", f"{100 * (got[share_key] or 0):.1f}%",
+                      str(got["rows"]), str(got["tokens"]) if got["tokens"] is not None else "-")
+    out_console.print(table)
+    cache_note = f"; cached: {', '.join(cached)}" if cached else ""
+    out_console.print(f"{manifest['achieved']['rows']} rows in {len(manifest['files']) - 1} shard(s) ({seconds:.1f} s{cache_note}); "
+                      f"manifest: {out / 'manifest.json'}; report: {out / 'report.html'}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``mix`` to ``app``."""
+
+    @app.command()
+    def mix(
+        spec: Annotated[Path, typer.Argument(help="The mixture spec (YAML).")],
+        out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
+        cache_dir: Annotated[Path | None, typer.Option(help="Where stage results are cached (default: OUT/cache).")] = None,
+        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No per-stage lines.")] = False,
+    ) -> None:
+        """Build a mixture from SPEC: load the sources, run its steps, draw the rows; write the mixture
+        (Parquet shards), manifest.json (every row accounted for) and report.html."""
+        from thresher.mixing.apportion import MixError
+        from thresher.mixing.pipeline import run_mix
+        from thresher.mixing.spec import SpecError, load_spec
+        from thresher.progress import progress_bar
+
+        with exit_on_bad_input():
+            try:
+                stages = 2 + len(load_spec(spec).steps)
+                with progress_bar() as progress:
+                    task = progress.add_task("mix", total=stages, rate="")
+                    result = run_mix(spec, out, cache_dir, log=None if quiet else lambda line: err_console.print(line, highlight=False),
+                                     on_stage=lambda name: progress.update(task, advance=1, description=name))
+            except (SpecError, MixError) as e:
+                fail(str(e), EXIT_BAD_INPUT)
+                raise AssertionError from e  # not reached
+        _print_summary(result.manifest, out, result.seconds, result.cached)

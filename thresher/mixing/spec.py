@@ -1,0 +1,317 @@
+"""The mixture spec: one YAML file, validated with pydantic; an error names the line and the field.
+
+A spec says what kind of rows the mixture holds, how many (rows or tokens), where each source comes
+from and how much of it to take, the skill shares to aim for, and the steps (normalize, length
+filters, dedup, decontaminate) that run on every source, in order, before sampling.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from thresher.records import Kind
+
+KNOWN_SKILLS: tuple[str, ...] = ("chat", "math", "code", "safety", "precise_if", "knowledge", "multilingual", "reasoning")
+
+
+class SpecError(ValueError):
+    """A spec that cannot be used; the message names the file, the line and the field."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Amount(Strict):
+    """How much of a source to take: exactly one of count (rows), fraction (of the source), weight
+    (a share of what the total leaves), tokens (a token budget)."""
+
+    count: int | None = Field(default=None, ge=0)
+    fraction: float | None = Field(default=None, ge=0)
+    weight: float | None = Field(default=None, gt=0)
+    tokens: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _one(self) -> Amount:
+        given = [k for k in ("count", "fraction", "weight", "tokens") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of count, fraction, weight, tokens (got {', '.join(given) or 'none'})")
+        return self
+
+    @property
+    def key(self) -> str:
+        return next(k for k in ("count", "fraction", "weight", "tokens") if getattr(self, k) is not None)
+
+
+class Total(Strict):
+    rows: int | None = Field(default=None, gt=0)
+    tokens: int | None = Field(default=None, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_rows(cls, value: Any) -> Any:
+        return {"rows": value} if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @model_validator(mode="after")
+    def _one(self) -> Total:
+        if (self.rows is None) == (self.tokens is None):
+            raise ValueError("give exactly one of rows, tokens")
+        return self
+
+    @property
+    def unit(self) -> Literal["rows", "tokens"]:
+        return "rows" if self.rows is not None else "tokens"
+
+    @property
+    def value(self) -> int:
+        return self.rows if self.rows is not None else int(self.tokens or 0)
+
+
+class TokenizerSpec(Strict):
+    """A tokenizer.json file, a local folder or a hub id; ``chat_template`` counts the tokens of the
+    rendered chat (a transformers tokenizer with a template) rather than of the bare message texts."""
+
+    path: str
+    chat_template: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare(cls, value: Any) -> Any:
+        return {"path": value} if isinstance(value, str) else value
+
+
+class SourceSpec(Strict):
+    name: str = Field(min_length=1)
+    path: str | None = None
+    hub: str | None = None  # ORG/NAME, optionally @CONFIG
+    split: str | None = None
+    format: str | None = None
+    fields: dict[str, str] = Field(default_factory=dict)  # the format's field -> the input's field
+    use: Literal["chosen", "rejected"] | None = None  # preference rows in an SFT mixture: which side becomes the chat
+    filter: list[str] = Field(default_factory=list)  # Polars SQL conditions a row must meet
+    amount: Amount | None = None
+    max_repetition: float = Field(default=1.0, ge=1.0)
+    priority: int = 0  # dedup across sources keeps the copy in the source with the higher priority
+    skill: str | None = None
+
+    @model_validator(mode="after")
+    def _where(self) -> SourceSpec:
+        if (self.path is None) == (self.hub is None):
+            raise ValueError("give exactly one of path, hub")
+        return self
+
+    @field_validator("filter", mode="before")
+    @classmethod
+    def _one_filter(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+class ClassifierSpec(Strict):
+    """How rows without a declared skill get one: rules first, then the k nearest labeled seed rows."""
+
+    method: Literal["rules", "knn", "rules+knn"] = "rules+knn"
+    k: int = Field(default=7, ge=1)
+    seeds_per_skill: int = Field(default=200, ge=1)
+    model: str | None = None  # embedding model (default: all-MiniLM-L6-v2)
+    default: str = "chat"  # the skill of a row nothing else decides
+    seeds: list[str] = Field(default_factory=list)  # extra labeled files with a ``skill`` column
+
+
+class SkillsSpec(Strict):
+    targets: dict[str, float]
+    by: Literal["rows", "tokens"] = "rows"
+    classifier: ClassifierSpec = Field(default_factory=ClassifierSpec)
+
+    @field_validator("targets")
+    @classmethod
+    def _shares(cls, value: dict[str, float]) -> dict[str, float]:
+        if not value:
+            raise ValueError("name at least one skill")
+        if any(v < 0 for v in value.values()):
+            raise ValueError("shares must be >= 0")
+        if abs(sum(value.values()) - 1.0) > 1e-6:
+            raise ValueError(f"shares must add up to 1, they add up to {sum(value.values()):g}")
+        return value
+
+
+class NormalizeStep(Strict):
+    unicode: Literal["NFC", "NFKC", "none"] = "NFC"
+    strip: bool = True  # strip whitespace around each message, turn \r\n into \n
+    drop_empty: bool = True  # remove rows with an empty message
+
+
+class LengthStep(Strict):
+    min_chars: int | None = Field(default=None, ge=0)
+    max_chars: int | None = Field(default=None, ge=0)
+    min_tokens: int | None = Field(default=None, ge=0)
+    max_tokens: int | None = Field(default=None, ge=0)
+    min_turns: int | None = Field(default=None, ge=0)
+    max_turns: int | None = Field(default=None, ge=0)
+
+
+class DedupStep(Strict):
+    method: Literal["exact", "minhash", "embedding"] = "minhash"
+    scope: Literal["within", "across"] = "across"  # within each source, or across all of them
+    threshold: float | None = Field(default=None, gt=0, le=1)
+    field: Literal["all", "prompt"] = "all"
+    ngram: int = Field(default=5, ge=1)
+    num_perm: int = Field(default=128, ge=16)
+    model: str | None = None
+
+
+class DecontaminateStep(Strict):
+    benchmarks: list[str] = Field(min_length=1)  # NAME or NAME=PATH, as ``thresher audit --bench``
+    methods: list[Literal["ngram", "minhash", "embedding"]] = Field(default_factory=lambda: ["ngram"])
+    thresholds: dict[Literal["ngram", "minhash", "embedding"], float] = Field(default_factory=dict)
+    fields: Literal["prompt", "response", "all"] = "all"
+    model: str | None = None
+
+
+STEP_TYPES: dict[str, type[Strict]] = {
+    "normalize": NormalizeStep, "length": LengthStep, "dedup": DedupStep, "decontaminate": DecontaminateStep,
+}
+Step = NormalizeStep | LengthStep | DedupStep | DecontaminateStep
+
+
+class StepItem(Strict):
+    """One entry of ``steps``: a single key naming the step, its settings as the value."""
+
+    normalize: NormalizeStep | None = None
+    length: LengthStep | None = None
+    dedup: DedupStep | None = None
+    decontaminate: DecontaminateStep | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_body(cls, value: Any) -> Any:
+        if isinstance(value, dict):  # ``- normalize:`` with nothing after it means the defaults
+            return {k: ({} if v is None else v) for k, v in value.items()}
+        return value
+
+    @model_validator(mode="after")
+    def _one(self) -> StepItem:
+        given = [name for name in STEP_TYPES if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(f"each step is one of {', '.join(STEP_TYPES)} (got {', '.join(given) or 'none'})")
+        return self
+
+    @property
+    def name(self) -> str:
+        return next(name for name in STEP_TYPES if getattr(self, name) is not None)
+
+    @property
+    def body(self) -> Step:
+        return getattr(self, self.name)
+
+
+class OutputSpec(Strict):
+    shard_rows: int = Field(default=100_000, ge=1)
+    shuffle: bool = True
+
+
+class MixSpec(Strict):
+    kind: Kind
+    seed: int = 0
+    total: Total | None = None
+    tokenizer: TokenizerSpec | None = None
+    sources: list[SourceSpec] = Field(min_length=1)
+    skills: SkillsSpec | None = None
+    steps: list[StepItem] = Field(default_factory=list)
+    output: OutputSpec = Field(default_factory=OutputSpec)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MixSpec:
+        names = [s.name for s in self.sources]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"source names must be unique; repeated: {', '.join(twice)}")
+        wants_tokens = (self.total is not None and self.total.unit == "tokens") or any(
+            s.amount is not None and s.amount.tokens is not None for s in self.sources
+        ) or (self.skills is not None and self.skills.by == "tokens") or any(
+            s.length is not None and (s.length.min_tokens is not None or s.length.max_tokens is not None) for s in self.steps)
+        if wants_tokens and self.tokenizer is None:
+            raise ValueError("token amounts, token totals and token length limits need a tokenizer: set 'tokenizer'")
+        if self.skills is None:
+            missing = [s.name for s in self.sources if s.amount is None]
+            if missing:
+                raise ValueError(f"sources {missing} have no amount; give each an amount, or give 'skills' targets")
+        else:
+            unknown = sorted({s.skill for s in self.sources if s.skill and s.skill not in self.skills.targets})
+            if unknown:
+                raise ValueError(f"skills {unknown} of some sources have no target share in 'skills.targets'")
+        return self
+
+    def canonical_json(self) -> bytes:
+        """The spec as canonical JSON (sorted keys, defaults filled in): what its hash is taken of."""
+        data = self.model_dump(mode="json", exclude_none=False)
+        data["steps"] = [{step.name: step.body.model_dump(mode="json")} for step in self.steps]
+        return orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
+
+    def hash(self) -> str:
+        return hashlib.blake2b(self.canonical_json(), digest_size=16).hexdigest()
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """The 1-based line of the YAML node at ``loc`` (or of its nearest ancestor that exists)."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for key in loc:
+        if isinstance(node, yaml.MappingNode):
+            found = next((v for k, v in node.value if getattr(k, "value", None) == key), None)
+            if found is None:
+                return line
+            node = found
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+        else:
+            return line
+        line = node.start_mark.line + 1
+    return line
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    parts = []
+    for key in loc:
+        if isinstance(key, int):
+            parts.append(f"[{key}]")
+        else:
+            parts.append(f".{key}" if parts else str(key))
+    return "".join(parts) or "(top level)"
+
+
+def parse_spec(text: str, origin: str = "<spec>") -> MixSpec:
+    """A MixSpec from YAML text; errors name ``origin``, the line and the field."""
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{origin}:{mark.line + 1}" if mark is not None else origin
+        raise SpecError(f"{where}: not valid YAML: {getattr(e, 'problem', e)}") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"{origin}: expected a mapping at the top (kind, sources, ...), got {type(data).__name__}")
+    try:
+        return MixSpec.model_validate(data)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            loc = tuple(err["loc"])
+            line = _line_of(node, loc)
+            message = "unknown field" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
+            lines.append(f"{origin}:{line}: {_field_path(loc)}: {message}" if line else f"{origin}: {_field_path(loc)}: {message}")
+        raise SpecError("\n".join(lines)) from None
+
+
+def load_spec(path: str | Path) -> MixSpec:
+    """Read and validate the spec at ``path``."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise SpecError(f"{path}: cannot read the spec ({e.strerror})") from None
+    return parse_spec(text, str(path))
