@@ -176,9 +176,34 @@ def allocate(pools: list[Pool], seed: int, unit: str = "rows", total: int | None
         raise MixError(f"{what}: {natural} have no amount (drawn in proportion to their size) while "
                        f"{[p.name for p in shared if p.amount == 'weight']} have weights; a weight cannot be compared with a size: "
                        "give all of them weights, or none")
-    weights = [p.value if p.amount == "weight" else p.size(unit) for p in shared]
-    if sum(weights) <= 0:
-        raise MixError(f"{what} needs {total - fixed} {unit} from {[p.name for p in shared]}, which have none")
-    for pool, want in zip(shared, largest_remainder(total - fixed, weights), strict=True):
+    if natural:
+        shares = fill_by_size(shared, total - fixed, unit, what)
+    else:
+        shares = largest_remainder(total - fixed, [p.value for p in shared])
+    for pool, want in zip(shared, shares, strict=True):
         draws[pool.name] = _draw(pool, want, unit, source_rng(seed, pool.name))
     return {name: draws[name] for name in names}
+
+
+def fill_by_size(pools: list[Pool], budget: int, unit: str, what: str) -> list[int]:
+    """``budget`` split in proportion to the pools' sizes; a pool that reaches its cap (size times
+    ``max_repetition``) stops there and the others share the rest, in proportion again."""
+    caps = [int(np.floor(p.size(unit) * p.max_repetition + 1e-9)) for p in pools]
+    if sum(caps) < budget:
+        raise MixError(f"{what} needs {budget} {unit} but its sources have at most {sum(caps)} "
+                       f"({', '.join(f'{p.name!r}: {c}' for p, c in zip(pools, caps, strict=True))}); raise max_repetition or lower the share")
+    shares = [0] * len(pools)
+    open_pools = [i for i, c in enumerate(caps) if c > 0]
+    left = budget
+    while left > 0:
+        split = largest_remainder(left, [pools[i].size(unit) for i in open_pools])
+        full = [i for i, n in zip(open_pools, split, strict=True) if n >= caps[i]]
+        if not full:
+            for i, n in zip(open_pools, split, strict=True):
+                shares[i] = n
+            break
+        for i in full:
+            shares[i] = caps[i]
+            left -= caps[i]
+        open_pools = [i for i in open_pools if i not in full]
+    return shares

@@ -6,6 +6,7 @@ recomputes that step and the ones after it, and nothing before it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from pathlib import Path
@@ -32,9 +33,19 @@ def file_hash(path: Path) -> str:
     return digest.hexdigest()
 
 
+@functools.cache
+def code_hash() -> str:
+    """A hash of Thresher's own source files: results cached by other code are never read back."""
+    root = Path(thresher.__file__).parent
+    digest = hashlib.blake2b(digest_size=16)
+    for file in sorted(root.rglob("*.py")):
+        digest.update(str(file.relative_to(root)).encode() + b"\0" + file.read_bytes())
+    return digest.hexdigest()
+
+
 def key_of(*parts: Any) -> str:
-    """A stable key of JSON-able parts (and the Thresher version, so new code never reads old results)."""
-    data = orjson.dumps([thresher.__version__, *parts], option=orjson.OPT_SORT_KEYS, default=str)
+    """A stable key of JSON-able parts and of the code that computes them."""
+    data = orjson.dumps([thresher.__version__, code_hash(), *parts], option=orjson.OPT_SORT_KEYS, default=str)
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 

@@ -14,7 +14,7 @@ from thresher.accounting import QuarantineWriter, StageCounts
 from thresher.convert import canonical_batches
 from thresher.errors import InputError
 from thresher.io.sources import HF_PREFIX, InputSpec, resolve_input
-from thresher.mixing.spec import SourceSpec, SpecError, TokenizerSpec
+from thresher.mixing.spec import SourceSpec, SpecError, TokenizerSpec, resolve_path
 from thresher.records import CONTENT_FIELDS, Kind, schema_for
 from thresher.stats import count_tokens, load_tokenizer, row_texts
 
@@ -37,8 +37,7 @@ def resolve_source(source: SourceSpec, base: Path) -> InputSpec:
         spec = resolve_input(HF_PREFIX + source.hub, source=source.name, split=source.split)
     else:
         assert source.path is not None
-        path = Path(source.path).expanduser()
-        spec = resolve_input(str(path if path.is_absolute() else base / path), source=source.name, split=source.split)
+        spec = resolve_input(str(resolve_path(source.path, base)), source=source.name, split=source.split)
     return dataclasses.replace(spec, rename=rename)
 
 
@@ -47,8 +46,7 @@ class TokenCounter:
     for it, else of the message texts joined by newlines."""
 
     def __init__(self, spec: TokenizerSpec, base: Path) -> None:
-        path = Path(spec.path).expanduser()
-        local = path if path.is_absolute() else base / path
+        local = resolve_path(spec.path, base)
         self.tokenizer: Any = load_tokenizer(str(local) if local.exists() else spec.path)
         self.chat_template = spec.chat_template
         if spec.chat_template and not getattr(self.tokenizer, "chat_template", None):

@@ -21,7 +21,7 @@ from thresher.mixing.cache import StageStore, file_hash, key_of
 from thresher.mixing.ledger import account, sample_account
 from thresher.mixing.load import ROW, TokenCounter, load_source, resolve_source
 from thresher.mixing.skills import classify
-from thresher.mixing.spec import ClassifierSpec, DecontaminateStep, MixSpec, SourceSpec, load_spec
+from thresher.mixing.spec import ClassifierSpec, DecontaminateStep, MixSpec, SourceSpec, load_spec, resolve_path
 from thresher.mixing.steps import StepContext, resolve_benchmarks, run_step
 from thresher.records import schema_for
 
@@ -70,8 +70,7 @@ def input_hash(source: SourceSpec, base: Path) -> str:
 def _tokenizer_hash(spec: MixSpec, base: Path) -> str | None:
     if spec.tokenizer is None:
         return None
-    local = Path(spec.tokenizer.path).expanduser()
-    local = local if local.is_absolute() else base / local
+    local = resolve_path(spec.tokenizer.path, base)
     return file_hash(local) if local.exists() else f"hub:{spec.tokenizer.path}"
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 
 from thresher.mixing.apportion import source_rng
-from thresher.mixing.spec import ClassifierSpec
+from thresher.mixing.spec import ClassifierSpec, resolve_path
 from thresher.records import Kind
 
 # In the order they are tried; the first that fires decides. Each looks at the prompt side only.
@@ -28,6 +28,9 @@ RULES: tuple[tuple[str, str], ...] = (
     ("multilingual", r"(?i)\btranslate\b|[\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}\p{Cyrillic}\p{Arabic}\p{Devanagari}\p{Greek}\p{Hebrew}\p{Thai}]{4,}"),
 )
 PROMPT_CHARS = 1000  # the part of a prompt that is embedded
+# Skills only a rule gives: an explicit format constraint is a surface property that a prompt's
+# topic (what embeddings capture) says nothing about, so their rows never vote in the k-NN.
+RULE_ONLY = frozenset({"precise_if"})
 
 
 def prompt_text(frame: pl.DataFrame, kind: Kind) -> pl.Series:
@@ -53,19 +56,19 @@ def rule_skills(prompts: pl.Series, allowed: set[str] | None) -> pl.Series:
 def seed_rows(frame: pl.DataFrame, kind: Kind, spec: ClassifierSpec, seed: int, base: Path,
               allowed: set[str] | None) -> pl.DataFrame:
     """Labeled prompts to vote with: up to ``seeds_per_skill`` rows per skill from sources that declare
-    their skill (a seeded random choice) plus every row of the spec's seed files."""
+    their skill (a seeded random choice; not the RULE_ONLY skills) plus every row of the spec's seed files."""
     declared = frame.filter(pl.col("skill_from") == "declared").select(prompt_text(frame.filter(pl.col("skill_from") == "declared"), kind),
                                                                        pl.col("skill"))
     parts = []
     for skill in sorted(set(declared["skill"].to_list())):
-        if allowed is not None and skill not in allowed:
+        if (allowed is not None and skill not in allowed) or skill in RULE_ONLY:
             continue
         rows = declared.filter(pl.col("skill") == skill)
         take = min(rows.height, spec.seeds_per_skill)
         picked = np.sort(source_rng(seed, f"seeds/{skill}").choice(rows.height, size=take, replace=False))
         parts.append(rows[picked])
     for path in spec.seeds:
-        local = Path(path) if Path(path).is_absolute() else base / path
+        local = resolve_path(path, base)
         extra = pl.read_parquet(local) if local.suffix == ".parquet" else pl.read_ndjson(local)
         if not {"prompt", "skill"} <= set(extra.columns):
             raise ValueError(f"{local}: seed rows need 'prompt' and 'skill' columns, have {extra.columns}")

@@ -8,6 +8,8 @@ filters, dedup, decontaminate) that run on every source, in order, before sampli
 from __future__ import annotations
 
 import hashlib
+import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,6 +20,27 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from thresher.records import Kind
 
 KNOWN_SKILLS: tuple[str, ...] = ("chat", "math", "code", "safety", "precise_if", "knowledge", "multilingual", "reasoning")
+
+
+_VARIABLE = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}|\$(\w+)")
+
+
+def expand(text: str) -> str:
+    """``$VAR``, ``${VAR}`` and ``${VAR:-default}`` replaced from the environment (an unset one without default stays)."""
+    def value(m: re.Match[str]) -> str:
+        name = m.group(1) or m.group(3)
+        found = os.environ.get(name)
+        if found:
+            return found
+        return m.group(2) if m.group(2) is not None else m.group(0)
+
+    return _VARIABLE.sub(value, text)
+
+
+def resolve_path(text: str, base: Path) -> Path:
+    """A path from the spec: variables expanded, ``~`` expanded, relative paths taken from the spec's folder."""
+    path = Path(expand(text)).expanduser()
+    return path if path.is_absolute() else base / path
 
 
 class SpecError(ValueError):

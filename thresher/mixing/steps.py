@@ -18,7 +18,7 @@ from thresher.decontam.benchmarks import BenchmarkItems, load_benchmarks, parse_
 from thresher.decontam.ngram import NgramConfig
 from thresher.decontam.similarity import EmbeddingMatchConfig, MinhashMatchConfig
 from thresher.mixing.load import TokenCounter
-from thresher.mixing.spec import DecontaminateStep, DedupStep, LengthStep, NormalizeStep, SourceSpec, Step
+from thresher.mixing.spec import DecontaminateStep, DedupStep, LengthStep, NormalizeStep, SourceSpec, Step, resolve_path
 from thresher.records import CONTENT_FIELDS, Kind, schema_for
 
 MESSAGE_FIELDS = ("messages", "prompt", "chosen", "rejected")
@@ -152,8 +152,7 @@ def resolve_benchmarks(step: DecontaminateStep, base: Path) -> list[str]:
     for spec in step.benchmarks:
         name, path = parse_bench_spec(spec)
         if path is not None and not path.startswith("hf:"):
-            local = Path(path).expanduser()
-            path = str(local if local.is_absolute() else (base / local).resolve())
+            path = str(resolve_path(path, base).resolve())
         resolved.append(f"{name}={path}" if path is not None else name)
     return resolved
 
