@@ -308,7 +308,7 @@ def test_audit_with_the_judge(tiny_judge: Path, shared_data: Path, tmp_path: Pat
 
 def test_decontaminate_command_end_to_end(shared_data: Path, tmp_path: Path) -> None:
     from tests.helpers import read_rows
-    from tests.test_cli import thresher
+    from tests.helpers import thresher
 
     train = tmp_path / "train.jsonl"
     planted = _write_training_file(train, shared_data)
