@@ -17,6 +17,8 @@ if [ -d "$SHARED/sft" ]; then
   $T convert "$SHARED/preference/hh-rlhf_harmless-base_test.jsonl.gz" --out "$OUT/real_preference.parquet" --on-error quarantine
   $T convert "$SHARED/gsm8k/test.jsonl" --kind rlvr --out "$OUT/real_rlvr.parquet"
   INSPECT="$OUT/real_sft.parquet"
+  echo "== 2b. build the RLVR example mixture (steps, decontamination, skill targets; see $OUT/rlvr_mix/report.html)"
+  THRESHER_SHARED_DATA="$(cd "$SHARED" && pwd)" $T mix examples/mixes/rlvr.yaml --out "$OUT/rlvr_mix"
 else
   INSPECT="$OUT/sft.parquet"
 fi
