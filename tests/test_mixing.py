@@ -166,6 +166,10 @@ def test_spec_errors_name_the_line_and_the_field() -> None:
         "kind: sft\nsources:\n  - {name: a, path: x, amount: {weight: 1}}\nskills:\n  targets: {chat: 0.5, math: 0.4}\n":
             r"<spec>:5: skills\.targets: Value error|<spec>:5: skills\.targets: shares must add up to 1, they add up to 0\.9",
         "kind: sft\nsources:\n  - name: a\n    path: x\n   amount: 1\n": r"<spec>:5: not valid YAML",
+        "kind: sft\ntotal: 10\nsources:\n  - {name: a, path: x}\nskills:\n  targets: {math: 1.0}\n":
+            r"skills.classifier.default 'chat' has no target share; name one of math",
+        "kind: sft\nsources:\n  - {name: a, path: x, skill: math}\nskills:\n  targets: {math: 1.0}\n":
+            r"skill targets are shares of the total: set 'total'",
         "kind: sft\nsources:\n  - {name: a, path: x, amount: {count: 1}}\n  - {name: a, path: y, amount: {count: 1}}\n":
             r"source names must be unique; repeated: a",
     }
@@ -299,3 +303,28 @@ def test_examples_build_and_their_manifests_balance(example: Path, shared_data: 
         budgets = {s: t["budget"] for s, t in result.manifest["targets"]["skills"].items()}
         assert {s: v["rows"] for s, v in result.manifest["achieved"]["per_skill"].items()} == budgets
     assert os.path.getsize(tmp_path / "out/report.html") > 2000
+
+
+def test_token_counts_of_the_rendered_chat(inputs: Path, tmp_path: Path, tokenizer_dir: Path) -> None:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tokenizer_dir / "hf"))
+    tok.chat_template = "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}\n{% endfor %}"
+    tok.save_pretrained(str(tmp_path / "templated"))
+    spec = inputs / "template.yaml"
+    spec.write_text(f"kind: sft\ntokenizer: {{path: {tmp_path / 'templated'}, chat_template: true}}\n"
+                    "sources:\n  - {name: chat, path: chat.json, amount: {count: 40}}\n")
+    result = run_mix(spec, tmp_path / "out", tmp_path / "cache")
+    mixture = pl.read_parquet(result.files[0])
+    rendered = tok.apply_chat_template(mixture["messages"].to_list(), tokenize=False)
+    expected = [len(ids) for ids in tok(rendered, add_special_tokens=False)["input_ids"]]
+    assert mixture["tokens"].to_list() == expected
+    bare = [len(tok(t, add_special_tokens=False)["input_ids"]) for t in
+            mixture["messages"].list.eval(pl.element().struct.field("content")).list.join("\n").to_list()]
+    assert sum(expected) > sum(bare)  # the template's role markers are counted too
+    assert result.manifest["stages"][0]["per_source"]["chat"]["out"]["tokens"] > 0
+    no_template = inputs / "no_template.yaml"
+    no_template.write_text(f"kind: sft\ntokenizer: {{path: {tokenizer_dir / 'tokenizer.json'}, chat_template: true}}\n"
+                           "sources:\n  - {name: chat, path: chat.json, amount: {count: 4}}\n")
+    with pytest.raises(SpecError, match="chat_template is set but the tokenizer has no chat template"):
+        run_mix(no_template, tmp_path / "out2", tmp_path / "cache")

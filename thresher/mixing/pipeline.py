@@ -40,6 +40,7 @@ class Stage:
     removed: pl.DataFrame
     cached: bool
     account: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
 
 
 @dataclass
@@ -49,6 +50,7 @@ class MixResult:
     files: list[Path]
     stages: list[Stage]
     seconds: float
+    output_seconds: float = 0.0  # drawing the rows and writing every output
 
     @property
     def cached(self) -> list[str]:
@@ -263,17 +265,17 @@ def run_mix(spec_path: str | Path, out_dir: str | Path, cache_dir: str | Path | 
     store = StageStore(Path(cache_dir) if cache_dir else out / "cache")
     say = log or (lambda _: None)
     mixer = Mixer(spec, spec_path.parent, store, say)
-    stages = [mixer.load()]
-    if on_stage:
-        on_stage("load")
-    stages.append(mixer.classify(stages[-1]))
-    if on_stage:
-        on_stage("classify")
-    for index in range(len(spec.steps)):
-        stages.append(mixer.step(index, stages[-1]))
+    stages: list[Stage] = []
+    runs = [mixer.load, lambda: mixer.classify(stages[-1])] + [
+        (lambda i=i: mixer.step(i, stages[-1])) for i in range(len(spec.steps))]
+    for run in runs:
+        began = time.perf_counter()
+        stages.append(run())
+        stages[-1].seconds = time.perf_counter() - began
         if on_stage:
             on_stage(stages[-1].name)
     available = stages[-1].kept
+    began = time.perf_counter()
     mixture, targets = draw_mixture(spec, available)
     files = write_shards(output_table(spec, mixture), out, spec.output.shard_rows)
     removed = pl.concat([s.removed.with_columns(pl.lit(s.name).alias("stage")) for s in stages]).select("stage", *REMOVED_COLUMNS)
@@ -298,5 +300,5 @@ def run_mix(spec_path: str | Path, out_dir: str | Path, cache_dir: str | Path | 
     }
     (out / "manifest.json").write_bytes(orjson.dumps(manifest, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2) + b"\n")
     write_report(manifest, out / "report.html")
-    return MixResult(out, manifest, files, stages, time.perf_counter() - started)
+    return MixResult(out, manifest, files, stages, time.perf_counter() - started, time.perf_counter() - began)
 

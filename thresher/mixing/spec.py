@@ -268,6 +268,13 @@ class MixSpec(Strict):
             unknown = sorted({s.skill for s in self.sources if s.skill and s.skill not in self.skills.targets})
             if unknown:
                 raise ValueError(f"skills {unknown} of some sources have no target share in 'skills.targets'")
+            if self.total is None:
+                raise ValueError("skill targets are shares of the total: set 'total'")
+            if self.skills.by != self.total.unit:
+                raise ValueError(f"skills.by is {self.skills.by} but total is in {self.total.unit}; use one unit for both")
+            if self.skills.classifier.default not in self.skills.targets and any(s.skill is None for s in self.sources):
+                raise ValueError(f"skills.classifier.default {self.skills.classifier.default!r} has no target share; "
+                                 f"name one of {', '.join(self.skills.targets)}")
         return self
 
     def canonical_json(self) -> bytes:
