@@ -20,9 +20,9 @@ RULES: tuple[tuple[str, str], ...] = (
                    r"|wrap\s+your\s+(entire\s+)?(response|answer)|do\s+not\s+use\s+any\s+commas|end\s+your\s+(response|answer)\s+with"
                    r"|in\s+json\s+format|double\s+angular\s+brackets|\bP\.S\."),
     ("code", r"```|(?i)\b(python|javascript|typescript|java|c\+\+|c#|golang|rust|sql|html|css|regex|bash|function|class|method|"
-             r"algorithm|compile|debug|script|program|code|array|api)\b|\bdef\s+\w+\(|#include\s*<|\bSELECT\b.+\bFROM\b"),
+             r"algorithm|compile|debug|program|code|array|api)\b|\bdef\s+\w+\(|#include\s*<|\bSELECT\b.+\bFROM\b"),
     ("math", r"\$[^$]+\$|\\(frac|sqrt|boxed|cdot|times|sum|int)\b|(?i)\b(solve|equation|integer|probability|calculate|compute|"
-             r"how\s+many|how\s+much|percent|sum\s+of|product\s+of|remainder|triangle|polynomial|derivative|prime)\b|\d\s*[-+*/^=]\s*\d"),
+             r"how\s+many|how\s+much|percent|sum\s+of|product\s+of|remainder|triangle|polynomial|derivative|prime)\b|\d\s*[+*/^=]\s*\d"),  # not "-": ranges and dates
     ("safety", r"(?i)\b(kill|murder|bomb|weapon|gun|explosive|poison|drugs?|meth|hack|steal|shoplift|suicide|self-harm|racist|"
                r"slur|illegal|launder|fraud|scam|abuse|violence|porn|terroris[mt])\b"),
     ("multilingual", r"(?i)\btranslate\b|[\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}\p{Cyrillic}\p{Arabic}\p{Devanagari}\p{Greek}\p{Hebrew}\p{Thai}]{4,}"),
