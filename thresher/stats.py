@@ -30,24 +30,32 @@ def load_canonical(path: str, kind: Kind | None = None, shape_name: str | None =
     return frame, found_kind, counts
 
 
-def _chars_expr(field: str) -> pl.Expr:
-    return pl.col(field).list.eval(pl.element().struct.field("content").str.len_chars()).list.sum()
+def message_fields(kind: Kind) -> list[str]:
+    """The content columns of ``kind`` that hold messages."""
+    return [f for f in CONTENT_FIELDS[kind] if f in MESSAGE_FIELDS]
+
+
+def chars_expr(kind: Kind) -> pl.Expr:
+    """Characters of all message contents of a row."""
+    return pl.sum_horizontal([pl.col(f).list.eval(pl.element().struct.field("content").str.len_chars()).list.sum()
+                              for f in message_fields(kind)])
+
+
+def turns_expr(kind: Kind) -> pl.Expr:
+    """Messages in a row."""
+    return pl.sum_horizontal([pl.col(f).list.len() for f in message_fields(kind)])
 
 
 def row_texts(frame: pl.DataFrame, kind: Kind) -> pl.Series:
     """All message contents of each row joined by newlines (the text a tokenizer sees)."""
-    fields = [f for f in CONTENT_FIELDS[kind] if f in MESSAGE_FIELDS]
+    fields = message_fields(kind)
     parts = [pl.col(f).list.eval(pl.element().struct.field("content")).list.join("\n") for f in fields]
     return frame.select(pl.concat_str(parts, separator="\n").alias("text"))["text"]
 
 
 def add_lengths(frame: pl.DataFrame, kind: Kind, tokenizer: Any | None = None) -> pl.DataFrame:
     """Add ``chars`` (and ``turns``; ``tokens`` when a tokenizer is given) per row."""
-    fields = [f for f in CONTENT_FIELDS[kind] if f in MESSAGE_FIELDS]
-    frame = frame.with_columns(
-        pl.sum_horizontal([_chars_expr(f) for f in fields]).alias("chars"),
-        pl.sum_horizontal([pl.col(f).list.len() for f in fields]).alias("turns"),
-    )
+    frame = frame.with_columns(chars_expr(kind).alias("chars"), turns_expr(kind).alias("turns"))
     if tokenizer is not None:
         texts = row_texts(frame, kind).to_list()
         frame = frame.with_columns(pl.Series("tokens", count_tokens(tokenizer, texts), dtype=pl.Int64))

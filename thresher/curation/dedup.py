@@ -91,15 +91,20 @@ def _prompt_contents(column: str, roles: tuple[str, ...] | None = None) -> pl.Ex
     return messages.list.eval(pl.element().struct.field("content")).list.join("\n").alias("text")
 
 
+def prompt_expr(kind: Kind) -> pl.Expr:
+    """The prompt side of a row as one text: a preference row's prompt, else its system and user turns."""
+    if kind == Kind.PREFERENCE:
+        return _prompt_contents("prompt")
+    return _prompt_contents("messages", ("system", "user"))
+
+
 def dedup_texts(table: pa.Table, kind: Kind, text_field: TextField = "all") -> pl.Series:
     """The text compared for each row: all message contents (``stats.row_texts``), or only the prompt side."""
     frame = pl.from_arrow(table)
     assert isinstance(frame, pl.DataFrame)
     if text_field == "all":
         return row_texts(frame, kind)
-    if kind == Kind.PREFERENCE:
-        return frame.select(_prompt_contents("prompt"))["text"]
-    return frame.select(_prompt_contents("messages", ("system", "user")))["text"]
+    return frame.select(prompt_expr(kind))["text"]
 
 
 @dataclass

@@ -15,8 +15,9 @@ from thresher.convert import canonical_batches
 from thresher.errors import InputError
 from thresher.io.sources import HF_PREFIX, InputSpec, resolve_input
 from thresher.mixing.spec import SourceSpec, SpecError, TokenizerSpec, resolve_path
-from thresher.records import CONTENT_FIELDS, Kind, schema_for
-from thresher.stats import count_tokens, load_tokenizer, row_texts
+from thresher.curation.dedup import prompt_expr
+from thresher.records import Kind, schema_for
+from thresher.stats import chars_expr, count_tokens, load_tokenizer, row_texts, turns_expr
 
 ROW = "_row"  # a row's ordinal in its source after conversion: its identity through every step
 EXTRA_COLUMNS = {"skill": pl.String, "skill_from": pl.String, "skill_score": pl.Float64,
@@ -76,16 +77,12 @@ def _as_sft(table: pa.Table, side: str) -> pl.DataFrame:
 
 def _filter_view(frame: pl.DataFrame, kind: Kind) -> pl.DataFrame:
     """The columns filter expressions may use: id, chars, turns, tokens, text, prompt, response, metadata."""
-    first = CONTENT_FIELDS[kind][0]
     side = "chosen" if kind == Kind.PREFERENCE else "messages"
-    prompt_roles = pl.element().struct.field("role").is_in(["system", "user"])
-    prompt = (pl.col(first).list.eval(pl.element().filter(prompt_roles).struct.field("content")).list.join("\n")
-              if kind != Kind.PREFERENCE else pl.col("prompt").list.eval(pl.element().struct.field("content")).list.join("\n"))
     response = pl.col(side).list.eval(pl.element().filter(pl.element().struct.field("role") == "assistant")
                                       .struct.field("content")).list.join("\n")
     extra = [pl.col("ground_truth")] if kind == Kind.RLVR else []
     return frame.select(pl.col("id"), pl.col("chars"), pl.col("turns"), pl.col("tokens"), row_texts(frame, kind).alias("text"),
-                        prompt.alias("prompt"), response.alias("response"), pl.col("metadata"), *extra)
+                        prompt_expr(kind).alias("prompt"), response.alias("response"), pl.col("metadata"), *extra)
 
 
 def apply_filters(frame: pl.DataFrame, kind: Kind, source: SourceSpec) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -133,14 +130,12 @@ def load_source(source: SourceSpec, kind: Kind, base: Path, quarantine: Quaranti
     assert isinstance(empty, pl.DataFrame)
     frame = pl.concat(parts) if parts else empty
     frame = frame.with_columns(pl.lit(source.name).alias("source"))
-    fields = [f for f in CONTENT_FIELDS[kind] if f in ("messages", "prompt", "chosen", "rejected")]
-    chars = pl.sum_horizontal([pl.col(f).list.eval(pl.element().struct.field("content").str.len_chars()).list.sum() for f in fields])
     frame = frame.with_columns(
         pl.lit(source.skill, dtype=pl.String).alias("skill"),
         pl.lit("declared" if source.skill else None, dtype=pl.String).alias("skill_from"),
         pl.lit(1.0 if source.skill else None, dtype=pl.Float64).alias("skill_score"),
-        chars.cast(pl.Int64).alias("chars"),
-        pl.sum_horizontal([pl.col(f).list.len() for f in fields]).cast(pl.Int64).alias("turns"),
+        chars_expr(kind).cast(pl.Int64).alias("chars"),
+        turns_expr(kind).cast(pl.Int64).alias("turns"),
         (tokens.count(frame, kind) if tokens is not None and frame.height else pl.lit(None, dtype=pl.Int64)).alias("tokens"),
         pl.int_range(pl.len(), dtype=pl.Int64).alias(ROW),
     ).select(list(frame_schema(kind)))

@@ -19,10 +19,8 @@ from thresher.decontam.ngram import NgramConfig
 from thresher.decontam.similarity import EmbeddingMatchConfig, MinhashMatchConfig
 from thresher.mixing.load import TokenCounter
 from thresher.mixing.spec import DecontaminateStep, DedupStep, LengthStep, NormalizeStep, SourceSpec, Step, resolve_path
-from thresher.records import CONTENT_FIELDS, Kind, schema_for
-
-MESSAGE_FIELDS = ("messages", "prompt", "chosen", "rejected")
-
+from thresher.records import Kind, schema_for
+from thresher.stats import chars_expr, message_fields
 
 @dataclass
 class StepContext:
@@ -48,15 +46,9 @@ def _split(frame: pl.DataFrame, drop: pl.Series, reason: pl.Series | str, detail
     return StepResult(frame.filter(~drop), removed.with_columns(pl.col("reason").cast(pl.String), pl.col("detail").cast(pl.String)))
 
 
-def _message_fields(kind: Kind) -> list[str]:
-    return [f for f in CONTENT_FIELDS[kind] if f in MESSAGE_FIELDS]
-
-
 def recount(frame: pl.DataFrame, kind: Kind, tokens: TokenCounter | None) -> pl.DataFrame:
     """Characters (and tokens) of each row again, after its text changed."""
-    fields = _message_fields(kind)
-    chars = pl.sum_horizontal([pl.col(f).list.eval(pl.element().struct.field("content").str.len_chars()).list.sum() for f in fields])
-    frame = frame.with_columns(chars.cast(pl.Int64).alias("chars"))
+    frame = frame.with_columns(chars_expr(kind).cast(pl.Int64).alias("chars"))
     if tokens is not None and frame.height:
         frame = frame.with_columns(tokens.count(frame, kind).alias("tokens"))
     return frame
@@ -71,7 +63,7 @@ def normalize(frame: pl.DataFrame, step: NormalizeStep, ctx: StepContext) -> Ste
             text = text.str.replace_all("\r\n", "\n", literal=True).str.strip_chars()
         return text
 
-    fields = _message_fields(ctx.kind)
+    fields = message_fields(ctx.kind)
     frame = frame.with_columns(
         [pl.col(f).list.eval(pl.element().struct.with_fields(clean(pl.field("content")).alias("content"))) for f in fields]
     )
