@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[dev]'
 	$(BIN)/pip check
+	# IFEval's sentence splitter (punkt_tab) offline: written by Thresher when NLTK has none
+	$(BIN)/python -m thresher.verifiers.punkt
 	touch $(STAMP)
 
 env: $(STAMP)
