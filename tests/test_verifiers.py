@@ -145,7 +145,7 @@ def test_humaneval_canonical_solutions_pass_and_broken_ones_fail(shared_data: Pa
     passed = v.verify_batch([p["canonical_solution"] for p in problems], truths)
     assert [x.reason for x in passed if x.score != 1.0] == [] and len(passed) == 164
     broken = v.verify_batch(["    return None\n"] * len(problems), truths)
-    assert sum(x.score for x in broken) == 0, [p["task_id"] for p, x in zip(problems, broken) if x.score]
+    assert sum(x.score for x in broken) == 0, [p["task_id"] for p, x in zip(problems, broken, strict=True) if x.score]
     # A fenced answer that repeats the signature works too.
     p = problems[0]
     fenced = f"Here you go:\n```python\n{p['prompt']}{p['canonical_solution']}```\nDone."

@@ -314,8 +314,8 @@ def _field_path(loc: tuple[Any, ...]) -> str:
     return "".join(parts) or "(top level)"
 
 
-def parse_spec(text: str, origin: str = "<spec>") -> MixSpec:
-    """A MixSpec from YAML text; errors name ``origin``, the line and the field."""
+def parse_spec(text: str, origin: str = "<spec>", model: type[BaseModel] | None = None) -> Any:
+    """A MixSpec (or another ``model``) from YAML text; errors name ``origin``, the line and the field."""
     try:
         node = yaml.compose(text)
         data = yaml.safe_load(text)
@@ -324,9 +324,9 @@ def parse_spec(text: str, origin: str = "<spec>") -> MixSpec:
         where = f"{origin}:{mark.line + 1}" if mark is not None else origin
         raise SpecError(f"{where}: not valid YAML: {getattr(e, 'problem', e)}") from None
     if not isinstance(data, dict):
-        raise SpecError(f"{origin}: expected a mapping at the top (kind, sources, ...), got {type(data).__name__}")
+        raise SpecError(f"{origin}: expected a mapping at the top, got {type(data).__name__}")
     try:
-        return MixSpec.model_validate(data)
+        return (model or MixSpec).model_validate(data)
     except ValidationError as e:
         lines = []
         for err in e.errors():
@@ -337,11 +337,11 @@ def parse_spec(text: str, origin: str = "<spec>") -> MixSpec:
         raise SpecError("\n".join(lines)) from None
 
 
-def load_spec(path: str | Path) -> MixSpec:
-    """Read and validate the spec at ``path``."""
+def load_spec(path: str | Path, model: type[BaseModel] | None = None) -> Any:
+    """Read and validate the spec at ``path`` (a MixSpec unless ``model`` says otherwise)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise SpecError(f"{path}: cannot read the spec ({e.strerror})") from None
-    return parse_spec(text, str(path))
+    return parse_spec(text, str(path), model)
