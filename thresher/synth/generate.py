@@ -33,13 +33,18 @@ def generate_cached(backend: Backend, conversations: list[Conversation], params:
     key = params.key()
     keys = [[request_key(backend.model, c, i, key) for i in range(params.n)] for c in conversations]
     found = cache.get_many([k for row in keys for k in row])
-    stats = GenerationStats(requested=params.n * len(conversations), reused=len(found))
-    # Prompts missing samples, grouped by how many they miss (usually all n or none).
+    stats = GenerationStats(requested=len({k for row in keys for k in row}), reused=len(found))
+    # Prompts missing samples, grouped by how many they miss (usually all n or none). A prompt that
+    # occurs twice is the same request: generated once, shared.
     missing: dict[int, list[int]] = {}
+    lacking: dict[int, list[str]] = {}
+    seen: set[str] = set()
     for p, row in enumerate(keys):
-        lacking = [i for i, k in enumerate(row) if k not in found]
-        if lacking:
-            missing.setdefault(len(lacking), []).append(p)
+        need = [k for k in row if k not in found and k not in seen]
+        seen.update(need)
+        if need:
+            lacking[p] = need
+            missing.setdefault(len(need), []).append(p)
     todo = sum(n * len(ps) for n, ps in missing.items())
     started = time.perf_counter()
     with progress_bar(disable=quiet) as progress:
@@ -51,8 +56,7 @@ def generate_cached(backend: Backend, conversations: list[Conversation], params:
                 outputs = backend.generate([conversations[p] for p in batch], sub)
                 items: list[tuple[str, Completion]] = []
                 for p, completions in zip(batch, outputs, strict=True):
-                    lacking = [k for k in keys[p] if k not in found]
-                    for k, completion in zip(lacking, completions, strict=True):
+                    for k, completion in zip(lacking[p], completions, strict=True):
                         items.append((k, completion))
                         found[k] = completion
                 cache.put_many(items)

@@ -154,10 +154,6 @@ def run_synth(spec_path: str | Path, out: str | Path, cache_dir: str | Path | No
 
         scorers = _scorers(spec, base, cache, quiet)
         tables = [scorer.score(conversations, texts, rows) for scorer, _, _ in scorers]
-        for scorer, _, _ in scorers:
-            if isinstance(scorer, JudgeScorer) and scorer.stats is not None:
-                stats["judge"] = scorer.stats
-                say(f"judge: reused {scorer.stats.reused} from the cache, generated {scorer.stats.generated}")
         arrays = [_as_array(t) for t in tables]
         weights = [w for _, w, _ in scorers]
         verifier_arrays = [a for a, (_, _, is_v) in zip(arrays, scorers, strict=True) if is_v]
@@ -167,6 +163,10 @@ def run_synth(spec_path: str | Path, out: str | Path, cache_dir: str | Path | No
                               sel.pass_threshold, sel.pass_rate[0], sel.pass_rate[1], spec.seed)
         decisions = decide(texts, arrays, weights, config, verifier_scores)
         drop_rejects = _score_dropped(rows, drop_texts, scorers, decisions, config) if drop_texts else {}
+        for scorer, _, _ in scorers:
+            if isinstance(scorer, JudgeScorer):
+                stats["judge"] = scorer.stats
+                say(f"judge: reused {scorer.stats.reused} from the cache, generated {scorer.stats.generated}")
 
         manifest = _write_outputs(spec, spec_path, out, rows, texts, tables, decisions, drop_rejects, drop_texts, source_counts,
                                   stats, cache, time.perf_counter() - started)

@@ -16,7 +16,7 @@ from typing import Any
 
 from thresher.synth.backends.base import Backend, Conversation, render_chat
 from thresher.synth.cache import RequestCache
-from thresher.synth.generate import generate_cached
+from thresher.synth.generate import GenerationStats, generate_cached
 from thresher.synth.sampling import SamplingParams
 from thresher.verifiers import Verifier, verify_rows
 
@@ -172,12 +172,14 @@ class JudgeScorer:
         self.rubric = rubric
         self.params = SamplingParams(n=1, temperature=0.0, max_tokens=max_tokens)
         self.quiet = quiet
-        self.stats = None
+        self.stats = GenerationStats()  # summed over every call
 
     def score(self, conversations: list[Conversation], completions: list[list[str]], rows: list[dict[str, Any]]) -> ScoreTable:
         asks = [[{"role": "user", "content": self.rubric.format(scale=self.scale, instruction=last_user_text(conv), response=t)}]
                 for conv, texts in zip(conversations, completions, strict=True) for t in texts]
-        answers, self.stats = generate_cached(self.backend, asks, self.params, self.cache, label="judge", quiet=self.quiet)
+        answers, stats = generate_cached(self.backend, asks, self.params, self.cache, label="judge", quiet=self.quiet)
+        for name in ("requested", "reused", "generated", "tokens", "seconds"):
+            setattr(self.stats, name, getattr(self.stats, name) + getattr(stats, name))
         ratings = [parse_rating(a[0].text, self.scale) for a in answers]
         scores: list[list[float | None]] = []
         reasons: list[list[str]] = []

@@ -53,8 +53,12 @@ def make_server(backend: TransformersBackend, host: str = "127.0.0.1", port: int
             except (orjson.JSONDecodeError, KeyError, ValidationError, TypeError) as e:
                 self._reply(400, {"error": {"message": f"bad request: {e}"}})
                 return
-            with lock:
-                completions = backend.generate([messages], params)[0]
+            try:
+                with lock:
+                    completions = backend.generate([messages], params)[0]
+            except Exception as e:  # the client sees the cause instead of a dropped connection
+                self._reply(500, {"error": {"message": f"{type(e).__name__}: {e}"}})
+                return
             choices = [{"index": i, "message": {"role": "assistant", "content": c.text}, "finish_reason": c.finish_reason}
                        for i, c in enumerate(completions)]
             self._reply(200, {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),

@@ -3,6 +3,7 @@ per prompt through ``num_return_sequences``."""
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from thresher.synth.backends.base import Completion, Conversation, render_chat
@@ -36,7 +37,7 @@ class TransformersBackend:
         out: list[list[Completion]] = []
         texts = self.prompts(conversations)
         for lo in range(0, len(texts), self.batch_size):
-            out += self._batch(texts[lo : lo + self.batch_size], params, lo)
+            out += self._batch(texts[lo : lo + self.batch_size], params)
         return out
 
     def generation_kwargs(self, params: SamplingParams) -> dict[str, Any]:
@@ -49,11 +50,16 @@ class TransformersBackend:
             kwargs["eos_token_id"] = self.tokenizer.eos_token_id
         return kwargs
 
-    def _batch(self, texts: list[str], params: SamplingParams, offset: int) -> list[list[Completion]]:
+    def _batch(self, texts: list[str], params: SamplingParams) -> list[list[Completion]]:
         import torch
 
+        if params.temperature == 0 and params.n > 1:  # greedy: n identical samples, as vLLM gives
+            return [row * params.n for row in self._batch(texts, params.model_copy(update={"n": 1}))]
+
         enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
-        torch.manual_seed(params.seed * 1_000_003 + offset)  # reproducible for a given seed and batch
+        # Reproducible for a given seed and batch, and different for different prompts.
+        digest = hashlib.blake2b("\x00".join(texts).encode(), digest_size=8, key=str(params.seed).encode()[:64]).digest()
+        torch.manual_seed(int.from_bytes(digest, "little") & (2**63 - 1))
         with torch.no_grad():
             stops = {"stop_strings": list(params.stop), "tokenizer": self.tokenizer} if params.stop else {}
             generated = self.lm.generate(**enc, **self.generation_kwargs(params), **stops)
