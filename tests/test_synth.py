@@ -229,3 +229,32 @@ def test_killed_run_resumes_without_regenerating(tiny_chat_model: Path, tiny_rew
     assert f"reused {reused} completions from the cache, generated {generated}" in " ".join(resumed.stdout.split())
     # Nothing was generated twice: one generation logged per stored completion.
     assert manifest["cache"]["generations_logged"] == total
+
+
+def test_reward_model_scores_are_the_sigmoid_of_its_logits(tiny_reward_model: Path) -> None:
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from thresher.synth.scorers import RewardModelScorer
+
+    scorer = RewardModelScorer(str(tiny_reward_model), batch_size=2, device="cpu")
+    convs = CONVS[:3]
+    answers = [["yes", "no, it is seven"], ["eleven", "maybe"], ["x", "a much longer answer here"]]
+    table = scorer.score(convs, answers, [{} for _ in convs])
+    tok = AutoTokenizer.from_pretrained(str(tiny_reward_model))
+    model = AutoModelForSequenceClassification.from_pretrained(str(tiny_reward_model)).eval()
+    for p, conv in enumerate(convs):
+        for i, text in enumerate(answers[p]):
+            ids = tok(tok.apply_chat_template(conv + [{"role": "assistant", "content": text}], tokenize=False),
+                      return_tensors="pt", add_special_tokens=False)
+            with torch.no_grad():
+                logit = model(**ids).logits[0, 0].item()
+            assert table.scores[p][i] == pytest.approx(1 / (1 + np.exp(-logit)), abs=1e-5)
+    assert len({round(s, 6) for row in table.scores for s in row}) == 6  # every answer gets its own reward
+
+
+def test_the_example_spec_is_valid() -> None:
+    from thresher.synth.spec import load_synth_spec
+
+    spec = load_synth_spec(Path(__file__).resolve().parents[1] / "examples/synth/best_of_n.yaml")
+    assert spec.generator.sampling.n == 8 and [s.body.weight for s in spec.scorers] == [1.0, 0.25]

@@ -15,7 +15,7 @@ import orjson
 
 from thresher.accounting import QuarantineWriter, StageCounts
 from thresher.io.writers import open_writer
-from thresher.mixing.spec import resolve_path
+from thresher.mixing.spec import expand, resolve_path
 from thresher.records import Kind, content_hash
 from thresher.synth.backends import BackendSpec, Conversation, make_backend
 from thresher.synth.cache import RequestCache
@@ -42,7 +42,7 @@ def _local(value: str | None, base: Path) -> str | None:
     if value is None:
         return None
     path = resolve_path(value, base)
-    return str(path) if path.exists() else value
+    return str(path) if path.exists() else expand(value)
 
 
 def _backend(spec: BackendSpec, base: Path) -> Any:
