@@ -258,3 +258,35 @@ def test_the_example_spec_is_valid() -> None:
 
     spec = load_synth_spec(Path(__file__).resolve().parents[1] / "examples/synth/best_of_n.yaml")
     assert spec.generator.sampling.n == 8 and [s.body.weight for s in spec.scorers] == [1.0, 0.25]
+
+
+def test_precise_if_prompts_compose_checkable_constraints(tmp_path: Path) -> None:
+    import random
+
+    from thresher.synth.prompts import constraint_library, persona_requests, precise_if_rows
+    from thresher.synth.spec import SynthesizePrompts
+    from thresher.verifiers import get_verifier
+
+    rows = precise_if_rows(SynthesizePrompts(task="precise_if", count=60, seed=4), tmp_path)
+    assert rows == precise_if_rows(SynthesizePrompts(task="precise_if", count=60, seed=4), tmp_path)  # seeded
+    groups = {c.instruction_id: c.group for c in constraint_library(random.Random(0))}
+    counts = set()
+    verifier = get_verifier("ifeval")
+    for row in rows:
+        truth = json.loads(row["ground_truth"])
+        ids = truth["instruction_id_list"]
+        counts.add(len(ids))
+        assert len({groups[i] for i in ids}) == len(ids)  # never two clashing constraints (e.g. lower and upper case)
+        meta = json.loads(row["metadata"])
+        prompt = row["messages"][0]["content"]
+        assert meta["dropped_constraint"] in ids and len(meta["drop_prompt"]) < len(prompt)
+        verdict = verifier.verify("a short answer.", row["ground_truth"], prompt)
+        assert "unknown" not in verdict.reason and "bad ground truth" not in verdict.reason
+    assert counts == {1, 2, 3}
+    # A response written to meet the constraints of a lowercase + no-comma prompt passes; dropping one fails it.
+    both = json.dumps({"instruction_id_list": ["change_case:english_lowercase", "punctuation:no_comma"], "kwargs": [{}, {}]})
+    assert verifier.verify("tea is calm and warm.", both).score == 1.0
+    assert verifier.verify("Tea is calm, and warm.", both).score == 0.0
+    asks = persona_requests(SynthesizePrompts(task="math", count=5, personas=["a baker", "a pilot"]), tmp_path)
+    assert len(asks) == 5 and all("math word problem" in a[0]["content"] for a in asks)
+    assert sorted(a[0]["content"].count("a baker") for a in asks).count(1) == 3

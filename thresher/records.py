@@ -17,7 +17,7 @@ import pyarrow as pa
 ROLES: frozenset[str] = frozenset({"system", "user", "assistant", "tool"})
 
 
-class Kind(str, enum.Enum):
+class Kind(str, enum.Enum):  # noqa: UP042 (StrEnum would change str(Kind.SFT) in messages)
     """The three kinds of post-training rows."""
 
     SFT = "sft"
