@@ -30,7 +30,9 @@ class VLLMBackend:
 
         sampling = VSampling(n=params.n, temperature=params.temperature, top_p=params.top_p, max_tokens=params.max_tokens,
                              stop=list(params.stop) or None, seed=params.seed)
-        prompts = [render_chat(self.tokenizer, c) for c in conversations]
+        # Token ids, not text: the rendered template already holds any BOS, which vLLM would add again.
+        prompts = [{"prompt_token_ids": self.tokenizer(render_chat(self.tokenizer, c), add_special_tokens=False)["input_ids"]}
+                   for c in conversations]
         outputs = self.llm.generate(prompts, sampling, use_tqdm=False)
         return [[Completion(o.text, "length" if o.finish_reason == "length" else "stop", len(o.token_ids)) for o in out.outputs]
                 for out in outputs]
