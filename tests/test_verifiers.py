@@ -95,6 +95,19 @@ def test_math_verifier_works_from_a_thread() -> None:
     assert got[0].score == 1.0
 
 
+def test_math_checks_that_overrun_are_cut_off_and_their_workers_replaced() -> None:
+    from thresher.verifiers.math import MathVerifier
+
+    v = MathVerifier(workers=2, hard_timeout_s=0.001)  # no check can finish in a millisecond
+    try:
+        got = v.verify_batch([r"\boxed{2}"] * 3, ["2"] * 3)
+        assert [x.reason for x in got] == ["timed out after 0.001 s"] * 3 and v._idle == []  # killed, not kept
+        v.wait_s = 60.0
+        assert [x.score for x in v.verify_batch([r"\boxed{2}", "3"], ["2", "2"])] == [1.0, 0.0]  # fresh workers
+    finally:
+        v.close()
+
+
 IFEVAL_CASES = [
     ({"instruction_id_list": ["change_case:english_lowercase"], "kwargs": [{}]}, "all lower case here.", "ALL CAPS HERE."),
     ({"instruction_id_list": ["detectable_format:number_bullet_lists"], "kwargs": [{"num_bullets": 2}]},

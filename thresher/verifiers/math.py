@@ -83,10 +83,11 @@ class MathVerifier:
 
     name = "math"
 
-    def __init__(self, workers: int = 2, timeout_s: int = 5) -> None:
+    def __init__(self, workers: int = 2, timeout_s: int = 5, hard_timeout_s: float | None = None) -> None:
         self.workers = max(1, workers)
         self.timeout_s = timeout_s
-        self.wait_s = timeout_s * 3 + 15.0  # parse both, verify, plus the worker's start-up
+        # Our own limit per check: parse both, verify, plus a new worker's start-up.
+        self.wait_s = hard_timeout_s if hard_timeout_s is not None else timeout_s * 3 + 15.0
         self._idle: list[_Worker] = []
 
     def close(self) -> None:
@@ -129,7 +130,7 @@ class MathVerifier:
                 for fd, worker in list(busy.items()):
                     if worker.deadline <= now:
                         assert worker.index is not None and worker.proc.stdout is not None
-                        verdicts[worker.index] = Verdict(0.0, f"timed out after {self.wait_s:.0f} s")
+                        verdicts[worker.index] = Verdict(0.0, f"timed out after {self.wait_s:g} s")
                         selector.unregister(worker.proc.stdout)
                         del busy[fd]
                         worker.kill()
