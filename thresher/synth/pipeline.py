@@ -178,8 +178,26 @@ def run_synth(spec_path: str | Path, out: str | Path, cache_dir: str | Path | No
         cache.close()
     from thresher.synth.report import write_report
 
-    write_report(manifest, out / "report.html")
+    write_report(manifest, out / "report.html", _examples(out / "preference.parquet") if "preference" in spec.outputs else [])
     return SynthResult(manifest, time.perf_counter() - started, stats)
+
+
+def _examples(path: Path, count: int = 6) -> list[dict[str, Any]]:
+    """A few preference pairs for the report: prompt, both sides and why each side was picked."""
+    import polars as pl
+
+    found = []
+    for row in pl.read_parquet(path).head(count).iter_rows(named=True):
+        meta = orjson.loads(row["metadata"])
+        scores = meta["synth"]["scores"]
+        chosen = meta.get("chosen_index")
+        rejected = meta.get("rejected_index")
+        found.append({"id": row["id"], "prompt": row["prompt"][-1]["content"], "chosen": row["chosen"][0]["content"],
+                      "rejected": row["rejected"][0]["content"],
+                      "chosen_note": f"sample {chosen}, score {scores[chosen]:.3f}" if chosen is not None else "",
+                      "rejected_note": (f"sample {rejected}, score {scores[rejected]:.3f}" if rejected is not None else
+                                        f"answer with one constraint dropped, score {meta.get('rejected_score', 0):.3f}")})
+    return found
 
 
 def _score_dropped(rows: list[dict[str, Any]], drop_texts: dict[int, list[str]], scorers: list[tuple[Any, float, bool]],
