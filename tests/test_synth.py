@@ -290,3 +290,32 @@ def test_precise_if_prompts_compose_checkable_constraints(tmp_path: Path) -> Non
     asks = persona_requests(SynthesizePrompts(task="math", count=5, personas=["a baker", "a pilot"]), tmp_path)
     assert len(asks) == 5 and all("math word problem" in a[0]["content"] for a in asks)
     assert sorted(a[0]["content"].count("a baker") for a in asks).count(1) == 3
+
+
+def test_several_generators_pool_their_samples(tiny_chat_model: Path, shared_data: Path, tmp_path: Path) -> None:
+    import shutil
+
+    other = tmp_path / "other-model"
+    shutil.copytree(tiny_chat_model, other)
+    _prompt_files(tmp_path, shared_data)
+    spec = tmp_path / "two.yaml"
+    spec.write_text(f"""\
+prompts:
+  - {{name: letters, path: letters.jsonl}}
+generators:
+  - {{model: {tiny_chat_model}, sampling: {{n: 2, max_tokens: 8, seed: 1}}}}
+  - {{model: {other}, sampling: {{n: 3, max_tokens: 8, seed: 2}}}}
+scorers: [verifier]
+select: {{drop_all_fail: false, drop_identical: false}}
+outputs: [sft, rlvr]
+""")
+    got = thresher("synth", str(spec), "--out", str(tmp_path / "out"), "-q")
+    assert got.returncode == 0, got.stderr
+    manifest = json.loads((tmp_path / "out/manifest.json").read_text())
+    assert manifest["samples_per_prompt"] == 5 and set(manifest["generation"]) == {
+        f"completions:{tiny_chat_model}", f"completions:{other}"}
+    samples = pl.read_parquet(tmp_path / "out/samples.parquet")
+    assert dict(samples.group_by("model").len().iter_rows()) == {str(tiny_chat_model): 12 * 2, str(other): 12 * 3}
+    # The RLVR pass rate is the first (policy) model's: a multiple of 1/2.
+    rates = [json.loads(m)["synth"]["pass_rate"] for m in pl.read_parquet(tmp_path / "out/rlvr.parquet")["metadata"]]
+    assert rates and all(r in (0.0, 0.5, 1.0) for r in rates)

@@ -71,6 +71,12 @@ def test_pass_rate_window_keeps_intermediate_difficulty() -> None:
     assert d.rlvr_reason == ["too easy (pass rate 1.00)", "", "too hard (pass rate 0.00)", "", "no ground truth to verify"]
 
 
+def test_pass_rate_counts_only_the_policy_models_samples() -> None:
+    verifier = np.array([[1, 0, 1, 1, 1, 1]], dtype=float)  # 2 policy samples, then 4 from a stronger model
+    d = decide(_texts(1, 6), [verifier], [1.0], SelectConfig(), verifier_scores=verifier, policy_samples=2)
+    assert d.pass_rate.tolist() == [0.5]
+
+
 def test_combine_ignores_unscored_entries() -> None:
     a = np.array([[1.0, NAN, NAN]])
     b = np.array([[0.0, 0.5, NAN]])

@@ -65,7 +65,7 @@ def _load_prompts(spec: SynthSpec, base: Path, backend: Any, cache: RequestCache
             c = StageCounts(source.name, rows_in=len(got), rows_out=len(got))
         else:
             asks = persona_requests(source.synthesize, base)
-            params = spec.generator.sampling.model_copy(update={"n": 1, "seed": source.synthesize.seed})
+            params = spec.all_generators[0].sampling.model_copy(update={"n": 1, "seed": source.synthesize.seed})
             written, stats[f"prompts:{source.name}"] = generate_cached(backend, asks, params, cache, spec.batch_size,
                                                                       f"write {source.name} prompts", quiet)
             c = StageCounts(source.name, rows_in=len(asks))
@@ -128,18 +128,30 @@ def run_synth(spec_path: str | Path, out: str | Path, cache_dir: str | Path | No
     cache = RequestCache(Path(cache_dir or out / "cache") / "requests.sqlite")
     quarantine = QuarantineWriter(out / "quarantine.jsonl")
     stats: dict[str, GenerationStats] = {}
-    backend = _backend(spec.generator, base)
+    generators = spec.all_generators
+    backend = _backend(generators[0], base)
     scorers: list[tuple[Any, float, bool]] = []
     try:
         rows, source_counts = _load_prompts(spec, base, backend, cache, quarantine, stats, quiet)
         if not rows:
             raise ValueError("no prompts to generate for: every source is empty")
         conversations: list[Conversation] = [r["prompt"] for r in rows]
-        params: SamplingParams = spec.generator.sampling
-        say(f"{len(rows)} prompts × {params.n} samples from {spec.generator.model}")
-        completions, stats["completions"] = generate_cached(backend, conversations, params, cache, spec.batch_size,
-                                                            "generate", quiet)
-        texts = [[c.text for c in row] for row in completions]
+        params: SamplingParams = generators[0].sampling
+        say(f"{len(rows)} prompts × {sum(g.sampling.n for g in generators)} samples from {', '.join(g.model for g in generators)}")
+        texts: list[list[str]] = [[] for _ in rows]
+        sample_models: list[str] = []
+        for at, generator in enumerate(generators):
+            engine = backend if at == 0 else _backend(generator, base)
+            name = "completions" if len(generators) == 1 else f"completions:{generator.model}"
+            try:
+                completions, stats[name] = generate_cached(engine, conversations, generator.sampling, cache, spec.batch_size,
+                                                           f"generate ({generator.model})", quiet)
+            finally:
+                if at > 0:
+                    engine.close()
+            for row_texts, row in zip(texts, completions, strict=True):
+                row_texts += [c.text for c in row]
+            sample_models += [generator.model] * generator.sampling.n
         # Precise-IF rows: also answer the prompt with one constraint dropped (candidate rejected answers).
         drop_at = [i for i, r in enumerate(rows) if "drop_prompt" in metadata_of(r)]
         drop_texts: dict[int, list[str]] = {}
@@ -161,15 +173,15 @@ def run_synth(spec_path: str | Path, out: str | Path, cache_dir: str | Path | No
         sel = spec.select
         config = SelectConfig(sel.pair_policy, sel.min_score, sel.min_margin, sel.drop_identical, sel.drop_all_fail,
                               sel.pass_threshold, sel.pass_rate[0], sel.pass_rate[1], spec.seed)
-        decisions = decide(texts, arrays, weights, config, verifier_scores)
+        decisions = decide(texts, arrays, weights, config, verifier_scores, policy_samples=generators[0].sampling.n)
         drop_rejects = _score_dropped(rows, drop_texts, scorers, decisions, config) if drop_texts else {}
         for scorer, _, _ in scorers:
             if isinstance(scorer, JudgeScorer):
                 stats["judge"] = scorer.stats
                 say(f"judge: reused {scorer.stats.reused} from the cache, generated {scorer.stats.generated}")
 
-        manifest = _write_outputs(spec, spec_path, out, rows, texts, tables, decisions, drop_rejects, drop_texts, source_counts,
-                                  stats, cache, time.perf_counter() - started)
+        manifest = _write_outputs(spec, spec_path, out, rows, texts, sample_models, tables, decisions, drop_rejects, drop_texts,
+                                  source_counts, stats, cache, time.perf_counter() - started)
     finally:
         quarantine.close()
         for scorer, _, _ in scorers:
@@ -224,27 +236,28 @@ def _score_dropped(rows: list[dict[str, Any]], drop_texts: dict[int, list[str]],
 
 
 def _write_outputs(spec: SynthSpec, spec_path: Path, out: Path, rows: list[dict[str, Any]], texts: list[list[str]],
-                   tables: list[ScoreTable], d: Decisions, drop_rejects: dict[int, tuple[str, float]],
+                   sample_models: list[str], tables: list[ScoreTable], d: Decisions, drop_rejects: dict[int, tuple[str, float]],
                    drop_texts: dict[int, list[str]], source_counts: list[StageCounts], stats: dict[str, GenerationStats],
                    cache: RequestCache, seconds: float) -> dict[str, Any]:
-    model = spec.generator.model
+    model = ", ".join(g.model for g in spec.all_generators)
     sft, pairs, rlvr, samples, removed = [], [], [], [], []
     counts = {name: StageCounts(name, rows_in=len(rows)) for name in ("sft", "preference", "rlvr")}
     for i, row in enumerate(rows):
         scores_i = {t.name: [None if s is None else round(float(s), 6) for s in t.scores[i]] for t in tables}
         for j, text in enumerate(texts[i]):
-            samples.append({"id": row["id"], "source": row["source"], "sample": j, "text": text,
+            samples.append({"id": row["id"], "source": row["source"], "sample": j, "model": sample_models[j], "text": text,
                             "score": None if np.isnan(d.combined[i, j]) else float(d.combined[i, j]),
                             **{f"score_{t.name}": scores_i[t.name][j] for t in tables},
                             **{f"reason_{t.name}": t.reasons[i][j] for t in tables}})
-        common = {"synth": {"model": model, "n": len(texts[i]), "scores": [None if np.isnan(x) else float(x) for x in d.combined[i]]}}
+        common = {"synth": {"models": sample_models, "n": len(texts[i]),
+                            "scores": [None if np.isnan(x) else float(x) for x in d.combined[i]]}}
         if d.dropped[i]:
             counts["sft"].removed[d.dropped[i]] += 1
             removed.append({"id": row["id"], "source": row["source"], "output": "sft", "reason": d.dropped[i]})
         else:
             b = int(d.best[i])
             sft.append(_record(Kind.SFT, row, {"messages": row["prompt"] + _assistant(texts[i][b])},
-                               {**common, "chosen_index": b}, i))
+                               {**common, "chosen_index": b, "chosen_model": sample_models[b]}, i))
         if i in drop_rejects:
             c = int(d.chosen[i])
             text, score = drop_rejects[i]
@@ -265,7 +278,8 @@ def _write_outputs(spec: SynthSpec, spec_path: Path, out: Path, rows: list[dict[
         else:
             rlvr.append(_record(Kind.RLVR, row, {"messages": row["prompt"], "ground_truth": str(row["ground_truth"]),
                                                  "verifier": str(row["verifier"])},
-                                {"synth": {"model": model, "pass_rate": float(d.pass_rate[i]), "n": len(texts[i])}}, i))
+                                {"synth": {"model": spec.all_generators[0].model, "pass_rate": float(d.pass_rate[i]),
+                                           "n": spec.all_generators[0].sampling.n}}, i))
     counts["sft"].rows_out, counts["preference"].rows_out, counts["rlvr"].rows_out = len(sft), len(pairs), len(rlvr)
     files = {}
     for name, kind, records in (("sft", Kind.SFT, sft), ("preference", Kind.PREFERENCE, pairs), ("rlvr", Kind.RLVR, rlvr)):
@@ -280,7 +294,7 @@ def _write_outputs(spec: SynthSpec, spec_path: Path, out: Path, rows: list[dict[
     manifest = {
         "spec": str(spec_path), "spec_hash": spec.hash(), "model": model, "seconds": round(seconds, 3),
         "sources": [c.as_dict() for c in source_counts],
-        "prompts": len(rows), "samples_per_prompt": spec.generator.sampling.n,
+        "prompts": len(rows), "samples_per_prompt": len(sample_models), "sample_models": sample_models,
         "generation": {name: {"requested": s.requested, "reused": s.reused, "generated": s.generated, "tokens": s.tokens,
                               "seconds": round(s.seconds, 3), "tokens_per_s": round(s.tokens_per_s, 1)} for name, s in stats.items()},
         "cache": {"path": str(cache.path), "stored": stored, "generations_logged": logged},

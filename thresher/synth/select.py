@@ -57,8 +57,9 @@ def _first_argmin(x: np.ndarray) -> np.ndarray:
 
 
 def decide(texts: list[list[str]], tables: list[np.ndarray], weights: list[float], config: SelectConfig,
-           verifier_scores: np.ndarray | None = None) -> Decisions:
-    """Decisions for prompts with n completions each; ``tables`` are (prompts, n) arrays with NaN for unscored."""
+           verifier_scores: np.ndarray | None = None, policy_samples: int | None = None) -> Decisions:
+    """Decisions for prompts with n completions each; ``tables`` are (prompts, n) arrays with NaN for unscored.
+    The pass rate is taken over the first ``policy_samples`` completions (the policy model's; default all)."""
     scores = combine(tables, weights)
     prompts, n = scores.shape
     filled = np.where(np.isnan(scores), -np.inf, scores)
@@ -118,8 +119,9 @@ def decide(texts: list[list[str]], tables: list[np.ndarray], weights: list[float
     rejected = np.where([r == "" for r in pair_reason], rejected, -1)
 
     if verifier_scores is not None:
-        verified = ~np.all(np.isnan(verifier_scores), axis=1)
-        pass_rate = np.where(verified, np.mean(np.nan_to_num(verifier_scores, nan=0.0) >= config.pass_threshold, axis=1), np.nan)
+        policy = verifier_scores[:, : policy_samples or verifier_scores.shape[1]]
+        verified = ~np.all(np.isnan(policy), axis=1)
+        pass_rate = np.where(verified, np.mean(np.nan_to_num(policy, nan=0.0) >= config.pass_threshold, axis=1), np.nan)
         rlvr_reason = ["no ground truth to verify" if not v else "too easy" if r > config.pass_rate_max
                        else "too hard" if r < config.pass_rate_min else "" for v, r in zip(verified, pass_rate, strict=True)]
         rlvr_reason = [f"{why} (pass rate {r:.2f})" if why.startswith("too") else why

@@ -121,14 +121,25 @@ class SelectSpec(Strict):
 class SynthSpec(Strict):
     seed: int = 0
     prompts: list[PromptSource] = Field(min_length=1)
-    generator: Generator
+    generator: Generator | None = None
+    generators: list[Generator] | None = None  # several models (on- and off-policy): each gives its n samples per prompt
     scorers: list[ScorerSpec] = Field(min_length=1)
     select: SelectSpec = SelectSpec()
     outputs: list[Literal["sft", "preference", "rlvr"]] = ["sft", "preference"]
     batch_size: int = Field(default=16, gt=0)  # prompts per generation call (and per cache commit)
 
+    @property
+    def all_generators(self) -> list[Generator]:
+        """The generators in order; the first also writes synthesized prompts and dropped-constraint answers."""
+        return [self.generator] if self.generator is not None else list(self.generators or [])
+
     @model_validator(mode="after")
     def _consistent(self) -> SynthSpec:
+        if (self.generator is None) == (not self.generators):
+            raise ValueError("give exactly one of generator, generators (a non-empty list)")
+        models = [g.model for g in self.all_generators]
+        if len(set(models)) < len(models):
+            raise ValueError(f"generators must be different models; repeated: {sorted({m for m in models if models.count(m) > 1})}")
         names = [p.name for p in self.prompts]
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
