@@ -1,0 +1,66 @@
+"""Tokenizing chats for training: the loss covers assistant tokens only, found from the chat
+template's own rendering, not from string heuristics.
+
+The template renders the conversation up to each assistant turn (with the generation prompt) and
+through it; the characters between those two renderings are that turn's target (its content and
+the template's end-of-turn marker). The whole conversation is tokenized once, with offsets, and a
+token is a target when it starts inside a target span. A template whose renderings are not
+prefixes of one another cannot be split this way and is refused with a clear error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+IGNORE = -100
+
+
+class TemplateError(ValueError):
+    """A chat template that cannot give assistant-only masks."""
+
+
+@dataclass(frozen=True)
+class Encoded:
+    input_ids: list[int]
+    labels: list[int]  # the token itself where it is a target, IGNORE elsewhere (not shifted)
+
+    @property
+    def targets(self) -> int:
+        return sum(1 for x in self.labels if x != IGNORE)
+
+
+def _render(tokenizer: Any, messages: list[dict[str, str]], generation_prompt: bool) -> str:
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+
+
+def target_spans(tokenizer: Any, messages: list[dict[str, str]]) -> tuple[str, list[tuple[int, int]]]:
+    """The rendered conversation and the character spans of its assistant turns."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise TemplateError("the tokenizer has no chat template; set one (chat_template in the config) to train on chats")
+    full = _render(tokenizer, messages, False)
+    spans = []
+    for i, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        before = _render(tokenizer, messages[:i], True) if i else ""
+        through = _render(tokenizer, messages[: i + 1], False)
+        if not full.startswith(through) or not through.startswith(before):
+            raise TemplateError(f"the chat template's rendering up to turn {i} is not a prefix of the whole conversation; "
+                                "assistant-only masks cannot be derived from it")
+        spans.append((len(before), len(through)))
+    return full, spans
+
+
+def encode_chat(tokenizer: Any, messages: list[dict[str, str]], max_length: int | None = None) -> Encoded:
+    """Token ids of the rendered chat and labels that keep only assistant tokens; cut to ``max_length``."""
+    text, spans = target_spans(tokenizer, messages)
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids: list[int] = enc["input_ids"]
+    labels = [IGNORE] * len(ids)
+    for t, (start, _end) in enumerate(enc["offset_mapping"]):
+        if any(lo <= start < hi for lo, hi in spans):
+            labels[t] = ids[t]
+    if max_length is not None:
+        ids, labels = ids[:max_length], labels[:max_length]
+    return Encoded(ids, labels)

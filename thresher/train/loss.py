@@ -1,0 +1,52 @@
+"""Token log-probabilities and the SFT loss without the batch's full logits.
+
+The LM head is applied to chunks of hidden states; each chunk's logits live only inside a
+checkpointed function, so the backward pass recomputes them chunk by chunk instead of keeping
+(tokens × vocab) floats alive. Log-softmax runs in fp32 whatever the model's dtype.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.checkpoint import checkpoint
+
+from thresher.train.chat import IGNORE
+
+
+def _chunk_logprobs(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor) -> torch.Tensor:
+    logits = hidden @ weight.t()
+    if bias is not None:
+        logits = logits + bias
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    return logp.gather(-1, targets.clamp_min(0)[:, None])[:, 0]
+
+
+def token_logprobs(hidden: torch.Tensor, head: torch.nn.Linear, targets: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+    """log p(target) for each row of ``hidden`` (N, d) under ``head``; N targets (IGNORE entries give junk, mask them)."""
+    out = []
+    for lo in range(0, hidden.shape[0], chunk):
+        h, t = hidden[lo : lo + chunk], targets[lo : lo + chunk]
+        if torch.is_grad_enabled() and (h.requires_grad or head.weight.requires_grad):
+            out.append(checkpoint(_chunk_logprobs, h, head.weight, head.bias, t, use_reentrant=False))
+        else:
+            out.append(_chunk_logprobs(h, head.weight, head.bias, t))
+    return torch.cat(out) if out else hidden.new_zeros(0)
+
+
+def shifted_targets(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Next-token targets for each position and the mask of positions that have one."""
+    targets = torch.full_like(labels, IGNORE)
+    targets[:, :-1] = labels[:, 1:]
+    return targets, targets != IGNORE
+
+
+def sft_loss_sum(model: torch.nn.Module, input_ids: torch.Tensor, labels: torch.Tensor, position_ids: torch.Tensor,
+                 attention_mask: torch.Tensor, chunk: int = 1024) -> tuple[torch.Tensor, int]:
+    """The summed negative log-likelihood of the target tokens, and their count. Divide the sum by
+    the count over the whole accumulated batch, so the loss does not depend on packing or micro-batches."""
+    decoder = model.get_decoder()
+    hidden = decoder(input_ids=input_ids, position_ids=position_ids, attention_mask=attention_mask).last_hidden_state
+    targets, keep = shifted_targets(labels)
+    picked = hidden[keep]
+    logp = token_logprobs(picked, model.get_output_embeddings(), targets[keep], chunk)
+    return -logp.sum(), int(keep.sum())
