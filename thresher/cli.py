@@ -19,6 +19,7 @@ from thresher.decontam.commands import register as register_decontam_commands
 from thresher.formats.shapes import SHAPES, ConvertOptions
 from thresher.mixing.commands import register as register_mix_commands
 from thresher.synth.commands import register as register_synth_commands
+from thresher.train.commands import register as register_train_commands
 from thresher.records import Kind
 
 app = typer.Typer(
@@ -223,6 +224,7 @@ def dedup(
 register_decontam_commands(app)
 register_mix_commands(app)
 register_synth_commands(app)
+register_train_commands(app)
 
 if __name__ == "__main__":
     app()

@@ -1,0 +1,88 @@
+"""The training config: YAML validated with pydantic (errors name the line and field), with
+``key=value`` overrides from the command line (``optim.lr=1e-5``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from thresher.mixing.spec import SpecError, parse_spec
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(Strict):
+    train: str  # a canonical Parquet/JSONL file, any input Thresher reads, or a mixture directory
+    eval: str | None = None
+    eval_rows: int = Field(default=0, ge=0)  # without ``eval``: hold out this many rows of train (seeded)
+
+
+class OptimConfig(Strict):
+    lr: float = Field(default=5e-6, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    schedule: Literal["linear", "cosine", "constant"] = "linear"
+    warmup_ratio: float = Field(default=0.03, ge=0, le=1)
+    max_grad_norm: float = Field(default=1.0, gt=0)
+
+
+class TrainConfig(Strict):
+    model: str
+    tokenizer: str | None = None
+    chat_template: str | None = None  # a Jinja template replacing the tokenizer's
+    data: DataConfig
+    max_length: int = Field(default=2048, gt=0)
+    packing: bool = True
+    pack_length: int | None = None  # tokens per packed row (default: max_length)
+    rows_per_micro_batch: int = Field(default=4, gt=0)  # without packing
+    gradient_accumulation: int = Field(default=1, gt=0)
+    optim: OptimConfig = OptimConfig()
+    epochs: float = Field(default=2.0, gt=0)
+    max_steps: int | None = Field(default=None, gt=0)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
+    gradient_checkpointing: bool = False
+    seed: int = 0
+    output_dir: str = "out/train"
+    log_every: int = Field(default=1, gt=0)
+    eval_every: int | None = Field(default=None, gt=0)
+    device: str = "auto"
+    loss_chunk: int = Field(default=1024, gt=0)  # tokens per LM-head chunk: the full logits are never held
+
+    @model_validator(mode="after")
+    def _pack(self) -> TrainConfig:
+        if self.pack_length is not None and self.pack_length < self.max_length:
+            raise ValueError(f"pack_length {self.pack_length} is shorter than max_length {self.max_length}")
+        return self
+
+
+def _set(data: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = data
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise SpecError(f"override {dotted}: {key} is not a section")
+    node[keys[-1]] = value
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+    """The config at ``path`` with ``key=value`` overrides applied (values parsed as YAML)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise SpecError(f"{path}: cannot read the config ({e.strerror})") from None
+    if overrides:
+        data = yaml.safe_load(text) or {}
+        for item in overrides:
+            if "=" not in item:
+                raise SpecError(f"override {item!r}: write KEY=VALUE, e.g. optim.lr=1e-5")
+            key, value = item.split("=", 1)
+            _set(data, key.strip(), yaml.safe_load(value))
+        text = yaml.safe_dump(data, sort_keys=False)
+    return parse_spec(text, str(path), TrainConfig)
