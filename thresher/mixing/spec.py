@@ -337,11 +337,15 @@ def parse_spec(text: str, origin: str = "<spec>", model: type[BaseModel] | None 
         raise SpecError("\n".join(lines)) from None
 
 
+def read_spec_text(path: Path, what: str = "spec") -> str:
+    """The text of a spec (or config) file; an unreadable one is a SpecError that names it."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise SpecError(f"{path}: cannot read the {what} ({e.strerror})") from None
+
+
 def load_spec(path: str | Path, model: type[BaseModel] | None = None) -> Any:
     """Read and validate the spec at ``path`` (a MixSpec unless ``model`` says otherwise)."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise SpecError(f"{path}: cannot read the spec ({e.strerror})") from None
-    return parse_spec(text, str(path), model)
+    return parse_spec(read_spec_text(path), str(path), model)

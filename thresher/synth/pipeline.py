@@ -24,7 +24,7 @@ from thresher.synth.load import metadata_of, read_prompt_rows
 from thresher.synth.prompts import persona_requests, precise_if_rows
 from thresher.synth.sampling import SamplingParams
 from thresher.synth.scorers import JudgeScorer, RewardModelScorer, ScoreTable, VerifierScorer
-from thresher.synth.select import Decisions, SelectConfig, decide
+from thresher.synth.select import Decisions, SelectConfig, combine, decide, first_argmin
 from thresher.synth.spec import JudgeScore, RewardModelScore, SynthSpec, VerifierScore, load_synth_spec
 
 Log = Callable[[str], None]
@@ -79,7 +79,8 @@ def _load_prompts(spec: SynthSpec, base: Path, backend: Any, cache: RequestCache
                             "ground_truth": None, "verifier": None,
                             "metadata": orjson.dumps({"persona_request": ask[0]["content"]}).decode()})
             c.rows_out = len(got)
-        rows += [{k: r.get(k) for k in ("id", "source", "prompt", "ground_truth", "verifier", "metadata")} for r in got]
+        rows += [{**{k: r.get(k) for k in ("id", "source", "prompt", "ground_truth", "verifier")}, "meta": metadata_of(r)}
+                 for r in got]
         counts.append(c)
     return rows, counts
 
@@ -105,7 +106,7 @@ def _assistant(text: str) -> list[dict[str, str]]:
 
 def _record(kind: Kind, row: dict[str, Any], content: dict[str, Any], meta: dict[str, Any], index: int) -> dict[str, Any]:
     record = {"id": row["id"], "source": row["source"], **content,
-              "metadata": orjson.dumps({**metadata_of(row), **meta}, option=orjson.OPT_SERIALIZE_NUMPY).decode()}
+              "metadata": orjson.dumps({**row["meta"], **meta}, option=orjson.OPT_SERIALIZE_NUMPY).decode()}
     record["provenance"] = {"file": row["source"], "row": index, "line": None, "content_hash": content_hash(kind, record)}
     return record
 
@@ -153,10 +154,10 @@ def run_synth(spec_path: str | Path, out: str | Path, cache_dir: str | Path | No
                 row_texts += [c.text for c in row]
             sample_models += [generator.model] * generator.sampling.n
         # Precise-IF rows: also answer the prompt with one constraint dropped (candidate rejected answers).
-        drop_at = [i for i, r in enumerate(rows) if "drop_prompt" in metadata_of(r)]
+        drop_at = [i for i, r in enumerate(rows) if "drop_prompt" in r["meta"]]
         drop_texts: dict[int, list[str]] = {}
         if drop_at:
-            asks = [[{"role": "user", "content": metadata_of(rows[i])["drop_prompt"]}] for i in drop_at]
+            asks = [[{"role": "user", "content": rows[i]["meta"]["drop_prompt"]}] for i in drop_at]
             answers, stats["dropped-constraint"] = generate_cached(backend, asks, params, cache, spec.batch_size,
                                                                    "generate (one constraint dropped)", quiet)
             drop_texts = {i: [c.text for c in a] for i, a in zip(drop_at, answers, strict=True)}
@@ -180,8 +181,8 @@ def run_synth(spec_path: str | Path, out: str | Path, cache_dir: str | Path | No
                 stats["judge"] = scorer.stats
                 say(f"judge: reused {scorer.stats.reused} from the cache, generated {scorer.stats.generated}")
 
-        manifest = _write_outputs(spec, spec_path, out, rows, texts, sample_models, tables, decisions, drop_rejects, drop_texts,
-                                  source_counts, stats, cache, time.perf_counter() - started)
+        manifest, pairs = _write_outputs(spec, spec_path, out, rows, texts, sample_models, tables, decisions, drop_rejects,
+                                         drop_texts, source_counts, stats, cache, time.perf_counter() - started)
     finally:
         quarantine.close()
         for scorer, _, _ in scorers:
@@ -190,16 +191,14 @@ def run_synth(spec_path: str | Path, out: str | Path, cache_dir: str | Path | No
         cache.close()
     from thresher.synth.report import write_report
 
-    write_report(manifest, out / "report.html", _examples(out / "preference.parquet") if "preference" in spec.outputs else [])
+    write_report(manifest, out / "report.html", _examples(pairs) if "preference" in spec.outputs else [])
     return SynthResult(manifest, time.perf_counter() - started, stats)
 
 
-def _examples(path: Path, count: int = 6) -> list[dict[str, Any]]:
+def _examples(pairs: list[dict[str, Any]], count: int = 6) -> list[dict[str, Any]]:
     """A few preference pairs for the report: prompt, both sides and why each side was picked."""
-    import polars as pl
-
     found = []
-    for row in pl.read_parquet(path).head(count).iter_rows(named=True):
+    for row in pairs[:count]:
         meta = orjson.loads(row["metadata"])
         scores = meta["synth"]["scores"]
         chosen = meta.get("chosen_index")
@@ -221,14 +220,13 @@ def _score_dropped(rows: list[dict[str, Any]], drop_texts: dict[int, list[str]],
     texts = [drop_texts[i] for i in at]
     sub_rows = [rows[i] for i in at]
     arrays = [_as_array(s.score(convs, texts, sub_rows)) for s, _, _ in scorers]
-    from thresher.synth.select import combine
-
     scores = combine(arrays, [w for _, w, _ in scorers])
+    worst_of = first_argmin(scores)
     out: dict[int, tuple[str, float]] = {}
     for k, i in enumerate(at):
         if decisions.dropped[i]:
             continue
-        worst = int(np.argmin(np.where(np.isnan(scores[k]), np.inf, scores[k])))
+        worst = int(worst_of[k])
         chosen_score = decisions.combined[i, decisions.chosen[i]]
         if chosen_score - scores[k, worst] > config.min_margin and texts[k][worst].strip():
             out[i] = (texts[k][worst], float(scores[k, worst]))
@@ -238,7 +236,8 @@ def _score_dropped(rows: list[dict[str, Any]], drop_texts: dict[int, list[str]],
 def _write_outputs(spec: SynthSpec, spec_path: Path, out: Path, rows: list[dict[str, Any]], texts: list[list[str]],
                    sample_models: list[str], tables: list[ScoreTable], d: Decisions, drop_rejects: dict[int, tuple[str, float]],
                    drop_texts: dict[int, list[str]], source_counts: list[StageCounts], stats: dict[str, GenerationStats],
-                   cache: RequestCache, seconds: float) -> dict[str, Any]:
+                   cache: RequestCache, seconds: float) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Write every output file; return the manifest and the preference records."""
     model = ", ".join(g.model for g in spec.all_generators)
     sft, pairs, rlvr, samples, removed = [], [], [], [], []
     counts = {name: StageCounts(name, rows_in=len(rows)) for name in ("sft", "preference", "rlvr")}
@@ -308,4 +307,4 @@ def _write_outputs(spec: SynthSpec, spec_path: Path, out: Path, rows: list[dict[
     bad = [name for name in spec.outputs if not counts[name].balanced]
     if bad:
         raise RuntimeError(f"accounting does not balance for {bad}: {[counts[n].as_dict() for n in bad]}")
-    return manifest
+    return manifest, pairs

@@ -48,11 +48,11 @@ def combine(tables: list[np.ndarray], weights: list[float]) -> np.ndarray:
         return np.where(total > 0, np.nansum(stack * w, axis=0) / np.where(total > 0, total, 1), np.nan)
 
 
-def _first_argmax(x: np.ndarray) -> np.ndarray:
+def first_argmax(x: np.ndarray) -> np.ndarray:
     return np.argmax(np.where(np.isnan(x), -np.inf, x), axis=1)
 
 
-def _first_argmin(x: np.ndarray) -> np.ndarray:
+def first_argmin(x: np.ndarray) -> np.ndarray:
     return np.argmin(np.where(np.isnan(x), np.inf, x), axis=1)
 
 
@@ -63,8 +63,8 @@ def decide(texts: list[list[str]], tables: list[np.ndarray], weights: list[float
     scores = combine(tables, weights)
     prompts, n = scores.shape
     filled = np.where(np.isnan(scores), -np.inf, scores)
-    best = _first_argmax(scores)
-    worst = _first_argmin(scores)
+    best = first_argmax(scores)
+    worst = first_argmin(scores)
     best_score = filled[np.arange(prompts), best]
     stripped = [[t.strip() for t in row] for row in texts]
     identical = np.array([len(set(row)) == 1 and n > 1 for row in stripped], dtype=bool)
@@ -99,8 +99,8 @@ def decide(texts: list[list[str]], tables: list[np.ndarray], weights: list[float
         worst_votes = np.zeros((prompts, n))
         for table in tables:
             scored = ~np.all(np.isnan(table), axis=1)
-            best_votes[np.arange(prompts)[scored], _first_argmax(table)[scored]] += 1
-            worst_votes[np.arange(prompts)[scored], _first_argmin(table)[scored]] += 1
+            best_votes[np.arange(prompts)[scored], first_argmax(table)[scored]] += 1
+            worst_votes[np.arange(prompts)[scored], first_argmin(table)[scored]] += 1
         chosen = np.argmax(best_votes - 1e-6 * np.arange(n), axis=1)
         rejected = np.argmax(worst_votes - 1e-6 * np.arange(n), axis=1)
 

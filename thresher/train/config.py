@@ -9,7 +9,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from thresher.mixing.spec import SpecError, parse_spec
+from thresher.mixing.spec import SpecError, parse_spec, read_spec_text
 
 
 class Strict(BaseModel):
@@ -73,10 +73,7 @@ def _set(data: dict[str, Any], dotted: str, value: Any) -> None:
 def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
     """The config at ``path`` with ``key=value`` overrides applied (values parsed as YAML)."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise SpecError(f"{path}: cannot read the config ({e.strerror})") from None
+    text = read_spec_text(path, "config")
     if overrides:
         data = yaml.safe_load(text) or {}
         for item in overrides:

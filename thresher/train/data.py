@@ -39,12 +39,17 @@ def encode_all(tokenizer: Any, chats: list[list[dict[str, str]]], max_length: in
     return [e for e in encoded if e.targets > 1]
 
 
-def micro_batches(examples: list[Encoded], pad_id: int, packing: bool, pack_length: int, rows: int, seed: int) -> list[Batch]:
-    """One epoch of micro-batches in a seeded order: packs of up to ``pack_length`` tokens, or ``rows`` examples padded."""
-    order = list(range(len(examples)))
+def plan_micro_batches(lengths: list[int], packing: bool, pack_length: int, rows: int, seed: int) -> list[list[list[int]]]:
+    """One epoch's micro-batches as example indices, in a seeded order: per micro-batch its rows, per
+    row its examples (one pack of up to ``pack_length`` tokens, or ``rows`` examples one per row)."""
+    order = list(range(len(lengths)))
     random.Random(seed).shuffle(order)
-    shuffled = [examples[i] for i in order]
     if packing:
-        packs = first_fit([len(e.input_ids) for e in shuffled], pack_length)
-        return [collate([[shuffled[i] for i in pack]], pad_id) for pack in packs]
-    return [collate([[e] for e in shuffled[lo : lo + rows]], pad_id) for lo in range(0, len(shuffled), rows)]
+        return [[[order[i] for i in pack]] for pack in first_fit([lengths[i] for i in order], pack_length)]
+    return [[[i] for i in order[lo : lo + rows]] for lo in range(0, len(order), rows)]
+
+
+def micro_batches(examples: list[Encoded], pad_id: int, packing: bool, pack_length: int, rows: int, seed: int) -> list[Batch]:
+    """One epoch of micro-batches (see ``plan_micro_batches``), collated."""
+    plan = plan_micro_batches([len(e.input_ids) for e in examples], packing, pack_length, rows, seed)
+    return [collate([[examples[i] for i in row] for row in batch], pad_id) for batch in plan]

@@ -16,7 +16,7 @@ import orjson
 import torch
 
 from thresher.train.config import TrainConfig
-from thresher.train.data import encode_all, load_chats, micro_batches
+from thresher.train.data import encode_all, load_chats, micro_batches, plan_micro_batches
 from thresher.train.loss import sft_loss_sum
 from thresher.train.packing import Batch
 
@@ -91,8 +91,8 @@ def run_sft(config: TrainConfig, log: Log | None = None) -> SFTResult:
     eval_batches = micro_batches(encode_all(tokenizer, eval_chats, config.max_length), pad_id, config.packing, pack_length,
                                  config.rows_per_micro_batch, 0) if eval_chats else []
 
-    per_epoch = math.ceil(len(micro_batches(train, pad_id, config.packing, pack_length, config.rows_per_micro_batch, 0))
-                          / config.gradient_accumulation)
+    plan = plan_micro_batches([len(e.input_ids) for e in train], config.packing, pack_length, config.rows_per_micro_batch, 0)
+    per_epoch = math.ceil(len(plan) / config.gradient_accumulation)
     total_steps = config.max_steps or max(1, int(per_epoch * config.epochs))
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.optim.lr, betas=config.optim.betas,
                                   weight_decay=config.optim.weight_decay, fused=device == "cuda")
@@ -122,11 +122,13 @@ def run_sft(config: TrainConfig, log: Log | None = None) -> SFTResult:
         targets = sum(b.targets for b in group)  # normalize by the whole accumulated batch's target tokens
         step_started = time.perf_counter()
         loss_total = 0.0
+        group_tokens = 0
         for batch in group:
             summed, _ = sft_loss_sum(model, **_to(batch, device, dtype), chunk=config.loss_chunk)
             (summed / targets).backward()
             loss_total += float(summed.detach())
-            tokens_seen += int((batch.input_ids != pad_id).sum())
+            group_tokens += int((batch.input_ids != pad_id).sum())
+        tokens_seen += group_tokens
         grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.max_grad_norm))
         optimizer.step()
         scheduler.step()
@@ -136,7 +138,7 @@ def run_sft(config: TrainConfig, log: Log | None = None) -> SFTResult:
             seconds = time.perf_counter() - step_started
             emit({"step": step, "epoch": epoch, "loss": loss_total / max(targets, 1), "lr": scheduler.get_last_lr()[0],
                   "grad_norm": grad_norm, "target_tokens": targets,
-                  "tokens_per_s": sum(int((b.input_ids != pad_id).sum()) for b in group) / max(seconds, 1e-9),
+                  "tokens_per_s": group_tokens / max(seconds, 1e-9),
                   "peak_memory_mb": round(_peak_memory_mb(device), 1)})
         if eval_batches and ((config.eval_every and step % config.eval_every == 0) or step == total_steps):
             eval_losses.append((step, evaluate(model, eval_batches, device, dtype, config.loss_chunk)))

@@ -18,6 +18,12 @@ class Verdict:
             raise ValueError(f"a verdict's score must lie in [0, 1], got {self.score}")
 
 
+def check_batch(responses: list[str], ground_truths: list[str]) -> None:
+    """A batch needs one ground truth per response."""
+    if len(responses) != len(ground_truths):
+        raise ValueError(f"{len(responses)} responses but {len(ground_truths)} ground truths")
+
+
 class Verifier(Protocol):
     name: str
 
@@ -35,7 +41,6 @@ class PerItemVerifier:
         raise NotImplementedError
 
     def verify_batch(self, responses: list[str], ground_truths: list[str], prompts: list[str] | None = None) -> list[Verdict]:
-        if len(responses) != len(ground_truths):
-            raise ValueError(f"{len(responses)} responses but {len(ground_truths)} ground truths")
+        check_batch(responses, ground_truths)
         asks = prompts if prompts is not None else [""] * len(responses)
         return [self.verify(r, g, p) for r, g, p in zip(responses, ground_truths, asks, strict=True)]

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import orjson
 
-from thresher.verifiers.base import Verdict
+from thresher.verifiers.base import Verdict, check_batch
 from thresher.verifiers.sandbox import SandboxLimits, run_python
 
 _FENCE = re.compile(r"```[ \t]*(?:python|py|python3)?[ \t]*\n(.*?)```", re.DOTALL | re.IGNORECASE)
@@ -76,7 +76,6 @@ class CodeVerifier:
         return Verdict(1.0, "passed")
 
     def verify_batch(self, responses: list[str], ground_truths: list[str], prompts: list[str] | None = None) -> list[Verdict]:
-        if len(responses) != len(ground_truths):
-            raise ValueError(f"{len(responses)} responses but {len(ground_truths)} ground truths")
+        check_batch(responses, ground_truths)
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
             return list(pool.map(self._one, responses, ground_truths))

@@ -18,7 +18,7 @@ import time
 import orjson
 
 from thresher.formats.shapes import last_boxed
-from thresher.verifiers.base import Verdict
+from thresher.verifiers.base import Verdict, check_batch
 
 _FINAL = re.compile(r"final answer\s*(?:is)?\s*[:：]?\s*(.+)", re.IGNORECASE)
 _DOLLARS = re.compile(r"\$\$(.+?)\$\$|\$(.+?)\$", re.DOTALL)
@@ -99,8 +99,7 @@ class MathVerifier:
         self.close()
 
     def verify_batch(self, responses: list[str], ground_truths: list[str], prompts: list[str] | None = None) -> list[Verdict]:
-        if len(responses) != len(ground_truths):
-            raise ValueError(f"{len(responses)} responses but {len(ground_truths)} ground truths")
+        check_batch(responses, ground_truths)
         verdicts: list[Verdict] = [Verdict(0.0, "not checked")] * len(responses)
         todo = list(range(len(responses)))[::-1]
         busy: dict[int, _Worker] = {}  # stdout fd -> worker
