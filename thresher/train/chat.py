@@ -34,14 +34,14 @@ def _render(tokenizer: Any, messages: list[dict[str, str]], generation_prompt: b
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
 
 
-def target_spans(tokenizer: Any, messages: list[dict[str, str]]) -> tuple[str, list[tuple[int, int]]]:
-    """The rendered conversation and the character spans of its assistant turns."""
+def target_spans(tokenizer: Any, messages: list[dict[str, str]], from_turn: int = 0) -> tuple[str, list[tuple[int, int]]]:
+    """The rendered conversation and the character spans of its assistant turns (those at index ``from_turn`` or later)."""
     if not getattr(tokenizer, "chat_template", None):
         raise TemplateError("the tokenizer has no chat template; set one (chat_template in the config) to train on chats")
     full = _render(tokenizer, messages, False)
     spans = []
     for i, message in enumerate(messages):
-        if message["role"] != "assistant":
+        if message["role"] != "assistant" or i < from_turn:
             continue
         before = _render(tokenizer, messages[:i], True) if i else ""
         through = _render(tokenizer, messages[: i + 1], False)
@@ -52,14 +52,16 @@ def target_spans(tokenizer: Any, messages: list[dict[str, str]]) -> tuple[str, l
     return full, spans
 
 
-def encode_chat(tokenizer: Any, messages: list[dict[str, str]], max_length: int | None = None) -> Encoded:
-    """Token ids of the rendered chat and labels that keep only assistant tokens; cut to ``max_length``."""
-    text, spans = target_spans(tokenizer, messages)
+def encode_chat(tokenizer: Any, messages: list[dict[str, str]], max_length: int | None = None, from_turn: int = 0) -> Encoded:
+    """Token ids of the rendered chat and labels that keep only assistant tokens (of turns ``from_turn`` on);
+    cut to ``max_length``. The first token is never a target: nothing of the example comes before it, and in a
+    pack the token before it belongs to another example."""
+    text, spans = target_spans(tokenizer, messages, from_turn)
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids: list[int] = enc["input_ids"]
     labels = [IGNORE] * len(ids)
     for t, (start, _end) in enumerate(enc["offset_mapping"]):
-        if any(lo <= start < hi for lo, hi in spans):
+        if t and any(lo <= start < hi for lo, hi in spans):
             labels[t] = ids[t]
     if max_length is not None:
         ids, labels = ids[:max_length], labels[:max_length]

@@ -1,27 +1,30 @@
-"""``thresher train sft CONFIG.yaml [KEY=VALUE ...]``."""
+"""``thresher train sft|dpo CONFIG.yaml [KEY=VALUE ...]``."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from thresher.cli_common import EXIT_BAD_INPUT, err_console, exit_on_bad_input, fail, out_console
+from thresher.cli_common import EXIT_BAD_INPUT, exit_on_bad_input, fail, out_console
 
-train_app = typer.Typer(help="Train: SFT (DPO and RLVR follow).", no_args_is_help=True)
+train_app = typer.Typer(help="Train: SFT and DPO (RLVR follows).", no_args_is_help=True)
+
+ConfigArg = Annotated[Path, typer.Argument(help="The training config (YAML).")]
+OverridesArg = Annotated[list[str] | None, typer.Argument(help="KEY=VALUE overrides, e.g. optim.lr=1e-5 max_steps=10.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or per-step lines.")]
 
 
-@train_app.command("sft")
-def sft(
-    config: Annotated[Path, typer.Argument(help="The training config (YAML).")],
-    overrides: Annotated[list[str] | None, typer.Argument(help="KEY=VALUE overrides, e.g. optim.lr=1e-5 max_steps=10.")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No per-step lines.")] = False,
-) -> None:
-    """Supervised fine-tuning on assistant tokens; writes metrics.jsonl and a Hugging Face checkpoint (OUTPUT_DIR/final)."""
+def _line(record: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items())
+
+
+def _run(config: Path, overrides: list[str] | None, quiet: bool, runner: Callable[..., Any]) -> None:
     from thresher.mixing.spec import SpecError
+    from thresher.progress import progress_bar
     from thresher.train.config import load_config
-    from thresher.train.sft import run_sft
 
     with exit_on_bad_input():
         try:
@@ -29,15 +32,37 @@ def sft(
         except SpecError as e:
             fail(str(e), EXIT_BAD_INPUT)
             raise AssertionError from e  # not reached
+        with progress_bar(transient=False, disable=quiet) as bar:
+            task = bar.add_task("training", total=None, rate="")
 
-        def show(record: dict) -> None:
-            if not quiet:
-                err_console.print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()),
-                                  highlight=False)
+            def show(record: dict[str, Any]) -> None:
+                if "total_steps" in record:
+                    bar.update(task, total=record["total_steps"])
+                if "loss" in record:
+                    bar.update(task, completed=record["step"], rate=f"loss {record['loss']:.4g}")
+                if not quiet and ("loss" not in record or not bar.console.is_terminal):
+                    bar.console.print(_line(record), highlight=False)
 
-        result = run_sft(cfg, show)
-    out_console.print(f"{result.steps} steps; checkpoint: {result.checkpoint}; "
-                      f"held-out loss: {' → '.join(f'{loss:.3f}' for _, loss in result.eval_losses) or 'n/a'}")
+            result = runner(cfg, show)
+    evals = " → ".join(" ".join(f"{k}={v:.3f}" for k, v in e.items()) for _, e in result.evals)
+    out_console.print(f"{result.steps} steps; checkpoint: {result.checkpoint}; held-out: {evals or 'n/a'}")
+
+
+@train_app.command("sft")
+def sft(config: ConfigArg, overrides: OverridesArg = None, quiet: QuietOpt = False) -> None:
+    """Supervised fine-tuning on assistant tokens; writes metrics.jsonl and a Hugging Face checkpoint (OUTPUT_DIR/final)."""
+    from thresher.train.sft import run_sft
+
+    _run(config, overrides, quiet, run_sft)
+
+
+@train_app.command("dpo")
+def dpo(config: ConfigArg, overrides: OverridesArg = None, quiet: QuietOpt = False) -> None:
+    """Preference optimization (dpo.loss: sigmoid, dpo_norm, ipo, simpo) on chosen/rejected pairs; reference
+    log-probs are computed once and cached. Writes metrics.jsonl and OUTPUT_DIR/final."""
+    from thresher.train.dpo import run_dpo
+
+    _run(config, overrides, quiet, run_dpo)
 
 
 def register(app: typer.Typer) -> None:

@@ -31,6 +31,14 @@ class OptimConfig(Strict):
     max_grad_norm: float = Field(default=1.0, gt=0)
 
 
+class DPOConfig(Strict):
+    loss: Literal["sigmoid", "dpo_norm", "ipo", "simpo"] = "dpo_norm"
+    beta: float = Field(default=5.0, gt=0)  # Tülu 3: dpo_norm with beta 5 (and lr 5e-7)
+    simpo_gamma: float = 0.5
+    reference_model: str | None = None  # default: the policy's starting weights
+    cache_dir: str | None = None  # reference log-probs; default ~/.cache/thresher/reference_logprobs
+
+
 class TrainConfig(Strict):
     model: str
     tokenizer: str | None = None
@@ -50,8 +58,11 @@ class TrainConfig(Strict):
     output_dir: str = "out/train"
     log_every: int = Field(default=1, gt=0)
     eval_every: int | None = Field(default=None, gt=0)
+    save_every: int | None = Field(default=None, gt=0)  # resumable checkpoints OUTPUT_DIR/checkpoint-STEP
+    resume_from: str | None = None  # a checkpoint-STEP folder, or "latest" (the newest in output_dir)
     device: str = "auto"
     loss_chunk: int = Field(default=1024, gt=0)  # tokens per LM-head chunk: the full logits are never held
+    dpo: DPOConfig = DPOConfig()
 
     @model_validator(mode="after")
     def _pack(self) -> TrainConfig:

@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from thresher.records import Kind
 from thresher.stats import load_canonical
-from thresher.train.chat import Encoded, encode_chat
-from thresher.train.packing import Batch, collate, first_fit
+from thresher.train.chat import IGNORE, Encoded, encode_chat
+from thresher.train.packing import first_fit
 
 
 def input_files(path: str) -> list[str]:
@@ -36,7 +37,17 @@ def load_chats(path: str) -> list[list[dict[str, str]]]:
 def encode_all(tokenizer: Any, chats: list[list[dict[str, str]]], max_length: int) -> list[Encoded]:
     """Encoded chats; chats with no target token within ``max_length`` are left out."""
     encoded = [encode_chat(tokenizer, chat, max_length) for chat in chats]
-    return [e for e in encoded if e.targets > 1]
+    return [e for e in encoded if e.targets > 0]
+
+
+def held_out_split(rows: list[Any], held_out: list[Any] | None, eval_rows: int, seed: int) -> tuple[list[Any], list[Any]]:
+    """Train and held-out rows: ``held_out`` when given, else ``eval_rows`` rows of ``rows`` picked with ``seed``."""
+    if held_out is not None or not eval_rows:
+        return rows, held_out or []
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    held = set(order[:eval_rows])
+    return [r for i, r in enumerate(rows) if i not in held], [r for i, r in enumerate(rows) if i in held]
 
 
 def plan_micro_batches(lengths: list[int], packing: bool, pack_length: int, rows: int, seed: int) -> list[list[list[int]]]:
@@ -49,7 +60,48 @@ def plan_micro_batches(lengths: list[int], packing: bool, pack_length: int, rows
     return [[[i] for i in order[lo : lo + rows]] for lo in range(0, len(order), rows)]
 
 
-def micro_batches(examples: list[Encoded], pad_id: int, packing: bool, pack_length: int, rows: int, seed: int) -> list[Batch]:
-    """One epoch of micro-batches (see ``plan_micro_batches``), collated."""
-    plan = plan_micro_batches([len(e.input_ids) for e in examples], packing, pack_length, rows, seed)
-    return [collate([[examples[i] for i in row] for row in batch], pad_id) for batch in plan]
+@dataclass(frozen=True)
+class EncodedPair:
+    chosen: Encoded
+    rejected: Encoded
+
+    @property
+    def length(self) -> int:
+        return len(self.chosen.input_ids) + len(self.rejected.input_ids)
+
+
+Messages = list[dict[str, str]]
+
+
+def load_pairs(path: str) -> list[tuple[Messages, Messages, Messages]]:
+    """(prompt, chosen, rejected) messages of every preference row of ``path`` (rows that fail to convert are
+    quarantined and counted by the reader)."""
+    pairs: list[tuple[Messages, Messages, Messages]] = []
+    for file in input_files(path):
+        frame, _, _ = load_canonical(file, Kind.PREFERENCE)
+        pairs += list(zip(frame["prompt"].to_list(), frame["chosen"].to_list(), frame["rejected"].to_list(), strict=True))
+    return pairs
+
+
+def fit_completion(encoded: Encoded, max_length: int) -> Encoded:
+    """At most ``max_length`` tokens, dropping the prompt's oldest tokens first (keeping one, which is never a
+    target) and then the completion's last tokens."""
+    excess = len(encoded.input_ids) - max_length
+    if excess <= 0:
+        return encoded
+    first_target = next((i for i, x in enumerate(encoded.labels) if x != IGNORE), len(encoded.labels))
+    left = min(excess, max(first_target - 1, 0))
+    ids, labels = encoded.input_ids[left:][:max_length], encoded.labels[left:][:max_length]
+    return Encoded(ids, [IGNORE, *labels[1:]])
+
+
+def encode_pairs(tokenizer: Any, pairs: list[tuple[Messages, Messages, Messages]], max_length: int) -> list[EncodedPair | None]:
+    """Each pair as two encoded chats whose targets are the completion's assistant tokens only; None for a
+    pair in which either completion keeps no target token within ``max_length``."""
+    out: list[EncodedPair | None] = []
+    for prompt, chosen, rejected in pairs:
+        sides = [fit_completion(encode_chat(tokenizer, prompt + side, None, from_turn=len(prompt)), max_length)
+                 for side in (chosen, rejected)]
+        out.append(EncodedPair(*sides) if all(s.targets > 0 for s in sides) else None)
+    return out
+

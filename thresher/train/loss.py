@@ -11,6 +11,7 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 from thresher.train.chat import IGNORE
+from thresher.train.preference_loss import sequence_logprobs
 
 
 def _chunk_logprobs(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor) -> torch.Tensor:
@@ -50,3 +51,27 @@ def sft_loss_sum(model: torch.nn.Module, input_ids: torch.Tensor, labels: torch.
     picked = hidden[keep]
     logp = token_logprobs(picked, model.get_output_embeddings(), targets[keep], chunk)
     return -logp.sum(), int(keep.sum())
+
+
+def example_segments(seq_lens: list[list[int]], total: int) -> torch.Tensor:
+    """(rows, total) index of the example each position belongs to, numbering examples row by row; -1 on padding."""
+    segments = torch.full((len(seq_lens), total), -1, dtype=torch.long)
+    first = 0
+    for r, lens in enumerate(seq_lens):
+        n = sum(lens)
+        segments[r, :n] = torch.repeat_interleave(torch.arange(first, first + len(lens)), torch.tensor(lens))
+        first += len(lens)
+    return segments
+
+
+def example_logprobs(model: torch.nn.Module, input_ids: torch.Tensor, labels: torch.Tensor, position_ids: torch.Tensor,
+                     attention_mask: torch.Tensor, seq_lens: list[list[int]], chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per example (numbered row by row), the summed log-probs of its target tokens and their count.
+    A target's predicting position lies in the same example, since no example's first token is a target."""
+    decoder = model.get_decoder()
+    hidden = decoder(input_ids=input_ids, position_ids=position_ids, attention_mask=attention_mask).last_hidden_state
+    targets, keep = shifted_targets(labels)
+    logp = token_logprobs(hidden[keep], model.get_output_embeddings(), targets[keep], chunk)
+    segment = example_segments(seq_lens, input_ids.shape[1]).to(input_ids.device)[keep]
+    count = sum(len(lens) for lens in seq_lens)
+    return sequence_logprobs(logp, segment, count), sequence_logprobs(torch.ones_like(logp), segment, count)

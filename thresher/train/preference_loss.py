@@ -30,11 +30,16 @@ class PreferenceLoss:
     chosen_rewards: torch.Tensor
     rejected_rewards: torch.Tensor
 
-    def metrics(self) -> dict[str, float]:
+    def metric_sums(self) -> dict[str, float]:
+        """Sums over the pairs (add them up across micro-batches, then divide by the pairs)."""
         margin = (self.chosen_rewards - self.rejected_rewards).detach()
-        return {"loss": float(self.losses.detach().mean()), "reward_accuracy": float((margin > 0).float().mean()),
-                "reward_margin": float(margin.mean()), "chosen_reward": float(self.chosen_rewards.detach().mean()),
-                "rejected_reward": float(self.rejected_rewards.detach().mean())}
+        return {"loss": float(self.losses.detach().sum()), "reward_accuracy": float((margin > 0).float().sum()),
+                "reward_margin": float(margin.sum()), "chosen_reward": float(self.chosen_rewards.detach().sum()),
+                "rejected_reward": float(self.rejected_rewards.detach().sum())}
+
+    def metrics(self) -> dict[str, float]:
+        """Means over the pairs."""
+        return {key: value / max(len(self.losses), 1) for key, value in self.metric_sums().items()}
 
 
 def preference_loss(loss_type: LossType, beta: float, policy_chosen: torch.Tensor, policy_rejected: torch.Tensor,

@@ -1,150 +1,94 @@
 """Supervised fine-tuning: assistant-only loss, packing without cross-talk, a loss normalized by
-the target tokens of the whole accumulated batch, metrics as JSONL, a Hugging Face checkpoint."""
+the target tokens of the whole accumulated batch (across processes), a Hugging Face checkpoint."""
 
 from __future__ import annotations
 
-import math
-import random
-import resource
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
 import torch
 
+from thresher.train.chat import Encoded
 from thresher.train.config import TrainConfig
-from thresher.train.data import encode_all, load_chats, micro_batches, plan_micro_batches
+from thresher.train.data import encode_all, held_out_split, load_chats, plan_micro_batches
+from thresher.train.loop import LoopResult, run_loop
 from thresher.train.loss import sft_loss_sum
-from thresher.train.packing import Batch
-
-Log = Callable[[dict[str, Any]], None]
-
-
-@dataclass
-class SFTResult:
-    steps: int
-    eval_losses: list[tuple[int, float]]  # (step, held-out loss per target token)
-    checkpoint: Path
-    tokens_per_s: float
+from thresher.train.metrics import Log
+from thresher.train.packing import Batch, collate
+from thresher.train.runtime import Runtime, finish, start
 
 
-def _peak_memory_mb(device: str) -> float:
-    if device == "cuda":
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _to(batch: Batch, device: str, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+def batch_inputs(batch: Batch, device: str, dtype: torch.dtype) -> dict[str, torch.Tensor]:
     return {"input_ids": batch.input_ids.to(device), "labels": batch.labels.to(device),
             "position_ids": batch.position_ids.to(device), "attention_mask": batch.attention_mask.to(device, dtype)}
 
 
-def evaluate(model: torch.nn.Module, batches: list[Batch], device: str, dtype: torch.dtype, chunk: int) -> float:
-    """Held-out loss per target token."""
-    was_training = model.training
-    model.eval()
-    total, count = 0.0, 0
-    with torch.no_grad():
-        for batch in batches:
-            summed, n = sft_loss_sum(model, **_to(batch, device, dtype), chunk=chunk)
-            total += float(summed)
-            count += n
-    model.train(was_training)
-    return total / max(count, 1)
+def mean_context(seq_lens: list[list[int]]) -> float:
+    """The mean number of keys a token attends to (its position + 1, averaged), for attention FLOPs."""
+    tokens = sum(n for row in seq_lens for n in row)
+    return sum(n * (n + 1) / 2 for row in seq_lens for n in row) / max(tokens, 1)
 
 
-def run_sft(config: TrainConfig, log: Log | None = None) -> SFTResult:
-    from transformers import AutoModelForCausalLM, AutoTokenizer, get_scheduler
+class SFTTask:
+    """Micro-batches of encoded chats; each weighs its target-token count."""
 
-    from thresher.device import pick_compute_path
+    def __init__(self, config: TrainConfig, runtime: Runtime, train: list[Encoded], held_out: list[Encoded]) -> None:
+        self.config, self.runtime, self.train = config, runtime, train
+        self.accounting: dict[str, Any] = {}
+        self.weight_name = "target_tokens"
+        self.pack_length = config.pack_length or config.max_length
+        self.lengths = [len(e.input_ids) for e in train]
+        self.held_out = [self._collate(rows, held_out) for rows in
+                         plan_micro_batches([len(e.input_ids) for e in held_out], config.packing, self.pack_length,
+                                            config.rows_per_micro_batch, 0)] if held_out else []
 
-    random.seed(config.seed)
-    torch.manual_seed(config.seed)
-    device = pick_compute_path(config.device, announce=False).device
-    dtype = torch.bfloat16 if config.precision == "bf16" or (config.precision == "auto" and device == "cuda") else torch.float32
-    tokenizer: Any = AutoTokenizer.from_pretrained(config.tokenizer or config.model)
-    if config.chat_template:
-        tokenizer.chat_template = config.chat_template
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
-    model: Any = AutoModelForCausalLM.from_pretrained(config.model, dtype=dtype).to(device)
-    if device == "cpu":
-        model.config._attn_implementation = "sdpa"  # takes the block-diagonal 4-D mask
-    if config.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
-    model.train()
+    def _collate(self, rows: list[list[int]], examples: list[Encoded]) -> Batch:
+        return collate([[examples[i] for i in row] for row in rows], self.runtime.pad_id)
 
-    chats = load_chats(config.data.train)
-    eval_chats = load_chats(config.data.eval) if config.data.eval else []
-    if not config.data.eval and config.data.eval_rows:
-        order = list(range(len(chats)))
-        random.Random(config.seed).shuffle(order)
-        held = set(order[: config.data.eval_rows])
-        eval_chats = [c for i, c in enumerate(chats) if i in held]
-        chats = [c for i, c in enumerate(chats) if i not in held]
-    train = encode_all(tokenizer, chats, config.max_length)
-    if not train:
-        raise ValueError(f"{config.data.train}: no rows with assistant tokens to train on")
-    pack_length = config.pack_length or config.max_length
-    eval_batches = micro_batches(encode_all(tokenizer, eval_chats, config.max_length), pad_id, config.packing, pack_length,
-                                 config.rows_per_micro_batch, 0) if eval_chats else []
+    def plan(self, seed: int) -> list[list[list[int]]]:
+        return plan_micro_batches(self.lengths, self.config.packing, self.pack_length, self.config.rows_per_micro_batch, seed)
 
-    plan = plan_micro_batches([len(e.input_ids) for e in train], config.packing, pack_length, config.rows_per_micro_batch, 0)
-    per_epoch = math.ceil(len(plan) / config.gradient_accumulation)
-    total_steps = config.max_steps or max(1, int(per_epoch * config.epochs))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.optim.lr, betas=config.optim.betas,
-                                  weight_decay=config.optim.weight_decay, fused=device == "cuda")
-    scheduler = get_scheduler(config.optim.schedule, optimizer, num_warmup_steps=int(config.optim.warmup_ratio * total_steps),
-                              num_training_steps=total_steps)
-    out = Path(config.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    metrics_file = (out / "metrics.jsonl").open("wb")
+    def weight(self, item: list[list[int]]) -> int:
+        return sum(self.train[i].targets for row in item for i in row)
 
-    def emit(record: dict[str, Any]) -> None:
-        metrics_file.write(orjson.dumps(record) + b"\n")
-        metrics_file.flush()
-        if log is not None:
-            log(record)
+    def loss_sum(self, model: Any, item: list[list[int]]) -> tuple[torch.Tensor, dict[str, float], int, float]:
+        batch = self._collate(item, self.train)
+        summed, _ = sft_loss_sum(model, **batch_inputs(batch, self.runtime.device, self.runtime.dtype), chunk=self.config.loss_chunk)
+        return summed, {}, sum(sum(row) for row in batch.seq_lens), mean_context(batch.seq_lens)
 
-    eval_losses: list[tuple[int, float]] = []
-    if eval_batches:
-        eval_losses.append((0, evaluate(model, eval_batches, device, dtype, config.loss_chunk)))
-        emit({"step": 0, "eval_loss": eval_losses[-1][1]})
-    step, epoch, tokens_seen, started = 0, 0, 0, time.perf_counter()
-    queue: list[Batch] = []
-    while step < total_steps:
-        if not queue:
-            queue = micro_batches(train, pad_id, config.packing, pack_length, config.rows_per_micro_batch, config.seed + epoch)
-            epoch += 1
-        group, queue = queue[: config.gradient_accumulation], queue[config.gradient_accumulation :]
-        targets = sum(b.targets for b in group)  # normalize by the whole accumulated batch's target tokens
-        step_started = time.perf_counter()
-        loss_total = 0.0
-        group_tokens = 0
-        for batch in group:
-            summed, _ = sft_loss_sum(model, **_to(batch, device, dtype), chunk=config.loss_chunk)
-            (summed / targets).backward()
-            loss_total += float(summed.detach())
-            group_tokens += int((batch.input_ids != pad_id).sum())
-        tokens_seen += group_tokens
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.max_grad_norm))
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        if step % config.log_every == 0 or step == total_steps:
-            seconds = time.perf_counter() - step_started
-            emit({"step": step, "epoch": epoch, "loss": loss_total / max(targets, 1), "lr": scheduler.get_last_lr()[0],
-                  "grad_norm": grad_norm, "target_tokens": targets,
-                  "tokens_per_s": group_tokens / max(seconds, 1e-9),
-                  "peak_memory_mb": round(_peak_memory_mb(device), 1)})
-        if eval_batches and ((config.eval_every and step % config.eval_every == 0) or step == total_steps):
-            eval_losses.append((step, evaluate(model, eval_batches, device, dtype, config.loss_chunk)))
-            emit({"step": step, "eval_loss": eval_losses[-1][1]})
-    metrics_file.close()
-    checkpoint = out / "final"
-    model.save_pretrained(str(checkpoint))
-    tokenizer.save_pretrained(str(checkpoint))
-    return SFTResult(step, eval_losses, checkpoint, tokens_seen / max(time.perf_counter() - started, 1e-9))
+    def evaluate(self, model: Any) -> dict[str, float]:
+        """Held-out loss per target token."""
+        if not self.held_out:
+            return {}
+        was_training = model.training
+        model.eval()
+        total, count = 0.0, 0
+        with torch.no_grad():
+            for batch in self.held_out:
+                summed, n = sft_loss_sum(model, **batch_inputs(batch, self.runtime.device, self.runtime.dtype),
+                                         chunk=self.config.loss_chunk)
+                total += float(summed)
+                count += n
+        model.train(was_training)
+        return {"eval_loss": total / max(count, 1)}
+
+
+def run_sft(config: TrainConfig, log: Log | None = None) -> LoopResult:
+    """Train ``config.model`` on the chats of ``config.data``; returns steps, held-out losses and the final checkpoint."""
+    from thresher.train.checkpoint import resolve_resume
+
+    resume = resolve_resume(config.resume_from, Path(config.output_dir))
+    runtime = start(config, weights=str(resume) if resume else None)
+    try:
+        train_chats, eval_chats = held_out_split(load_chats(config.data.train),
+                                                 load_chats(config.data.eval) if config.data.eval else None,
+                                                 config.data.eval_rows, config.seed)
+        train = encode_all(runtime.tokenizer, train_chats, config.max_length)
+        if not train:
+            raise ValueError(f"{config.data.train}: no rows with assistant tokens to train on")
+        task = SFTTask(config, runtime, train, encode_all(runtime.tokenizer, eval_chats, config.max_length))
+        task.accounting = {"rows": len(train_chats), "rows_trained": len(train),
+                           "rows_without_targets": len(train_chats) - len(train), "held_out_rows": len(eval_chats)}
+        return run_loop(config, runtime, task, log)
+    finally:
+        finish(runtime)

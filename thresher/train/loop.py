@@ -1,0 +1,152 @@
+"""The optimization loop shared by SFT and DPO.
+
+A task says what one epoch's micro-batches are, what each weighs in the normalizer (target tokens
+for SFT, pairs for DPO) and how to compute a micro-batch's summed loss. The loop takes
+``gradient_accumulation × processes`` micro-batches per optimizer step, in an order that does not
+depend on the number of processes (process r takes every r-th), divides the summed loss by the
+whole step's weight, clips, steps AdamW and the schedule, logs, evaluates, and saves resumable
+checkpoints. Every process plans the same epoch from the seed, so no data moves between them.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from thresher.train.checkpoint import load_trainer_state, resolve_resume, save_checkpoint
+from thresher.train.config import TrainConfig
+from thresher.train.metrics import Log, MetricsLog, peak_flops, peak_memory_mb, train_flops_per_token
+from thresher.train.runtime import Runtime, save_model
+
+
+class Task(Protocol):
+    accounting: dict[str, Any]  # rows read, trained on, and left out (with reasons), logged first
+    weight_name: str  # what the normalizer counts, as logged
+
+    def plan(self, seed: int) -> list[Any]:
+        """One epoch's micro-batches (cheap descriptions; built when used)."""
+        ...
+
+    def weight(self, item: Any) -> int:
+        """What ``item`` adds to the step's normalizer."""
+        ...
+
+    def loss_sum(self, model: Any, item: Any) -> tuple[torch.Tensor, dict[str, float], int, float]:
+        """The summed loss of ``item``, summed metrics, its non-padding tokens and their mean attention context."""
+        ...
+
+    def evaluate(self, model: Any) -> dict[str, float]:
+        """Held-out metrics (empty without held-out data)."""
+        ...
+
+
+@dataclass
+class LoopResult:
+    steps: int
+    evals: list[tuple[int, dict[str, float]]]
+    checkpoint: Path
+    tokens_per_s: float
+
+
+def _grad_norm(model: Any, max_norm: float) -> float:
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
+
+
+def run_loop(config: TrainConfig, runtime: Runtime, task: Task, log: Log | None = None) -> LoopResult:
+    from transformers import get_scheduler
+
+    model, world, rank = runtime.model, runtime.world, runtime.rank
+    per_step = config.gradient_accumulation * world
+    first_epoch = task.plan(config.seed)
+    if not first_epoch:
+        raise ValueError("no micro-batches to train on")
+    per_epoch = math.ceil(len(first_epoch) / per_step)
+    total_steps = config.max_steps or max(1, int(per_epoch * config.epochs))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.optim.lr, betas=config.optim.betas,
+                                  weight_decay=config.optim.weight_decay, fused=runtime.on_gpu)
+    scheduler = get_scheduler(config.optim.schedule, optimizer, num_warmup_steps=int(config.optim.warmup_ratio * total_steps),
+                              num_training_steps=total_steps)
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    resume = resolve_resume(config.resume_from, out)
+    position = {"step": 0, "epoch": 0, "taken": 0}
+    if resume is not None:
+        position = load_trainer_state(runtime, resume, optimizer, scheduler)
+    metrics = MetricsLog(out, append=resume is not None, echo=log, enabled=runtime.is_main)
+    peak = peak_flops(runtime.device)
+    local_params = sum(p.numel() for p in model.parameters())
+
+    evals: list[tuple[int, dict[str, float]]] = []
+
+    def evaluate(step: int) -> None:
+        result = task.evaluate(model)
+        if result:
+            evals.append((step, result))
+            metrics({"step": step, **result})
+
+    if resume is None:
+        metrics({"step": 0, "total_steps": total_steps, **task.accounting})
+        evaluate(0)
+    else:
+        metrics({"step": position["step"], "resumed_from": str(resume)})
+    step, epoch, taken = position["step"], position["epoch"], position["taken"]
+    plan = task.plan(config.seed + epoch) if epoch else first_epoch
+    tokens_seen, started = 0, time.perf_counter()
+    while step < total_steps:
+        if taken >= len(plan):
+            epoch, taken = epoch + 1, 0
+            plan = task.plan(config.seed + epoch)
+        group = plan[taken : taken + per_step]
+        taken += len(group)
+        normalizer = sum(task.weight(item) for item in group)
+        mine = group[rank::world]
+        turns = math.ceil(len(group) / world)  # every process runs as many micro-batches (FSDP collectives pair up)
+        work = [(item, 1.0) for item in mine] + [(group[0], 0.0)] * (turns - len(mine))
+        step_started = time.perf_counter()
+        loss_total, tokens, context_tokens, sums = 0.0, 0, 0.0, {}
+        for item, scale in work:
+            summed, item_sums, item_tokens, context = task.loss_sum(model, item)
+            # FSDP averages gradients over processes; scaling by ``world`` makes the step's gradient the sum / normalizer
+            (summed * (scale * world / normalizer)).backward()
+            if scale:
+                loss_total += float(summed.detach())
+                tokens += item_tokens
+                context_tokens += context * item_tokens
+                for key, value in item_sums.items():
+                    sums[key] = sums.get(key, 0.0) + value
+        keys = sorted(sums)
+        totals = runtime.all_sum([loss_total, tokens, context_tokens, *(sums[k] for k in keys)])
+        grad_norm = _grad_norm(model, config.optim.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        tokens_seen += int(totals[1])
+        if step % config.log_every == 0 or step == total_steps:
+            seconds = max(time.perf_counter() - step_started, 1e-9)
+            record: dict[str, Any] = {"step": step, "epoch": epoch + 1, "loss": totals[0] / normalizer,
+                                      **{k: v / normalizer for k, v in zip(keys, totals[3:], strict=True)},
+                                      "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm, task.weight_name: normalizer,
+                                      "tokens_per_s": totals[1] / seconds, "peak_memory_mb": round(peak_memory_mb(runtime.device), 1)}
+            if peak is not None and totals[1]:
+                flops = train_flops_per_token(local_params * world, model.config.num_hidden_layers, model.config.hidden_size,
+                                              totals[2] / totals[1])
+                record["mfu"] = totals[1] / seconds * flops / (peak * world)
+            metrics(record)
+        if config.eval_every and step % config.eval_every == 0 and step != total_steps:
+            evaluate(step)
+        if config.save_every and step % config.save_every == 0 and step != total_steps:
+            save_checkpoint(runtime, out / f"checkpoint-{step}", optimizer, scheduler,
+                            {"step": step, "epoch": epoch, "taken": taken})
+    evaluate(step)
+    elapsed = time.perf_counter() - started
+    metrics.close()
+    final = out / "final"
+    save_model(runtime, final)
+    return LoopResult(step, evals, final, tokens_seen / max(elapsed, 1e-9))

@@ -1,0 +1,140 @@
+"""Where training runs: device and precision, one process or several (torchrun), the model and
+tokenizer loaded and, with several processes, sharded with FSDP2 (``fully_shard``)."""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from thresher.train.config import TrainConfig
+
+
+@dataclass
+class Runtime:
+    device: str  # "cuda", "cuda:N" or "cpu"
+    dtype: torch.dtype
+    rank: int
+    world: int
+    model: Any
+    tokenizer: Any
+    pad_id: int
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.device.startswith("cuda")
+
+    def all_sum(self, values: list[float]) -> list[float]:
+        """Element-wise sums over the processes (the values themselves in one process)."""
+        if self.world == 1:
+            return values
+        t = torch.tensor(values, dtype=torch.float64, device=self.device if self.on_gpu else "cpu")
+        dist.all_reduce(t)
+        return t.tolist()
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _launched_by_torchrun() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def load_tokenizer(config: TrainConfig) -> tuple[Any, int]:
+    from transformers import AutoTokenizer
+
+    tokenizer: Any = AutoTokenizer.from_pretrained(config.tokenizer or config.model)
+    if config.chat_template:
+        tokenizer.chat_template = config.chat_template
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    return tokenizer, pad_id
+
+
+def load_causal_lm(path: str, device: str, dtype: torch.dtype) -> Any:
+    """A causal LM in training-ready form: on CPU with SDPA attention, which takes the packed block-diagonal mask."""
+    from transformers import AutoModelForCausalLM
+
+    model: Any = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
+    if not device.startswith("cuda"):
+        model.config._attn_implementation = "sdpa"
+    return model
+
+
+def _shard(model: Any, device_type: str, world: int) -> None:
+    """FSDP2: each decoder layer is its own unit, then the root (embeddings, final norm, head)."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    mesh = init_device_mesh(device_type, (world,))
+    for layer in model.get_decoder().layers:
+        fully_shard(layer, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+
+
+def start(config: TrainConfig, weights: str | None = None) -> Runtime:
+    """Seed, pick the device, join the process group when launched by torchrun, load (``weights`` or
+    ``config.model``) and shard the model."""
+    from thresher.device import pick_compute_path
+
+    seed_everything(config.seed)
+    device = pick_compute_path(config.device, announce=False).device
+    rank, world = 0, 1
+    if _launched_by_torchrun():
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device == "cuda" else "gloo")
+        rank, world = dist.get_rank(), dist.get_world_size()
+        if device == "cuda":
+            local = int(os.environ.get("LOCAL_RANK", "0"))
+            torch.cuda.set_device(local)
+            device = f"cuda:{local}"
+    on_gpu = device.startswith("cuda")
+    dtype = torch.bfloat16 if config.precision == "bf16" or (config.precision == "auto" and on_gpu) else torch.float32
+    tokenizer, pad_id = load_tokenizer(config)
+    model = load_causal_lm(weights or config.model, device, dtype)
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    if world > 1:
+        _shard(model, "cuda" if on_gpu else "cpu", world)
+    model.train()
+    return Runtime(device, dtype, rank, world, model, tokenizer, pad_id)
+
+
+def full_state_dict(runtime: Runtime) -> dict[str, torch.Tensor] | None:
+    """The whole model's weights on the CPU in the main process (None elsewhere); gathers shards under FSDP."""
+    if runtime.world == 1:
+        return None  # save_pretrained reads the module itself
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(runtime.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def save_model(runtime: Runtime, folder: Path) -> None:
+    """``save_pretrained`` of model and tokenizer (called by every process; the main one writes)."""
+    state = full_state_dict(runtime)
+    if runtime.is_main:
+        folder.mkdir(parents=True, exist_ok=True)
+        runtime.model.save_pretrained(str(folder), state_dict=state)
+        runtime.tokenizer.save_pretrained(str(folder))
+    runtime.barrier()
+
+
+def finish(runtime: Runtime) -> None:
+    if runtime.world > 1 and dist.is_initialized():
+        dist.destroy_process_group()
