@@ -44,8 +44,10 @@ def _run(config: Path, overrides: list[str] | None, quiet: bool, runner: Callabl
                     bar.console.print(_line(record), highlight=False)
 
             result = runner(cfg, show)
-    evals = " → ".join(" ".join(f"{k}={v:.3f}" for k, v in e.items()) for _, e in result.evals)
-    out_console.print(f"{result.steps} steps; checkpoint: {result.checkpoint}; held-out: {evals or 'n/a'}")
+    shown = ("eval_loss", "eval_reward_accuracy")
+    evals = "; ".join(f"{key} " + " → ".join(f"{e[key]:.3f}" for _, e in result.evals) for key in shown
+                      if result.evals and key in result.evals[0][1])
+    out_console.print(f"{result.steps} steps; checkpoint: {result.checkpoint}; held-out {evals or 'n/a'}")
 
 
 @train_app.command("sft")
