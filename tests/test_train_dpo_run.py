@@ -77,7 +77,9 @@ def test_packed_pairs_give_the_same_logprobs_as_padded_rows(tiny_chat_model: Pat
 
     from thresher.train.runtime import Runtime
 
-    runtime = Runtime("cpu", torch.float32, 0, 1, model, tokenizer, pad_id)
+    from thresher.train.loss import TargetLogprobs
+
+    runtime = Runtime("cpu", torch.float32, 0, 1, model, TargetLogprobs(model), tokenizer, pad_id)
     item = [[0, 1, 2]]
     packed = DPOTask(TrainConfig(**base, packing=True), runtime, pairs, []).reference_logprobs_of(pairs)(model, item)
     padded = DPOTask(TrainConfig(**base, packing=False), runtime, pairs, []).reference_logprobs_of(pairs)(model, [[0], [1], [2]])

@@ -20,7 +20,7 @@ def _optimizer_state(runtime: Runtime, optimizer: torch.optim.Optimizer) -> dict
         return optimizer.state_dict()
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
 
-    return get_optimizer_state_dict(runtime.model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    return get_optimizer_state_dict(runtime.trainable, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
 def _rng_state() -> dict[str, Any]:
@@ -75,7 +75,7 @@ def load_trainer_state(runtime: Runtime, folder: Path, optimizer: torch.optim.Op
     else:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
-        set_optimizer_state_dict(runtime.model, optimizer, state["optimizer"], options=StateDictOptions(full_state_dict=True))
+        set_optimizer_state_dict(runtime.trainable, optimizer, state["optimizer"], options=StateDictOptions(full_state_dict=True))
     scheduler.load_state_dict(state["scheduler"])
     _set_rng_state(state["rng"])
     return state["position"]

@@ -61,7 +61,8 @@ def _grad_norm(model: Any, max_norm: float) -> float:
 def run_loop(config: TrainConfig, runtime: Runtime, task: Task, log: Log | None = None) -> LoopResult:
     from transformers import get_scheduler
 
-    model, world, rank = runtime.model, runtime.world, runtime.rank
+    model, world, rank = runtime.trainable, runtime.world, runtime.rank
+    lm_config = runtime.model.config
     per_step = config.gradient_accumulation * world
     first_epoch = task.plan(config.seed)
     if not first_epoch:
@@ -135,7 +136,7 @@ def run_loop(config: TrainConfig, runtime: Runtime, task: Task, log: Log | None 
                                       "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm, task.weight_name: normalizer,
                                       "tokens_per_s": totals[1] / seconds, "peak_memory_mb": round(peak_memory_mb(runtime.device), 1)}
             if peak is not None and totals[1]:
-                flops = train_flops_per_token(local_params * world, model.config.num_hidden_layers, model.config.hidden_size,
+                flops = train_flops_per_token(local_params * world, lm_config.num_hidden_layers, lm_config.hidden_size,
                                               totals[2] / totals[1])
                 record["mfu"] = totals[1] / seconds * flops / (peak * world)
             metrics(record)

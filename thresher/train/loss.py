@@ -41,15 +41,41 @@ def shifted_targets(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return targets, targets != IGNORE
 
 
+def _target_logprobs(lm: torch.nn.Module, input_ids: torch.Tensor, labels: torch.Tensor, position_ids: torch.Tensor,
+                     attention_mask: torch.Tensor, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    decoder = lm.get_decoder()
+    hidden = decoder(input_ids=input_ids, position_ids=position_ids, attention_mask=attention_mask).last_hidden_state
+    targets, keep = shifted_targets(labels)
+    return token_logprobs(hidden[keep], lm.get_output_embeddings(), targets[keep], chunk), keep
+
+
+class TargetLogprobs(torch.nn.Module):
+    """A causal LM whose forward returns the log-probs of its target tokens (chunked head, no full logits).
+    Training wraps the model in it so that FSDP2's root unit sees the embeddings and head used in forward."""
+
+    def __init__(self, lm: torch.nn.Module) -> None:
+        super().__init__()
+        self.lm = lm
+
+    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor, position_ids: torch.Tensor, attention_mask: torch.Tensor,
+                chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+        return _target_logprobs(self.lm, input_ids, labels, position_ids, attention_mask, chunk)
+
+
+def target_logprobs(model: torch.nn.Module, input_ids: torch.Tensor, labels: torch.Tensor, position_ids: torch.Tensor,
+                    attention_mask: torch.Tensor, chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+    """log p of each target token (in row-major order) and the (rows, T) mask of positions that predict one;
+    ``model`` is a causal LM or a ``TargetLogprobs`` around one."""
+    if isinstance(model, TargetLogprobs):
+        return model(input_ids, labels, position_ids, attention_mask, chunk)
+    return _target_logprobs(model, input_ids, labels, position_ids, attention_mask, chunk)
+
+
 def sft_loss_sum(model: torch.nn.Module, input_ids: torch.Tensor, labels: torch.Tensor, position_ids: torch.Tensor,
                  attention_mask: torch.Tensor, chunk: int = 1024) -> tuple[torch.Tensor, int]:
     """The summed negative log-likelihood of the target tokens, and their count. Divide the sum by
     the count over the whole accumulated batch, so the loss does not depend on packing or micro-batches."""
-    decoder = model.get_decoder()
-    hidden = decoder(input_ids=input_ids, position_ids=position_ids, attention_mask=attention_mask).last_hidden_state
-    targets, keep = shifted_targets(labels)
-    picked = hidden[keep]
-    logp = token_logprobs(picked, model.get_output_embeddings(), targets[keep], chunk)
+    logp, keep = target_logprobs(model, input_ids, labels, position_ids, attention_mask, chunk)
     return -logp.sum(), int(keep.sum())
 
 
@@ -68,10 +94,7 @@ def example_logprobs(model: torch.nn.Module, input_ids: torch.Tensor, labels: to
                      attention_mask: torch.Tensor, seq_lens: list[list[int]], chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
     """Per example (numbered row by row), the summed log-probs of its target tokens and their count.
     A target's predicting position lies in the same example, since no example's first token is a target."""
-    decoder = model.get_decoder()
-    hidden = decoder(input_ids=input_ids, position_ids=position_ids, attention_mask=attention_mask).last_hidden_state
-    targets, keep = shifted_targets(labels)
-    logp = token_logprobs(hidden[keep], model.get_output_embeddings(), targets[keep], chunk)
+    logp, keep = target_logprobs(model, input_ids, labels, position_ids, attention_mask, chunk)
     segment = example_segments(seq_lens, input_ids.shape[1]).to(input_ids.device)[keep]
     count = sum(len(lens) for lens in seq_lens)
     return sequence_logprobs(logp, segment, count), sequence_logprobs(torch.ones_like(logp), segment, count)

@@ -80,7 +80,7 @@ def reference_logprobs(runtime: Runtime, reference: str, use_policy: bool, cache
         if cached.shape == (len(pairs), 2):
             return cached, "cached"
     if use_policy:
-        values = compute_logprobs(runtime.model, pairs, logprobs_of, batches)
+        values = compute_logprobs(runtime.trainable, pairs, logprobs_of, batches)
     else:
         model = load_causal_lm(reference, runtime.device, runtime.dtype)
         values = compute_logprobs(model, pairs, logprobs_of, batches)

@@ -14,6 +14,7 @@ import torch
 import torch.distributed as dist
 
 from thresher.train.config import TrainConfig
+from thresher.train.loss import TargetLogprobs
 
 
 @dataclass
@@ -22,7 +23,8 @@ class Runtime:
     dtype: torch.dtype
     rank: int
     world: int
-    model: Any
+    model: Any  # the causal LM (config, save_pretrained)
+    trainable: Any  # what the loop runs: TargetLogprobs around the model, the FSDP root under torchrun
     tokenizer: Any
     pad_id: int
 
@@ -77,15 +79,15 @@ def load_causal_lm(path: str, device: str, dtype: torch.dtype) -> Any:
     return model
 
 
-def _shard(model: Any, device_type: str, world: int) -> None:
-    """FSDP2: each decoder layer is its own unit, then the root (embeddings, final norm, head)."""
+def _shard(model: Any, trainable: Any, device_type: str, world: int) -> None:
+    """FSDP2: each decoder layer is its own unit; the root (embeddings, final norm, head) is the wrapper whose forward runs the loss."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
     mesh = init_device_mesh(device_type, (world,))
     for layer in model.get_decoder().layers:
         fully_shard(layer, mesh=mesh)
-    fully_shard(model, mesh=mesh)
+    fully_shard(trainable, mesh=mesh)
 
 
 def start(config: TrainConfig, weights: str | None = None) -> Runtime:
@@ -110,10 +112,11 @@ def start(config: TrainConfig, weights: str | None = None) -> Runtime:
     model = load_causal_lm(weights or config.model, device, dtype)
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable()
+    trainable = TargetLogprobs(model)
     if world > 1:
-        _shard(model, "cuda" if on_gpu else "cpu", world)
-    model.train()
-    return Runtime(device, dtype, rank, world, model, tokenizer, pad_id)
+        _shard(model, trainable, "cuda" if on_gpu else "cpu", world)
+    trainable.train()
+    return Runtime(device, dtype, rank, world, model, trainable, tokenizer, pad_id)
 
 
 def full_state_dict(runtime: Runtime) -> dict[str, torch.Tensor] | None:
@@ -122,7 +125,8 @@ def full_state_dict(runtime: Runtime) -> dict[str, torch.Tensor] | None:
         return None  # save_pretrained reads the module itself
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-    return get_model_state_dict(runtime.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    state = get_model_state_dict(runtime.trainable, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    return {key.removeprefix("lm."): value for key, value in state.items()}
 
 
 def save_model(runtime: Runtime, folder: Path) -> None:
