@@ -50,7 +50,12 @@ class LoopResult:
     steps: int
     evals: list[tuple[int, dict[str, float]]]
     checkpoint: Path
-    tokens_per_s: float
+    tokens: int  # real (non-padding) tokens trained on, all processes
+    seconds: float  # the loop's wall time (evaluations included, setup and the final save not)
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / max(self.seconds, 1e-9)
 
 
 def _grad_norm(model: Any, max_norm: float) -> float:
@@ -150,4 +155,4 @@ def run_loop(config: TrainConfig, runtime: Runtime, task: Task, log: Log | None 
     metrics.close()
     final = out / "final"
     save_model(runtime, final)
-    return LoopResult(step, evals, final, tokens_seen / max(elapsed, 1e-9))
+    return LoopResult(step, evals, final, tokens_seen, elapsed)
