@@ -110,6 +110,16 @@ def test_packed_padded_and_micro_batched_give_the_same_loss_and_gradients(tiny_c
     loss_leaky, grads_leaky = _loss_and_grads(model, [leaky], total)
     assert loss_leaky != pytest.approx(loss_padded, rel=1e-5) and not _close(grads_leaky, grads_padded)
 
+    # The variable-length layout (flash-attention on GPU): one unpadded row, no mask, example boundaries where
+    # position_ids restart. Those boundaries must be the examples', and attention within them gives the same loss.
+    flat = collate([[examples[i] for i in p] for p in packs], pad, varlen=True)
+    assert flat.attention_mask is None and flat.input_ids.shape == (1, sum(len(e.input_ids) for e in examples))
+    starts = (flat.position_ids[0] == 0).nonzero()[:, 0].tolist() + [flat.input_ids.shape[1]]
+    assert [b - a for a, b in zip(starts, starts[1:], strict=False)] == flat.seq_lens[0] == [len(examples[i].input_ids) for p in packs for i in p]
+    flat.attention_mask = block_causal_mask(flat.seq_lens[0], flat.input_ids.shape[1])[None, None]
+    loss_flat, grads_flat = _loss_and_grads(model, [flat], total)
+    assert loss_flat == pytest.approx(loss_padded, rel=1e-5) and _close(grads_flat, grads_padded)
+
 
 def test_chunked_logprobs_match_a_float64_reference_with_gradients() -> None:
     torch.manual_seed(0)

@@ -54,6 +54,7 @@ class TrainConfig(Strict):
     max_steps: int | None = Field(default=None, gt=0)
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
     gradient_checkpointing: bool = False
+    attention: Literal["auto", "sdpa", "eager", "flash_attention_2"] = "auto"  # auto: flash-attention 2 on CUDA when installed
     seed: int = 0
     output_dir: str = "out/train"
     log_every: int = Field(default=1, gt=0)

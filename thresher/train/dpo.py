@@ -42,7 +42,7 @@ class DPOTask:
             groups = [[side for i in row for side in (pairs[i].chosen, pairs[i].rejected)] for row in item]
         else:
             groups = [[side] for row in item for i in row for side in (pairs[i].chosen, pairs[i].rejected)]
-        return collate(groups, self.runtime.pad_id)
+        return collate(groups, self.runtime.pad_id, varlen=self.runtime.varlen)
 
     def _logprobs(self, model: Any, pairs: list[EncodedPair], item: PairBatch) -> tuple[torch.Tensor, torch.Tensor, Batch]:
         batch = self._collate(pairs, item)

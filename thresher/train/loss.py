@@ -42,7 +42,7 @@ def shifted_targets(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _target_logprobs(lm: torch.nn.Module, input_ids: torch.Tensor, labels: torch.Tensor, position_ids: torch.Tensor,
-                     attention_mask: torch.Tensor, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+                     attention_mask: torch.Tensor | None, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
     decoder = lm.get_decoder()
     hidden = decoder(input_ids=input_ids, position_ids=position_ids, attention_mask=attention_mask).last_hidden_state
     targets, keep = shifted_targets(labels)
@@ -57,13 +57,13 @@ class TargetLogprobs(torch.nn.Module):
         super().__init__()
         self.lm = lm
 
-    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor, position_ids: torch.Tensor, attention_mask: torch.Tensor,
+    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor, position_ids: torch.Tensor, attention_mask: torch.Tensor | None,
                 chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
         return _target_logprobs(self.lm, input_ids, labels, position_ids, attention_mask, chunk)
 
 
 def target_logprobs(model: torch.nn.Module, input_ids: torch.Tensor, labels: torch.Tensor, position_ids: torch.Tensor,
-                    attention_mask: torch.Tensor, chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+                    attention_mask: torch.Tensor | None, chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
     """log p of each target token (in row-major order) and the (rows, T) mask of positions that predict one;
     ``model`` is a causal LM or a ``TargetLogprobs`` around one."""
     if isinstance(model, TargetLogprobs):
@@ -72,7 +72,7 @@ def target_logprobs(model: torch.nn.Module, input_ids: torch.Tensor, labels: tor
 
 
 def sft_loss_sum(model: torch.nn.Module, input_ids: torch.Tensor, labels: torch.Tensor, position_ids: torch.Tensor,
-                 attention_mask: torch.Tensor, chunk: int = 1024) -> tuple[torch.Tensor, int]:
+                 attention_mask: torch.Tensor | None, chunk: int = 1024) -> tuple[torch.Tensor, int]:
     """The summed negative log-likelihood of the target tokens, and their count. Divide the sum by
     the count over the whole accumulated batch, so the loss does not depend on packing or micro-batches."""
     logp, keep = target_logprobs(model, input_ids, labels, position_ids, attention_mask, chunk)
@@ -91,7 +91,7 @@ def example_segments(seq_lens: list[list[int]], total: int) -> torch.Tensor:
 
 
 def example_logprobs(model: torch.nn.Module, input_ids: torch.Tensor, labels: torch.Tensor, position_ids: torch.Tensor,
-                     attention_mask: torch.Tensor, seq_lens: list[list[int]], chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+                     attention_mask: torch.Tensor | None, seq_lens: list[list[int]], chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
     """Per example (numbered row by row), the summed log-probs of its target tokens and their count.
     A target's predicting position lies in the same example, since no example's first token is a target."""
     logp, keep = target_logprobs(model, input_ids, labels, position_ids, attention_mask, chunk)

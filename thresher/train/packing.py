@@ -20,7 +20,7 @@ class Batch:
     input_ids: torch.Tensor  # (rows, T)
     labels: torch.Tensor  # (rows, T), IGNORE where no loss
     position_ids: torch.Tensor  # (rows, T)
-    attention_mask: torch.Tensor  # (rows, 1, T, T) additive float mask
+    attention_mask: torch.Tensor | None  # (rows, 1, T, T) additive float mask; None for variable-length attention
     seq_lens: list[list[int]]  # per row, the length of each example in it
 
     @property
@@ -56,14 +56,18 @@ def block_causal_mask(seq_lens: list[int], total: int, dtype: torch.dtype = torc
     return torch.where(allowed, 0.0, torch.finfo(dtype).min).to(dtype)
 
 
-def collate(groups: list[list[Encoded]], pad_id: int, length: int | None = None) -> Batch:
-    """One row per group of examples (a pack, or a single example for a padded batch), right-padded."""
+def collate(groups: list[list[Encoded]], pad_id: int, length: int | None = None, varlen: bool = False) -> Batch:
+    """One row per group of examples (a pack, or a single example for a padded batch), right-padded, with the
+    block-diagonal mask. With ``varlen``: one row of all examples back to back, unpadded and without a mask,
+    for variable-length attention (flash-attention reads the example boundaries from ``position_ids``)."""
+    if varlen:
+        groups = [[e for g in groups for e in g]]
     rows = [sum((e.input_ids for e in g), []) for g in groups]
     total = length or max(len(r) for r in rows)
     ids = torch.full((len(groups), total), pad_id, dtype=torch.long)
     labels = torch.full((len(groups), total), IGNORE, dtype=torch.long)
     positions = torch.zeros((len(groups), total), dtype=torch.long)
-    masks = torch.empty((len(groups), 1, total, total))
+    masks = None if varlen else torch.empty((len(groups), 1, total, total))
     seq_lens = []
     for r, group in enumerate(groups):
         lens = [len(e.input_ids) for e in group]
@@ -71,6 +75,7 @@ def collate(groups: list[list[Encoded]], pad_id: int, length: int | None = None)
         ids[r, :n] = torch.tensor(rows[r])
         labels[r, :n] = torch.tensor(sum((e.labels for e in group), []))
         positions[r, :n] = torch.cat([torch.arange(k) for k in lens])
-        masks[r, 0] = block_causal_mask(lens, total)
+        if masks is not None:
+            masks[r, 0] = block_causal_mask(lens, total)
         seq_lens.append(lens)
     return Batch(ids, labels, positions, masks, seq_lens)

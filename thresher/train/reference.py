@@ -82,7 +82,7 @@ def reference_logprobs(runtime: Runtime, reference: str, use_policy: bool, cache
     if use_policy:
         values = compute_logprobs(runtime.trainable, pairs, logprobs_of, batches)
     else:
-        model = load_causal_lm(reference, runtime.device, runtime.dtype)
+        model = load_causal_lm(reference, runtime.device, runtime.dtype, runtime.attention)
         values = compute_logprobs(model, pairs, logprobs_of, batches)
         del model  # the reference leaves memory before training starts
         gc.collect()

@@ -3,6 +3,7 @@ tokenizer loaded and, with several processes, sharded with FSDP2 (``fully_shard`
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import random
 from dataclasses import dataclass
@@ -27,6 +28,12 @@ class Runtime:
     trainable: Any  # what the loop runs: TargetLogprobs around the model, the FSDP root under torchrun
     tokenizer: Any
     pad_id: int
+    attention: str = "sdpa"  # the attention implementation the model was loaded with
+
+    @property
+    def varlen(self) -> bool:
+        """Flash-attention: a micro-batch goes unpadded in one row, example boundaries from ``position_ids``."""
+        return self.attention == "flash_attention_2"
 
     @property
     def is_main(self) -> bool:
@@ -69,13 +76,21 @@ def load_tokenizer(config: TrainConfig) -> tuple[Any, int]:
     return tokenizer, pad_id
 
 
-def load_causal_lm(path: str, device: str, dtype: torch.dtype) -> Any:
-    """A causal LM in training-ready form: on CPU with SDPA attention, which takes the packed block-diagonal mask."""
+def attention_for(config: TrainConfig, device: str) -> str:
+    """``auto``: flash-attention 2 (variable-length, no mask) on CUDA when ``flash_attn`` is installed, else SDPA
+    with the block-diagonal mask."""
+    if config.attention != "auto":
+        return config.attention
+    if device.startswith("cuda") and importlib.util.find_spec("flash_attn") is not None:
+        return "flash_attention_2"
+    return "sdpa"
+
+
+def load_causal_lm(path: str, device: str, dtype: torch.dtype, attention: str = "sdpa") -> Any:
+    """A causal LM in training-ready form, with ``attention`` as its attention implementation."""
     from transformers import AutoModelForCausalLM
 
-    model: Any = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
-    if not device.startswith("cuda"):
-        model.config._attn_implementation = "sdpa"
+    model: Any = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=attention).to(device)
     return model
 
 
@@ -109,14 +124,15 @@ def start(config: TrainConfig, weights: str | None = None) -> Runtime:
     on_gpu = device.startswith("cuda")
     dtype = torch.bfloat16 if config.precision == "bf16" or (config.precision == "auto" and on_gpu) else torch.float32
     tokenizer, pad_id = load_tokenizer(config)
-    model = load_causal_lm(weights or config.model, device, dtype)
+    attention = attention_for(config, device)
+    model = load_causal_lm(weights or config.model, device, dtype, attention)
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     trainable = TargetLogprobs(model)
     if world > 1:
         _shard(model, trainable, "cuda" if on_gpu else "cpu", world)
     trainable.train()
-    return Runtime(device, dtype, rank, world, model, trainable, tokenizer, pad_id)
+    return Runtime(device, dtype, rank, world, model, trainable, tokenizer, pad_id, attention)
 
 
 def full_state_dict(runtime: Runtime) -> dict[str, torch.Tensor] | None:

@@ -18,9 +18,10 @@ from thresher.train.packing import Batch, collate
 from thresher.train.runtime import Runtime, finish, start
 
 
-def batch_inputs(batch: Batch, device: str, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+def batch_inputs(batch: Batch, device: str, dtype: torch.dtype) -> dict[str, torch.Tensor | None]:
+    mask = batch.attention_mask
     return {"input_ids": batch.input_ids.to(device), "labels": batch.labels.to(device),
-            "position_ids": batch.position_ids.to(device), "attention_mask": batch.attention_mask.to(device, dtype)}
+            "position_ids": batch.position_ids.to(device), "attention_mask": None if mask is None else mask.to(device, dtype)}
 
 
 def mean_context(seq_lens: list[list[int]]) -> float:
@@ -43,7 +44,7 @@ class SFTTask:
                                             config.rows_per_micro_batch, 0)] if held_out else []
 
     def _collate(self, rows: list[list[int]], examples: list[Encoded]) -> Batch:
-        return collate([[examples[i] for i in row] for row in rows], self.runtime.pad_id)
+        return collate([[examples[i] for i in row] for row in rows], self.runtime.pad_id, varlen=self.runtime.varlen)
 
     def plan(self, seed: int) -> list[list[list[int]]]:
         return plan_micro_batches(self.lengths, self.config.packing, self.pack_length, self.config.rows_per_micro_batch, seed)
