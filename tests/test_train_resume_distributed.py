@@ -38,6 +38,7 @@ def test_resume_continues_the_identical_loss_curve(tiny_chat_model: Path, shared
     run_sft(load_config(config))
     straight = _losses(tmp_path / "run")
     assert sorted(straight) == [1, 2, 3, 4, 5, 6] and (tmp_path / "run/checkpoint-3/trainer_state.pt").is_file()
+    assert list((tmp_path / "run/tensorboard").glob("events.out.tfevents.*"))  # TensorBoard (a [dev] dependency) gets the scalars
 
     run_sft(load_config(config, ["resume_from=latest", f"output_dir={tmp_path / 'run'}"]))  # picks checkpoint-3 (the only one)
     resumed = _losses(tmp_path / "run")  # metrics.jsonl is appended: steps 4-6 again, from the resumed run
