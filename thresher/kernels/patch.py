@@ -1,0 +1,73 @@
+"""Patch Hugging Face Llama / Qwen2 / Mistral models to run RMSNorm, RoPE and SwiGLU through the Triton
+kernels. Modules are matched by shape (an ``*RMSNorm`` with ``variance_epsilon``; an ``*MLP`` with
+gate/up/down projections and SiLU); RoPE is swapped in the model's modeling module. Every patched call
+falls back to the original where Triton cannot run (CPU tensors without ``TRITON_INTERPRET=1``, or a
+partial rotary dimension)."""
+
+from __future__ import annotations
+
+import sys
+import types
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from thresher.kernels.elementwise import rms_norm, rope, swiglu
+from thresher.kernels.linear_logprobs import triton_usable
+
+FAMILIES = ("llama", "qwen2", "qwen3", "mistral")
+
+
+def _rms_forward(self: Any, hidden_states: torch.Tensor) -> torch.Tensor:
+    if not triton_usable(hidden_states.device):
+        return self._thresher_original_forward(hidden_states)
+    return rms_norm(hidden_states, self.weight, self.variance_epsilon)
+
+
+def _mlp_forward(self: Any, x: torch.Tensor) -> torch.Tensor:
+    if not triton_usable(x.device):
+        return self._thresher_original_forward(x)
+    return self.down_proj(swiglu(self.gate_proj(x), self.up_proj(x)))
+
+
+def _rope_function(original: Callable[..., Any]) -> Callable[..., Any]:
+    def apply_rotary_pos_emb(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, unsqueeze_dim: int = 1,
+                             *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        d = q.shape[-1]
+        if args or kwargs or unsqueeze_dim != 1 or cos.shape[-1] != d or not triton_usable(q.device):
+            return original(q, k, cos, sin, unsqueeze_dim, *args, **kwargs)
+        half_cos, half_sin = cos[..., : d // 2], sin[..., : d // 2]  # HF repeats the angles: cat(freqs, freqs)
+        return rope(q, half_cos, half_sin, "neox"), rope(k, half_cos, half_sin, "neox")
+
+    apply_rotary_pos_emb._thresher_original = original  # type: ignore[attr-defined]
+    return apply_rotary_pos_emb
+
+
+def _is_silu(act: Any) -> bool:
+    return isinstance(act, torch.nn.SiLU) or type(act).__name__ in ("SiLUActivation", "SiLU")
+
+
+def patch_model(model: torch.nn.Module) -> list[str]:
+    """Route ``model``'s RMSNorm, SwiGLU MLP and RoPE through the kernels; the names of what was patched."""
+    patched: set[str] = set()
+    for module in model.modules():
+        name = type(module).__name__
+        if hasattr(module, "_thresher_original_forward"):
+            continue
+        if name.endswith("RMSNorm") and hasattr(module, "variance_epsilon") and hasattr(module, "weight"):
+            module._thresher_original_forward = module.forward
+            module.forward = types.MethodType(_rms_forward, module)
+            patched.add("rms_norm")
+        elif name.endswith("MLP") and all(hasattr(module, a) for a in ("gate_proj", "up_proj", "down_proj")) \
+                and _is_silu(getattr(module, "act_fn", None)):
+            module._thresher_original_forward = module.forward
+            module.forward = types.MethodType(_mlp_forward, module)
+            patched.add("swiglu")
+    modeling = sys.modules.get(type(model).__module__)
+    original = getattr(modeling, "apply_rotary_pos_emb", None)
+    if original is not None:
+        if not hasattr(original, "_thresher_original"):
+            modeling.apply_rotary_pos_emb = _rope_function(original)  # type: ignore[union-attr]
+        patched.add("rope")
+    return sorted(patched)
