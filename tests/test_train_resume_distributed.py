@@ -87,3 +87,27 @@ def test_two_gloo_processes_under_fsdp2_equal_one_process(tiny_chat_model: Path,
     # negative control: the initial weights differ from the trained ones by far more than the tolerance
     w0 = load_file(tiny_chat_model / "model.safetensors")
     assert max(float((wa[k] - w0[k]).abs().max()) for k in wa) > 1e-3
+
+
+@pytest.mark.slow
+def test_training_with_the_triton_kernels_equals_the_pytorch_path(tiny_chat_model: Path, shared_data: Path, tmp_path: Path) -> None:
+    """kernels=triton (fused log-probs, patched RMSNorm/RoPE/SwiGLU; on the CPU under TRITON_INTERPRET=1) gives the
+    loss curve of kernels=torch. Run as subprocesses: patching a model family is process-wide."""
+    from thresher.kernels.linear_logprobs import triton_usable
+
+    if not triton_usable(torch.device("cpu")):
+        pytest.skip("needs triton and TRITON_INTERPRET=1 (the Makefile sets it)")
+    config = _config(tmp_path, tiny_chat_model, shared_data, device="cpu")
+    runs = {}
+    for backend in ("torch", "triton"):
+        done = subprocess.run([sys.executable, "-m", "thresher.cli", "train", "sft", str(config), f"kernels={backend}", "max_steps=2",
+                               "gradient_accumulation=1", "max_length=40", "pack_length=80", f"output_dir={tmp_path / backend}", "-q"],
+                              capture_output=True, text=True, timeout=600, env={**os.environ, "TRITON_INTERPRET": "1"})
+        assert done.returncode == 0, done.stderr[-3000:]
+        intro = json.loads((tmp_path / backend / "metrics.jsonl").read_text().splitlines()[0])
+        assert intro["kernels"] == backend
+        runs[backend] = (_losses(tmp_path / backend), _losses(tmp_path / backend, "grad_norm"))
+    torch.testing.assert_close(torch.tensor(list(runs["triton"][0].values())), torch.tensor(list(runs["torch"][0].values())),
+                               rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(torch.tensor(list(runs["triton"][1].values())), torch.tensor(list(runs["torch"][1].values())),
+                               rtol=1e-4, atol=1e-6)

@@ -38,22 +38,26 @@ def triton_usable(device: torch.device) -> bool:
 
 # ---------------------------------------------------------------- torch path
 
-def _chunk(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, temperature: float,
-           ignore_index: int) -> tuple[torch.Tensor, torch.Tensor]:
-    logits = (hidden @ weight.t()).float() / temperature
-    logp_all = torch.log_softmax(logits, dim=-1)
+def _chunk(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor, temperature: float,
+           ignore_index: int, with_entropy: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    logits = hidden @ weight.t()
+    if bias is not None:
+        logits = logits + bias
+    logp_all = torch.log_softmax(logits.float() / temperature, dim=-1)
     keep = targets != ignore_index
     logp = logp_all.gather(-1, targets.clamp_min(0)[:, None])[:, 0] * keep
-    entropy = -(logp_all.exp() * logp_all).sum(-1)
+    entropy = -(logp_all.exp() * logp_all).sum(-1) if with_entropy else torch.zeros_like(logp)
     return logp, entropy
 
 
 def linear_logprobs_torch(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0,
-                          ignore_index: int = -100, chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
-    """Chunked PyTorch: at most ``chunk`` × vocab logits at a time, recomputed in backward."""
+                          ignore_index: int = -100, chunk: int = 1024, bias: torch.Tensor | None = None,
+                          with_entropy: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Chunked PyTorch: at most ``chunk`` × vocab logits at a time, recomputed in backward (entropy zeros
+    unless ``with_entropy``)."""
     logps, entropies = [], []
     for lo in range(0, hidden.shape[0], chunk):
-        args = (hidden[lo : lo + chunk], weight, targets[lo : lo + chunk], temperature, ignore_index)
+        args = (hidden[lo : lo + chunk], weight, bias, targets[lo : lo + chunk], temperature, ignore_index, with_entropy)
         if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad):
             logp, entropy = checkpoint(_chunk, *args, use_reentrant=False)
         else:
@@ -210,12 +214,22 @@ def linear_logprobs_triton(hidden: torch.Tensor, weight: torch.Tensor, targets: 
     return _LinearLogprobs.apply(hidden, weight, targets, temperature, ignore_index)
 
 
-def linear_logprobs(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0,
-                    ignore_index: int = -100, backend: str = "auto", chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token log p(target) (0 where ``targets == ignore_index``) and entropy, in fp32, for ``hidden`` (N, H)
-    and an LM head ``weight`` (V, H). ``backend``: ``triton``, ``torch`` (chunked), or ``auto`` (Triton on CUDA)."""
+def use_triton(backend: str, device: torch.device) -> bool:
+    """``triton``: always (an error where it cannot run); ``torch``: never; ``auto``: on CUDA when installed."""
     if backend not in ("auto", "triton", "torch"):
-        raise ValueError(f"backend must be auto, triton or torch, not {backend!r}")
-    if backend == "triton" or (backend == "auto" and hidden.device.type == "cuda" and triton_usable(hidden.device)):
+        raise ValueError(f"kernel backend must be auto, triton or torch, not {backend!r}")
+    if backend == "triton" and not triton_usable(device):
+        raise RuntimeError(f"the Triton kernels cannot run on {device.type} here: they need CUDA, or TRITON_INTERPRET=1 "
+                           "on the CPU (slow; for tests), and the triton package")
+    return backend == "triton" or (backend == "auto" and device.type == "cuda" and triton_usable(device))
+
+
+def linear_logprobs(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0,
+                    ignore_index: int = -100, backend: str = "auto", chunk: int = 1024, bias: torch.Tensor | None = None,
+                    with_entropy: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token log p(target) (0 where ``targets == ignore_index``) and entropy, in fp32, for ``hidden`` (N, H)
+    and an LM head ``weight`` (V, H). ``backend``: ``triton``, ``torch`` (chunked), or ``auto`` (Triton on CUDA).
+    A head with a bias takes the torch path."""
+    if bias is None and use_triton(backend, hidden.device):
         return linear_logprobs_triton(hidden, weight, targets, temperature, ignore_index)
-    return linear_logprobs_torch(hidden, weight, targets, temperature, ignore_index, chunk)
+    return linear_logprobs_torch(hidden, weight, targets, temperature, ignore_index, chunk, bias, with_entropy)

@@ -55,6 +55,9 @@ class TrainConfig(Strict):
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
     gradient_checkpointing: bool = False
     attention: Literal["auto", "sdpa", "eager", "flash_attention_2"] = "auto"  # auto: flash-attention 2 on CUDA when installed
+    # Triton kernels (fused linear log-probs; RMSNorm, RoPE, SwiGLU patched into Llama/Qwen/Mistral): auto = on CUDA;
+    # triton = always (on the CPU only under TRITON_INTERPRET=1); torch = off (chunked PyTorch, for comparison)
+    kernels: Literal["auto", "triton", "torch"] = "auto"
     seed: int = 0
     output_dir: str = "out/train"
     log_every: int = Field(default=1, gt=0)

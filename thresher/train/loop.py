@@ -97,7 +97,9 @@ def run_loop(config: TrainConfig, runtime: Runtime, task: Task, log: Log | None 
             metrics({"step": step, **result})
 
     if resume is None:
-        metrics({"step": 0, "total_steps": total_steps, **task.accounting})
+        metrics({"step": 0, "total_steps": total_steps, **task.accounting, "processes": world, "device": runtime.device,
+                 "dtype": str(runtime.dtype).removeprefix("torch."), "attention": runtime.attention,
+                 "kernels": runtime.trainable.backend})
         evaluate(0)
     else:
         metrics({"step": position["step"], "resumed_from": str(resume)})

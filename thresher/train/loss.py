@@ -1,37 +1,26 @@
 """Token log-probabilities and the SFT loss without the batch's full logits.
 
-The LM head is applied to chunks of hidden states; each chunk's logits live only inside a
-checkpointed function, so the backward pass recomputes them chunk by chunk instead of keeping
-(tokens × vocab) floats alive. Log-softmax runs in fp32 whatever the model's dtype.
+The LM head goes through ``thresher.kernels.linear_logprobs``: the fused Triton kernel (no logits
+at all) or the chunked PyTorch path (each chunk's logits live only inside a checkpointed function
+and are recomputed in backward). Log-softmax runs in fp32 whatever the model's dtype.
 """
 
 from __future__ import annotations
 
 import torch
-from torch.utils.checkpoint import checkpoint
 
+from thresher.kernels.linear_logprobs import linear_logprobs
 from thresher.train.chat import IGNORE
 from thresher.train.preference_loss import sequence_logprobs
 
 
-def _chunk_logprobs(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor) -> torch.Tensor:
-    logits = hidden @ weight.t()
-    if bias is not None:
-        logits = logits + bias
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    return logp.gather(-1, targets.clamp_min(0)[:, None])[:, 0]
-
-
-def token_logprobs(hidden: torch.Tensor, head: torch.nn.Linear, targets: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
-    """log p(target) for each row of ``hidden`` (N, d) under ``head``; N targets (IGNORE entries give junk, mask them)."""
-    out = []
-    for lo in range(0, hidden.shape[0], chunk):
-        h, t = hidden[lo : lo + chunk], targets[lo : lo + chunk]
-        if torch.is_grad_enabled() and (h.requires_grad or head.weight.requires_grad):
-            out.append(checkpoint(_chunk_logprobs, h, head.weight, head.bias, t, use_reentrant=False))
-        else:
-            out.append(_chunk_logprobs(h, head.weight, head.bias, t))
-    return torch.cat(out) if out else hidden.new_zeros(0)
+def token_logprobs(hidden: torch.Tensor, head: torch.nn.Linear, targets: torch.Tensor, chunk: int = 1024,
+                   backend: str = "torch") -> torch.Tensor:
+    """log p(target) for each row of ``hidden`` (N, d) under ``head``; 0 where the target is IGNORE.
+    ``backend``: the fused Triton kernel or the chunked PyTorch path (``thresher.kernels.linear_logprobs``)."""
+    logp, _ = linear_logprobs(hidden, head.weight, targets, ignore_index=IGNORE, backend=backend, chunk=chunk,
+                              bias=head.bias, with_entropy=False)
+    return logp
 
 
 def shifted_targets(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -42,24 +31,25 @@ def shifted_targets(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _target_logprobs(lm: torch.nn.Module, input_ids: torch.Tensor, labels: torch.Tensor, position_ids: torch.Tensor,
-                     attention_mask: torch.Tensor | None, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+                     attention_mask: torch.Tensor | None, chunk: int, backend: str = "torch") -> tuple[torch.Tensor, torch.Tensor]:
     decoder = lm.get_decoder()
     hidden = decoder(input_ids=input_ids, position_ids=position_ids, attention_mask=attention_mask).last_hidden_state
     targets, keep = shifted_targets(labels)
-    return token_logprobs(hidden[keep], lm.get_output_embeddings(), targets[keep], chunk), keep
+    return token_logprobs(hidden[keep], lm.get_output_embeddings(), targets[keep], chunk, backend), keep
 
 
 class TargetLogprobs(torch.nn.Module):
     """A causal LM whose forward returns the log-probs of its target tokens (chunked head, no full logits).
     Training wraps the model in it so that FSDP2's root unit sees the embeddings and head used in forward."""
 
-    def __init__(self, lm: torch.nn.Module) -> None:
+    def __init__(self, lm: torch.nn.Module, backend: str = "torch") -> None:
         super().__init__()
         self.lm = lm
+        self.backend = backend  # "triton" (fused kernel) or "torch" (chunked)
 
     def forward(self, input_ids: torch.Tensor, labels: torch.Tensor, position_ids: torch.Tensor, attention_mask: torch.Tensor | None,
                 chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
-        return _target_logprobs(self.lm, input_ids, labels, position_ids, attention_mask, chunk)
+        return _target_logprobs(self.lm, input_ids, labels, position_ids, attention_mask, chunk, self.backend)
 
 
 def target_logprobs(model: torch.nn.Module, input_ids: torch.Tensor, labels: torch.Tensor, position_ids: torch.Tensor,

@@ -20,6 +20,7 @@ import orjson
 import torch
 
 from thresher.train.data import EncodedPair
+from thresher.train.loss import TargetLogprobs
 from thresher.train.runtime import Runtime, load_causal_lm
 
 DEFAULT_CACHE = Path.home() / ".cache" / "thresher" / "reference_logprobs"
@@ -82,7 +83,7 @@ def reference_logprobs(runtime: Runtime, reference: str, use_policy: bool, cache
     if use_policy:
         values = compute_logprobs(runtime.trainable, pairs, logprobs_of, batches)
     else:
-        model = load_causal_lm(reference, runtime.device, runtime.dtype, runtime.attention)
+        model = TargetLogprobs(load_causal_lm(reference, runtime.device, runtime.dtype, runtime.attention), runtime.trainable.backend)
         values = compute_logprobs(model, pairs, logprobs_of, batches)
         del model  # the reference leaves memory before training starts
         gc.collect()

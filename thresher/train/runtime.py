@@ -14,6 +14,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from thresher.kernels.linear_logprobs import use_triton
+from thresher.kernels.patch import patch_model
 from thresher.train.config import TrainConfig
 from thresher.train.loss import TargetLogprobs
 
@@ -128,7 +130,10 @@ def start(config: TrainConfig, weights: str | None = None) -> Runtime:
     model = load_causal_lm(weights or config.model, device, dtype, attention)
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable()
-    trainable = TargetLogprobs(model)
+    use_kernels = use_triton(config.kernels, torch.device(device))
+    if use_kernels:
+        patch_model(model)
+    trainable = TargetLogprobs(model, "triton" if use_kernels else "torch")
     if world > 1:
         _shard(model, trainable, "cuda" if on_gpu else "cpu", world)
     trainable.train()
