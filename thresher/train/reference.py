@@ -19,6 +19,7 @@ import numpy as np
 import orjson
 import torch
 
+from thresher.progress import progress_bar
 from thresher.train.data import EncodedPair
 from thresher.train.loss import TargetLogprobs
 from thresher.train.runtime import Runtime, load_causal_lm
@@ -63,10 +64,12 @@ def compute_logprobs(model: Any, pairs: list[EncodedPair], logprobs_of: Logprobs
     out = np.zeros((len(pairs), 2), dtype=np.float32)
     was_training = model.training
     model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), progress_bar() as bar:
+        task = bar.add_task("reference log-probs", total=len(pairs), rate="")
         for batch in batches:
             indices = [i for row in batch for i in row]
             out[indices] = logprobs_of(model, batch).float().cpu().numpy().reshape(len(indices), 2)
+            bar.advance(task, len(indices))
     model.train(was_training)
     return out
 
