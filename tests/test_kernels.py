@@ -16,7 +16,7 @@ from thresher.kernels.reference import linear_logprobs_reference, rms_norm_refer
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 needs_triton = pytest.mark.skipif(triton is None or not triton_usable(DEVICE),
                                   reason="Triton needs CUDA or TRITON_INTERPRET=1 (the Makefile sets it)")
-TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 1e-2}
+TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 1e-2, torch.float16: 1e-2}
 
 
 @pytest.fixture(autouse=True)
@@ -62,7 +62,7 @@ def _linear_reference(hidden: torch.Tensor, weight: torch.Tensor, targets: torch
 
 
 @needs_triton
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("backend", ["triton", "torch"])
 def test_linear_logprobs_and_entropy_match_float64(dtype: torch.dtype, backend: str, seed: int) -> None:
     n, h, v = 83, 40, 301  # none a multiple of the block sizes
@@ -75,6 +75,27 @@ def test_linear_logprobs_and_entropy_match_float64(dtype: torch.dtype, backend: 
     ref = _linear_reference(hidden, weight, targets, g_logp, g_ent, temperature)
     for name, out, expected in zip(("logp", "entropy", "d hidden", "d weight"), [logp, entropy, *grads], ref, strict=True):
         check(f"{backend} {name}", out, expected, dtype, seed)
+
+
+@needs_triton
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+@pytest.mark.parametrize(("smoothing", "reduction"), [(0.0, "mean"), (0.1, "sum"), (0.2, "none")])
+def test_linear_cross_entropy_matches_torchs_definition(backend: str, smoothing: float, reduction: str, seed: int) -> None:
+    from thresher.kernels.linear_logprobs import linear_cross_entropy
+
+    hidden, weight, targets, _, _ = _linear_case(torch.float32, 61, 40, 257)
+    loss = linear_cross_entropy(hidden, weight, targets, label_smoothing=smoothing, reduction=reduction, backend=backend, chunk=17)
+    g = torch.randn_like(loss)
+    grads = torch.autograd.grad((loss * g).sum(), (hidden, weight))
+    h64, w64 = _leaves(hidden, weight)
+    ref = torch.nn.functional.cross_entropy(h64 @ w64.t(), targets, ignore_index=-100, label_smoothing=smoothing, reduction=reduction)
+    ref_grads = torch.autograd.grad((ref * g.double()).sum(), (h64, w64))
+    for name, out, expected in zip(("loss", "d hidden", "d weight"), [loss, *grads], [ref, *ref_grads], strict=True):
+        check(f"{backend} cross-entropy {name}", out, expected, torch.float32, seed)
+    if smoothing:  # negative control: the loss without smoothing is not the smoothed one
+        plain = linear_cross_entropy(hidden, weight, targets, reduction=reduction, backend=backend)
+        with pytest.raises(AssertionError):
+            check("unsmoothed", plain, ref, torch.float32, seed)
 
 
 @needs_triton

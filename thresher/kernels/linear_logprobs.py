@@ -38,8 +38,11 @@ def triton_usable(device: torch.device) -> bool:
 
 # ---------------------------------------------------------------- torch path
 
+Terms = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # log p(target), entropy, uniform cross-entropy (lse − mean z)
+
+
 def _chunk(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor, temperature: float,
-           ignore_index: int, with_entropy: bool) -> tuple[torch.Tensor, torch.Tensor]:
+           ignore_index: int, with_entropy: bool, with_uniform: bool) -> Terms:
     logits = hidden @ weight.t()
     if bias is not None:
         logits = logits + bias
@@ -47,27 +50,35 @@ def _chunk(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     keep = targets != ignore_index
     logp = logp_all.gather(-1, targets.clamp_min(0)[:, None])[:, 0] * keep
     entropy = -(logp_all.exp() * logp_all).sum(-1) if with_entropy else torch.zeros_like(logp)
-    return logp, entropy
+    uniform = -logp_all.mean(-1) if with_uniform else torch.zeros_like(logp)
+    return logp, entropy, uniform
+
+
+def linear_terms_torch(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0,
+                       ignore_index: int = -100, chunk: int = 1024, bias: torch.Tensor | None = None,
+                       with_entropy: bool = True, with_uniform: bool = False) -> Terms:
+    """Chunked PyTorch: at most ``chunk`` × vocab logits at a time, recomputed in backward (entropy and the
+    uniform term are zeros unless asked for)."""
+    parts: list[Terms] = []
+    for lo in range(0, hidden.shape[0], chunk):
+        args = (hidden[lo : lo + chunk], weight, bias, targets[lo : lo + chunk], temperature, ignore_index, with_entropy,
+                with_uniform)
+        if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad):
+            parts.append(checkpoint(_chunk, *args, use_reentrant=False))
+        else:
+            parts.append(_chunk(*args))
+    if not parts:
+        empty = hidden.new_zeros(0, dtype=torch.float32)
+        return empty, empty, empty
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]), torch.cat([p[2] for p in parts])
 
 
 def linear_logprobs_torch(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0,
                           ignore_index: int = -100, chunk: int = 1024, bias: torch.Tensor | None = None,
                           with_entropy: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """Chunked PyTorch: at most ``chunk`` × vocab logits at a time, recomputed in backward (entropy zeros
-    unless ``with_entropy``)."""
-    logps, entropies = [], []
-    for lo in range(0, hidden.shape[0], chunk):
-        args = (hidden[lo : lo + chunk], weight, bias, targets[lo : lo + chunk], temperature, ignore_index, with_entropy)
-        if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad):
-            logp, entropy = checkpoint(_chunk, *args, use_reentrant=False)
-        else:
-            logp, entropy = _chunk(*args)
-        logps.append(logp)
-        entropies.append(entropy)
-    if not logps:
-        empty = hidden.new_zeros(0, dtype=torch.float32)
-        return empty, empty
-    return torch.cat(logps), torch.cat(entropies)
+    """Log-probs and entropy by the chunked PyTorch path."""
+    logp, entropy, _ = linear_terms_torch(hidden, weight, targets, temperature, ignore_index, chunk, bias, with_entropy)
+    return logp, entropy
 
 
 # ---------------------------------------------------------------- triton path
@@ -90,7 +101,7 @@ if triton is not None:
         return acc * inv_temp
 
     @triton.jit
-    def _forward_kernel(h_ptr, w_ptr, t_ptr, lse_ptr, logp_ptr, ent_ptr, N, V, H, stride_hn, stride_wv, inv_temp, ignore_index,
+    def _forward_kernel(h_ptr, w_ptr, t_ptr, lse_ptr, logp_ptr, ent_ptr, uni_ptr, N, V, H, stride_hn, stride_wv, inv_temp, ignore_index,
                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr,
                         DOT_FP32: tl.constexpr):
         rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -100,6 +111,7 @@ if triton is not None:
         run_sum = tl.zeros((BLOCK_M,), dtype=tl.float32)
         run_pz = tl.zeros((BLOCK_M,), dtype=tl.float32)  # Σ exp(z − max)·z
         target_z = tl.zeros((BLOCK_M,), dtype=tl.float32)
+        sum_z = tl.zeros((BLOCK_M,), dtype=tl.float32)
         for v0 in range(0, V, BLOCK_N):
             cols = v0 + tl.arange(0, BLOCK_N)
             col_ok = cols < V
@@ -112,6 +124,7 @@ if triton is not None:
             run_sum = run_sum * rescale + tl.sum(p, axis=1)
             run_pz = run_pz * rescale + tl.sum(p * tl.where(col_ok[None, :], z, 0.0), axis=1)
             target_z += tl.sum(tl.where(cols[None, :] == target[:, None], z, 0.0), axis=1)
+            sum_z += tl.sum(tl.where(col_ok[None, :], z, 0.0), axis=1)
             run_max = new_max
         lse = run_max + tl.log(run_sum)
         entropy = lse - run_pz / run_sum
@@ -119,9 +132,10 @@ if triton is not None:
         tl.store(lse_ptr + rows, lse, mask=row_ok)
         tl.store(logp_ptr + rows, logp, mask=row_ok)
         tl.store(ent_ptr + rows, entropy, mask=row_ok)
+        tl.store(uni_ptr + rows, lse - sum_z / V, mask=row_ok)
 
     @triton.jit
-    def _backward_kernel(h_ptr, w_ptr, t_ptr, lse_ptr, ent_ptr, g_logp_ptr, g_ent_ptr, dh_ptr, dw_ptr, N, V, H, stride_hn, stride_wv,
+    def _backward_kernel(h_ptr, w_ptr, t_ptr, lse_ptr, ent_ptr, g_logp_ptr, g_ent_ptr, g_uni_ptr, dh_ptr, dw_ptr, N, V, H, stride_hn, stride_wv,
                          inv_temp, ignore_index, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                          PRECISION: tl.constexpr, DOT_FP32: tl.constexpr):
         rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -132,6 +146,7 @@ if triton is not None:
         g_logp = tl.load(g_logp_ptr + rows, mask=row_ok, other=0.0)
         g_logp = tl.where(target == ignore_index, 0.0, g_logp)
         g_ent = tl.load(g_ent_ptr + rows, mask=row_ok, other=0.0)
+        g_uni = tl.load(g_uni_ptr + rows, mask=row_ok, other=0.0)
         for v0 in range(0, V, BLOCK_N):
             cols = v0 + tl.arange(0, BLOCK_N)
             col_ok = cols < V
@@ -139,7 +154,7 @@ if triton is not None:
                              BLOCK_M, BLOCK_N, BLOCK_K, PRECISION, DOT_FP32)
             p = tl.exp(z - lse[:, None])
             onehot = tl.where(cols[None, :] == target[:, None], 1.0, 0.0)
-            grad = g_logp[:, None] * (onehot - p) - g_ent[:, None] * p * (z - mean_z[:, None])
+            grad = g_logp[:, None] * (onehot - p) - g_ent[:, None] * p * (z - mean_z[:, None]) + g_uni[:, None] * (p - 1.0 / V)
             grad = tl.where(row_ok[:, None] & col_ok[None, :], grad, 0.0) * inv_temp
             if not DOT_FP32:
                 grad = grad.to(h_ptr.dtype.element_ty)  # tensor-core dots in the input dtype, fp32 accumulation
@@ -175,43 +190,49 @@ class _LinearLogprobs(torch.autograd.Function):
         n, h = hidden.shape
         v = weight.shape[0]
         lse = output_like(hidden, (n,), torch.float32)
-        logp, entropy = output_like(lse), output_like(lse)
+        logp, entropy, uniform = output_like(lse), output_like(lse), output_like(lse)
         bm, bn, bk = _blocks(n, v, h)
         precision = "ieee" if hidden.dtype == torch.float32 else "tf32"
         # fp32 inputs use exact fp32 dots; the interpreter (no tensor cores, numpy) upcasts 16-bit tiles too
         dot_fp32 = hidden.dtype == torch.float32 or hidden.device.type != "cuda"
         if n:
-            _forward_kernel[(triton.cdiv(n, bm),)](hidden, weight, targets, lse, logp, entropy, n, v, h, hidden.stride(0),
+            _forward_kernel[(triton.cdiv(n, bm),)](hidden, weight, targets, lse, logp, entropy, uniform, n, v, h, hidden.stride(0),
                                                    weight.stride(0), 1.0 / temperature, ignore_index,
                                                    BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, PRECISION=precision, DOT_FP32=dot_fp32)
         ctx.save_for_backward(hidden, weight, targets, lse, entropy)
         ctx.settings = (temperature, ignore_index, bm, bn, bk, precision, dot_fp32)
-        ctx.mark_non_differentiable(lse)
-        return logp, entropy
+        return logp, entropy, uniform
 
     @staticmethod
-    def backward(ctx, g_logp: torch.Tensor | None, g_entropy: torch.Tensor | None):  # type: ignore[override]
+    def backward(ctx, g_logp: torch.Tensor | None, g_entropy: torch.Tensor | None, g_uniform: torch.Tensor | None):  # type: ignore[override]
         hidden, weight, targets, lse, entropy = ctx.saved_tensors
         temperature, ignore_index, bm, bn, bk, precision, dot_fp32 = ctx.settings
         n, h = hidden.shape
         v = weight.shape[0]
         g_logp = torch.zeros_like(lse) if g_logp is None else g_logp.float().contiguous()
         g_entropy = torch.zeros_like(lse) if g_entropy is None else g_entropy.float().contiguous()
+        g_uniform = torch.zeros_like(lse) if g_uniform is None else g_uniform.float().contiguous()
         dh = torch.zeros((n, h), dtype=torch.float32, device=hidden.device)
         dw = torch.zeros((v, h), dtype=torch.float32, device=hidden.device)
         if n:
-            _backward_kernel[(triton.cdiv(n, bm),)](hidden, weight, targets, lse, entropy, g_logp, g_entropy, dh, dw, n, v, h,
+            _backward_kernel[(triton.cdiv(n, bm),)](hidden, weight, targets, lse, entropy, g_logp, g_entropy, g_uniform, dh, dw, n, v, h,
                                                     hidden.stride(0), weight.stride(0), 1.0 / temperature, ignore_index,
                                                     BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, PRECISION=precision, DOT_FP32=dot_fp32)
         return dh.to(hidden.dtype), dw.to(weight.dtype), None, None, None
 
 
-def linear_logprobs_triton(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0,
-                           ignore_index: int = -100) -> tuple[torch.Tensor, torch.Tensor]:
+def linear_terms_triton(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0,
+                        ignore_index: int = -100) -> Terms:
     """The fused Triton kernels (see the module docstring)."""
     if triton is None:
         raise RuntimeError("the Triton path needs the triton package")
     return _LinearLogprobs.apply(hidden, weight, targets, temperature, ignore_index)
+
+
+def linear_logprobs_triton(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0,
+                           ignore_index: int = -100) -> tuple[torch.Tensor, torch.Tensor]:
+    logp, entropy, _ = linear_terms_triton(hidden, weight, targets, temperature, ignore_index)
+    return logp, entropy
 
 
 def use_triton(backend: str, device: torch.device) -> bool:
@@ -233,3 +254,22 @@ def linear_logprobs(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.T
     if bias is None and use_triton(backend, hidden.device):
         return linear_logprobs_triton(hidden, weight, targets, temperature, ignore_index)
     return linear_logprobs_torch(hidden, weight, targets, temperature, ignore_index, chunk, bias, with_entropy)
+
+
+def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100,
+                         label_smoothing: float = 0.0, reduction: str = "mean", temperature: float = 1.0, backend: str = "auto",
+                         chunk: int = 1024) -> torch.Tensor:
+    """Fused linear cross-entropy, as ``F.cross_entropy(hidden @ weight.T / T, targets, ...)`` defines it:
+    (1 − ε)·NLL + ε·(uniform cross-entropy), over the non-ignored tokens; ``reduction``: mean, sum or none."""
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"reduction must be mean, sum or none, not {reduction!r}")
+    if use_triton(backend, hidden.device):
+        logp, _, uniform = linear_terms_triton(hidden, weight, targets, temperature, ignore_index)
+    else:
+        logp, _, uniform = linear_terms_torch(hidden, weight, targets, temperature, ignore_index, chunk, None, False,
+                                              label_smoothing > 0)
+    keep = targets != ignore_index
+    losses = (-(1.0 - label_smoothing) * logp + label_smoothing * uniform) * keep
+    if reduction == "none":
+        return losses
+    return losses.sum() / keep.sum().clamp_min(1) if reduction == "mean" else losses.sum()
