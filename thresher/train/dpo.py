@@ -12,13 +12,13 @@ import torch
 
 from thresher.train.config import TrainConfig
 from thresher.train.data import EncodedPair, encode_pairs, held_out_split, load_pairs, plan_micro_batches
-from thresher.train.loop import LoopResult, run_loop
+from thresher.train.loop import LoopResult, run_task
 from thresher.train.loss import example_logprobs
 from thresher.train.metrics import Log
 from thresher.train.packing import Batch, collate
 from thresher.train.preference_loss import PreferenceLoss, preference_loss
 from thresher.train.reference import DEFAULT_CACHE, PairBatch, reference_logprobs
-from thresher.train.runtime import Runtime, finish, start
+from thresher.train.runtime import Runtime, evaluating
 from thresher.train.sft import batch_inputs, mean_context
 
 
@@ -78,15 +78,12 @@ class DPOTask:
         """Held-out loss, reward accuracy and margin, averaged over the held-out pairs."""
         if not self.held_out:
             return {}
-        was_training = model.training
-        model.eval()
         totals: dict[str, float] = {}
-        with torch.no_grad():
+        with evaluating(model):
             for item in self.plan_pairs(self.held_out, 0):
                 out, _, _ = self._loss(model, self.held_out, self.held_out_reference, item)
                 for key, value in out.metric_sums().items():
                     totals[key] = totals.get(key, 0.0) + value
-        model.train(was_training)
         return {f"eval_{key}": value / len(self.held_out) for key, value in totals.items()}
 
 
@@ -96,11 +93,8 @@ def _kept(encoded: list[EncodedPair | None]) -> list[EncodedPair]:
 
 def run_dpo(config: TrainConfig, log: Log | None = None) -> LoopResult:
     """Train ``config.model`` on the preference pairs of ``config.data``; returns steps, held-out metrics and the checkpoint."""
-    from thresher.train.checkpoint import resolve_resume
 
-    resume = resolve_resume(config.resume_from, Path(config.output_dir))
-    runtime = start(config, weights=str(resume) if resume else None)
-    try:
+    def build(runtime: Runtime, resume: Path | None) -> DPOTask:
         rows, held_rows = held_out_split(load_pairs(config.data.train), load_pairs(config.data.eval) if config.data.eval else None,
                                          config.data.eval_rows, config.seed)
         train = _kept(encode_pairs(runtime.tokenizer, rows, config.max_length))
@@ -124,6 +118,6 @@ def run_dpo(config: TrainConfig, log: Log | None = None) -> LoopResult:
         task.accounting = {"pairs": len(rows), "pairs_trained": len(train), "pairs_without_targets": len(rows) - len(train),
                            "held_out_pairs": len(held_out), "held_out_without_targets": len(held_rows) - len(held_out),
                            **{f"reference_{k}": v for k, v in sources.items()}}
-        return run_loop(config, runtime, task, log)
-    finally:
-        finish(runtime)
+        return task
+
+    return run_task(config, build, log)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -21,7 +22,7 @@ import torch
 from thresher.train.checkpoint import load_trainer_state, resolve_resume, save_checkpoint
 from thresher.train.config import TrainConfig
 from thresher.train.metrics import Log, MetricsLog, peak_flops, peak_memory_mb, train_flops_per_token
-from thresher.train.runtime import Runtime, save_model
+from thresher.train.runtime import Runtime, finish, save_model, start
 
 
 class Task(Protocol):
@@ -63,7 +64,19 @@ def _grad_norm(model: Any, max_norm: float) -> float:
     return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
 
 
-def run_loop(config: TrainConfig, runtime: Runtime, task: Task, log: Log | None = None) -> LoopResult:
+def run_task(config: TrainConfig, build_task: Callable[[Runtime, Path | None], Task], log: Log | None = None) -> LoopResult:
+    """Start the runtime (from the checkpoint ``resume_from`` names, if any), build the task on it, train, and
+    leave the process group."""
+    resume = resolve_resume(config.resume_from, Path(config.output_dir))
+    runtime = start(config, weights=str(resume) if resume else None)
+    try:
+        return run_loop(config, runtime, build_task(runtime, resume), log, resume)
+    finally:
+        finish(runtime)
+
+
+def run_loop(config: TrainConfig, runtime: Runtime, task: Task, log: Log | None = None, resume: Path | None = None) -> LoopResult:
+    """Train ``task`` on ``runtime``; ``resume``: a checkpoint whose optimizer, scheduler, RNG and data position to restore."""
     from transformers import get_scheduler
 
     model, world, rank = runtime.trainable, runtime.world, runtime.rank
@@ -80,7 +93,6 @@ def run_loop(config: TrainConfig, runtime: Runtime, task: Task, log: Log | None 
                               num_training_steps=total_steps)
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    resume = resolve_resume(config.resume_from, out)
     position = {"step": 0, "epoch": 0, "taken": 0}
     if resume is not None:
         position = load_trainer_state(runtime, resume, optimizer, scheduler)

@@ -22,7 +22,7 @@ import torch
 from thresher.progress import progress_bar
 from thresher.train.data import EncodedPair
 from thresher.train.loss import TargetLogprobs
-from thresher.train.runtime import Runtime, load_causal_lm
+from thresher.train.runtime import Runtime, evaluating, load_causal_lm
 
 DEFAULT_CACHE = Path.home() / ".cache" / "thresher" / "reference_logprobs"
 
@@ -62,15 +62,12 @@ LogprobsOf = Callable[[Any, PairBatch], torch.Tensor]  # (model, batch) -> per p
 def compute_logprobs(model: Any, pairs: list[EncodedPair], logprobs_of: LogprobsOf, batches: list[PairBatch]) -> np.ndarray:
     """(pairs, 2) summed target log-probs, chosen then rejected, with ``model`` in eval mode and no gradients."""
     out = np.zeros((len(pairs), 2), dtype=np.float32)
-    was_training = model.training
-    model.eval()
-    with torch.no_grad(), progress_bar() as bar:
+    with evaluating(model), progress_bar() as bar:
         task = bar.add_task("reference log-probs", total=len(pairs), rate="")
         for batch in batches:
             indices = [i for row in batch for i in row]
             out[indices] = logprobs_of(model, batch).float().cpu().numpy().reshape(len(indices), 2)
             bar.advance(task, len(indices))
-    model.train(was_training)
     return out
 
 

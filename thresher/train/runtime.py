@@ -6,6 +6,8 @@ from __future__ import annotations
 import importlib.util
 import os
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -158,6 +160,18 @@ def save_model(runtime: Runtime, folder: Path) -> None:
         runtime.model.save_pretrained(str(folder), state_dict=state)
         runtime.tokenizer.save_pretrained(str(folder))
     runtime.barrier()
+
+
+@contextmanager
+def evaluating(model: Any) -> Iterator[None]:
+    """``model`` in eval mode without gradients for the block, then back in the mode it was in."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)
 
 
 def finish(runtime: Runtime) -> None:

@@ -11,11 +11,11 @@ import torch
 from thresher.train.chat import Encoded
 from thresher.train.config import TrainConfig
 from thresher.train.data import encode_all, held_out_split, load_chats, plan_micro_batches
-from thresher.train.loop import LoopResult, run_loop
+from thresher.train.loop import LoopResult, run_task
 from thresher.train.loss import sft_loss_sum
 from thresher.train.metrics import Log
 from thresher.train.packing import Batch, collate
-from thresher.train.runtime import Runtime, finish, start
+from thresher.train.runtime import Runtime, evaluating
 
 
 def batch_inputs(batch: Batch, device: str, dtype: torch.dtype) -> dict[str, torch.Tensor | None]:
@@ -61,26 +61,20 @@ class SFTTask:
         """Held-out loss per target token."""
         if not self.held_out:
             return {}
-        was_training = model.training
-        model.eval()
         total, count = 0.0, 0
-        with torch.no_grad():
+        with evaluating(model):
             for batch in self.held_out:
                 summed, n = sft_loss_sum(model, **batch_inputs(batch, self.runtime.device, self.runtime.dtype),
                                          chunk=self.config.loss_chunk)
                 total += float(summed)
                 count += n
-        model.train(was_training)
         return {"eval_loss": total / max(count, 1)}
 
 
 def run_sft(config: TrainConfig, log: Log | None = None) -> LoopResult:
     """Train ``config.model`` on the chats of ``config.data``; returns steps, held-out losses and the final checkpoint."""
-    from thresher.train.checkpoint import resolve_resume
 
-    resume = resolve_resume(config.resume_from, Path(config.output_dir))
-    runtime = start(config, weights=str(resume) if resume else None)
-    try:
+    def build(runtime: Runtime, _resume: Path | None) -> SFTTask:
         train_chats, eval_chats = held_out_split(load_chats(config.data.train),
                                                  load_chats(config.data.eval) if config.data.eval else None,
                                                  config.data.eval_rows, config.seed)
@@ -90,6 +84,6 @@ def run_sft(config: TrainConfig, log: Log | None = None) -> LoopResult:
         task = SFTTask(config, runtime, train, encode_all(runtime.tokenizer, eval_chats, config.max_length))
         task.accounting = {"rows": len(train_chats), "rows_trained": len(train),
                            "rows_without_targets": len(train_chats) - len(train), "held_out_rows": len(eval_chats)}
-        return run_loop(config, runtime, task, log)
-    finally:
-        finish(runtime)
+        return task
+
+    return run_task(config, build, log)
