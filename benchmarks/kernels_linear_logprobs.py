@@ -27,7 +27,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from thresher.kernels.linear_logprobs import linear_logprobs_torch, linear_logprobs_triton  # noqa: E402
+from thresher.kernels.linear_logprobs import linear_logprobs  # noqa: E402
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
@@ -43,9 +43,9 @@ def method(name: str):  # noqa: ANN201 - returns a loss function
     if name == "compile":
         return torch.compile(_eager)
     if name == "thresher-chunked":
-        return lambda h, w, t: -linear_logprobs_torch(h, w, t, chunk=1024, with_entropy=False)[0].sum()
+        return lambda h, w, t: -linear_logprobs(h, w, t, backend="torch", chunk=1024, with_entropy=False)[0].sum()
     if name == "thresher-triton":
-        return lambda h, w, t: -linear_logprobs_triton(h, w, t)[0].sum()
+        return lambda h, w, t: -linear_logprobs(h, w, t, backend="triton")[0].sum()
     if name == "liger":
         from liger_kernel.transformers.fused_linear_cross_entropy import LigerFusedLinearCrossEntropyLoss
 

@@ -73,14 +73,6 @@ def linear_terms_torch(hidden: torch.Tensor, weight: torch.Tensor, targets: torc
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]), torch.cat([p[2] for p in parts])
 
 
-def linear_logprobs_torch(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0,
-                          ignore_index: int = -100, chunk: int = 1024, bias: torch.Tensor | None = None,
-                          with_entropy: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-probs and entropy by the chunked PyTorch path."""
-    logp, entropy, _ = linear_terms_torch(hidden, weight, targets, temperature, ignore_index, chunk, bias, with_entropy)
-    return logp, entropy
-
-
 # ---------------------------------------------------------------- triton path
 
 if triton is not None:
@@ -229,12 +221,6 @@ def linear_terms_triton(hidden: torch.Tensor, weight: torch.Tensor, targets: tor
     return _LinearLogprobs.apply(hidden, weight, targets, temperature, ignore_index)
 
 
-def linear_logprobs_triton(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0,
-                           ignore_index: int = -100) -> tuple[torch.Tensor, torch.Tensor]:
-    logp, entropy, _ = linear_terms_triton(hidden, weight, targets, temperature, ignore_index)
-    return logp, entropy
-
-
 def use_triton(backend: str, device: torch.device) -> bool:
     """``triton``: always (an error where it cannot run); ``torch``: never; ``auto``: on CUDA when installed."""
     if backend not in ("auto", "triton", "torch"):
@@ -245,15 +231,23 @@ def use_triton(backend: str, device: torch.device) -> bool:
     return backend == "triton" or (backend == "auto" and device.type == "cuda" and triton_usable(device))
 
 
+def linear_terms(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0,
+                 ignore_index: int = -100, backend: str = "auto", chunk: int = 1024, bias: torch.Tensor | None = None,
+                 with_entropy: bool = True, with_uniform: bool = False) -> Terms:
+    """The per-token terms by the chosen backend; a head with a bias takes the torch path (whose entropy and
+    uniform terms are zeros unless asked for; the kernel always gives them)."""
+    if bias is None and use_triton(backend, hidden.device):
+        return linear_terms_triton(hidden, weight, targets, temperature, ignore_index)
+    return linear_terms_torch(hidden, weight, targets, temperature, ignore_index, chunk, bias, with_entropy, with_uniform)
+
+
 def linear_logprobs(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0,
                     ignore_index: int = -100, backend: str = "auto", chunk: int = 1024, bias: torch.Tensor | None = None,
                     with_entropy: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token log p(target) (0 where ``targets == ignore_index``) and entropy, in fp32, for ``hidden`` (N, H)
-    and an LM head ``weight`` (V, H). ``backend``: ``triton``, ``torch`` (chunked), or ``auto`` (Triton on CUDA).
-    A head with a bias takes the torch path."""
-    if bias is None and use_triton(backend, hidden.device):
-        return linear_logprobs_triton(hidden, weight, targets, temperature, ignore_index)
-    return linear_logprobs_torch(hidden, weight, targets, temperature, ignore_index, chunk, bias, with_entropy)
+    and an LM head ``weight`` (V, H). ``backend``: ``triton``, ``torch`` (chunked), or ``auto`` (Triton on CUDA)."""
+    logp, entropy, _ = linear_terms(hidden, weight, targets, temperature, ignore_index, backend, chunk, bias, with_entropy)
+    return logp, entropy
 
 
 def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100,
@@ -263,11 +257,8 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: to
     (1 − ε)·NLL + ε·(uniform cross-entropy), over the non-ignored tokens; ``reduction``: mean, sum or none."""
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"reduction must be mean, sum or none, not {reduction!r}")
-    if use_triton(backend, hidden.device):
-        logp, _, uniform = linear_terms_triton(hidden, weight, targets, temperature, ignore_index)
-    else:
-        logp, _, uniform = linear_terms_torch(hidden, weight, targets, temperature, ignore_index, chunk, None, False,
-                                              label_smoothing > 0)
+    logp, _, uniform = linear_terms(hidden, weight, targets, temperature, ignore_index, backend, chunk,
+                                    with_entropy=False, with_uniform=label_smoothing > 0)
     keep = targets != ignore_index
     losses = (-(1.0 - label_smoothing) * logp + label_smoothing * uniform) * keep
     if reduction == "none":
