@@ -1,4 +1,4 @@
-"""``thresher train sft|dpo CONFIG.yaml [KEY=VALUE ...]``."""
+"""``thresher train sft|dpo|rlvr CONFIG.yaml [KEY=VALUE ...]``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import typer
 
 from thresher.cli_common import EXIT_BAD_INPUT, exit_on_bad_input, fail, out_console
 
-train_app = typer.Typer(help="Train: SFT and DPO (RLVR follows).", no_args_is_help=True)
+train_app = typer.Typer(help="Train: SFT, DPO and RLVR.", no_args_is_help=True)
 
 ConfigArg = Annotated[Path, typer.Argument(help="The training config (YAML).")]
 OverridesArg = Annotated[list[str] | None, typer.Argument(help="KEY=VALUE overrides, e.g. optim.lr=1e-5 max_steps=10.")]
@@ -44,7 +44,7 @@ def _run(config: Path, overrides: list[str] | None, quiet: bool, runner: Callabl
                     bar.console.print(_line(record), highlight=False)
 
             result = runner(cfg, show)
-    shown = ("eval_loss", "eval_reward_accuracy")
+    shown = ("eval_loss", "eval_reward_accuracy", "eval_pass@1")
     evals = "; ".join(f"{key} " + " → ".join(f"{e[key]:.3f}" for _, e in result.evals) for key in shown
                       if result.evals and key in result.evals[0][1])
     out_console.print(f"{result.steps} steps; checkpoint: {result.checkpoint}; held-out {evals or 'n/a'}")
@@ -65,6 +65,16 @@ def dpo(config: ConfigArg, overrides: OverridesArg = None, quiet: QuietOpt = Fal
     from thresher.train.dpo import run_dpo
 
     _run(config, overrides, quiet, run_dpo)
+
+
+@train_app.command("rlvr")
+def rlvr(config: ConfigArg, overrides: OverridesArg = None, quiet: QuietOpt = False) -> None:
+    """Reinforcement learning with verifiable rewards (GRPO / DAPO / Dr GRPO): sample rlvr.group_size completions
+    per prompt, score them with the rows' verifiers, take clipped policy-gradient steps. Writes metrics.jsonl
+    (reward, held-out pass@1, KL, clip fraction, entropy, lengths, importance ratios, time split) and OUTPUT_DIR/final."""
+    from thresher.train.rlvr import run_rlvr
+
+    _run(config, overrides, quiet, run_rlvr)
 
 
 def register(app: typer.Typer) -> None:

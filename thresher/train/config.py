@@ -39,6 +39,43 @@ class DPOConfig(Strict):
     cache_dir: str | None = None  # reference log-probs; default ~/.cache/thresher/reference_logprobs
 
 
+class RLVRConfig(Strict):
+    """Reinforcement learning with verifiable rewards (GRPO family). Each rollout samples ``group_size`` completions
+    for ``prompts_per_rollout`` prompts, scores them, and takes ``steps_per_rollout × updates_per_rollout``
+    optimizer steps on them."""
+
+    group_size: int = Field(default=8, ge=2)
+    prompts_per_rollout: int = Field(default=16, gt=0)
+    rollouts: int | None = Field(default=None, gt=0)  # default: ``epochs`` passes over the prompts (or from max_steps)
+    max_new_tokens: int = Field(default=256, gt=0)
+    temperature: float = Field(default=1.0, gt=0)
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    steps_per_rollout: int = Field(default=1, gt=0)  # mini-batches (optimizer steps) per pass over a rollout
+    updates_per_rollout: int = Field(default=1, gt=0)  # passes over each rollout (PPO epochs)
+    aggregation: Literal["token", "sequence"] = "token"  # token: DAPO; sequence: the original GRPO
+    normalize_std: bool = True  # false: Dr GRPO (advantages not divided by the group's std)
+    clip_low: float = Field(default=0.2, ge=0, lt=1)
+    clip_high: float = Field(default=0.28, ge=0)  # DAPO's clip-higher
+    kl_beta: float = Field(default=0.0, ge=0)  # 0: no reference model is loaded
+    kl_estimator: Literal["k1", "k3"] = "k3"
+    reference_model: str | None = None  # default: the policy's starting weights
+    importance_cap: float = Field(default=2.0, gt=0)  # truncated importance sampling (generator vs trainer log-probs)
+    filter_zero_variance: bool = True  # groups whose completions all score the same are not trained on
+    truncated: Literal["keep", "mask", "penalize"] = "mask"  # completions cut at max_new_tokens
+    truncated_penalty: float = Field(default=1.0, ge=0)  # subtracted from a truncated completion's reward (penalize)
+    verifiers: dict[str, float] | None = None  # verifier → weight, each scoring every row; default: each row's own, weight 1
+    format_pattern: str | None = None  # a regex; a completion that contains a match earns format_weight
+    format_weight: float = 0.0
+    length_weight: float = 0.0  # subtracted × (completion tokens / max_new_tokens)
+    engine: Literal["auto", "transformers", "vllm"] = "auto"  # auto: vLLM on CUDA when installed
+    vllm_memory: float = Field(default=0.35, gt=0, lt=1)  # GPU memory share for the colocated engine
+    vllm_sleep: bool = True  # free the engine's memory while training (sleep/wake)
+    eval_samples: int = Field(default=1, gt=0)  # held-out pass@1: mean over this many samples per prompt
+    eval_temperature: float | None = Field(default=0.0, ge=0)  # 0: greedy; None: the rollout temperature
+    generation_batch: int = Field(default=64, gt=0)  # prompts per generate call (transformers engine)
+    shuffle_rewards: bool = False  # a negative control: rewards permuted across each rollout's completions (must not learn)
+
+
 class TrainConfig(Strict):
     model: str
     tokenizer: str | None = None
@@ -67,6 +104,7 @@ class TrainConfig(Strict):
     device: str = "auto"
     loss_chunk: int = Field(default=1024, gt=0)  # tokens per LM-head chunk: the full logits are never held
     dpo: DPOConfig = DPOConfig()
+    rlvr: RLVRConfig = RLVRConfig()
 
     @model_validator(mode="after")
     def _pack(self) -> TrainConfig:

@@ -1,4 +1,4 @@
-"""The optimization loop shared by SFT and DPO.
+"""The optimization loop shared by SFT and DPO, and the optimizer step shared with RLVR.
 
 A task says what one epoch's micro-batches are, what each weighs in the normalizer (target tokens
 for SFT, pairs for DPO) and how to compute a micro-batch's summed loss. The loop takes
@@ -25,13 +25,9 @@ from thresher.train.metrics import Log, MetricsLog, peak_flops, peak_memory_mb, 
 from thresher.train.runtime import Runtime, finish, save_model, start
 
 
-class Task(Protocol):
+class StepTask(Protocol):
     accounting: dict[str, Any]  # rows read, trained on, and left out (with reasons), logged first
     weight_name: str  # what the normalizer counts, as logged
-
-    def plan(self, seed: int) -> list[Any]:
-        """One epoch's micro-batches (cheap descriptions; built when used)."""
-        ...
 
     def weight(self, item: Any) -> int:
         """What ``item`` adds to the step's normalizer."""
@@ -39,6 +35,12 @@ class Task(Protocol):
 
     def loss_sum(self, model: Any, item: Any) -> tuple[torch.Tensor, dict[str, float], int, float]:
         """The summed loss of ``item``, summed metrics, its non-padding tokens and their mean attention context."""
+        ...
+
+
+class Task(StepTask, Protocol):
+    def plan(self, seed: int) -> list[Any]:
+        """One epoch's micro-batches (cheap descriptions; built when used)."""
         ...
 
     def evaluate(self, model: Any) -> dict[str, float]:
@@ -64,41 +66,103 @@ def _grad_norm(model: Any, max_norm: float) -> float:
     return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
 
 
-def run_task(config: TrainConfig, build_task: Callable[[Runtime, Path | None], Task], log: Log | None = None) -> LoopResult:
-    """Start the runtime (from the checkpoint ``resume_from`` names, if any), build the task on it, train, and
-    leave the process group."""
+def run_task(config: TrainConfig, build_task: Callable[[Runtime, Path | None], Any], log: Log | None = None,
+             loop: Callable[..., LoopResult] | None = None) -> LoopResult:
+    """Start the runtime (from the checkpoint ``resume_from`` names, if any), build the task on it, train it with
+    ``loop`` (default: the fixed-plan ``run_loop``), and leave the process group."""
     resume = resolve_resume(config.resume_from, Path(config.output_dir))
     runtime = start(config, weights=str(resume) if resume else None)
     try:
-        return run_loop(config, runtime, build_task(runtime, resume), log, resume)
+        return (loop or run_loop)(config, runtime, build_task(runtime, resume), log, resume)
     finally:
         finish(runtime)
 
 
+class Optimization:
+    """AdamW and the schedule over ``total_steps``, and one optimizer step over any list of micro-batches: process r
+    runs every r-th, the summed losses are divided by the whole step's weight, gradients clipped, metrics summed
+    over processes. Shared by the fixed-plan loop (SFT, DPO) and the rollout loop (RLVR)."""
+
+    def __init__(self, config: TrainConfig, runtime: Runtime, total_steps: int) -> None:
+        from transformers import get_scheduler
+
+        self.config, self.runtime, self.total_steps = config, runtime, total_steps
+        model = runtime.trainable
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=config.optim.lr, betas=config.optim.betas,
+                                           weight_decay=config.optim.weight_decay, fused=runtime.on_gpu)
+        self.scheduler = get_scheduler(config.optim.schedule, self.optimizer,
+                                       num_warmup_steps=int(config.optim.warmup_ratio * total_steps), num_training_steps=total_steps)
+        self.peak = peak_flops(runtime.device)
+        self.local_params = sum(p.numel() for p in model.parameters())
+
+    def step(self, task: StepTask, group: list[Any]) -> dict[str, Any]:
+        """One optimizer step over ``group``; the step's record (loss, task metrics, lr, grad norm, throughput)."""
+        runtime, model, world = self.runtime, self.runtime.trainable, self.runtime.world
+        normalizer = sum(task.weight(item) for item in group)
+        mine = group[runtime.rank :: world]
+        turns = math.ceil(len(group) / world)  # every process runs as many micro-batches (FSDP collectives pair up)
+        work = [(item, 1.0) for item in mine] + ([(group[0], 0.0)] * (turns - len(mine)) if group else [])
+        started = time.perf_counter()
+        loss_total, tokens, context_tokens, sums = 0.0, 0, 0.0, {}
+        for item, scale in work:
+            summed, item_sums, item_tokens, context = task.loss_sum(model, item)
+            # FSDP averages gradients over processes; scaling by ``world`` makes the step's gradient the sum / normalizer
+            (summed * (scale * world / max(normalizer, 1e-12))).backward()
+            if scale:
+                loss_total += float(summed.detach())
+                tokens += item_tokens
+                context_tokens += context * item_tokens
+                for key, value in item_sums.items():
+                    sums[key] = sums.get(key, 0.0) + value
+        keys = sorted(sums)
+        totals = runtime.all_sum([loss_total, tokens, context_tokens, *(sums[k] for k in keys)])
+        grad_norm = _grad_norm(model, self.config.optim.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        seconds = max(time.perf_counter() - started, 1e-9)
+        denominator = max(normalizer, 1e-12)
+        record: dict[str, Any] = {"loss": totals[0] / denominator,
+                                  **{k: v / denominator for k, v in zip(keys, totals[3:], strict=True)},
+                                  "lr": self.scheduler.get_last_lr()[0], "grad_norm": grad_norm, task.weight_name: normalizer,
+                                  "tokens": int(totals[1]), "tokens_per_s": totals[1] / seconds,
+                                  "peak_memory_mb": round(peak_memory_mb(runtime.device), 1)}
+        if self.peak is not None and totals[1]:
+            lm_config = runtime.model.config
+            flops = train_flops_per_token(self.local_params * world, lm_config.num_hidden_layers, lm_config.hidden_size,
+                                          totals[2] / totals[1])
+            record["mfu"] = totals[1] / seconds * flops / (self.peak * world)
+        return record
+
+    def save(self, folder: Path, position: dict[str, int]) -> None:
+        save_checkpoint(self.runtime, folder, self.optimizer, self.scheduler, position)
+
+    def restore(self, folder: Path) -> dict[str, int]:
+        return load_trainer_state(self.runtime, folder, self.optimizer, self.scheduler)
+
+
+def start_record(task: StepTask, runtime: Runtime, total_steps: int) -> dict[str, Any]:
+    """The first metrics record of a fresh run: the plan, the row accounting and where it runs."""
+    return {"step": 0, "total_steps": total_steps, **task.accounting, "processes": runtime.world, "device": runtime.device,
+            "dtype": str(runtime.dtype).removeprefix("torch."), "attention": runtime.attention, "kernels": runtime.trainable.backend}
+
+
 def run_loop(config: TrainConfig, runtime: Runtime, task: Task, log: Log | None = None, resume: Path | None = None) -> LoopResult:
     """Train ``task`` on ``runtime``; ``resume``: a checkpoint whose optimizer, scheduler, RNG and data position to restore."""
-    from transformers import get_scheduler
-
-    model, world, rank = runtime.trainable, runtime.world, runtime.rank
-    lm_config = runtime.model.config
+    model, world = runtime.trainable, runtime.world
     per_step = config.gradient_accumulation * world
     first_epoch = task.plan(config.seed)
     if not first_epoch:
         raise ValueError("no micro-batches to train on")
     per_epoch = math.ceil(len(first_epoch) / per_step)
     total_steps = config.max_steps or max(1, int(per_epoch * config.epochs))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.optim.lr, betas=config.optim.betas,
-                                  weight_decay=config.optim.weight_decay, fused=runtime.on_gpu)
-    scheduler = get_scheduler(config.optim.schedule, optimizer, num_warmup_steps=int(config.optim.warmup_ratio * total_steps),
-                              num_training_steps=total_steps)
+    optimization = Optimization(config, runtime, total_steps)
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     position = {"step": 0, "epoch": 0, "taken": 0}
     if resume is not None:
-        position = load_trainer_state(runtime, resume, optimizer, scheduler)
+        position = optimization.restore(resume)
     metrics = MetricsLog(out, append=resume is not None, echo=log, enabled=runtime.is_main)
-    peak = peak_flops(runtime.device)
-    local_params = sum(p.numel() for p in model.parameters())
 
     evals: list[tuple[int, dict[str, float]]] = []
 
@@ -109,9 +173,7 @@ def run_loop(config: TrainConfig, runtime: Runtime, task: Task, log: Log | None 
             metrics({"step": step, **result})
 
     if resume is None:
-        metrics({"step": 0, "total_steps": total_steps, **task.accounting, "processes": world, "device": runtime.device,
-                 "dtype": str(runtime.dtype).removeprefix("torch."), "attention": runtime.attention,
-                 "kernels": runtime.trainable.backend})
+        metrics(start_record(task, runtime, total_steps))
         evaluate(0)
     else:
         metrics({"step": position["step"], "resumed_from": str(resume)})
@@ -124,46 +186,15 @@ def run_loop(config: TrainConfig, runtime: Runtime, task: Task, log: Log | None 
             plan = task.plan(config.seed + epoch)
         group = plan[taken : taken + per_step]
         taken += len(group)
-        normalizer = sum(task.weight(item) for item in group)
-        mine = group[rank::world]
-        turns = math.ceil(len(group) / world)  # every process runs as many micro-batches (FSDP collectives pair up)
-        work = [(item, 1.0) for item in mine] + [(group[0], 0.0)] * (turns - len(mine))
-        step_started = time.perf_counter()
-        loss_total, tokens, context_tokens, sums = 0.0, 0, 0.0, {}
-        for item, scale in work:
-            summed, item_sums, item_tokens, context = task.loss_sum(model, item)
-            # FSDP averages gradients over processes; scaling by ``world`` makes the step's gradient the sum / normalizer
-            (summed * (scale * world / normalizer)).backward()
-            if scale:
-                loss_total += float(summed.detach())
-                tokens += item_tokens
-                context_tokens += context * item_tokens
-                for key, value in item_sums.items():
-                    sums[key] = sums.get(key, 0.0) + value
-        keys = sorted(sums)
-        totals = runtime.all_sum([loss_total, tokens, context_tokens, *(sums[k] for k in keys)])
-        grad_norm = _grad_norm(model, config.optim.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        record = optimization.step(task, group)
         step += 1
-        tokens_seen += int(totals[1])
+        tokens_seen += record.pop("tokens")
         if step % config.log_every == 0 or step == total_steps:
-            seconds = max(time.perf_counter() - step_started, 1e-9)
-            record: dict[str, Any] = {"step": step, "epoch": epoch + 1, "loss": totals[0] / normalizer,
-                                      **{k: v / normalizer for k, v in zip(keys, totals[3:], strict=True)},
-                                      "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm, task.weight_name: normalizer,
-                                      "tokens_per_s": totals[1] / seconds, "peak_memory_mb": round(peak_memory_mb(runtime.device), 1)}
-            if peak is not None and totals[1]:
-                flops = train_flops_per_token(local_params * world, lm_config.num_hidden_layers, lm_config.hidden_size,
-                                              totals[2] / totals[1])
-                record["mfu"] = totals[1] / seconds * flops / (peak * world)
-            metrics(record)
+            metrics({"step": step, "epoch": epoch + 1, **record})
         if config.eval_every and step % config.eval_every == 0 and step != total_steps:
             evaluate(step)
         if config.save_every and step % config.save_every == 0 and step != total_steps:
-            save_checkpoint(runtime, out / f"checkpoint-{step}", optimizer, scheduler,
-                            {"step": step, "epoch": epoch, "taken": taken})
+            optimization.save(out / f"checkpoint-{step}", {"step": step, "epoch": epoch, "taken": taken})
     evaluate(step)
     elapsed = time.perf_counter() - started
     metrics.close()
