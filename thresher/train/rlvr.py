@@ -52,21 +52,26 @@ def load_prompts(path: str) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for file in input_files(path):
         frame, _, _ = load_canonical(file, Kind.RLVR)
-        rows += [{"file": file, **r} for r in frame.select("messages", "ground_truth", "verifier").to_dicts()]
+        rows += frame.select("messages", "ground_truth", "verifier", "provenance").to_dicts()
     return rows
 
 
-def encode_prompts(tokenizer: Any, rows: list[dict[str, Any]], max_prompt: int, need_verifier: bool) -> tuple[list[Prompt], dict[str, int]]:
-    """Prompts ready to sample from, and how many rows were left out for what reason."""
+def encode_prompts(tokenizer: Any, rows: list[dict[str, Any]], max_prompt: int, row_verifiers: bool) -> tuple[list[Prompt], dict[str, int]]:
+    """Prompts ready to sample from, and how many rows were left out for what reason. With ``row_verifiers`` each
+    row's verifier must be one Thresher has (checked here, before any sampling)."""
+    from thresher.verifiers import NAMES
+
     kept: list[Prompt] = []
     removed = {"prompt_too_long": 0, "no_user_turn": 0}
-    for i, row in enumerate(rows):
+    for row in rows:
         messages = prompt_part(row["messages"])
         if not messages or messages[-1]["role"] != "user":
             removed["no_user_turn"] += 1
             continue
-        if need_verifier and not row.get("verifier"):
-            raise ValueError(f"{row['file']}: row {i}: no verifier named; set rlvr.verifiers or a verifier column")
+        if row_verifiers and row.get("verifier") not in NAMES:
+            where = row.get("provenance") or {}
+            raise ValueError(f"{where.get('file')}: line {where.get('line')}: unknown verifier {row.get('verifier')!r}; "
+                             f"known: {', '.join(NAMES)} (or set rlvr.verifiers)")
         text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         if len(ids) > max_prompt:
