@@ -62,5 +62,6 @@ def test_config_errors_and_overrides(tiny_chat_model: Path, shared_data: Path, t
     assert "bad.yaml:6: packing:" in str(err.value) and "bad.yaml:10: max_steps: Input should be greater than 0" in str(err.value)
     examples = Path(__file__).resolve().parents[1] / "examples/train"
     assert load_config(examples / "sft.yaml").packing and load_config(examples / "dpo.yaml").dpo.loss == "dpo_norm"
+    assert load_config(examples / "rlvr.yaml").rlvr.group_size == 16
     done = thresher("train", "sft", str(config), "nokey")
     assert done.returncode == 2 and "write KEY=VALUE" in done.stderr
