@@ -168,3 +168,43 @@ def test_rows_with_an_unknown_verifier_are_an_error(task_files: dict[str, Path],
         run_rlvr(config)
     fine = config.model_copy(update={"rlvr": config.rlvr.model_copy(update={"verifiers": {"gsm8k": 1.0}, "rollouts": 1})})
     assert run_rlvr(fine).steps == 1
+
+
+def test_two_gloo_processes_under_fsdp2_equal_one_process(task_files: dict[str, Path], tmp_path: Path) -> None:
+    """Under torchrun the policy is sharded (FSDP2), each process generates every other chunk of prompts on an
+    unsharded copy refreshed after each update, and the micro-batches of each step are split between processes:
+    the run equals the one-process run (samples, rewards, losses, weights)."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+    from safetensors.torch import load_file
+
+    config = _config(task_files, tmp_path / "unused", steps_per_rollout=2, generation_batch=4, kl_beta=0.05)
+    data = config.model_dump(mode="json", exclude_defaults=True)
+    data.update(device="cpu", packing=False, rows_per_micro_batch=3)
+    path = tmp_path / "rlvr.yaml"
+    path.write_text(yaml.safe_dump(data))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([sys.executable, "-m", "thresher.cli", "train", "rlvr", str(path), f"output_dir={tmp_path / 'one'}", "-q"],
+                         capture_output=True, text=True, timeout=600, env=env)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+                          "thresher.cli", "train", "rlvr", str(path), f"output_dir={tmp_path / 'two'}", "-q"],
+                         capture_output=True, text=True, timeout=600, env=env)
+    assert two.returncode == 0, two.stderr[-5000:]
+    a = [r for r in _rows(tmp_path / "one") if "loss" in r]
+    b = [r for r in _rows(tmp_path / "two") if "loss" in r]
+    assert len(a) == len(b) == 6 and _rows(tmp_path / "two")[0]["processes"] == 2
+    for x, y in zip(a, b, strict=True):
+        for key in ("completions_trained", "reward_mean", "response_length"):
+            assert x.get(key) == y.get(key), (key, x, y)
+        for key in ("loss", "kl", "grad_norm"):
+            assert y[key] == pytest.approx(x[key], rel=1e-4, abs=1e-6), (key, x, y)
+    assert any(r["completions_trained"] for r in a) and any(r["kl"] > 0 for r in a)
+    wa, wb = load_file(tmp_path / "one/final/model.safetensors"), load_file(tmp_path / "two/final/model.safetensors")
+    for key in wa:
+        torch.testing.assert_close(wb[key], wa[key], rtol=1e-4, atol=1e-5)
+    w0 = load_file(task_files["model"] / "model.safetensors")  # negative control: training moved the weights
+    assert max(float((wa[k] - w0[k]).abs().max()) for k in wa) > 1e-3

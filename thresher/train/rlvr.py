@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from thresher.train.packing import collate, first_fit
 from thresher.train.policy_loss import group_advantages, policy_loss
 from thresher.train.rewards import score, verifier_means
 from thresher.train.rollout import Engine, Sample, Sampling, TransformersEngine, VLLMEngine, pick_engine
-from thresher.train.runtime import Runtime, evaluating, load_causal_lm, save_model
+from thresher.train.runtime import Runtime, evaluating, full_state_dict, load_causal_lm, save_model
 from thresher.train.sft import batch_inputs, mean_context
 from thresher.verifiers import Verifier
 
@@ -219,7 +219,31 @@ def make_engine(config: TrainConfig, runtime: Runtime, weights: str) -> Engine:
                             config.seed)
         engine.sleep()
         return engine
+    if runtime.world > 1:  # the policy is sharded: generate with an unsharded copy, refreshed after each update
+        copy = load_causal_lm(weights, runtime.device, runtime.dtype, runtime.attention).requires_grad_(False)
+        return TransformersEngine(copy, runtime.tokenizer, runtime.pad_id, config.rlvr.generation_batch, copy=True)
     return TransformersEngine(runtime.model, runtime.tokenizer, runtime.pad_id, config.rlvr.generation_batch)
+
+
+def generate_shared(engine: Engine, runtime: Runtime, prompts: list[Prompt], sampling: Sampling, chunk: int) -> list[list[Sample]]:
+    """Samples for ``prompts``, generated in chunks of ``chunk`` prompts, process r taking every r-th chunk and all
+    processes receiving all samples. Each chunk's seed depends only on its index, so the samples do not depend on
+    the number of processes."""
+    chunks = [prompts[lo : lo + chunk] for lo in range(0, len(prompts), chunk)]
+    mine = {k: engine.generate([p.ids for p in chunks[k]], replace(sampling, seed=sampling.seed * 1_000_033 + k))
+            for k in range(runtime.rank, len(chunks), runtime.world)}
+    if runtime.world > 1:
+        gathered: list[dict[int, list[list[Sample]]] | None] = [None] * runtime.world
+        torch.distributed.all_gather_object(gathered, mine)
+        mine = {k: v for part in gathered if part for k, v in part.items()}
+    return [group for k in range(len(chunks)) for group in mine[k]]
+
+
+def generation_chunk(task: RLVRTask, prompts: int) -> int:
+    """Prompts per generate call: ``generation_batch`` for transformers; vLLM batches best with a process's whole share."""
+    if task.rl.engine == "transformers" or not task.runtime.on_gpu:
+        return task.rl.generation_batch
+    return max(1, math.ceil(prompts / task.runtime.world))
 
 
 def evaluate(task: RLVRTask, engine: Engine, seed: int) -> dict[str, float]:
@@ -228,8 +252,9 @@ def evaluate(task: RLVRTask, engine: Engine, seed: int) -> dict[str, float]:
         return {}
     rl = task.rl
     temperature = rl.temperature if rl.eval_temperature is None else rl.eval_temperature
-    samples = engine.generate([p.ids for p in task.held_out],
-                              Sampling(rl.eval_samples, rl.max_new_tokens, temperature, rl.top_p if temperature else 1.0, seed))
+    samples = generate_shared(engine, task.runtime, task.held_out,
+                              Sampling(rl.eval_samples, rl.max_new_tokens, temperature, rl.top_p if temperature else 1.0, seed),
+                              generation_chunk(task, len(task.held_out)))
     flat = [(p, s) for p, group in zip(task.held_out, samples, strict=True) for s in group]
     scored = score([s.text for _, s in flat], [p.ground_truth for p, _ in flat], [p.verifier for p, _ in flat],
                    [p.instruction for p, _ in flat], np.array([s.finished for _, s in flat]),
@@ -294,8 +319,9 @@ def train_rollouts(config: TrainConfig, runtime: Runtime, task: RLVRTask, log: L
         prompts = task.prompts_for(rollout)
         began = time.perf_counter()
         engine.wake()
-        samples = engine.generate([p.ids for p in prompts],
-                                  Sampling(rl.group_size, rl.max_new_tokens, rl.temperature, rl.top_p, config.seed * 100_003 + rollout))
+        samples = generate_shared(engine, runtime, prompts,
+                                  Sampling(rl.group_size, rl.max_new_tokens, rl.temperature, rl.top_p, config.seed * 100_003 + rollout),
+                                  generation_chunk(task, len(prompts)))
         engine.sleep()
         generation_s = time.perf_counter() - began
         stats = build_batch(task, prompts, samples, config.seed * 100_003 + rollout)
@@ -321,10 +347,14 @@ def train_rollouts(config: TrainConfig, runtime: Runtime, task: RLVRTask, log: L
         training_s = time.perf_counter() - began
         for key, value in (("generation_s", generation_s), ("scoring_s", stats.record["scoring_s"]), ("training_s", training_s)):
             totals[key] += value
-        if engine.name != "transformers":
+        if engine.needs_weights:
+            began = time.perf_counter()
+            weights = full_state_dict(runtime, everywhere=True)
+            assert weights is not None
             engine.wake()
-            engine.push_weights(runtime.model.state_dict().items())
+            engine.push_weights(weights.items())
             engine.sleep()
+            totals["weight_sync_s"] = totals.get("weight_sync_s", 0.0) + time.perf_counter() - began
         if _crossed(step, steps_per, config.eval_every) and rollout + 1 < rollouts:
             run_eval(step)
         if _crossed(step, steps_per, config.save_every) and rollout + 1 < rollouts:
@@ -343,8 +373,6 @@ def run_rlvr(config: TrainConfig, log: Log | None = None) -> LoopResult:
     """Train ``config.model`` with verifiable rewards on the RLVR rows of ``config.data``; held-out pass@1 in ``evals``."""
 
     def build(runtime: Runtime, _resume: Path | None) -> RLVRTask:
-        if runtime.world > 1:
-            raise ValueError("rlvr runs in one process for now (the rollout engine is not sharded); launch without torchrun")
         rows = load_prompts(config.data.train)
         train_rows, eval_rows = held_out_split(rows, load_prompts(config.data.eval) if config.data.eval else None,
                                                config.data.eval_rows, config.seed)

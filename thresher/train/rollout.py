@@ -40,6 +40,7 @@ class Sampling:
 
 class Engine(Protocol):
     name: str
+    needs_weights: bool  # whether the trainer must push its weights after each update
 
     def generate(self, prompts: list[list[int]], sampling: Sampling) -> list[list[Sample]]:
         """``sampling.n`` samples for each prompt (token ids, chat template already applied)."""
@@ -62,12 +63,14 @@ def _cut_at_end(ids: list[int], end_ids: set[int]) -> tuple[list[int], bool]:
 
 
 class TransformersEngine:
-    """Batched, left-padded ``generate`` on the live policy model."""
+    """Batched, left-padded ``generate``: on the live policy model in one process, or (``copy=True``, when the
+    policy is sharded over processes) on an unsharded copy that ``push_weights`` refreshes."""
 
     name = "transformers"
 
-    def __init__(self, model: Any, tokenizer: Any, pad_id: int, batch_prompts: int = 64) -> None:
+    def __init__(self, model: Any, tokenizer: Any, pad_id: int, batch_prompts: int = 64, copy: bool = False) -> None:
         self.model, self.tokenizer, self.pad_id, self.batch_prompts = model, tokenizer, pad_id, batch_prompts
+        self.needs_weights = copy
         self.end_ids = {i for i in [tokenizer.eos_token_id] if i is not None}
 
     def generate(self, prompts: list[list[int]], sampling: Sampling) -> list[list[Sample]]:
@@ -115,7 +118,11 @@ class TransformersEngine:
         return samples
 
     def push_weights(self, named: Any) -> None:
-        """Nothing to do: the engine generates with the trainer's own model."""
+        """Refresh the copy (the live model needs nothing)."""
+        if self.needs_weights:
+            missing, unexpected = self.model.load_state_dict(dict(named), strict=False)
+            if unexpected or [m for m in missing if "rotary" not in m]:
+                raise RuntimeError(f"the rollout copy does not match the policy: missing {missing}, unexpected {unexpected}")
 
     def sleep(self) -> None:
         pass
@@ -132,6 +139,7 @@ class VLLMEngine:
     """A vLLM engine colocated with the trainer on one GPU (in-process, so weights pass by reference)."""
 
     name = "vllm"
+    needs_weights = True
 
     def __init__(self, model: str, tokenizer: str | None, max_length: int, memory: float, sleep_mode: bool, seed: int) -> None:
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # in-process: collective_rpc sees the trainer's tensors

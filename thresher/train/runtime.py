@@ -142,13 +142,14 @@ def start(config: TrainConfig, weights: str | None = None) -> Runtime:
     return Runtime(device, dtype, rank, world, model, trainable, tokenizer, pad_id, attention)
 
 
-def full_state_dict(runtime: Runtime) -> dict[str, torch.Tensor] | None:
-    """The whole model's weights on the CPU in the main process (None elsewhere); gathers shards under FSDP."""
+def full_state_dict(runtime: Runtime, everywhere: bool = False) -> dict[str, torch.Tensor] | None:
+    """The whole model's weights on the CPU in the main process (None elsewhere); gathers shards under FSDP.
+    ``everywhere``: every process gets them, on its device (a rollout engine's copy to refresh)."""
     if runtime.world == 1:
-        return None  # save_pretrained reads the module itself
+        return runtime.model.state_dict() if everywhere else None  # save_pretrained reads the module itself
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-    state = get_model_state_dict(runtime.trainable, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    state = get_model_state_dict(runtime.trainable, options=StateDictOptions(full_state_dict=True, cpu_offload=not everywhere))
     return {key.removeprefix("lm."): value for key, value in state.items()}
 
 
