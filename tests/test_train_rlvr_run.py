@@ -77,7 +77,7 @@ def test_rlvr_raises_held_out_pass_at_1(addition: dict[str, Path]) -> None:
     rows = records(out)
     start = rows[0]
     assert start["prompts_trained"] == 2000 and start["held_out_prompts"] == 200 and start["engine"] == "transformers"
-    steps = [r for r in rows if "rollout" in r]
+    steps = [r for r in rows if "completions" in r]
     assert len(steps) == 40
     for r in steps:  # every completion is trained on or removed with a reason
         assert r["completions"] == 256 == (r["completions_trained"] + r["removed_zero_variance"] + r["removed_truncated"]

@@ -347,6 +347,8 @@ def train_rollouts(config: TrainConfig, runtime: Runtime, task: RLVRTask, log: L
         training_s = time.perf_counter() - began
         for key, value in (("generation_s", generation_s), ("scoring_s", stats.record["scoring_s"]), ("training_s", training_s)):
             totals[key] += value
+        metrics({"step": step, "rollout": rollout + 1, "training_s": training_s,
+                 "rollout_s": generation_s + stats.record["scoring_s"] + training_s})
         if engine.needs_weights:
             began = time.perf_counter()
             weights = full_state_dict(runtime, everywhere=True)
