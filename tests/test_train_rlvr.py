@@ -208,3 +208,34 @@ def test_two_gloo_processes_under_fsdp2_equal_one_process(task_files: dict[str, 
         torch.testing.assert_close(wb[key], wa[key], rtol=1e-4, atol=1e-5)
     w0 = load_file(task_files["model"] / "model.safetensors")  # negative control: training moved the weights
     assert max(float((wa[k] - w0[k]).abs().max()) for k in wa) > 1e-3
+
+
+@pytest.mark.parametrize("aggregation", ["token", "sequence", "dr_grpo"])
+def test_micro_batch_sums_over_the_step_normalizer_give_each_aggregation(task_files: dict[str, Path], tmp_path: Path,
+                                                                          aggregation: str) -> None:
+    """With the policy that sampled (ratio 1, no clipping) the step loss is −(mean advantage) under each aggregation's
+    weighting: per token (DAPO), per completion (GRPO), per completion × max_new_tokens (Dr GRPO). Split into
+    micro-batches, the sums over the step's normalizer give the same value (float64 formula)."""
+    from thresher.train.loss import TargetLogprobs
+    from thresher.train.rlvr import RLVRTask, RolloutBatch
+    from thresher.train.runtime import Runtime
+
+    tokenizer, model = tokenizer_and_model(task_files["model"])
+    config = _config(task_files, tmp_path, aggregation=aggregation, max_new_tokens=6)
+    runtime = Runtime("cpu", torch.float32, 0, 1, model, TargetLogprobs(model), tokenizer, tokenizer.pad_token_id)
+    task = RLVRTask(config, runtime, [], [], None)
+    gen = torch.Generator().manual_seed(0)
+    lengths = [1, 3, 6, 2, 5]
+    examples = [Encoded([2, 6, 7] + [8 + (k % 5)] * n, [IGNORE] * 3 + [8 + (k % 5)] * n) for k, n in enumerate(lengths)]
+    advantages = torch.randn(len(lengths), generator=gen, dtype=torch.float64)
+    task.batch = RolloutBatch(examples, advantages.float(), [torch.zeros(n) for n in lengths])
+    task.batch.generation_logp = task.logprobs_of(runtime.trainable)  # the sampler's own log-probs: importance weight 1
+    items = [[0, 1], [2], [3, 4]]
+    normalizer = sum(task.weight(i) for i in items)
+    total = sum(float(task.loss_sum(runtime.trainable, i)[0].detach()) for i in items) / normalizer
+    a, n = advantages.numpy(), np.array(lengths, dtype=np.float64)
+    expected = {"token": -(a * n).sum() / n.sum(), "sequence": -a.mean(), "dr_grpo": -(a * n).sum() / (len(n) * 6)}[aggregation]
+    assert total == pytest.approx(expected, rel=1e-5, abs=1e-7)
+    others = {k: v for k, v in {"token": -(a * n).sum() / n.sum(), "sequence": -a.mean(),
+                                "dr_grpo": -(a * n).sum() / (len(n) * 6)}.items() if k != aggregation}
+    assert all(abs(total - v) > 1e-3 for v in others.values())  # the three weightings differ on these lengths

@@ -52,7 +52,9 @@ class RLVRConfig(Strict):
     top_p: float = Field(default=1.0, gt=0, le=1)
     steps_per_rollout: int = Field(default=1, gt=0)  # mini-batches (optimizer steps) per pass over a rollout
     updates_per_rollout: int = Field(default=1, gt=0)  # passes over each rollout (PPO epochs)
-    aggregation: Literal["token", "sequence"] = "token"  # token: DAPO; sequence: the original GRPO
+    # token: mean over the step's tokens (DAPO); sequence: mean per completion, then over completions (GRPO);
+    # dr_grpo: the step's token sum over completions × max_new_tokens (no length bias, Dr GRPO)
+    aggregation: Literal["token", "sequence", "dr_grpo"] = "token"
     normalize_std: bool = True  # false: Dr GRPO (advantages not divided by the group's std)
     clip_low: float = Field(default=0.2, ge=0, lt=1)
     clip_high: float = Field(default=0.28, ge=0)  # DAPO's clip-higher

@@ -99,7 +99,8 @@ class RLVRTask:
                  reference: Any | None) -> None:
         self.config, self.rl, self.runtime = config, config.rlvr, runtime
         self.train, self.held_out, self.reference = train, held_out, reference
-        self.weight_name = "completion_tokens" if self.rl.aggregation == "token" else "completions"
+        self.weight_name = {"token": "completion_tokens", "sequence": "completions",
+                            "dr_grpo": "completions_x_max_new_tokens"}[self.rl.aggregation]
         self.accounting: dict[str, Any] = {}
         self.batch = RolloutBatch([], torch.zeros(0), [])
         self.verifiers: dict[str, Verifier] = {}
@@ -129,8 +130,11 @@ class RLVRTask:
         return [indices[lo : lo + per] for lo in range(0, len(indices), per)]
 
     def weight(self, item: list[int]) -> int:
+        """What the micro-batch adds to the step's normalizer: its tokens, its completions, or completions × max_new_tokens."""
         if self.rl.aggregation == "token":
             return sum(self.batch.examples[i].targets for i in item)
+        if self.rl.aggregation == "dr_grpo":
+            return len(item) * self.rl.max_new_tokens
         return len(item)
 
     def _forward(self, model: Any, item: list[int], with_entropy: bool) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, Any]:
@@ -160,17 +164,20 @@ class RLVRTask:
 
         generation = gather(self.batch.generation_logp)
         old = gather(self.batch.old_logp) if self.batch.old_logp is not None else logp.detach().float()
+        per_sequence = rl.aggregation == "sequence"
         result = policy_loss(logp.float(), old, self.batch.advantages[item].to(device), segment, len(item), rl.clip_low,
                              rl.clip_high, rl.kl_beta, gather(self.batch.ref_logp) if self.batch.ref_logp is not None else None,
-                             rl.kl_estimator, generation, rl.importance_cap, rl.aggregation)
+                             rl.kl_estimator, generation, rl.importance_cap, "sequence" if per_sequence else "token")
         w = self.weight(item)
+        # the micro-batch's sum: of per-completion means (sequence), else of per-token terms (token, dr_grpo)
+        summed = result.loss * (len(item) if per_sequence else logp.numel())
         with torch.no_grad():
             raw = torch.exp(old - generation)
             sums = {"clip_fraction": result.clip_fraction * w, "kl": result.kl * w, "ratio": result.ratio_mean * w,
                     "entropy": float(entropy.mean()) * w if entropy is not None else 0.0,
                     "importance_ratio": float(raw.mean()) * w, "importance_weight": result.importance_weight_mean * w,
                     "importance_truncated": float((raw > rl.importance_cap).float().mean()) * w}
-        return result.loss * w, sums, sum(sum(r) for r in batch.seq_lens), mean_context(batch.seq_lens)
+        return summed, sums, sum(sum(r) for r in batch.seq_lens), mean_context(batch.seq_lens)
 
 
 @dataclass
