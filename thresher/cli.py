@@ -18,9 +18,10 @@ from thresher.cli_common import fail as _fail
 from thresher.decontam.commands import register as register_decontam_commands
 from thresher.formats.shapes import SHAPES, ConvertOptions
 from thresher.mixing.commands import register as register_mix_commands
+from thresher.pipeline.commands import register as register_pipeline_commands
+from thresher.records import Kind
 from thresher.synth.commands import register as register_synth_commands
 from thresher.train.commands import register as register_train_commands
-from thresher.records import Kind
 
 app = typer.Typer(
     help="Audit, decontaminate, curate, mix, synthesize and train on post-training data.",
@@ -225,6 +226,7 @@ register_decontam_commands(app)
 register_mix_commands(app)
 register_synth_commands(app)
 register_train_commands(app)
+register_pipeline_commands(app)
 
 if __name__ == "__main__":
     app()

@@ -47,39 +47,18 @@ def _config(methods: str, fields: str, ngram_n: int, ngram_threshold: float, que
 
 def _run(train: list[str], bench: list[str], out: Path, bench_fields: list[str] | None, config: Any, kind: Kind | None,
          on_error: str, top: int, split: bool) -> dict[str, Any]:
-    from thresher.accounting import QuarantineWriter
-    from thresher.decontam.audit import run_audit
-    from thresher.decontam.benchmarks import load_benchmarks
-    from thresher.decontam.outputs import summary, write_json, write_matches, write_split
-    from thresher.decontam.report import write_report
+    from thresher.decontam.outputs import audit_to_folder
     from thresher.progress import progress_bar
 
     if on_error not in ("fail", "quarantine"):
         fail(f"--on-error must be fail or quarantine, not {on_error!r}", EXIT_BAD_INPUT)
     if not train:
         fail("give at least one --train input", EXIT_BAD_INPUT)
-    out.mkdir(parents=True, exist_ok=True)
     with exit_on_bad_input():
-        benches = load_benchmarks(bench, bench_fields)
-        quarantine = QuarantineWriter(out / "quarantine.jsonl") if on_error == "quarantine" else None
-        try:
-            with progress_bar() as progress:
-                task = progress.add_task("audit", total=None, rate="")
-                result = run_audit(train, benches, config, quarantine, kind, on_rows=lambda n: progress.update(task, advance=n))
-        finally:
-            if quarantine is not None:
-                quarantine.close()
-        report = summary(result)
-        if split:
-            written = write_split(result, train, out, kind)
-            quarantined = report["totals"]["rows_quarantined"]
-            report["decontamination"] = {
-                "in": report["totals"]["rows_in"], "clean": written["clean"], "removed": written["removed"], "quarantined": quarantined,
-                "balanced": report["totals"]["rows_in"] == written["clean"] + written["removed"] + quarantined,
-            }
-    write_matches(result, out / "matches.parquet")
-    write_json(report, out / "summary.json")
-    write_report(report, result.matches, result.items, out / "report.html", top=top)
+        with progress_bar() as progress:
+            task = progress.add_task("audit", total=None, rate="")
+            report = audit_to_folder(train, bench, out, bench_fields, config, kind, on_error, top, split,
+                                     on_rows=lambda n: progress.update(task, advance=n))
     _print_table(report, out)
     return report
 

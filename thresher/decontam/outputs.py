@@ -127,3 +127,35 @@ def write_split(result: AuditResult, train: list[str], out_dir: Path, kind: Kind
 
 def write_json(data: dict[str, Any], path: Path) -> None:
     path.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
+
+
+def audit_to_folder(train: list[str], bench: list[str], out: Path, bench_fields: list[str] | None, config: Any,
+                    kind: Kind | None = None, on_error: str = "fail", top: int = 40, split: bool = True,
+                    on_rows: Any = None) -> dict[str, Any]:
+    """Audit ``train`` against the benchmarks ``bench`` and write matches.parquet, summary.json and report.html into
+    ``out``; with ``split`` also clean.parquet and removed.parquet (every row accounted for). The summary."""
+    from thresher.accounting import QuarantineWriter
+    from thresher.decontam.audit import run_audit
+    from thresher.decontam.benchmarks import load_benchmarks
+    from thresher.decontam.report import write_report
+
+    out.mkdir(parents=True, exist_ok=True)
+    benches = load_benchmarks(bench, bench_fields)
+    quarantine = QuarantineWriter(out / "quarantine.jsonl") if on_error == "quarantine" else None
+    try:
+        result = run_audit(train, benches, config, quarantine, kind, on_rows=on_rows)
+    finally:
+        if quarantine is not None:
+            quarantine.close()
+    report = summary(result)
+    if split:
+        written = write_split(result, train, out, kind)
+        quarantined = report["totals"]["rows_quarantined"]
+        report["decontamination"] = {
+            "in": report["totals"]["rows_in"], "clean": written["clean"], "removed": written["removed"], "quarantined": quarantined,
+            "balanced": report["totals"]["rows_in"] == written["clean"] + written["removed"] + quarantined,
+        }
+    write_matches(result, out / "matches.parquet")
+    write_json(report, out / "summary.json")
+    write_report(report, result.matches, result.items, out / "report.html", top=top)
+    return report

@@ -39,7 +39,7 @@ class InputSpec:
     """A resolved input: what to read, how, and the default source name of its rows."""
 
     path: str
-    format: str  # jsonl | json | parquet | csv | tsv | hf_disk | hf_hub
+    format: str  # jsonl | json | parquet | parquet_shards (a mixture folder) | csv | tsv | hf_disk | hf_hub
     source: str
     split: str | None = None
     rename: tuple[tuple[str, str], ...] = ()  # (field in the input, name the format expects)
@@ -91,7 +91,9 @@ def resolve_input(spec: str, source: str | None = None, split: str | None = None
     if path.is_dir():
         if _is_hf_saved_dataset(path):
             return InputSpec(str(path), "hf_disk", source or path.name, split)
-        raise InputError(f"{spec}: a folder that is not a saved Hugging Face dataset; pass its files instead")
+        if any(path.glob("mixture-*.parquet")):  # a mixture written by `thresher mix`: its shards in order
+            return InputSpec(str(path), "parquet_shards", source or path.name, split)
+        raise InputError(f"{spec}: a folder that is neither a saved Hugging Face dataset nor a mixture; pass its files instead")
     name = path.name.lower()
     base = _strip_suffixes(path.name)
     inner = name[:-3] if name.endswith(".gz") else name
@@ -248,6 +250,8 @@ def _read_any(spec: InputSpec) -> Iterator[RawRow]:
         return _read_json_document(path)
     if spec.format == "parquet":
         return _read_parquet(path)
+    if spec.format == "parquet_shards":
+        return (row for shard in sorted(path.glob("mixture-*.parquet")) for row in _read_parquet(shard))
     if spec.format in ("csv", "tsv"):
         return _read_csv(path, "," if spec.format == "csv" else "\t")
     if spec.format in ("hf_disk", "hf_hub"):

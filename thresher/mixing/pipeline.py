@@ -254,8 +254,9 @@ def achieved(mixture: pl.DataFrame, by: str) -> dict[str, dict[str, Any]]:
 
 
 def run_mix(spec_path: str | Path, out_dir: str | Path, cache_dir: str | Path | None = None, log: Log | None = None,
-            on_stage: Callable[[str], None] | None = None) -> MixResult:
-    """Build the mixture ``spec_path`` describes into ``out_dir``."""
+            on_stage: Callable[[str], None] | None = None, base: Path | None = None) -> MixResult:
+    """Build the mixture ``spec_path`` describes into ``out_dir``; relative paths in the spec are resolved
+    against ``base`` (default: the spec's folder)."""
     from thresher.mixing.report import write_report
 
     started = time.perf_counter()
@@ -264,7 +265,7 @@ def run_mix(spec_path: str | Path, out_dir: str | Path, cache_dir: str | Path | 
     out.mkdir(parents=True, exist_ok=True)
     store = StageStore(Path(cache_dir) if cache_dir else out / "cache")
     say = log or (lambda _: None)
-    mixer = Mixer(spec, spec_path.parent, store, say)
+    mixer = Mixer(spec, base or spec_path.parent, store, say)
     stages: list[Stage] = []
     runs = [mixer.load, lambda: mixer.classify(stages[-1])] + [
         (lambda i=i: mixer.step(i, stages[-1])) for i in range(len(spec.steps))]

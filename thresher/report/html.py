@@ -122,6 +122,37 @@ def paired_bars(labels: Sequence[str], target: Sequence[float | None], got: Sequ
     return "".join(parts)
 
 
+def line_plot(series: dict[str, tuple[Sequence[float], Sequence[float]]], title: str, width: int = 420, height: int = 200) -> str:
+    """An SVG line chart: one polyline per named (x, y) series, on shared axes with their ranges labelled."""
+    colours = ("#1c7ed6", "#f76707", "#2f9e44", "#ae3ec9", "#e03131")
+    points = [(float(x), float(y)) for xs, ys in series.values() for x, y in zip(xs, ys, strict=True) if np.isfinite(y)]
+    pad_l, pad_b, pad_t = 48, 24, 22
+    plot_w, plot_h = width - pad_l - 10, height - pad_b - pad_t - 14 * max(len(series) - 1, 0)
+    parts = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' role='img'>",
+             f"<text x='{width / 2}' y='14' text-anchor='middle' font-size='13'>{escape(title)}</text>"]
+    if points:
+        x_lo, x_hi = min(p[0] for p in points), max(p[0] for p in points)
+        y_lo, y_hi = min(p[1] for p in points), max(p[1] for p in points)
+        x_span, y_span = (x_hi - x_lo) or 1.0, (y_hi - y_lo) or 1.0
+        axis_y = pad_t + plot_h
+        parts.append(f"<line x1='{pad_l}' y1='{axis_y}' x2='{pad_l + plot_w}' y2='{axis_y}' stroke='#444'/>")
+        parts.append(f"<text x='{pad_l - 4}' y='{pad_t + 8}' text-anchor='end' font-size='10'>{y_hi:.3g}</text>")
+        parts.append(f"<text x='{pad_l - 4}' y='{axis_y}' text-anchor='end' font-size='10'>{y_lo:.3g}</text>")
+        parts.append(f"<text x='{pad_l}' y='{axis_y + 14}' font-size='10'>{x_lo:g}</text>")
+        parts.append(f"<text x='{pad_l + plot_w}' y='{axis_y + 14}' text-anchor='end' font-size='10'>{x_hi:g}</text>")
+        for i, (name, (xs, ys)) in enumerate(series.items()):
+            colour = colours[i % len(colours)]
+            coords = " ".join(f"{pad_l + plot_w * (float(x) - x_lo) / x_span:.1f},{axis_y - plot_h * (float(y) - y_lo) / y_span:.1f}"
+                              for x, y in zip(xs, ys, strict=True) if np.isfinite(y))
+            parts.append(f"<polyline points='{coords}' fill='none' stroke='{colour}' stroke-width='1.5'/>")
+            if len(series) > 1:
+                y = height - 4 - 14 * (len(series) - 1 - i)
+                parts.append(f"<rect x='{pad_l}' y='{y - 8}' width='10' height='8' fill='{colour}'/>"
+                             f"<text x='{pad_l + 14}' y='{y}' font-size='11'>{escape(name)}</text>")
+    parts.append("</svg>")
+    return "".join(parts)
+
+
 def highlight_words(words: Sequence[str], spans: Sequence[tuple[int, int]], limit: int = 600) -> str:
     """``words`` joined by spaces with the ``[start, end)`` word spans marked; long texts are cut around the first span."""
     marked = np.zeros(len(words), dtype=bool)

@@ -118,11 +118,13 @@ def _write(path: Path, kind: Kind, records: list[dict[str, Any]]) -> None:
 
 
 def run_synth(spec_path: str | Path, out: str | Path, cache_dir: str | Path | None = None, log: Log | None = None,
-              quiet: bool = False) -> SynthResult:
+              quiet: bool = False, base: Path | None = None) -> SynthResult:
+    """Run the synthesis ``spec_path`` describes into ``out``; relative paths in the spec are resolved against
+    ``base`` (default: the spec's folder)."""
     started = time.perf_counter()
     spec_path = Path(spec_path)
     spec = load_synth_spec(spec_path)
-    base = spec_path.resolve().parent
+    base = base.resolve() if base else spec_path.resolve().parent
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     say = log or (lambda line: None)

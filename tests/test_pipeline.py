@@ -1,0 +1,215 @@
+"""``thresher run``: all seven stages on tiny sizes, killed in the middle of SFT and resumed, equal to an
+uninterrupted run; cached re-runs and the dry run; a failing stage is named and the pipeline continues after the fix."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+import torch
+
+from tests.helpers import thresher
+
+PIPELINE = """\
+output_dir: {out}
+stages:
+  - name: curate
+    run: dedup
+    inputs: [raw_chats.jsonl]
+    options: {{method: exact}}
+  - name: audit
+    run: decontaminate
+    train: ["{{{{curate}}}}"]
+    bench: ["gsm8k={shared}/gsm8k/test.jsonl"]
+    options: {{methods: [ngram], fields: prompt}}
+  - name: mix
+    run: mix
+    spec:
+      kind: sft
+      seed: 1
+      total: 50
+      sources:
+        - {{name: chats, path: "{{{{audit}}}}", skill: chat, amount: {{weight: 1}}}}
+  - name: synth
+    run: synth
+    spec:
+      seed: 3
+      prompts:
+        - {{name: gsm8k, path: {shared}/gsm8k/train.jsonl, verifier: gsm8k, limit: 6}}
+        - {{name: chats, path: "{{{{mix}}}}", kind: sft, limit: 8}}
+      generator: {{backend: transformers, model: {model}, batch_size: 6, sampling: {{n: 4, temperature: 1.0, max_tokens: 10, seed: 1}}}}
+      scorers: [verifier, {{reward_model: {{model: {rm}, weight: 1.0}}}}]
+      select: {{pair_policy: best_vs_worst, pass_rate: [0.0, 1.0]}}
+      outputs: [sft, preference, rlvr]
+  - name: sft
+    run: sft
+    spec: sft.yaml
+    set: {{data.train: "{{{{mix}}}}"}}
+  - name: dpo
+    run: dpo
+    spec:
+      max_length: 384
+      max_steps: 3
+      optim: {{lr: 1.0e-3, warmup_ratio: 0.0}}
+      dpo: {{loss: sigmoid, beta: 0.1}}
+    set: {{model: "{{{{sft.model}}}}", data.train: "{{{{synth.preference}}}}", dpo.cache_dir: {cache}}}
+  - name: rlvr
+    run: rlvr
+    spec:
+      max_length: 384
+      optim: {{lr: 1.0e-3, warmup_ratio: 0.0}}
+      rlvr: {{group_size: 4, prompts_per_rollout: 3, rollouts: 2, max_new_tokens: 8, length_weight: 1.0}}
+    set: {{model: "{{{{dpo.model}}}}", data.train: "{{{{synth.rlvr}}}}"}}
+"""
+
+SFT = """\
+model: {model}
+data: {{train: unused}}
+max_length: 128
+pack_length: 256
+optim: {{lr: 2.0e-3, warmup_ratio: 0.0, schedule: constant}}
+max_steps: 24
+save_every: 2
+seed: 3
+"""
+
+
+def _write_inputs(folder: Path, shared: Path, model: Path, rm: Path, out: Path) -> Path:
+    lima = json.loads((shared / "sft/lima.json").read_text())[:60]
+    chats = [{"messages": [{"role": "user", "content": r["instruction"]}, {"role": "assistant", "content": r["output"][:400]}]}
+             for r in lima]
+    gsm8k = [json.loads(line) for line in (shared / "gsm8k/test.jsonl").read_text().splitlines()[:6]]
+    leaked = [{"messages": [{"role": "user", "content": r["question"]}, {"role": "assistant", "content": r["answer"]}]} for r in gsm8k]
+    rows = chats + chats[:8] + leaked  # 8 exact duplicates and 6 benchmark questions
+    (folder / "raw_chats.jsonl").write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+    (folder / "sft.yaml").write_text(SFT.format(model=model))
+    path = folder / "pipeline.yaml"
+    path.write_text(PIPELINE.format(out=out, shared=shared, model=model, rm=rm, cache=folder / "ref-cache"))
+    return path
+
+
+def _stage(out: Path, name: str) -> Path:
+    found = sorted((out / "stages").glob(f"{name}-*"))
+    assert len(found) == 1, found
+    return found[0]
+
+
+def _weights(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "final" / "model.safetensors"))
+
+
+def _run_and_kill_in_sft(pipeline: Path) -> None:
+    """Start the pipeline and SIGKILL it as soon as the SFT stage has written its checkpoint-4."""
+    out = Path(pipeline.read_text().split("\n")[0].split(": ", 1)[1])
+    process = subprocess.Popen([sys.executable, "-m", "thresher.cli", "run", str(pipeline), "-q"], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, env={**os.environ, "COLUMNS": "200"})
+    deadline = time.monotonic() + 400
+    try:
+        while time.monotonic() < deadline:
+            found = list((out / "stages").glob("sft-*/checkpoint-4/trainer_state.pt")) if (out / "stages").is_dir() else []
+            if found:
+                process.send_signal(signal.SIGKILL)
+                process.wait()
+                break
+            if process.poll() is not None:
+                pytest.fail("the pipeline ended before it could be killed in SFT:\n" + process.stderr.read().decode()[-3000:])
+            time.sleep(0.02)
+        else:
+            pytest.fail("no SFT checkpoint appeared in time")
+    finally:
+        if process.poll() is None:
+            process.kill()
+    sft = _stage(out, "sft")
+    assert not (sft / "stage.json").exists() and not (sft / "final").exists(), "killed before SFT finished"
+
+
+def test_pipeline_killed_in_sft_resumes_to_the_uninterrupted_result(tiny_chat_model: Path, tiny_reward_model: Path,
+                                                                   shared_data: Path, tmp_path: Path) -> None:
+    whole = _write_inputs(tmp_path, shared_data, tiny_chat_model, tiny_reward_model, tmp_path / "whole")
+    done = thresher("run", str(whole), "-q")
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert "report:" in done.stdout
+    report = (tmp_path / "whole" / "report.html").read_text()
+    for heading in ("curate (dedup)", "audit (decontaminate)", "mix (mix)", "synth (synth)", "sft (sft)", "dpo (dpo)", "rlvr (rlvr)"):
+        assert heading in report, heading
+    assert report.count("<svg") >= 6  # mixture shares and training curves
+
+    # the stages' accounting: 8 duplicates removed, the 6 GSM8K questions removed as leaked
+    curate = orjson.loads((_stage(tmp_path / "whole", "curate") / "stage.json").read_bytes())["summary"]
+    assert (curate["in"], curate["kept"], curate["removed"]) == (74, 66, 8)
+    audit = orjson.loads((_stage(tmp_path / "whole", "audit") / "stage.json").read_bytes())["summary"]["decontamination"]
+    assert (audit["in"], audit["clean"], audit["removed"]) == (66, 60, 6)
+
+    # a second run is all cached; the dry run says so
+    again = thresher("run", str(whole), "--dry-run")
+    assert again.returncode == 0 and again.stdout.count("cached") == 7, again.stdout
+
+    # the same pipeline in another folder, killed in the middle of SFT, then run again
+    killed = tmp_path / "killed.yaml"
+    killed.write_text(whole.read_text().replace(f"output_dir: {tmp_path / 'whole'}", f"output_dir: {tmp_path / 'killed'}"))
+    _run_and_kill_in_sft(killed)
+    plan = thresher("run", str(killed), "--dry-run")
+    states = {line.split("│")[1].strip(): line.split("│")[3].strip() for line in plan.stdout.splitlines() if line.count("│") > 4}
+    assert states["curate"] == states["synth"] == "cached" and states["sft"] == "partial" and states["rlvr"] == "to run", states
+    resumed = thresher("run", str(killed))
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    assert "synth (synth): cached" in resumed.stderr and "sft (sft): continuing" in resumed.stderr
+    sft_record = orjson.loads((_stage(tmp_path / "killed", "sft") / "stage.json").read_bytes())["summary"]
+    assert sft_record["resumed_from"] and sft_record["resumed_from"].split("checkpoint-")[1] in {"4", "6", "8", "10"}
+
+    # every artifact equals the uninterrupted run's
+    for name in ("sft", "dpo", "rlvr"):
+        a, b = _weights(_stage(tmp_path / "whole", name)), _weights(_stage(tmp_path / "killed", name))
+        assert a.keys() == b.keys()
+        for key in a:
+            assert torch.equal(a[key], b[key]), (name, key)
+    for name, files in (("mix", ["mixture/manifest.json"]), ("synth", ["synth/sft.parquet", "synth/preference.parquet"])):
+        for file in files:
+            left, right = _stage(tmp_path / "whole", name) / file, _stage(tmp_path / "killed", name) / file
+            if file.endswith(".json"):
+                assert orjson.loads(left.read_bytes())["files"] == orjson.loads(right.read_bytes())["files"]
+            else:
+                import polars as pl
+
+                assert pl.read_parquet(left).drop("provenance", strict=False).equals(
+                    pl.read_parquet(right).drop("provenance", strict=False)), file
+    # negative control: training moved the weights away from the starting model
+    from safetensors.torch import load_file
+
+    start = load_file(str(tiny_chat_model / "model.safetensors"))
+    rlvr = _weights(_stage(tmp_path / "whole", "rlvr"))
+    assert max(float((rlvr[k] - start[k]).abs().max()) for k in start) > 1e-3
+
+
+def test_a_failing_stage_is_named_and_the_rest_is_kept(tiny_chat_model: Path, tiny_reward_model: Path, shared_data: Path,
+                                                      tmp_path: Path) -> None:
+    pipeline = _write_inputs(tmp_path, shared_data, tiny_chat_model, tiny_reward_model, tmp_path / "out")
+    text = pipeline.read_text()
+    stages = text.split("  - name: synth")[0]  # curate, audit, mix
+    broken = stages + '  - name: sft\n    run: sft\n    spec: sft.yaml\n    set: {data.train: "{{mix}}", optim.lr: -1}\n'
+    pipeline.write_text(broken)
+    failed = thresher("run", str(pipeline), "-q")
+    assert failed.returncode == 1
+    assert "stage sft (sft) failed" in failed.stderr and "optim.lr" in failed.stderr and "greater than 0" in failed.stderr
+    pipeline.write_text(broken.replace(", optim.lr: -1", ", max_steps: 2"))
+    fixed = thresher("run", str(pipeline))
+    assert fixed.returncode == 0, fixed.stderr[-3000:]
+    for name in ("curate", "audit", "mix"):
+        assert f"{name} ({'dedup' if name == 'curate' else 'decontaminate' if name == 'audit' else 'mix'}): cached" in fixed.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("output_dir: x\nstages:\n  - name: a\n    run: mix\n  - name: b\n    run: sft\n    spec: {model: '{{c}}'}\n")
+    refused = thresher("run", str(bad))
+    assert refused.returncode == 2
+    assert "bad.yaml:3: stages[0]: a mix stage needs spec" in refused.stderr
+    bad.write_text("output_dir: x\nstages:\n  - name: b\n    run: sft\n    spec: {model: '{{c.model}}'}\n")
+    refused = thresher("run", str(bad))
+    assert refused.returncode == 2 and "stage 'b' refers to {{c}}, which is not an earlier stage" in refused.stderr, refused.stderr

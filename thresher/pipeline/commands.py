@@ -1,0 +1,62 @@
+"""``thresher run PIPELINE.yaml [--dry-run]``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from thresher.cli_common import EXIT_BAD_INPUT, err_console, exit_on_bad_input, fail, out_console
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``run`` to ``app``."""
+
+    @app.command("run")
+    def run(
+        pipeline: Annotated[Path, typer.Argument(help="The pipeline (YAML): output_dir and a list of stages.")],
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and what is cached; run nothing.")] = False,
+        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No per-stage lines.")] = False,
+    ) -> None:
+        """Run the stages of PIPELINE in order (dedup, decontaminate, mix, synth, sft, dpo, rlvr), each cached by the
+        content hash of its inputs and settings; a re-run skips finished stages and continues an interrupted one.
+        Writes OUTPUT_DIR/report.html."""
+        from thresher.mixing.spec import SpecError
+        from thresher.pipeline.run import StageError, run_pipeline
+
+        with exit_on_bad_input():
+            try:
+                result = run_pipeline(pipeline, dry_run=dry_run,
+                                      log=None if quiet else lambda line: err_console.print(line, highlight=False))
+            except SpecError as e:
+                fail(str(e), EXIT_BAD_INPUT)
+                raise AssertionError from e  # not reached
+            except StageError as e:
+                fail(str(e), 1)
+                raise AssertionError from e  # not reached
+        table = Table(title=f"pipeline → {result.output_dir}" + (" (dry run)" if dry_run else ""), title_justify="left")
+        for name in ("stage", "runs", "state", "key", "what it did"):
+            table.add_column(name)
+        for s in result.stages:
+            table.add_row(s.name, s.run, s.state, s.key, _what(s.run, s.summary) if s.summary else "-")
+        out_console.print(table)
+        if not dry_run:
+            out_console.print(f"report: {result.report} ({result.seconds:.1f} s)")
+
+
+def _what(kind: str, summary: dict) -> str:
+    if kind == "dedup":
+        return f"in {summary['in']} = kept {summary['kept']} + removed {summary['removed']} + quarantined {summary['quarantined']}"
+    if kind == "decontaminate":
+        d = summary["decontamination"]
+        return f"in {d['in']} = clean {d['clean']} + removed {d['removed']} + quarantined {d['quarantined']}"
+    if kind == "mix":
+        return f"{summary['rows']} rows"
+    if kind == "synth":
+        return "; ".join(f"{name} {o['out']} of {o['in']}" for name, o in summary["outputs"].items())
+    evals = summary.get("evals") or []
+    shown = "; ".join(f"{k} {evals[0][1][k]:.3f} → {evals[-1][1][k]:.3f}" for k in ("eval_loss", "eval_reward_accuracy", "eval_pass@1")
+                      if evals and k in evals[0][1])
+    return f"{summary['steps']} steps" + (f"; {shown}" if shown else "")

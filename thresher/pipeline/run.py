@@ -1,0 +1,243 @@
+"""Running a pipeline: resolve each stage (references to earlier stages' outputs, paths made absolute), key it
+by the content hash of its inputs and settings, skip it when its folder holds a finished result under that key,
+otherwise run it (a training stage continues from its newest checkpoint, synthesis from its request cache).
+
+Stage folders are ``OUTPUT_DIR/stages/NAME-KEY``; ``stage.json`` in a folder marks it finished. An earlier
+stage's key is part of its folder's path, so a change upstream changes every key downstream.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+
+import thresher
+from thresher.mixing.cache import file_hash
+from thresher.mixing.spec import expand, read_spec_text
+from thresher.pipeline.spec import REFERENCE, PipelineSpec, StageSpec, load_pipeline
+from thresher.pipeline.stages import output_path, run_stage
+
+DONE = "stage.json"
+PATH_FIELDS = ("model", "tokenizer", "data.train", "data.eval", "dpo.reference_model", "rlvr.reference_model")
+
+
+class StageError(RuntimeError):
+    """A stage failed: names the stage, what it read and the cause."""
+
+
+@dataclass
+class PlannedStage:
+    name: str
+    run: str
+    key: str
+    folder: Path
+    resolved: dict[str, Any]
+    base: Path  # where the spec's relative paths start
+    state: str  # "cached" | "partial" (a checkpoint or cache to continue from) | "to run"
+    summary: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def _substitute(value: Any, lookup: Callable[[str, str | None], str]) -> Any:
+    if isinstance(value, str):
+        return REFERENCE.sub(lambda m: lookup(m.group(1), m.group(2)), value)
+    if isinstance(value, dict):
+        return {_substitute(k, lookup): _substitute(v, lookup) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, lookup) for v in value]
+    return value
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    node = data
+    keys = dotted.split(".")
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+    node[keys[-1]] = value
+
+
+def _get_dotted(data: dict[str, Any], dotted: str) -> Any:
+    node: Any = data
+    for key in dotted.split("."):
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
+def _absolute(value: str, base: Path) -> str:
+    """``value`` as an absolute path when it names an existing file or folder relative to ``base``; else unchanged."""
+    candidate = Path(expand(value))
+    if not candidate.is_absolute() and (base / candidate).exists():
+        return str((base / candidate).resolve())
+    return value
+
+
+def _bench_absolute(value: str, base: Path) -> str:
+    name, sep, path = value.partition("=")
+    return f"{name}={_absolute(path, base)}" if sep else value
+
+
+WRITTEN_TO = ("cache_dir", "output_dir")  # paths a stage writes to: not inputs, never fingerprinted
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for k, v in value.items() if k not in WRITTEN_TO for s in _strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+
+def _exists(text: str, base: Path) -> bool:
+    if not text or len(text) > 4096:
+        return False
+    path = Path(expand(text.partition("=")[2] or text))
+    try:
+        return (path if path.is_absolute() else base / path).exists()
+    except OSError:
+        return False
+
+
+def _fingerprints(resolved: dict[str, Any], base: Path, output_dir: Path) -> dict[str, str]:
+    """Content hashes of every existing file or folder the stage names (outside the pipeline's own outputs, whose
+    folder names carry their keys already)."""
+    found: dict[str, str] = {}
+    for text in _strings(resolved):
+        for part in {text, text.partition("=")[2]}:
+            if not part or len(part) > 4096:
+                continue
+            path = Path(expand(part))
+            path = path if path.is_absolute() else base / path
+            try:
+                if not path.exists() or path.resolve().is_relative_to(output_dir.resolve()) or path.resolve() == Path("/"):
+                    continue
+            except OSError:
+                continue
+            found[str(path.resolve())] = file_hash(path)
+    return found
+
+
+def _spec_mapping(stage: StageSpec, pipeline_base: Path) -> tuple[dict[str, Any], Path]:
+    """The stage's spec as a mapping and the folder its relative paths start from."""
+    if isinstance(stage.spec, dict):
+        return dict(stage.spec), pipeline_base
+    assert stage.spec is not None
+    path = Path(expand(stage.spec))
+    path = path if path.is_absolute() else pipeline_base / path
+    data = yaml.safe_load(read_spec_text(path, f"{stage.run} spec of stage {stage.name}")) or {}
+    if not isinstance(data, dict):
+        raise StageError(f"stage {stage.name}: {path}: expected a mapping at the top")
+    return data, path.resolve().parent
+
+
+def resolve(stage: StageSpec, pipeline_base: Path, lookup: Callable[[str, str | None], str]) -> tuple[dict[str, Any], Path]:
+    """The stage with references substituted, overrides applied and input paths absolute; and its spec's base."""
+    resolved = _substitute(stage.model_dump(mode="json"), lookup)
+    resolved["inputs"] = [_absolute(v, pipeline_base) for v in resolved["inputs"]]
+    resolved["train"] = [_absolute(v, pipeline_base) for v in resolved["train"]]
+    resolved["bench"] = [_bench_absolute(v, pipeline_base) for v in resolved["bench"]]
+    base = pipeline_base
+    if stage.spec is not None:
+        spec, base = _spec_mapping(stage, pipeline_base)
+        spec = _substitute(spec, lookup)
+        for dotted, value in _substitute(stage.set, lookup).items():
+            _set_dotted(spec, dotted, value)
+        if stage.run in ("sft", "dpo", "rlvr"):
+            for dotted in PATH_FIELDS:
+                value = _get_dotted(spec, dotted)
+                if isinstance(value, str):
+                    _set_dotted(spec, dotted, _absolute(value, base))
+        resolved["spec"] = spec
+    resolved.pop("set")
+    return resolved, base
+
+
+def stage_key(resolved: dict[str, Any], base: Path, output_dir: Path) -> str:
+    """A hash of the resolved stage, the content of what it reads, and the Thresher version."""
+    payload = {"thresher": thresher.__version__, "stage": resolved, "inputs": _fingerprints(resolved, base, output_dir)}
+    return hashlib.blake2b(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS), digest_size=6).hexdigest()
+
+
+def plan(spec: PipelineSpec, pipeline_base: Path) -> list[PlannedStage]:
+    """Every stage resolved and keyed, with whether it is cached, partly done, or still to run."""
+    output_dir = Path(expand(spec.output_dir))
+    output_dir = output_dir if output_dir.is_absolute() else pipeline_base / output_dir
+    planned: dict[str, PlannedStage] = {}
+
+    def lookup(name: str, output: str | None) -> str:
+        stage = planned[name]
+        return str(output_path(stage.run, stage.folder, output))
+
+    for stage in spec.stages:
+        resolved, base = resolve(stage, pipeline_base, lookup)
+        key = stage_key(resolved, base, output_dir)
+        folder = output_dir / "stages" / f"{stage.name}-{key}"
+        summary: dict[str, Any] = {}
+        if (folder / DONE).is_file():
+            state = "cached"
+            summary = orjson.loads((folder / DONE).read_bytes())["summary"]
+        elif folder.is_dir() and (any(folder.glob("checkpoint-*")) or (folder / "cache").is_dir()):
+            state = "partial"
+        else:
+            state = "to run"
+        planned[stage.name] = PlannedStage(stage.name, stage.run, key, folder, resolved, base, state, summary)
+    return list(planned.values())
+
+
+def _plain(value: Any) -> Any:
+    """JSON for what orjson does not know: numpy scalars as numbers, anything else as text."""
+    return value.item() if hasattr(value, "item") else str(value)
+
+
+@dataclass
+class PipelineResult:
+    output_dir: Path
+    stages: list[PlannedStage]
+    report: Path
+    seconds: float
+
+
+def run_pipeline(path: str | Path, dry_run: bool = False, log: Callable[[str], None] | None = None) -> PipelineResult:
+    """Run the pipeline at ``path`` (or, with ``dry_run``, only plan it)."""
+    from thresher.pipeline.report import write_report
+
+    started = time.perf_counter()
+    path = Path(path)
+    spec = load_pipeline(path)
+    base = path.resolve().parent
+    stages = plan(spec, base)
+    say = log or (lambda _: None)
+    output_dir = stages[0].folder.parent.parent
+    if dry_run:
+        return PipelineResult(output_dir, stages, output_dir / "report.html", time.perf_counter() - started)
+    for stage in stages:
+        if stage.state == "cached":
+            say(f"{stage.name} ({stage.run}): cached ({stage.folder.name})")
+            continue
+        say(f"{stage.name} ({stage.run}): {'continuing' if stage.state == 'partial' else 'running'} in {stage.folder}")
+        began = time.perf_counter()
+        try:
+            stage.summary = run_stage(stage.resolved, stage.folder, stage.base)
+        except Exception as e:  # every failure names the stage and keeps what was done
+            reads = [text for text in _strings(stage.resolved) if _exists(text, stage.base)] or ["its spec"]
+            raise StageError(f"stage {stage.name} ({stage.run}) failed, reading {', '.join(reads)[:600]}: "
+                             f"{type(e).__name__}: {e}\nfix the cause and run the pipeline again: finished stages are "
+                             f"kept and {stage.name} continues in {stage.folder}") from e
+        stage.seconds = time.perf_counter() - began
+        stage.state = "ran"
+        record = {"name": stage.name, "run": stage.run, "key": stage.key, "seconds": stage.seconds, "summary": stage.summary}
+        (stage.folder / DONE).write_bytes(orjson.dumps(record, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY,
+                                                       default=_plain) + b"\n")
+        say(f"{stage.name} ({stage.run}): done in {stage.seconds:.1f} s")
+    report = write_report(stages, output_dir / "report.html")
+    return PipelineResult(output_dir, stages, report, time.perf_counter() - started)

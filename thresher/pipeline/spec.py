@@ -1,0 +1,81 @@
+"""The pipeline spec: an output folder and an ordered list of stages. Stage fields may refer to an earlier
+stage's outputs as ``{{NAME}}`` (its main output) or ``{{NAME.OUTPUT}}`` (``model``, ``kept``, ``clean``,
+``mixture``, ``sft``, ``preference``, ``rlvr``, ``folder``)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from thresher.mixing.spec import SpecError, parse_spec, read_spec_text
+
+Kind = Literal["dedup", "decontaminate", "mix", "synth", "sft", "dpo", "rlvr"]
+REFERENCE = re.compile(r"\{\{\s*([A-Za-z0-9_-]+)(?:\.([A-Za-z0-9_]+))?\s*\}\}")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StageSpec(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]+$")
+    run: Kind
+    inputs: list[str] = []  # dedup: the files to deduplicate
+    train: list[str] = []  # decontaminate: the training files to audit
+    bench: list[str] = []  # decontaminate: NAME (hub) or NAME=PATH
+    bench_fields: list[str] | None = None
+    options: dict[str, Any] = {}  # dedup: DedupConfig fields; decontaminate: methods, fields, ngram, minhash, embedding
+    spec: str | dict[str, Any] | None = None  # mix/synth spec, training config: a file or the mapping inline
+    set: dict[str, Any] = {}  # dotted overrides applied to ``spec`` (e.g. data.train, optim.lr)
+
+    @model_validator(mode="after")
+    def _fields_of_kind(self) -> StageSpec:
+        if self.run == "dedup" and not self.inputs:
+            raise ValueError("a dedup stage needs inputs")
+        if self.run == "decontaminate" and not (self.train and self.bench):
+            raise ValueError("a decontaminate stage needs train and bench")
+        if self.run in ("mix", "synth", "sft", "dpo", "rlvr") and self.spec is None:
+            raise ValueError(f"a {self.run} stage needs spec (a file or the mapping inline)")
+        return self
+
+
+class PipelineSpec(Strict):
+    output_dir: str = "out/pipeline"
+    stages: list[StageSpec] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _references(self) -> PipelineSpec:
+        seen: set[str] = set()
+        for stage in self.stages:
+            if stage.name in seen:
+                raise ValueError(f"two stages are called {stage.name!r}")
+            for name, _ in references(stage.model_dump()):
+                if name not in seen:
+                    raise ValueError(f"stage {stage.name!r} refers to {{{{{name}}}}}, which is not an earlier stage")
+            seen.add(stage.name)
+        return self
+
+
+def references(value: Any) -> list[tuple[str, str | None]]:
+    """Every ``{{NAME[.OUTPUT]}}`` in ``value`` (strings, lists and mappings, keys included)."""
+    if isinstance(value, str):
+        return [(m.group(1), m.group(2)) for m in REFERENCE.finditer(value)]
+    if isinstance(value, dict):
+        return [r for k, v in value.items() for r in references(k) + references(v)]
+    if isinstance(value, list | tuple):
+        return [r for v in value for r in references(v)]
+    return []
+
+
+def load_pipeline(path: str | Path) -> PipelineSpec:
+    """The pipeline at ``path``; errors name the file, the line and the field."""
+    path = Path(path)
+    spec = parse_spec(read_spec_text(path, "pipeline"), str(path), PipelineSpec)
+    assert isinstance(spec, PipelineSpec)
+    return spec
+
+
+__all__ = ["PipelineSpec", "SpecError", "StageSpec", "load_pipeline", "references"]
