@@ -41,35 +41,15 @@ def tokenizer_dir(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -
     return folder
 
 
-CHAT_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
-                 "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+from thresher.tiny import CHAT_TEMPLATE  # noqa: E402, F401  (re-exported for the tests)
 
 
 def make_tiny_chat_model(shared_data: Path, folder: Path, sequence_classifier: bool = False) -> Path:
     """A tiny random Llama (causal LM, or a one-output reward model) with a chat-templated BPE
     tokenizer trained here on LIMA, saved as a transformers folder."""
-    import torch
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification, PreTrainedTokenizerFast
+    from thresher.tiny import lima_texts, make_tiny_chat_model as make
 
-    texts = [r["instruction"] + "\n" + r["output"] for r in json.loads((shared_data / "sft/lima.json").read_text())[:400]]
-    specials = ["[UNK]", "<|end|>", "<|user|>", "<|assistant|>", "<|system|>"]
-    tok = Tokenizer(models.BPE(unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=1000, special_tokens=specials, show_progress=False))
-    from tokenizers import decoders
-
-    tok.decoder = decoders.ByteLevel()
-    hf = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", eos_token="<|end|>", pad_token="[UNK]")
-    hf.chat_template = CHAT_TEMPLATE
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=tok.get_vocab_size(), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                         eos_token_id=hf.eos_token_id, pad_token_id=hf.pad_token_id, bos_token_id=None, num_labels=1)
-    model = LlamaForSequenceClassification(config) if sequence_classifier else LlamaForCausalLM(config)
-    model.save_pretrained(str(folder))
-    hf.save_pretrained(str(folder))
-    return folder
+    return make(lima_texts(shared_data / "sft/lima.json", 400), folder, sequence_classifier=sequence_classifier)
 
 
 @pytest.fixture(scope="session")

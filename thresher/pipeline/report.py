@@ -42,13 +42,14 @@ def _top_matches(folder: Path, limit: int = 10) -> str:
     if not path.is_file():
         return ""
     matches = pl.read_parquet(path)
+    if "flagged" in matches.columns:
+        matches = matches.filter(pl.col("flagged"))
     if matches.is_empty():
-        return "<p>no matches</p>"
-    score = next((c for c in ("score", "coverage", "similarity") if c in matches.columns), None)
-    if score:
-        matches = matches.sort(score, descending=True)
-    shown = [c for c in matches.columns if matches[c].dtype != pl.List][:6]
-    return "<p>top matches</p>" + table(shown, [[str(v)[:80] for v in row] for row in matches.head(limit).select(shown).rows()])
+        return "<p>no flagged matches</p>"
+    shown = [c for c in ("train_id", "bench", "bench_id", "method", "score", "train_text", "bench_text") if c in matches.columns]
+    rows = matches.sort("score", descending=True).head(limit).select(shown).rows() if "score" in shown else matches.head(limit).rows()
+    return "<p>top flagged matches</p>" + table(shown, [[f"{v:.3f}" if isinstance(v, float) else str(v)[:160] for v in row]
+                                                        for row in rows], left=len(shown))
 
 
 def _mix(summary: dict[str, Any]) -> str:

@@ -75,7 +75,9 @@ def _get_dotted(data: dict[str, Any], dotted: str) -> Any:
 def _absolute(value: str, base: Path) -> str:
     """``value`` as an absolute path when it names an existing file or folder relative to ``base``; else unchanged."""
     candidate = Path(expand(value))
-    if not candidate.is_absolute() and (base / candidate).exists():
+    if candidate.is_absolute():
+        return str(candidate) if candidate.exists() else value
+    if (base / candidate).exists():
         return str((base / candidate).resolve())
     return value
 
@@ -171,7 +173,7 @@ def stage_key(resolved: dict[str, Any], base: Path, output_dir: Path) -> str:
 def plan(spec: PipelineSpec, pipeline_base: Path) -> list[PlannedStage]:
     """Every stage resolved and keyed, with whether it is cached, partly done, or still to run."""
     output_dir = Path(expand(spec.output_dir))
-    output_dir = output_dir if output_dir.is_absolute() else pipeline_base / output_dir
+    output_dir = (output_dir if output_dir.is_absolute() else pipeline_base / output_dir).resolve()
     planned: dict[str, PlannedStage] = {}
 
     def lookup(name: str, output: str | None) -> str:
