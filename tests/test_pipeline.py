@@ -213,3 +213,33 @@ def test_a_failing_stage_is_named_and_the_rest_is_kept(tiny_chat_model: Path, ti
     bad.write_text("output_dir: x\nstages:\n  - name: b\n    run: sft\n    spec: {model: '{{c.model}}'}\n")
     refused = thresher("run", str(bad))
     assert refused.returncode == 2 and "stage 'b' refers to {{c}}, which is not an earlier stage" in refused.stderr, refused.stderr
+
+
+def test_references_overrides_and_keys(tmp_path: Path) -> None:
+    """{{NAME.OUTPUT}} resolves to the earlier stage's output; set: reaches into lists; the key follows input content."""
+    from thresher.pipeline.run import plan
+    from thresher.pipeline.spec import load_pipeline
+
+    (tmp_path / "a.jsonl").write_text('{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}\n')
+    (tmp_path / "mix.yaml").write_text("kind: sft\nsources:\n  - {name: s, path: nowhere.jsonl, amount: {weight: 1}}\n")
+    (tmp_path / "p.yaml").write_text(
+        "output_dir: out\nstages:\n  - {name: c, run: dedup, inputs: [a.jsonl]}\n"
+        "  - {name: m, run: mix, spec: mix.yaml, set: {sources.0.path: '{{c.removed}}', total: 5}}\n")
+    stages = plan(load_pipeline(tmp_path / "p.yaml"), tmp_path)
+    assert stages[0].resolved["inputs"] == [str(tmp_path / "a.jsonl")]
+    source = stages[1].resolved["spec"]["sources"][0]
+    assert source["path"] == str(stages[0].folder / "removed.parquet") and stages[1].resolved["spec"]["total"] == 5
+    assert stages[0].folder.name.startswith("c-") and stages[1].base == tmp_path.resolve()
+    before = [s.key for s in stages]
+    (tmp_path / "a.jsonl").write_text('{"messages": [{"role": "user", "content": "hi!"}, {"role": "assistant", "content": "yo"}]}\n')
+    after = [s.key for s in plan(load_pipeline(tmp_path / "p.yaml"), tmp_path)]
+    assert after[0] != before[0] and after[1] != before[1]  # new input content: this stage and the next re-run
+
+
+def test_the_readme_reference_is_generated_from_the_models() -> None:
+    from thresher.docs import END, START, reference
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    written = readme.split(START, 1)[1].split(END, 1)[0].strip()
+    assert written == reference().strip(), "README reference is stale: run python -m thresher.docs --write README.md"
+    assert "| `group_size` | int | `8` |" in written and "| `stages` | list[StageSpec] | required |" in written

@@ -56,11 +56,23 @@ def _substitute(value: Any, lookup: Callable[[str, str | None], str]) -> Any:
 
 
 def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
-    node = data
+    """``data[a][b]… = value`` for ``a.b…``; a number indexes a list (``sources.0.path``)."""
+    node: Any = data
     keys = dotted.split(".")
     for key in keys[:-1]:
-        node = node.setdefault(key, {})
-    node[keys[-1]] = value
+        if isinstance(node, list):
+            if not key.isdigit() or int(key) >= len(node):
+                raise StageError(f"set {dotted}: {key} is not an index of a list of {len(node)}")
+            node = node[int(key)]
+        else:
+            node = node.setdefault(key, {})
+    last = keys[-1]
+    if isinstance(node, list):
+        if not last.isdigit() or int(last) >= len(node):
+            raise StageError(f"set {dotted}: {last} is not an index of a list of {len(node)}")
+        node[int(last)] = value
+    else:
+        node[last] = value
 
 
 def _get_dotted(data: dict[str, Any], dotted: str) -> Any:

@@ -21,12 +21,14 @@ class Strict(BaseModel):
 
 
 class StageSpec(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9_-]+$")
-    run: Kind
+    """One stage: what it runs, what it reads ({{NAME}} / {{NAME.OUTPUT}} name earlier stages' outputs) and its settings."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]+$")  # unique; the stage folder is OUTPUT_DIR/stages/NAME-KEY
+    run: Kind  # dedup, decontaminate, mix, synth, sft, dpo or rlvr
     inputs: list[str] = []  # dedup: the files to deduplicate
     train: list[str] = []  # decontaminate: the training files to audit
     bench: list[str] = []  # decontaminate: NAME (hub) or NAME=PATH
-    bench_fields: list[str] | None = None
+    bench_fields: list[str] | None = None  # decontaminate: NAME:question=FIELD,answer=FIELD for custom benchmarks
     options: dict[str, Any] = {}  # dedup: DedupConfig fields; decontaminate: methods, fields, ngram, minhash, embedding
     spec: str | dict[str, Any] | None = None  # mix/synth spec, training config: a file or the mapping inline
     set: dict[str, Any] = {}  # dotted overrides applied to ``spec`` (e.g. data.train, optim.lr)
@@ -43,8 +45,10 @@ class StageSpec(Strict):
 
 
 class PipelineSpec(Strict):
-    output_dir: str = "out/pipeline"
-    stages: list[StageSpec] = Field(min_length=1)
+    """A pipeline: stages run in order, each cached by the content hash of its inputs and settings."""
+
+    output_dir: str = "out/pipeline"  # relative to the pipeline file; holds stages/ and report.html
+    stages: list[StageSpec] = Field(min_length=1)  # in order; each may read the outputs of those before it
 
     @model_validator(mode="after")
     def _references(self) -> PipelineSpec:
