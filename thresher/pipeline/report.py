@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from thresher.pipeline.stages import REPORTS, read_metrics
-from thresher.report.html import Markup, line_plot, page, paired_bars, table
+from thresher.report.html import Markup, bars, line_plot, page, paired_bars, table
 
 
 def _link(stage: Any, report_path: Path) -> str:
@@ -66,10 +66,14 @@ def _mix(summary: dict[str, Any]) -> str:
 
 
 def _synth(summary: dict[str, Any]) -> str:
-    rows = [[name, o["in"], o["out"], o["removed"], ", ".join(f"{k}={v}" for k, v in (o.get("removed_by") or {}).items())]
+    rows = [[name, o["in"], o["out"], o["removed"], ", ".join(f"{k}={v}" for k, v in (o.get("removed_by_reason") or {}).items())]
             for name, o in summary["outputs"].items()]
     gen = [[name, g.get("requested"), g.get("reused"), g.get("generated")] for name, g in summary["generation"].items()]
-    return table(["output", "prompts in", "rows out", "removed", "why"], rows) + table(["generator", "requested", "reused", "generated"], gen)
+    hist = summary.get("pass_rate_histogram") or []
+    plot = bars([f"{i / 10:.1f}–{(i + 1) / 10:.1f}" for i in range(len(hist))], [h / max(sum(hist), 1) for h in hist],
+                "share of verifier-scored prompts by pass rate") if sum(hist) else ""
+    return table(["output", "prompts in", "rows out", "removed", "why"], rows) + \
+        table(["generator", "requested", "reused", "generated"], gen) + plot
 
 
 CURVES = {"sft": [("loss", ["loss"]), ("held-out loss", ["eval_loss"])],

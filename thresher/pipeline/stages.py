@@ -104,7 +104,7 @@ def run_synth(stage: dict[str, Any], folder: Path, base: Path) -> dict[str, Any]
 
     result = synth(_write_spec(stage["spec"], folder), folder / "synth", folder / "cache", quiet=True, base=base)
     manifest = result.manifest
-    return {"outputs": manifest["outputs"], "generation": manifest["generation"]}
+    return {"outputs": manifest["outputs"], "generation": manifest["generation"], "pass_rate_histogram": manifest["pass_rate_histogram"]}
 
 
 def run_training(stage: dict[str, Any], folder: Path) -> dict[str, Any]:
