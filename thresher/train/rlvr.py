@@ -145,15 +145,26 @@ class RLVRTask:
         return logp, entropy, segment, batch
 
     def logprobs_of(self, model: Any) -> list[torch.Tensor]:
-        """Per completion of the current rollout, the log-probs of its tokens under ``model`` (no gradient)."""
-        out: list[torch.Tensor] = [torch.zeros(0)] * len(self.batch.examples)
+        """Per completion of the current rollout, the log-probs of its tokens under ``model`` (no gradient). Process r
+        computes every r-th micro-batch (and, to pair FSDP's collectives, as many passes as the others); all
+        processes receive all results."""
+        runtime = self.runtime
+        items = self.micro_batches(list(range(len(self.batch.examples))))
+        mine = items[runtime.rank :: runtime.world]
+        turns = math.ceil(len(items) / runtime.world)
+        found: dict[int, torch.Tensor] = {}
         with evaluating(model):
-            for item in self.micro_batches(list(range(len(self.batch.examples)))):
+            for k in range(turns):
+                item = mine[k] if k < len(mine) else items[0]
                 logp, _, _, _ = self._forward(model, item, False)
-                for i, part in zip(item, torch.split(logp.float().cpu(), [self.batch.examples[i].targets for i in item]),
-                                   strict=True):
-                    out[i] = part
-        return out
+                if k < len(mine):
+                    found.update(zip(item, torch.split(logp.float().cpu(), [self.batch.examples[i].targets for i in item]),
+                                     strict=True))
+        if runtime.world > 1:
+            gathered: list[dict[int, torch.Tensor] | None] = [None] * runtime.world
+            torch.distributed.all_gather_object(gathered, found)
+            found = {i: t for part in gathered if part for i, t in part.items()}
+        return [found[i] for i in range(len(self.batch.examples))]
 
     def loss_sum(self, model: Any, item: list[int]) -> tuple[torch.Tensor, dict[str, float], int, float]:
         rl, device = self.rl, self.runtime.device
