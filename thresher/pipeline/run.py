@@ -23,6 +23,7 @@ from thresher.mixing.cache import file_hash
 from thresher.mixing.spec import expand, read_spec_text
 from thresher.pipeline.spec import REFERENCE, PipelineSpec, StageSpec, load_pipeline
 from thresher.pipeline.stages import output_path, run_stage
+from thresher.train.config import set_dotted
 
 DONE = "stage.json"
 PATH_FIELDS = ("model", "tokenizer", "data.train", "data.eval", "dpo.reference_model", "rlvr.reference_model")
@@ -55,26 +56,6 @@ def _substitute(value: Any, lookup: Callable[[str, str | None], str]) -> Any:
     return value
 
 
-def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
-    """``data[a][b]… = value`` for ``a.b…``; a number indexes a list (``sources.0.path``)."""
-    node: Any = data
-    keys = dotted.split(".")
-    for key in keys[:-1]:
-        if isinstance(node, list):
-            if not key.isdigit() or int(key) >= len(node):
-                raise StageError(f"set {dotted}: {key} is not an index of a list of {len(node)}")
-            node = node[int(key)]
-        else:
-            node = node.setdefault(key, {})
-    last = keys[-1]
-    if isinstance(node, list):
-        if not last.isdigit() or int(last) >= len(node):
-            raise StageError(f"set {dotted}: {last} is not an index of a list of {len(node)}")
-        node[int(last)] = value
-    else:
-        node[last] = value
-
-
 def _get_dotted(data: dict[str, Any], dotted: str) -> Any:
     node: Any = data
     for key in dotted.split("."):
@@ -84,14 +65,27 @@ def _get_dotted(data: dict[str, Any], dotted: str) -> Any:
     return node
 
 
+def _existing_path(text: str, base: Path) -> Path | None:
+    """The existing file or folder ``text`` names (``${VAR:-default}`` expanded, relative to ``base``), resolved; else None."""
+    if not text or len(text) > 4096:
+        return None
+    path = Path(expand(text))
+    path = path if path.is_absolute() else base / path
+    try:
+        return path.resolve() if path.exists() else None
+    except OSError:
+        return None
+
+
+def _named_paths(text: str, base: Path) -> list[Path]:
+    """The existing paths a stage string names: the string itself, or the part after ``=`` (``NAME=PATH``)."""
+    return [p for part in dict.fromkeys((text, text.partition("=")[2])) if (p := _existing_path(part, base)) is not None]
+
+
 def _absolute(value: str, base: Path) -> str:
     """``value`` as an absolute path when it names an existing file or folder relative to ``base``; else unchanged."""
-    candidate = Path(expand(value))
-    if candidate.is_absolute():
-        return str(candidate) if candidate.exists() else value
-    if (base / candidate).exists():
-        return str((base / candidate).resolve())
-    return value
+    path = _existing_path(value, base)
+    return str(path) if path is not None else value
 
 
 def _bench_absolute(value: str, base: Path) -> str:
@@ -112,33 +106,11 @@ def _strings(value: Any) -> list[str]:
     return []
 
 
-def _exists(text: str, base: Path) -> bool:
-    if not text or len(text) > 4096:
-        return False
-    path = Path(expand(text.partition("=")[2] or text))
-    try:
-        return (path if path.is_absolute() else base / path).exists()
-    except OSError:
-        return False
-
-
 def _fingerprints(resolved: dict[str, Any], base: Path, output_dir: Path) -> dict[str, str]:
     """Content hashes of every existing file or folder the stage names (outside the pipeline's own outputs, whose
     folder names carry their keys already)."""
-    found: dict[str, str] = {}
-    for text in _strings(resolved):
-        for part in {text, text.partition("=")[2]}:
-            if not part or len(part) > 4096:
-                continue
-            path = Path(expand(part))
-            path = path if path.is_absolute() else base / path
-            try:
-                if not path.exists() or path.resolve().is_relative_to(output_dir.resolve()) or path.resolve() == Path("/"):
-                    continue
-            except OSError:
-                continue
-            found[str(path.resolve())] = file_hash(path)
-    return found
+    return {str(path): file_hash(path) for text in _strings(resolved) for path in _named_paths(text, base)
+            if not path.is_relative_to(output_dir.resolve()) and path != Path("/")}
 
 
 def _spec_mapping(stage: StageSpec, pipeline_base: Path) -> tuple[dict[str, Any], Path]:
@@ -165,12 +137,12 @@ def resolve(stage: StageSpec, pipeline_base: Path, lookup: Callable[[str, str | 
         spec, base = _spec_mapping(stage, pipeline_base)
         spec = _substitute(spec, lookup)
         for dotted, value in _substitute(stage.set, lookup).items():
-            _set_dotted(spec, dotted, value)
+            set_dotted(spec, dotted, value)
         if stage.run in ("sft", "dpo", "rlvr"):
             for dotted in PATH_FIELDS:
                 value = _get_dotted(spec, dotted)
                 if isinstance(value, str):
-                    _set_dotted(spec, dotted, _absolute(value, base))
+                    set_dotted(spec, dotted, _absolute(value, base))
         resolved["spec"] = spec
     resolved.pop("set")
     return resolved, base
@@ -243,7 +215,7 @@ def run_pipeline(path: str | Path, dry_run: bool = False, log: Callable[[str], N
         try:
             stage.summary = run_stage(stage.resolved, stage.folder, stage.base)
         except Exception as e:  # every failure names the stage and keeps what was done
-            reads = [text for text in _strings(stage.resolved) if _exists(text, stage.base)] or ["its spec"]
+            reads = [text for text in _strings(stage.resolved) if _named_paths(text, stage.base)] or ["its spec"]
             raise StageError(f"stage {stage.name} ({stage.run}) failed, reading {', '.join(reads)[:600]}: "
                              f"{type(e).__name__}: {e}\nfix the cause and run the pipeline again: finished stages are "
                              f"kept and {stage.name} continues in {stage.folder}") from e

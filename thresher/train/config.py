@@ -115,14 +115,25 @@ class TrainConfig(Strict):
         return self
 
 
-def _set(data: dict[str, Any], dotted: str, value: Any) -> None:
+def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """``data[a][b]… = value`` for ``a.b…``, creating sections; a number indexes a list (``sources.0.path``)."""
     keys = dotted.split(".")
-    node = data
-    for key in keys[:-1]:
-        node = node.setdefault(key, {})
-        if not isinstance(node, dict):
-            raise SpecError(f"override {dotted}: {key} is not a section")
-    node[keys[-1]] = value
+    node: Any = data
+    for depth, key in enumerate(keys):
+        last = depth == len(keys) - 1
+        if isinstance(node, list):
+            if not key.isdigit() or int(key) >= len(node):
+                raise SpecError(f"override {dotted}: {key} is not an index of a list of {len(node)}")
+            if last:
+                node[int(key)] = value
+            else:
+                node = node[int(key)]
+        elif last:
+            node[key] = value
+        else:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict | list):
+                raise SpecError(f"override {dotted}: {key} is not a section")
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
@@ -135,6 +146,6 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainCo
             if "=" not in item:
                 raise SpecError(f"override {item!r}: write KEY=VALUE, e.g. optim.lr=1e-5")
             key, value = item.split("=", 1)
-            _set(data, key.strip(), yaml.safe_load(value))
+            set_dotted(data, key.strip(), yaml.safe_load(value))
         text = yaml.safe_dump(data, sort_keys=False)
     return parse_spec(text, str(path), TrainConfig)

@@ -32,7 +32,7 @@ from thresher.train.loss import TargetLogprobs, example_segments, target_terms
 from thresher.train.metrics import Log, MetricsLog
 from thresher.train.packing import collate, first_fit
 from thresher.train.policy_loss import group_advantages, policy_loss
-from thresher.train.rewards import score, verifier_means
+from thresher.train.rewards import Scored, score, verifier_means
 from thresher.train.rollout import Engine, Sample, Sampling, TransformersEngine, VLLMEngine, pick_engine
 from thresher.train.runtime import Runtime, evaluating, full_state_dict, load_causal_lm, save_model
 from thresher.train.sft import batch_inputs, mean_context
@@ -197,16 +197,31 @@ class RolloutStats:
     kept: int
 
 
-def build_batch(task: RLVRTask, prompts: list[Prompt], samples: list[list[Sample]], seed: int) -> RolloutStats:
-    """Score a rollout, compute advantages, keep what is trained on and set it as the task's batch; the rollout's metrics."""
-    rl = task.rl
+@dataclass
+class ScoredSamples:
+    flat: list[tuple[Prompt, Sample]]  # every completion with its prompt, group after group
+    finished: np.ndarray
+    lengths: np.ndarray  # generated tokens per completion
+    scored: Scored
+
+
+def score_samples(task: RLVRTask, prompts: list[Prompt], samples: list[list[Sample]], verifiers_only: bool = False) -> ScoredSamples:
+    """The samples of ``prompts`` flattened and scored (``verifiers_only``: no format, length or truncation terms)."""
     flat = [(p, s) for p, group in zip(prompts, samples, strict=True) for s in group]
     finished = np.array([s.finished for _, s in flat])
     lengths = np.array([len(s.ids) for _, s in flat], dtype=np.float64)
-    started = time.perf_counter()
     scored = score([s.text for _, s in flat], [p.ground_truth for p, _ in flat], [p.verifier for p, _ in flat],
-                   [p.instruction for p, _ in flat], finished, lengths, rl, task.verifiers)
+                   [p.instruction for p, _ in flat], finished, lengths, task.rl, task.verifiers, verifiers_only)
+    return ScoredSamples(flat, finished, lengths, scored)
+
+
+def build_batch(task: RLVRTask, prompts: list[Prompt], samples: list[list[Sample]], seed: int) -> RolloutStats:
+    """Score a rollout, compute advantages, keep what is trained on and set it as the task's batch; the rollout's metrics."""
+    rl = task.rl
+    started = time.perf_counter()
+    result = score_samples(task, prompts, samples)
     scoring_s = time.perf_counter() - started
+    flat, finished, lengths, scored = result.flat, result.finished, result.lengths, result.scored
     rewards = np.random.default_rng(seed).permutation(scored.rewards) if rl.shuffle_rewards else scored.rewards
     advantages = group_advantages(torch.tensor(rewards), rl.group_size, rl.normalize_std)
     informative = advantages.informative.numpy() if rl.filter_zero_variance else np.ones(len(flat), dtype=bool)
@@ -257,9 +272,9 @@ def generate_shared(engine: Engine, runtime: Runtime, prompts: list[Prompt], sam
     return [group for k in range(len(chunks)) for group in mine[k]]
 
 
-def generation_chunk(task: RLVRTask, prompts: int) -> int:
+def generation_chunk(task: RLVRTask, engine: Engine, prompts: int) -> int:
     """Prompts per generate call: ``generation_batch`` for transformers; vLLM batches best with a process's whole share."""
-    if task.rl.engine == "transformers" or not task.runtime.on_gpu:
+    if engine.name == "transformers":
         return task.rl.generation_batch
     return max(1, math.ceil(prompts / task.runtime.world))
 
@@ -272,13 +287,10 @@ def evaluate(task: RLVRTask, engine: Engine, seed: int) -> dict[str, float]:
     temperature = rl.temperature if rl.eval_temperature is None else rl.eval_temperature
     samples = generate_shared(engine, task.runtime, task.held_out,
                               Sampling(rl.eval_samples, rl.max_new_tokens, temperature, rl.top_p if temperature else 1.0, seed),
-                              generation_chunk(task, len(task.held_out)))
-    flat = [(p, s) for p, group in zip(task.held_out, samples, strict=True) for s in group]
-    scored = score([s.text for _, s in flat], [p.ground_truth for p, _ in flat], [p.verifier for p, _ in flat],
-                   [p.instruction for p, _ in flat], np.array([s.finished for _, s in flat]),
-                   np.array([len(s.ids) for _, s in flat], dtype=np.float64), rl, task.verifiers, verifiers_only=True)
-    return {"eval_pass@1": float(scored.solved.mean()), "eval_reward": float(scored.rewards.mean()),
-            "eval_response_length": float(np.mean([len(s.ids) for _, s in flat]))}
+                              generation_chunk(task, engine, len(task.held_out)))
+    result = score_samples(task, task.held_out, samples, verifiers_only=True)
+    return {"eval_pass@1": float(result.scored.solved.mean()), "eval_reward": float(result.scored.rewards.mean()),
+            "eval_response_length": float(result.lengths.mean())}
 
 
 def plan_rollouts(config: TrainConfig, prompts: int) -> int:
@@ -339,7 +351,7 @@ def train_rollouts(config: TrainConfig, runtime: Runtime, task: RLVRTask, log: L
         engine.wake()
         samples = generate_shared(engine, runtime, prompts,
                                   Sampling(rl.group_size, rl.max_new_tokens, rl.temperature, rl.top_p, config.seed * 100_003 + rollout),
-                                  generation_chunk(task, len(prompts)))
+                                  generation_chunk(task, engine, len(prompts)))
         engine.sleep()
         generation_s = time.perf_counter() - began
         stats = build_batch(task, prompts, samples, config.seed * 100_003 + rollout)
