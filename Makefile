@@ -11,6 +11,10 @@ TEST_ENV := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRITON
 .PHONY: env test demo clean
 
 $(STAMP): pyproject.toml
+	# The code sandbox's isolation (bubblewrap); without it a weaker fallback runs, with a warning.
+	@command -v bwrap >/dev/null || [ "$$(id -u)" != 0 ] || apt-get install -y -q bubblewrap >/dev/null 2>&1 \
+	  || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q bubblewrap >/dev/null 2>&1) \
+	  || echo "warning: bubblewrap could not be installed; the code sandbox will use its weaker fallback"
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	# torch first, pinned: a bare `torch` requirement would pull a multi-GB CUDA build.
 	$(BIN)/pip install -q torch==2.13.0

@@ -1,21 +1,35 @@
 """The ``code`` verifier: run a candidate program against its tests in the sandbox.
 
 The ground truth is JSON: ``{"tests": "...", "entry_point": "f", "prefix": "..."}`` (only ``tests``
-is required) or a bare string of test code. The program run is ``prefix`` (e.g. HumanEval's prompt,
-whose body the response completes), the response's code (the last fenced block when there is
-one), the tests, then ``check(entry_point)`` when an entry point is given. Exit status 0 scores 1.
+is required) or a bare string of test code. The program run in the sandbox is ``prefix``
+(e.g. HumanEval's prompt, whose body the response completes) then the response's code (the last
+fenced block when there is one). The tests, then ``check(entry_point)`` when an entry point is
+given, run in a separate judge process against proxies for the program's names (``_codewire``):
+the program can neither see the tests nor write the verdict. Finishing them without error scores 1.
 """
 
 from __future__ import annotations
 
+import os
 import re
-import secrets
+import signal
+import subprocess
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 
 import orjson
 
+from thresher.verifiers._codewire import ENDED
 from thresher.verifiers.base import Verdict, check_batch
-from thresher.verifiers.sandbox import SandboxLimits, run_python
+from thresher.verifiers.sandbox import (
+    Sandbox,
+    SandboxLimits,
+    SandboxResult,
+    python_executable,
+    set_limits,
+)
+
+WIRE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_codewire.py")
 
 _FENCE = re.compile(r"```[ \t]*(?:python|py|python3)?[ \t]*\n(.*?)```", re.DOTALL | re.IGNORECASE)
 
@@ -40,21 +54,16 @@ def parse_tests(ground_truth: str) -> dict[str, str]:
     return {"tests": ground_truth, "entry_point": "", "prefix": ""}
 
 
-def program_of(response: str, ground_truth: str, marker: str = "") -> str:
-    """The program to run; it prints ``marker`` last, so a response that exits early (``sys.exit(0)``
-    before the tests) does not pass."""
+def program_of(response: str, ground_truth: str) -> str:
+    """The candidate program that runs in the sandbox: ``prefix`` then the response's code. The tests
+    never enter the sandbox; they run in the judge process (``_codewire``)."""
     parts = parse_tests(ground_truth)
-    code = extract_code(response)
-    program = f"{parts['prefix']}{code}\n\n{parts['tests']}\n"
-    if parts["entry_point"]:
-        program += f"\ncheck({parts['entry_point']})\n"
-    if marker:
-        program += f"\nprint({marker!r})\n"
-    return program
+    return f"{parts['prefix']}{extract_code(response)}\n"
 
 
 class CodeVerifier:
-    """Scores 1 when the program and its tests exit cleanly in the sandbox, else 0 (with the reason)."""
+    """Scores 1 when the tests, run against the program's names from outside the sandbox, finish
+    without an error; else 0 with the reason."""
 
     name = "code"
 
@@ -63,19 +72,64 @@ class CodeVerifier:
         self.workers = workers
 
     def _one(self, response: str, ground_truth: str) -> Verdict:
-        marker = f"thresher-tests-done-{secrets.token_hex(8)}"
         try:
-            program = program_of(response, ground_truth, marker)
+            parts = parse_tests(ground_truth)
         except ValueError as e:
             return Verdict(0.0, f"bad ground truth: {e}")
-        result = run_python(program, self.limits)
-        if not result.ok:
-            return Verdict(0.0, result.why())
-        if not result.stdout.rstrip().endswith(marker):
-            return Verdict(0.0, "exited before the tests finished")
-        return Verdict(1.0, "passed")
+        passed, reason = judge_program(program_of(response, ground_truth), parts["tests"], parts["entry_point"],
+                                       self.limits)
+        return Verdict(1.0 if passed else 0.0, reason)
 
     def verify_batch(self, responses: list[str], ground_truths: list[str], prompts: list[str] | None = None) -> list[Verdict]:
         check_batch(responses, ground_truths)
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
             return list(pool.map(self._one, responses, ground_truths))
+
+
+def judge_program(program: str, tests: str, entry_point: str, limits: SandboxLimits) -> tuple[bool, str]:
+    """Run ``program`` in the sandbox and ``tests`` in a judge process talking to it over two pipes;
+    the verdict comes on the judge's stdout, which the program never holds."""
+    with tempfile.TemporaryDirectory(prefix="thresher-program-") as tmp:
+        path = os.path.join(tmp, "program.py")
+        with open(path, "w") as f:
+            f.write(program)
+        with Sandbox(limits, {"program.py": path, "wire.py": WIRE}) as box:
+            requests_r, requests_w = os.pipe()
+            answers_r, answers_w = os.pipe()
+            try:
+                with open(os.path.join(box.host_dir, "stdout"), "wb") as out, \
+                        open(os.path.join(box.host_dir, "stderr"), "wb") as err:
+                    box.spawn([box.path("wire.py"), "serve", box.path("program.py"), str(requests_r), str(answers_w)],
+                              out, err, pass_fds=(requests_r, answers_w))
+                judge = subprocess.Popen(
+                    [python_executable(), "-I", "-B", WIRE, "judge", str(answers_r), str(requests_w), str(limits.timeout_s)],
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                    pass_fds=(answers_r, requests_w), start_new_session=True,
+                    preexec_fn=lambda: set_limits(limits))  # noqa: PLW1509 - the judge's own limits
+            finally:
+                for fd in (requests_r, requests_w, answers_r, answers_w):
+                    os.close(fd)
+            spec = orjson.dumps({"tests": tests, "entry_point": entry_point})
+            try:
+                verdict, _ = judge.communicate(spec, timeout=limits.timeout_s + 5)
+            except subprocess.TimeoutExpired:
+                verdict = b""
+            finally:
+                _kill_session(judge)
+            returncode, _ = box.wait(0.2)
+            try:
+                result = orjson.loads(verdict)
+                passed, reason = bool(result["passed"]) and result["reason"] == "passed", str(result["reason"])
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                return False, "timed out" if not verdict else "the judge failed"
+            if not passed and reason == ENDED and returncode is not None and returncode < 0:
+                reason = f"{reason}: " + SandboxResult(returncode, "", "", False, box.kind, "").why()
+            return passed, reason
+
+
+def _kill_session(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.wait()

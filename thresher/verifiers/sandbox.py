@@ -1,19 +1,26 @@
-"""Run untrusted Python in a child process that cannot reach the network or take the machine down.
+"""Run untrusted Python where it can neither escape nor outlive its deadline.
 
-A small reaper process (``_reaper.py``) runs the program as its child, enforces the wall-clock
-timeout and kills and reaps whatever the program left behind. Each run gets a fresh temporary folder as its home and working directory, an empty environment, a
-new session (so the whole process group is killed on timeout), and kernel limits: CPU seconds,
-address space, file size and open files. When the kernel allows it the child enters a new network
-namespace (no interfaces but a downed loopback), and a pids cgroup caps how many processes it may
-have (RLIMIT_NPROC does the same for non-root users; root is exempt from it). Inside, a short
-prelude removes socket creation and process spawning from Python before the code runs, as a
-second fence. ``SandboxResult`` records which fences were up.
+The preferred isolation is bubblewrap (``bwrap``, Debian's ``bubblewrap``; ``make env`` installs it
+where it can). Each run gets new user, pid, network, mount, IPC, UTS and cgroup namespaces, runs as
+uid 65534 with every capability dropped, sees a read-only ``/usr`` and Python, its own ``/proc``
+(only its own processes), a size-capped tmpfs as its only writable place, and nothing of the
+caller's files, environment or other runs. Its process tree lives in a pid namespace whose first
+process dies with bwrap, so killing bwrap at the deadline kills everything the program forked,
+setsid and double forks included; output goes to files, so no pipe decides when a run is over.
+Kernel limits (CPU seconds, address space, file size, open files) and, where this process may
+create one, a pids cgroup bound the rest.
+
+Without bwrap (or where the kernel refuses its namespaces) a weaker fallback runs: a new session,
+a network namespace when allowed, the same kernel limits, and as root a drop to uid 65534. It is
+not a container: ``SandboxResult.isolation`` says which ran, and a warning is logged once. Run
+untrusted code at scale inside a container or VM either way (README, "Safety").
 """
 
 from __future__ import annotations
 
 import ctypes
-import json
+import functools
+import logging
 import os
 import resource
 import shutil
@@ -23,36 +30,34 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import IO, Any, Self
+
+log = logging.getLogger(__name__)
 
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWNET = 0x40000000
-REAPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_reaper.py")
+PR_SET_PDEATHSIG = 1
+NOBODY = 65534
 PIDS_ROOTS = ("/sys/fs/cgroup/pids", "/sys/fs/cgroup")  # cgroup v1 pids hierarchy, then a v2 root
+INSIDE = "/sandbox"  # where a run's read-only files appear inside bwrap
+OUTPUT_CAP = 65536
 
-PRELUDE = """\
-import builtins, os, socket, subprocess, sys
-def _refused(*args, **kwargs):
-    raise PermissionError("the sandbox refuses this call")
-for _name in ("socket", "create_connection", "create_server", "socketpair", "fromfd"):
-    setattr(socket, _name, _refused)
-for _name in ("fork", "forkpty", "system", "popen", "execv", "execve", "execvp", "execvpe", "spawnv", "spawnve",
-              "posix_spawn", "posix_spawnp", "kill", "killpg", "setuid", "putenv"):
-    if hasattr(os, _name):
-        setattr(os, _name, _refused)
-subprocess.Popen = _refused
-del builtins, _name
-"""
+
+class SandboxUnavailable(RuntimeError):
+    """Neither bwrap nor a safe fallback can run untrusted code on this machine."""
 
 
 @dataclass(frozen=True)
 class SandboxLimits:
-    timeout_s: float = 10.0  # wall clock; the whole process group is killed after it
+    timeout_s: float = 10.0  # wall clock; the whole process tree is killed after it
     cpu_s: int = 10
     memory_mb: int = 1024  # address space
-    file_mb: int = 16
+    file_mb: int = 16  # one file's size
+    disk_mb: int = 64  # the writable scratch space, all files together (bwrap only)
     open_files: int = 64
-    processes: int = 32
+    processes: int = 32  # with a pids cgroup (or, in the fallback, RLIMIT_NPROC)
     network: bool = False
 
 
@@ -62,8 +67,8 @@ class SandboxResult:
     stdout: str
     stderr: str
     timed_out: bool
-    isolated_network: bool  # the child ran in its own network namespace
-    process_cap: str  # "cgroup", "rlimit" or "prelude": what bounded the number of processes
+    isolation: str  # "bwrap" or "fallback"
+    process_cap: str  # "cgroup", "pid-namespace" or "rlimit": what bounded the number of processes
 
     @property
     def ok(self) -> bool:
@@ -81,6 +86,66 @@ class SandboxResult:
             return f"killed by {name}{hint}"
         last = next((line for line in reversed(self.stderr.strip().splitlines()) if line.strip()), "")
         return f"exit {self.returncode}: {last[:200]}" if last else f"exit {self.returncode}"
+
+
+def python_executable() -> str:
+    """The real interpreter behind this one (a venv's python is a link into its base prefix)."""
+    return os.path.realpath(sys.executable)
+
+
+@functools.cache
+def isolation() -> str:
+    """``"bwrap"`` when bubblewrap is installed and the kernel lets it build a sandbox, else ``"fallback"``
+    (``THRESHER_SANDBOX=fallback`` forces the fallback, for tests)."""
+    if os.environ.get("THRESHER_SANDBOX") == "fallback":
+        return "fallback"
+    if shutil.which("bwrap"):
+        probe = subprocess.run([*_bwrap_prefix(SandboxLimits(), {}), python_executable(), "-I", "-c", "pass"],
+                               capture_output=True, timeout=30, env={"PATH": "/usr/bin:/bin"}, check=False)
+        if probe.returncode == 0:
+            return "bwrap"
+        reason = probe.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["?"]
+        log.warning("bwrap cannot build a sandbox here (%s): untrusted code runs in the weaker fallback", reason[0])
+    else:
+        log.warning("bwrap is not installed (apt-get install bubblewrap): untrusted code runs in the weaker fallback")
+    return "fallback"
+
+
+def _bwrap_prefix(limits: SandboxLimits, files: dict[str, str]) -> list[str]:
+    argv = [shutil.which("bwrap") or "bwrap", "--unshare-all", "--unshare-user", "--uid", str(NOBODY), "--gid", str(NOBODY),
+            "--cap-drop", "ALL", "--die-with-parent", "--new-session"]
+    if limits.network:
+        argv.append("--share-net")
+    argv += ["--ro-bind", "/usr", "/usr"]
+    for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
+        if os.path.islink(top):
+            argv += ["--symlink", os.readlink(top), top]
+        elif os.path.isdir(top):
+            argv += ["--ro-bind", top, top]
+    prefix = os.path.dirname(os.path.dirname(python_executable()))  # .../bin/python3 -> its prefix
+    if not prefix.startswith("/usr/"):
+        argv += ["--ro-bind", prefix, prefix]
+    for inside, host in files.items():
+        argv += ["--ro-bind", host, f"{INSIDE}/{inside}"]
+    argv += ["--proc", "/proc", "--dev", "/dev", "--size", str(limits.disk_mb << 20), "--tmpfs", "/tmp",
+             "--chdir", "/tmp", "--clearenv"]
+    for key, value in _env("/tmp").items():
+        argv += ["--setenv", key, value]
+    return argv + ["--"]
+
+
+def _env(home: str) -> dict[str, str]:
+    return {"PATH": "/usr/bin:/bin", "HOME": home, "TMPDIR": home, "PYTHONDONTWRITEBYTECODE": "1",
+            "PYTHONHASHSEED": "0", "LANG": "C.UTF-8"}
+
+
+@functools.cache
+def _nobody_can_run_python() -> bool:
+    """Whether uid 65534 can reach and run the interpreter (not when it lives under /root, say)."""
+    path = python_executable()
+    parts = path.split("/")
+    dirs_ok = all(os.stat("/".join(parts[:i]) or "/").st_mode & 0o001 for i in range(1, len(parts)))
+    return dirs_ok and os.stat(path).st_mode & 0o005 == 0o005
 
 
 def _unshare(flags: int) -> bool:
@@ -147,69 +212,135 @@ def _v2_has_pids(root: str) -> bool:
         return False
 
 
-def _child_setup(limits: SandboxLimits, workdir: str, status_fd: int, cgroup: PidsCgroup) -> None:
-    """Runs in the child between fork and exec: isolation first, then limits."""
-    os.setsid()
-    cgroup.join()
-    isolated = False
-    if not limits.network:
-        is_root = os.geteuid() == 0
-        isolated = _unshare(CLONE_NEWNET) if is_root else _unshare(CLONE_NEWUSER | CLONE_NEWNET)
-    os.write(status_fd, b"1" if isolated else b"0")
-    os.close(status_fd)
+def set_limits(limits: SandboxLimits) -> None:
     mb = 1024 * 1024
     for kind, value in ((resource.RLIMIT_CPU, limits.cpu_s), (resource.RLIMIT_AS, limits.memory_mb * mb),
                         (resource.RLIMIT_FSIZE, limits.file_mb * mb), (resource.RLIMIT_NOFILE, limits.open_files),
                         (resource.RLIMIT_CORE, 0)):
         resource.setrlimit(kind, (value, value))
-    if os.geteuid() != 0:
-        resource.setrlimit(resource.RLIMIT_NPROC, (limits.processes, limits.processes))
-    os.chdir(workdir)
+
+
+class Sandbox:
+    """One isolated run's place: ``spawn`` starts a process in it, ``close`` kills its whole tree.
+
+    ``files`` maps names to host files shown read-only under ``/sandbox/`` inside (bwrap), or copied
+    into the scratch folder (fallback); ``path(name)`` is where the program finds one.
+    """
+
+    def __init__(self, limits: SandboxLimits, files: dict[str, str]) -> None:
+        self.limits = limits
+        self.kind = isolation()
+        self.host_dir = tempfile.mkdtemp(prefix="thresher-sandbox-")
+        self.scratch = os.path.join(self.host_dir, "scratch")
+        os.mkdir(self.scratch)
+        self.files = files
+        if self.kind == "fallback":
+            for name, host in files.items():
+                shutil.copyfile(host, os.path.join(self.host_dir, name))
+            os.chmod(self.host_dir, 0o755)  # readable by the unprivileged user the fallback runs as
+            if os.geteuid() == 0 and not _nobody_can_run_python():
+                shutil.rmtree(self.host_dir, ignore_errors=True)
+                raise SandboxUnavailable(
+                    f"bwrap is not usable here and uid {NOBODY} cannot run {python_executable()}: refusing to run "
+                    "untrusted code as root (apt-get install bubblewrap, or run Thresher as an unprivileged user)")
+            if os.geteuid() == 0:
+                os.chown(self.scratch, NOBODY, NOBODY)
+        self.cgroup = PidsCgroup(limits.processes)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def path(self, name: str) -> str:
+        return f"{INSIDE}/{name}" if self.kind == "bwrap" else os.path.join(self.host_dir, name)
+
+    @property
+    def process_cap(self) -> str:
+        if self.cgroup.path:
+            return "cgroup"
+        return "pid-namespace" if self.kind == "bwrap" else "rlimit"
+
+    def spawn(self, args: Sequence[str], stdout: IO[Any], stderr: IO[Any], pass_fds: Sequence[int] = ()) -> subprocess.Popen[bytes]:
+        """Start ``python -I -B ARGS`` inside; stdin is empty, output goes to the given files."""
+        python = [python_executable(), "-I", "-B", *args]
+        if self.kind == "bwrap":
+            # bwrap's own processes are visible inside (pid 1 is its init): they get no environment either
+            argv, env, cwd = _bwrap_prefix(self.limits, self.files) + python, {"PATH": "/usr/bin:/bin"}, self.host_dir
+        else:
+            argv, env, cwd = python, _env(self.scratch), self.scratch
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, env=env, cwd=cwd,
+                                     pass_fds=tuple(pass_fds), close_fds=True,
+                                     preexec_fn=self._child_setup)  # noqa: PLW1509 - limits and namespaces need it
+        return self.proc
+
+    def _child_setup(self) -> None:
+        """Runs between fork and exec, in the new process."""
+        os.setsid()
+        self.cgroup.join()
+        set_limits(self.limits)
+        if self.kind == "bwrap":
+            return
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if not self.limits.network:
+            _unshare(CLONE_NEWNET) if os.geteuid() == 0 else _unshare(CLONE_NEWUSER | CLONE_NEWNET)
+        if os.geteuid() == 0:
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+        resource.setrlimit(resource.RLIMIT_NPROC, (self.limits.processes, self.limits.processes))
+
+    def wait(self, timeout_s: float) -> tuple[int | None, bool]:
+        """The exit status and whether the deadline passed; the tree is killed either way."""
+        assert self.proc is not None
+        try:
+            returncode: int | None = self.proc.wait(timeout=timeout_s)
+            timed_out = False
+        except subprocess.TimeoutExpired:
+            returncode, timed_out = None, True
+        self.kill()
+        if returncode is not None and self.kind == "bwrap" and returncode > 128 and returncode - 128 in _SIGNALS:
+            returncode = 128 - returncode  # bwrap reports a signal as 128 + its number
+        return returncode, timed_out
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            self.proc.wait()
+        self.cgroup.kill_all()
+
+    def close(self) -> None:
+        self.kill()
+        shutil.rmtree(self.host_dir, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+_SIGNALS = {s.value for s in signal.Signals}
+
+
+def read_capped(path: str) -> str:
+    try:
+        with open(path, "rb") as f:
+            return f.read(OUTPUT_CAP).decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def run_python(code: str, limits: SandboxLimits | None = None) -> SandboxResult:
     """Run ``code`` with this interpreter in the sandbox; output is cut to 64 kB per stream."""
     limits = limits or SandboxLimits()
-    workdir = tempfile.mkdtemp(prefix="thresher-sandbox-")
-    read_fd, write_fd = os.pipe()
-    status_read, status_write = os.pipe()
-    cgroup = PidsCgroup(limits.processes)
-    try:
-        env = {"PATH": "/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "PYTHONDONTWRITEBYTECODE": "1",
-               "PYTHONHASHSEED": "0", "LANG": "C.UTF-8"}
-
-        proc = subprocess.Popen(
-            [sys.executable, "-I", REAPER, str(limits.timeout_s), str(status_write)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=workdir,
-            preexec_fn=lambda: _child_setup(limits, workdir, write_fd, cgroup), pass_fds=(write_fd, status_write), close_fds=True,
-        )
-        os.close(write_fd)
-        os.close(status_write)
-        write_fd = status_write = -1
-        isolated = os.read(read_fd, 1) == b"1"
-        try:
-            out, err = proc.communicate((PRELUDE + "\n" + code).encode(), timeout=limits.timeout_s + 15)
-        except subprocess.TimeoutExpired:  # the reaper itself is stuck: kill the whole session
-            _kill_group(proc.pid)
-            out, err = proc.communicate()
-        _kill_group(proc.pid)
-        try:
-            returncode, timed_out = json.loads(os.read(status_read, 4096) or b"[null, true]")
-        except ValueError:
-            returncode, timed_out = None, True
-        cap = "cgroup" if cgroup.path else ("rlimit" if os.geteuid() != 0 else "prelude")
-        return SandboxResult(returncode, out[:65536].decode(errors="replace"), err[:65536].decode(errors="replace"),
-                             bool(timed_out), isolated, cap)
-    finally:
-        cgroup.kill_all()
-        for fd in (read_fd, write_fd, status_read, status_write):
-            if fd >= 0:
-                os.close(fd)
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _kill_group(pgid: int) -> None:
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+    with tempfile.TemporaryDirectory(prefix="thresher-program-") as tmp:
+        program = os.path.join(tmp, "main.py")
+        with open(program, "w") as f:
+            f.write(code)
+        with Sandbox(limits, {"main.py": program}) as box:
+            out_path, err_path = os.path.join(box.host_dir, "stdout"), os.path.join(box.host_dir, "stderr")
+            with open(out_path, "wb") as out, open(err_path, "wb") as err:
+                box.spawn([box.path("main.py")], out, err)
+            returncode, timed_out = box.wait(limits.timeout_s)
+            return SandboxResult(returncode, read_capped(out_path), read_capped(err_path), timed_out, box.kind,
+                                 box.process_cap)

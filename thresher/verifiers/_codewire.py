@@ -1,0 +1,333 @@
+"""Both ends of the code verifier, run as scripts with the standard library alone.
+
+``serve`` runs inside the sandbox: it executes the candidate program, then answers requests about
+the names it defined (call this, get that attribute, iterate that) on two descriptors. ``judge``
+runs outside the sandbox in a process of its own: it executes the tests against proxies for those
+names and prints the verdict on a descriptor the program never holds. So the verdict cannot be
+forged from inside: the program never sees the tests or any marker, its exit status means nothing,
+and patching ``builtins``, ``assert`` helpers, ``sys.excepthook`` or ``atexit`` only changes the
+sandboxed process, not the one that runs the tests.
+
+Only plain data crosses, by exact type: None, bool, int, float, complex, str, bytes, and lists,
+tuples, dicts, sets and frozensets of them. A subclass or any other object stays inside and the
+judge gets a handle, which compares equal only to itself, so an object whose ``__eq__`` always
+returns True passes nothing. A handle's attributes, items, length, truth and iteration are asked
+for, and come back as plain data or further handles. Arguments are copies: a test that checks an
+in-place mutation of its argument cannot see it. Any lost answer (the program died, timed out or
+sent something malformed) fails the run even if a test swallowed the error.
+"""
+
+import base64
+import builtins
+import collections
+import importlib
+import json
+import os
+import select
+import sys
+import time
+import traceback
+
+ENDED = "the program ended before the tests finished"
+MAX_MESSAGE = 16 << 20
+MAX_DEPTH = 200
+_SEQUENCES = {list: "l", tuple: "t", set: "s", frozenset: "f"}
+_BUILDERS = {"l": list, "t": tuple, "s": set, "f": frozenset}
+# Standard containers cross as their content and are rebuilt on the other side; the classes are
+# taken now, before any program runs, so a program that rebinds collections.Counter cannot pose as one.
+_MAPPINGS = {collections.Counter: "C", collections.OrderedDict: "O", collections.defaultdict: "D"}
+_REBUILD = {"C": collections.Counter, "O": collections.OrderedDict, "D": lambda items: collections.defaultdict(None, items),
+            "d": dict}
+_DEQUE = collections.deque
+_TYPES = {t.__name__: t for t in (int, float, complex, str, bytes, bool, list, tuple, dict, set, frozenset, type(None))}
+_MODULE = type(collections)
+_NOT_IMPORTED = {"antigravity", "this", "turtle", "turtledemo", "tkinter", "idlelib", "pydoc", "webbrowser"}
+
+
+class Lost(BaseException):
+    """The other end is gone, silent past the deadline, or broke the protocol (not catchable as Exception)."""
+
+
+def encode(value, refs, depth=0):
+    """Plain data as JSON-ready values; anything else becomes a handle in ``refs`` (or TypeError without)."""
+    if depth > MAX_DEPTH:
+        raise ValueError("data nested too deeply")
+    kind = type(value)
+    if value is None or kind is bool or kind is str or kind is float:
+        return value
+    if kind is int:
+        return {"i": str(value)} if abs(value) >= 1 << 53 else value
+    if kind is complex:
+        return {"c": [value.real, value.imag]}
+    if kind is bytes:
+        return {"b": base64.b64encode(value).decode()}
+    if kind in _SEQUENCES:
+        return {_SEQUENCES[kind]: [encode(v, refs, depth + 1) for v in value]}
+    if kind is dict or kind in _MAPPINGS:
+        tag = "d" if kind is dict else _MAPPINGS[kind]
+        return {tag: [[encode(k, refs, depth + 1), encode(v, refs, depth + 1)] for k, v in dict.items(value)]}
+    if kind is _DEQUE:
+        return {"q": [encode(v, refs, depth + 1) for v in value]}
+    if kind is type and _TYPES.get(value.__name__) is value:
+        return {"T": value.__name__}
+    if kind is _MODULE and value.__name__ in sys.stdlib_module_names and value.__name__ not in _NOT_IMPORTED:
+        return {"M": value.__name__}
+    if isinstance(refs, list):
+        refs.append(value)
+        return {"r": len(refs) - 1}
+    return refs(value)
+
+
+def decode(data, handle, depth=0):
+    """The inverse of ``encode``, strict: anything not written by it is a protocol error."""
+    if depth > MAX_DEPTH:
+        raise ValueError("data nested too deeply")
+    if data is None or type(data) in (bool, str, float, int):
+        return data
+    if type(data) is not dict or len(data) != 1:
+        raise ValueError(f"malformed value {str(data)[:80]}")
+    (tag, body), = data.items()
+    if tag == "i":
+        return int(body)
+    if tag == "c":
+        return complex(float(body[0]), float(body[1]))
+    if tag == "b":
+        return base64.b64decode(body)
+    if tag in _BUILDERS:
+        return _BUILDERS[tag](decode(v, handle, depth + 1) for v in body)
+    if tag in _REBUILD:
+        return _REBUILD[tag]({decode(k, handle, depth + 1): decode(v, handle, depth + 1) for k, v in body})
+    if tag == "q":
+        return _DEQUE(decode(v, handle, depth + 1) for v in body)
+    if tag == "T" and body in _TYPES:
+        return _TYPES[body]
+    if tag == "M" and body in sys.stdlib_module_names and body not in _NOT_IMPORTED:
+        return importlib.import_module(body)
+    if tag == "r" and type(body) is int:
+        return handle(body)
+    raise ValueError(f"malformed value {str(data)[:80]}")
+
+
+class Channel:
+    """Newline-delimited JSON over a pair of descriptors, with a deadline on every read."""
+
+    def __init__(self, read_fd, write_fd, deadline=None):
+        self.read_fd, self.write_fd, self.deadline = read_fd, write_fd, deadline
+        self.buffer = b""
+
+    def send(self, message):
+        data = json.dumps(message).encode() + b"\n"
+        while data:
+            data = data[os.write(self.write_fd, data):]
+
+    def recv(self):
+        while b"\n" not in self.buffer:
+            if self.deadline is not None:
+                left = self.deadline - time.monotonic()
+                if left <= 0 or not select.select([self.read_fd], [], [], left)[0]:
+                    raise Lost("timed out")
+            chunk = os.read(self.read_fd, 1 << 16)
+            if not chunk:
+                raise Lost(ENDED)
+            self.buffer += chunk
+            if len(self.buffer) > MAX_MESSAGE:
+                raise Lost("the program sent an answer over 16 MB")
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        try:
+            return json.loads(line)
+        except ValueError:
+            raise Lost("the program broke the protocol") from None
+
+
+# ---------------------------------------------------------------- inside the sandbox
+def serve(program_path, read_fd, write_fd):
+    channel = Channel(read_fd, write_fd)
+    refs = []
+    namespace = {"__name__": "__main__", "__builtins__": builtins}
+    try:
+        with open(program_path) as f:
+            code = compile(f.read(), "<program>", "exec")
+        exec(code, namespace)  # noqa: S102 - running the program is the point, inside the sandbox
+    except BaseException as e:  # noqa: BLE001 - the program's own failure is the answer
+        traceback.print_exc()
+        channel.send({"error": f"{type(e).__name__}: {e}"[:300]})
+        return
+    names = {}
+    for name, value in list(namespace.items()):
+        if name.startswith("__") or (type(value) is _MODULE and value.__name__ not in sys.stdlib_module_names):
+            continue
+        try:
+            names[name] = encode(value, refs) if not callable(value) else {"r": len(refs)}
+        except (ValueError, RecursionError):
+            names[name] = {"r": len(refs)}
+        if callable(value):
+            refs.append(value)
+    channel.send({"names": names})
+    while True:
+        try:
+            request = channel.recv()
+        except Lost:
+            return
+        try:
+            channel.send({"ok": encode(_answer(request, refs), refs)})
+        except BaseException as e:  # noqa: BLE001 - every failure of the program's code is reported back
+            if isinstance(e, SystemExit | KeyboardInterrupt) or not isinstance(e, Exception):
+                channel.send({"raise": ["RuntimeError", f"{type(e).__name__} raised"]})
+                continue
+            channel.send({"raise": [type(e).__name__, str(e)[:300]]})
+
+
+def _answer(request, refs):
+    def handle(i):
+        return refs[i]
+    target = refs[request["ref"]]
+    op = request["op"]
+    if op == "call":
+        args = decode(request["args"], handle)
+        kwargs = decode(request["kwargs"], handle)
+        return target(*args, **kwargs)
+    if op == "getattr":
+        return getattr(target, request["name"])
+    if op == "setattr":
+        return setattr(target, request["name"], decode(request["key"], handle))
+    if op == "getitem":
+        return target[decode(request["key"], handle)]
+    if op == "contains":
+        return decode(request["key"], handle) in target
+    if op == "iter":
+        return list(target)
+    return {"len": len, "bool": bool, "repr": repr, "str": str, "float": float, "int": int}[op](target)
+
+
+# ---------------------------------------------------------------- outside: the tests
+class Remote:
+    """A handle to an object that stays in the sandbox."""
+
+    __slots__ = ("_judge", "_ref")
+
+    def __init__(self, ref, judge):
+        object.__setattr__(self, "_ref", ref)
+        object.__setattr__(self, "_judge", judge)
+
+    def __call__(self, *args, **kwargs):
+        return self._judge.ask("call", self, args=list(args), kwargs=kwargs)
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return self._judge.ask("getattr", self, name=name)
+
+    def __setattr__(self, name, value):
+        self._judge.ask("setattr", self, name=name, key=value)
+
+    def __getitem__(self, key):
+        return self._judge.ask("getitem", self, key=key)
+
+    def __contains__(self, key):
+        return self._judge.ask("contains", self, key=key)
+
+    def __iter__(self):
+        return iter(self._judge.ask("iter", self))
+
+    def __len__(self):
+        return self._judge.ask("len", self)
+
+    def __bool__(self):
+        return self._judge.ask("bool", self)
+
+    def __repr__(self):
+        return self._judge.ask("repr", self)
+
+    def __str__(self):
+        return self._judge.ask("str", self)
+
+    def __float__(self):
+        return self._judge.ask("float", self)
+
+    def __int__(self):
+        return self._judge.ask("int", self)
+
+    def __eq__(self, other):
+        return other is self or (type(other) is Remote and other._ref == self._ref)
+
+    def __hash__(self):
+        return hash(self._ref)
+
+
+class Judge:
+    def __init__(self, channel):
+        self.channel = channel
+        self.lost = None
+        self.remotes = {}
+
+    def handle(self, ref):
+        if ref not in self.remotes:
+            self.remotes[ref] = Remote(ref, self)
+        return self.remotes[ref]
+
+    def ask(self, op, target, **fields):
+        if self.lost is not None:
+            raise Lost(self.lost)
+        for key in ("args", "kwargs", "key"):
+            if key in fields:
+                fields[key] = encode(fields[key], self._outgoing)
+        try:
+            self.channel.send({"op": op, "ref": target._ref, **fields})
+            answer = self.channel.recv()
+            if "raise" in answer:
+                name, message = (str(x) for x in answer["raise"][:2])
+                kind = getattr(builtins, name, None)
+                if not (isinstance(kind, type) and issubclass(kind, Exception)):
+                    kind = RuntimeError
+                error = kind(f"{message} (raised in the program)")
+            else:
+                return decode(answer["ok"], self.handle)
+        except Lost as e:
+            self.lost = str(e)
+            raise
+        except (OSError, LookupError, ValueError, TypeError, AttributeError) as e:
+            self.lost = f"the program broke the protocol ({type(e).__name__})"
+            raise Lost(self.lost) from None
+        raise error
+
+    @staticmethod
+    def _outgoing(value):
+        if type(value) is Remote:
+            return {"r": value._ref}
+        raise TypeError(f"a {type(value).__name__} cannot be passed into the sandbox")
+
+
+def judge(read_fd, write_fd, timeout_s):
+    """Reads ``{"tests", "entry_point"}`` on stdin; prints ``{"passed", "reason"}`` on stdout."""
+    verdict_fd = os.dup(1)
+    os.dup2(2, 1)  # the tests' own prints must not reach the verdict
+    spec = json.loads(sys.stdin.read())
+    judge = Judge(Channel(read_fd, write_fd, time.monotonic() + timeout_s))
+    passed, reason = False, ""
+    try:
+        first = judge.channel.recv()
+        if "error" in first:
+            raise Lost(f"the program failed before the tests: {first['error']}")
+        namespace = {"__name__": "__tests__", "__builtins__": builtins}
+        for name, value in first["names"].items():
+            namespace[name] = decode(value, judge.handle)
+        exec(compile(spec["tests"], "<tests>", "exec"), namespace)  # noqa: S102 - the ground truth's tests
+        if spec["entry_point"]:
+            if spec["entry_point"] not in namespace:
+                raise NameError(f"the program does not define {spec['entry_point']}")
+            namespace["check"](namespace[spec["entry_point"]])
+        passed, reason = True, "passed"
+    except Lost as e:
+        reason = str(e)
+    except BaseException as e:  # noqa: BLE001 - a failing test is the verdict
+        reason = f"{type(e).__name__}: {e}"[:300]
+    if judge.lost is not None:  # an answer was lost even if a test swallowed the error
+        passed, reason = False, judge.lost
+    os.write(verdict_fd, json.dumps({"passed": passed, "reason": reason}).encode())
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "serve":
+        serve(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+    else:
+        judge(int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]))
