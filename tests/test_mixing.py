@@ -92,7 +92,8 @@ def test_mix_end_to_end_is_balanced_exact_and_byte_identical(inputs: Path, tmp_p
     assert first.returncode == 0, first.stderr
     second = thresher("mix", str(spec), "--out", str(tmp_path / "b"), "--cache-dir", str(tmp_path / "cache_b"))
     assert second.returncode == 0, second.stderr
-    names = sorted(p.name for p in (tmp_path / "a").iterdir() if p.is_file())
+    names = sorted(p.name for p in (tmp_path / "a").iterdir() if p.is_file() and p.name != ".thresher.json")
+    assert json.loads((tmp_path / "a/.thresher.json").read_text())["command"] == "mix"  # written last, when complete
     assert names == ["manifest.json", "mixture-00000-of-00003.parquet", "mixture-00001-of-00003.parquet",
                      "mixture-00002-of-00003.parquet", "quarantine.jsonl", "removed.parquet", "report.html"]
     for name in names:  # two runs with separate caches: identical bytes

@@ -204,11 +204,15 @@ def test_killed_run_resumes_without_regenerating(tiny_chat_model: Path, tiny_rew
                                                  tmp_path: Path) -> None:
     spec = _spec(tmp_path, shared_data, tiny_chat_model, tiny_reward_model, n=4, max_tokens=48, batch=1)
     out = tmp_path / "out"
-    db = out / "cache" / "requests.sqlite"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "thresher.cli", "synth", str(spec), "--out", str(out), "-q"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     deadline = time.monotonic() + 240
+    db = out / "cache" / "requests.sqlite"
+    while not db.exists() and time.monotonic() < deadline and proc.poll() is None:
+        staged = list(tmp_path.glob(".out.partial-*/cache/requests.sqlite"))  # the run writes into a staging folder
+        db = staged[0] if staged else db
+        time.sleep(0.05)
     while _stored(db) < 40 and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
@@ -216,6 +220,7 @@ def test_killed_run_resumes_without_regenerating(tiny_chat_model: Path, tiny_rew
     before = _stored(db)
     most = 3 + 27 * 4 + 6 * 4 + 27 * 4  # persona prompts, completions, dropped-constraint answers, judge answers
     assert 40 <= before < most - 20, f"kill landed at {before} of {most}"
+    assert not out.exists()  # a killed run leaves no output folder, only its staging folder with the cache
     resumed = subprocess.run([sys.executable, "-m", "thresher.cli", "synth", str(spec), "--out", str(out)], capture_output=True,
                              text=True, env=env, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]

@@ -6,6 +6,7 @@ quarantine file (JSONL) instead of being lost.
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,17 +59,20 @@ class StageCounts:
 
 
 class QuarantineWriter:
-    """Appends bad rows, with where they were and what is wrong, to a JSONL side file (opened lazily)."""
+    """Appends bad rows, with where they were and what is wrong, to a JSONL side file. Rows go to a
+    temporary file beside it, renamed into place on ``close()``; with no rows, ``close()`` removes
+    an older file of that name, so no stale quarantine is left beside a run that quarantined nothing."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.rows = 0
         self._file: Any = None
+        self._tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
 
     def write(self, error: RowError, raw: Any) -> None:
         if self._file is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "wb")  # noqa: SIM115
+            self._file = open(self._tmp, "wb")  # noqa: SIM115
         loc = error.location
         entry = {
             "file": loc.file if loc else None,
@@ -84,3 +88,12 @@ class QuarantineWriter:
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
+            os.replace(self._tmp, self.path)
+        else:
+            self.path.unlink(missing_ok=True)
+
+    def abort(self) -> None:
+        """Drop what was written; an older file of that name stays as it was."""
+        if self._file is not None:
+            self._file.close()
+            self._tmp.unlink(missing_ok=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -16,7 +17,9 @@ from thresher.cli_common import EXIT_BAD_INPUT, err_console, out_console
 from thresher.cli_common import exit_on_bad_input as _exit_on_bad_input
 from thresher.cli_common import fail as _fail
 from thresher.decontam.commands import register as register_decontam_commands
+from thresher.errors import InputError
 from thresher.formats.shapes import SHAPES, ConvertOptions
+from thresher.io.outputs import committed_folder, locked, refuse_overlap, write_atomic
 from thresher.mixing.commands import register as register_mix_commands
 from thresher.pipeline.commands import register as register_pipeline_commands
 from thresher.records import Kind
@@ -75,22 +78,34 @@ def convert(
 ) -> None:
     """Convert inputs to canonical rows, accounting for every row: in = out + quarantined."""
     from thresher.convert import convert as run_convert
+    from thresher.convert import default_quarantine_path
     from thresher.progress import progress_bar
 
     if on_error not in ("fail", "quarantine"):
         _fail(f"--on-error must be fail or quarantine, not {on_error!r}", EXIT_BAD_INPUT)
-    with progress_bar() as progress:
+    summary_path = summary or out.with_name(f"{out.name.split('.')[0]}.summary.json")
+    outputs = [out, quarantine or default_quarantine_path(out), summary_path]
+    with _exit_on_bad_input():
+        refuse_overlap(inputs, outputs)
+        if len({os.path.abspath(p) for p in outputs}) < len(outputs):
+            raise InputError(f"--out, --quarantine and --summary must be three different files: {', '.join(map(str, outputs))}")
+        for path in outputs:
+            path.parent.mkdir(parents=True, exist_ok=True)
+    with _exit_on_bad_input(), locked(out), progress_bar() as progress:
+        for path in outputs:  # what a killed run left behind
+            for stale in path.parent.glob(f".{path.name}.*.tmp"):
+                stale.unlink(missing_ok=True)
         task = progress.add_task("converting", total=None, rate="")
 
         def advance(path: str, rows: int) -> None:
             progress.update(task, advance=rows, description=f"converting {Path(path).name}")
 
-        with _exit_on_bad_input():
-            report = run_convert(
-                inputs, out, kind=kind, on_error=on_error, quarantine=quarantine,  # type: ignore[arg-type]
-                shape_name=format, source=source, split=split, options=ConvertOptions(verifier=verifier),
-                on_batch=advance,
-            )
+        report = run_convert(
+            inputs, out, kind=kind, on_error=on_error, quarantine=quarantine,  # type: ignore[arg-type]
+            shape_name=format, source=source, split=split, options=ConvertOptions(verifier=verifier),
+            on_batch=advance,
+        )
+        write_atomic(summary_path, (json.dumps(report.as_dict(), indent=2) + "\n").encode())
     for line in report.first_errors:
         err_console.print(f"[yellow]quarantined[/] {line}", highlight=False, soft_wrap=True)
     hidden = report.total.quarantined_total - len(report.first_errors)
@@ -99,8 +114,6 @@ def convert(
     out_console.print(_counts_table(f"convert → {out} ({report.kind.value if report.kind else '-'})", report.per_input, report.total))
     if report.quarantine and report.total.quarantined_total:
         out_console.print(f"quarantined rows with reasons: {report.quarantine}")
-    summary_path = summary or out.with_name(f"{out.name.split('.')[0]}.summary.json")
-    summary_path.write_text(json.dumps(report.as_dict(), indent=2) + "\n")
     if not report.total.balanced:  # a bug, never bad input: say so loudly
         _fail(f"row accounting does not balance: {report.total.as_dict()}", 3)
 
@@ -179,6 +192,7 @@ def dedup(
     device: Annotated[str, typer.Option(help="cpu, cuda or auto (GPU when there is one).")] = "cpu",
     kind: Annotated[Kind | None, typer.Option(help="Kind of rows (default: from the inputs).")] = None,
     on_error: Annotated[str, typer.Option(help="fail, or quarantine bad input rows to OUT/quarantine.jsonl.")] = "fail",
+    overwrite: Annotated[bool, typer.Option(help="Replace OUT even when it holds another command's or other inputs' output.")] = False,
 ) -> None:
     """Remove exact and near duplicates within and across inputs: in = kept + removed (+ quarantined)."""
     from thresher.curation.dedup import DedupConfig
@@ -206,8 +220,8 @@ def dedup(
         def advance(stage: str, rows: int) -> None:
             progress.update(task, advance=rows, description=f"dedup: {'reading' if stage == 'scan' else 'writing'}")
 
-        with _exit_on_bad_input():
-            report = run_dedup(inputs, out, config, kind=kind, on_error=on_error, on_rows=advance)  # type: ignore[arg-type]
+        with _exit_on_bad_input(), committed_folder(out, "dedup", inputs, overwrite) as staging:
+            report = run_dedup(inputs, staging, config, kind=kind, on_error=on_error, on_rows=advance)  # type: ignore[arg-type]
     summary = report.as_dict()
     table = Table(title=f"dedup ({config.method}, threshold {config.resolved_threshold}, keep {config.keep}) → {out}", title_justify="left")
     for name in ("source", "in", "kept", "removed", "by method", "across sources"):
@@ -216,6 +230,10 @@ def dedup(
         methods = ", ".join(f"{k}={v}" for k, v in row["removed_by_method"].items())
         table.add_row(source, str(row["in"]), str(row["kept"]), str(row["removed"]), methods, str(row["removed_across_sources"]))
     out_console.print(table)
+    if summary["repeated_ids"]["count"]:
+        err_console.print(f"[yellow]warning:[/] {summary['repeated_ids']['count']} ids are used by more than one row "
+                          f"(e.g. {', '.join(summary['repeated_ids']['examples'][:3])}); removed.parquet names the kept "
+                          "row by duplicate_of_input and duplicate_of_row too", highlight=False)
     out_console.print(f"in {summary['in']} = kept {summary['kept']} + removed {summary['removed']} + quarantined {summary['quarantined']}"
                       f" ({summary['seconds']} s); summary: {out / 'summary.json'}")
     if not summary["balanced"]:

@@ -12,16 +12,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from thresher.accounting import QuarantineWriter, StageCounts
-from thresher.errors import InputError, RowError
+from thresher.errors import InputError, Location, RowError
 from thresher.formats.shapes import SHAPES_BY_NAME, ConvertOptions, Shape, allowed_kinds, default_kind, detect_shape
 from thresher.io.sources import BATCH_ROWS, InputSpec, RawRow, batched, read_raw, resolve_input
 from thresher.io.writers import open_writer
-from thresher.records import Kind, as_kind, content_hash, derived_id, kind_of_columns, schema_for
+from thresher.records import Kind, as_kind, content_hash, derived_id, kind_of_columns, schema_for, suspect_rows
 
 OnError = Literal["fail", "quarantine"]
 
@@ -184,15 +185,10 @@ def canonical_batches(
     counts = counts if counts is not None else StageCounts(resolved.path)
     wanted = as_kind(kind)
     if resolved.format == "parquet" and Path(resolved.path).is_file():
-        file = pq.ParquetFile(resolved.path)
+        file = open_parquet(resolved.path)
         found = kind_of_columns(file.schema_arrow.names)
         if found is not None and (wanted is None or wanted == found):
-            schema = schema_for(found)
-            for batch in file.iter_batches(batch_size=batch_rows, columns=schema.names):
-                table = pa.Table.from_batches([batch]).cast(schema)
-                counts.rows_in += table.num_rows
-                counts.rows_out += table.num_rows
-                yield found, table
+            yield from _canonical_parquet(resolved, file, found, counts, quarantine, batch_rows, skip_bad)
             return
     plan = plan_input(resolved, wanted, shape_name)
     if plan is None:
@@ -211,6 +207,48 @@ def canonical_batches(
         records = good_records(rows, plan, options, counts, set_aside)
         counts.rows_out += len(records)
         yield plan.kind, pa.Table.from_pylist(records, schema=schema)
+
+
+def open_parquet(path: str) -> pq.ParquetFile:
+    """A Parquet file, or an InputError saying why it cannot be read as one."""
+    try:
+        return pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise InputError(f"{path}: not a readable Parquet file ({str(e).splitlines()[0]})") from None
+
+
+def _canonical_parquet(spec: InputSpec, file: pq.ParquetFile, kind: Kind, counts: StageCounts,
+                       quarantine: QuarantineWriter | None, batch_rows: int, skip_bad: bool) -> Iterator[tuple[Kind, pa.Table]]:
+    """A canonical Parquet file in batches, held to the converter's rules: rows the column-wise check
+    suspects are judged by the converter and, when bad, set aside like any other input's bad rows."""
+    schema = schema_for(kind)
+    plan = InputPlan(spec, SHAPES_BY_NAME["canonical"], kind, iter(()))
+    options = ConvertOptions()
+    start = 0
+    for batch in file.iter_batches(batch_size=batch_rows, columns=schema.names):
+        try:
+            table = pa.Table.from_batches([batch]).cast(schema)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as e:
+            raise InputError(f"{spec.path}: columns do not have the canonical {kind.value} types "
+                             f"({str(e).splitlines()[0]})") from None
+        counts.rows_in += table.num_rows
+        suspects = np.flatnonzero(suspect_rows(table, kind))
+        if len(suspects):
+            keep = np.ones(table.num_rows, dtype=bool)
+            for i, data in zip(suspects, table.take(pa.array(suspects)).to_pylist(), strict=True):
+                outcome = to_record(RawRow(Location(spec.path, start + int(i)), data=data), plan, options)
+                if outcome.error is None:
+                    continue
+                keep[i] = False
+                counts.quarantined[outcome.error.category] += 1
+                if quarantine is None and not skip_bad:
+                    raise outcome.error
+                if quarantine is not None:
+                    quarantine.write(outcome.error, data)
+            table = table.filter(pa.array(keep))
+        counts.rows_out += table.num_rows
+        start += batch.num_rows
+        yield kind, table
 
 
 @dataclass
@@ -299,7 +337,7 @@ def convert(
     except BaseException:
         if writer is not None:
             writer.abort()
-        bad.close()
+        bad.abort()
         raise
     bad.close()
     report.seconds = time.perf_counter() - started

@@ -11,6 +11,7 @@ import enum
 import hashlib
 from typing import Any
 
+import numpy as np
 import orjson
 import pyarrow as pa
 
@@ -88,3 +89,27 @@ def content_hash(kind: Kind, record: dict[str, Any]) -> str:
 def derived_id(source: str, row: int) -> str:
     """The stable id of a row that had none: its source and row index."""
     return f"{source}/{row}"
+
+
+def suspect_rows(table: pa.Table, kind: Kind) -> np.ndarray:
+    """Rows of a canonical table that break a rule ``convert`` enforces (an unknown role, empty content, a
+    missing id, source or field), found column-wise; the converter then judges each of them row by row."""
+    import pyarrow.compute as pc
+
+    bad = np.zeros(table.num_rows, dtype=bool)
+    for name in ("id", "source", *CONTENT_FIELDS[kind]):
+        column = table.column(name)
+        bad |= np.asarray(column.is_null().to_numpy(zero_copy_only=False))
+        if pa.types.is_string(column.type):
+            bad |= np.asarray(pc.fill_null(pc.equal(pc.utf8_trim_whitespace(column), ""), False).to_numpy(zero_copy_only=False))
+        if pa.types.is_list(column.type):
+            column = column.combine_chunks()
+            bad |= np.asarray(pc.fill_null(pc.equal(pc.list_value_length(column), 0), True).to_numpy(zero_copy_only=False))
+            messages = pc.list_flatten(column)
+            parents = np.asarray(pc.list_parent_indices(column).to_numpy(zero_copy_only=False))
+            roles, contents = pc.struct_field(messages, "role"), pc.struct_field(messages, "content")
+            wrong = pc.invert(pc.fill_null(pc.is_in(roles, pa.array(sorted(ROLES))), False))
+            empty = pc.fill_null(pc.equal(pc.utf8_trim_whitespace(contents), ""), True)
+            flagged = np.asarray(pc.or_(wrong, empty).to_numpy(zero_copy_only=False))
+            bad[parents[flagged]] = True
+    return bad

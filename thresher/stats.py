@@ -10,6 +10,7 @@ import pyarrow as pa
 
 from thresher.accounting import StageCounts
 from thresher.convert import canonical_batches
+from thresher.hub import require_hub
 from thresher.records import CONTENT_FIELDS, Kind, schema_for
 
 MESSAGE_FIELDS = ("messages", "prompt", "chosen", "rejected")
@@ -71,6 +72,7 @@ def load_tokenizer(name_or_path: str) -> Any:
         return Tokenizer.from_file(str(path))
     from transformers import AutoTokenizer
 
+    require_hub(name_or_path, "tokenizer")
     return AutoTokenizer.from_pretrained(name_or_path)
 
 

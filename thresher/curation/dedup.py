@@ -78,6 +78,15 @@ class DedupConfig:
             raise ValueError(f"threshold must be in (0, 1], got {self.threshold}")
         if (self.bands is None) != (self.rows_per_band is None):
             raise ValueError("give both bands and rows_per_band, or neither")
+        for name, low in (("ngram", 1), ("num_perm", 1), ("neighbours", 1), ("batch_rows", 1)):
+            if getattr(self, name) < low:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least {low}, got {getattr(self, name)}")
+        if self.bands is not None and self.rows_per_band is not None:
+            if self.bands < 1 or self.rows_per_band < 1:
+                raise ValueError(f"--bands needs at least 1 band of at least 1 row, got {self.bands}x{self.rows_per_band}")
+            if self.bands * self.rows_per_band > self.num_perm:
+                raise ValueError(f"--bands {self.bands}x{self.rows_per_band} needs {self.bands * self.rows_per_band} "
+                                 f"signature values, but --num-perm is {self.num_perm}")
 
     @property
     def resolved_threshold(self) -> float:
@@ -305,7 +314,9 @@ def decide(features: FeatureArrays, config: DedupConfig,
     return Decisions(duplicate_of, method, score)
 
 
-REMOVED_EXTRA = [pa.field("duplicate_of", pa.string()), pa.field("method", pa.string()), pa.field("score", pa.float64())]
+# duplicate_of is the kept row's id; ids need not be unique across inputs, so its input and row say which row it is
+REMOVED_EXTRA = [pa.field("duplicate_of", pa.string()), pa.field("method", pa.string()), pa.field("score", pa.float64()),
+                 pa.field("duplicate_of_input", pa.string()), pa.field("duplicate_of_row", pa.int64())]
 
 
 @dataclass
@@ -328,6 +339,7 @@ class DedupReport:
             "quarantined": self.total["quarantined"],
             "removed_by_method": self.total["removed_by_method"],
             "removed_across_sources": self.total["removed_across_sources"],
+            "repeated_ids": self.total["repeated_ids"],
             "balanced": self.total["in"] == self.total["kept"] + self.total["removed"] + self.total["quarantined"],
             "sources": self.per_source,
             "inputs": {name: c.as_dict() for name, c in self.counts.items()},
@@ -355,6 +367,7 @@ def summarize(features: FeatureArrays, decisions: Decisions, counts: dict[str, S
             "removed_across_sources": int(part["across"].sum()),
         }
     quarantined = sum(c.quarantined_total for c in counts.values())
+    repeated = features.ids.filter(features.ids.is_duplicated()).unique().sort()
     total = {
         "in": len(features) + quarantined,
         "kept": int((~removed).sum()),
@@ -362,6 +375,8 @@ def summarize(features: FeatureArrays, decisions: Decisions, counts: dict[str, S
         "quarantined": quarantined,
         "removed_by_method": dict(sorted(Counter(m for m in decisions.method.tolist() if m).items())),
         "removed_across_sources": int(frame["across"].sum()),
+        # ids used by more than one row: outputs name such a row by input and row as well (duplicate_of_input/_row)
+        "repeated_ids": {"count": repeated.len(), "examples": repeated.head(5).to_list()},
     }
     return per_source, total
 
@@ -373,6 +388,7 @@ def write_outputs(inputs: list[str], kind: Kind, features: FeatureArrays, decisi
     kept = open_writer(out_dir / "kept.parquet", kind)
     removed = open_writer(out_dir / "removed.parquet", kind, pa.schema(list(schema) + REMOVED_EXTRA))
     ids = features.ids.to_numpy()
+    first_row = np.searchsorted(features.input_index, np.arange(len(inputs)))  # each input's first ordinal
     start = 0
     try:
         for _, _, table in iter_inputs(inputs, kind, {}, None, config.batch_rows, skip_bad=True):
@@ -386,6 +402,10 @@ def write_outputs(inputs: list[str], kind: Kind, features: FeatureArrays, decisi
                 part = part.append_column(REMOVED_EXTRA[0], pa.array(ids[dup[rows]], type=pa.string()))
                 part = part.append_column(REMOVED_EXTRA[1], pa.array(decisions.method[start:stop][rows].tolist(), type=pa.string()))
                 part = part.append_column(REMOVED_EXTRA[2], pa.array(decisions.score[start:stop][rows], type=pa.float64()))
+                twin = dup[rows]
+                twin_input = features.input_index[twin]
+                part = part.append_column(REMOVED_EXTRA[3], pa.array(np.asarray(inputs, dtype=object)[twin_input], type=pa.string()))
+                part = part.append_column(REMOVED_EXTRA[4], pa.array(twin - first_row[twin_input], type=pa.int64()))
                 removed.write_table(part)
             start = stop
             if on_batch:

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from thresher.cli_common import EXIT_BAD_INPUT, exit_on_bad_input, fail, out_console
+from thresher.io.outputs import committed_folder
 from thresher.records import Kind
 
 Train = Annotated[list[str], typer.Option("--train", "-t", help="Training input (repeat for several): any file `convert` reads.")]
@@ -46,7 +47,7 @@ def _config(methods: str, fields: str, ngram_n: int, ngram_threshold: float, que
 
 
 def _run(train: list[str], bench: list[str], out: Path, bench_fields: list[str] | None, config: Any, kind: Kind | None,
-         on_error: str, top: int, split: bool) -> dict[str, Any]:
+         on_error: str, top: int, split: bool, overwrite: bool) -> dict[str, Any]:
     from thresher.decontam.outputs import audit_to_folder
     from thresher.progress import progress_bar
 
@@ -54,11 +55,12 @@ def _run(train: list[str], bench: list[str], out: Path, bench_fields: list[str] 
         fail(f"--on-error must be fail or quarantine, not {on_error!r}", EXIT_BAD_INPUT)
     if not train:
         fail("give at least one --train input", EXIT_BAD_INPUT)
-    with exit_on_bad_input():
-        with progress_bar() as progress:
-            task = progress.add_task("audit", total=None, rate="")
-            report = audit_to_folder(train, bench, out, bench_fields, config, kind, on_error, top, split,
-                                     on_rows=lambda n: progress.update(task, advance=n))
+    inputs = train + [b.split("=", 1)[-1] for b in bench]
+    with exit_on_bad_input(), committed_folder(out, "decontaminate" if split else "audit", inputs, overwrite) as staging, \
+            progress_bar() as progress:
+        task = progress.add_task("audit", total=None, rate="")
+        report = audit_to_folder(train, bench, staging, bench_fields, config, kind, on_error, top, split,
+                                 on_rows=lambda n: progress.update(task, advance=n))
     _print_table(report, out)
     return report
 
@@ -97,7 +99,7 @@ def register(app: typer.Typer) -> None:
         out_console.print(table)
         out_console.print("custom: --bench NAME=PATH --bench-fields NAME:question=FIELD[+FIELD],answer=FIELD[,id=FIELD]")
 
-    def command(split: bool):  # noqa: ANN202 - builds the two commands from one option list
+    def command(split: bool):
         def run(
             train: Train,
             bench: Bench,
@@ -123,11 +125,12 @@ def register(app: typer.Typer) -> None:
             kind: Annotated[Kind | None, typer.Option(help="Kind of the training rows (default: from the inputs).")] = None,
             on_error: Annotated[str, typer.Option(help="fail, or quarantine bad training rows to OUT/quarantine.jsonl.")] = "fail",
             top: Annotated[int, typer.Option(help="Matches shown side by side in the report.")] = 40,
+            overwrite: Annotated[bool, typer.Option(help="Replace OUT even when it holds another command's or other inputs' output.")] = False,
         ) -> None:
             config = _config(methods, fields, ngram_n, ngram_threshold, question_weight, answer_weight, max_bench_df, max_train_df,
                              minhash_threshold, embedding_threshold, model, neighbours, cache_dir, judge_model, judge_from,
                              judge_threshold, device)
-            report = _run(train, bench, out, bench_fields, config, kind, on_error, top, split)
+            report = _run(train, bench, out, bench_fields, config, kind, on_error, top, split, overwrite)
             if split:
                 d = report["decontamination"]
                 out_console.print(f"in {d['in']} = clean {d['clean']} + removed {d['removed']} + quarantined {d['quarantined']}; "

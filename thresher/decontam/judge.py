@@ -14,6 +14,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from thresher.hub import require_hub
+
 PROMPT = (
     "You check training data for benchmark contamination. Two texts follow. Answer Yes if the first "
     "text contains the same problem as the second (the same question, possibly reworded, translated "
@@ -63,6 +65,7 @@ class TransformersJudge:
 
         self.config = config
         self.device = pick_compute_path(config.device, announce=False).device
+        require_hub(config.model, "judge model")
         self.tokenizer = AutoTokenizer.from_pretrained(config.model)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +20,11 @@ from typing import Any, BinaryIO
 import orjson
 
 from thresher.errors import InputError, Location, RowError
+from thresher.hub import require_hub
 
 BATCH_ROWS = 4096
 HF_PREFIX = "hf:"
+BOM = b"\xef\xbb\xbf"
 
 
 @dataclass
@@ -59,7 +62,7 @@ def _open_binary(path: Path) -> BinaryIO:
 def _sniff_json(path: Path) -> str:
     """``json`` for one JSON document (array or object), ``jsonl`` for one object per line."""
     with _open_binary(path) as f:
-        head = f.read(1 << 16).lstrip()
+        head = f.read(1 << 16).removeprefix(BOM).lstrip()
     if head.startswith(b"["):
         return "json"
     first_line, _, rest = head.partition(b"\n")
@@ -122,6 +125,8 @@ def _read_jsonl(path: Path) -> Iterator[RawRow]:
     row = 0
     with _open_binary(path) as f:
         for line_no, line in enumerate(f, start=1):
+            if line_no == 1:
+                line = line.removeprefix(BOM)  # a byte-order mark is not part of row 1
             if not line.strip():
                 continue
             location = Location(str(path), row, line_no)
@@ -145,7 +150,7 @@ def _line_of(data: bytes, offset: int) -> int:
 
 def _read_json_document(path: Path) -> Iterator[RawRow]:
     with _open_binary(path) as f:
-        data = f.read()
+        data = f.read().removeprefix(BOM)
     try:
         data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -183,6 +188,10 @@ def _read_csv(path: Path, delimiter: str) -> Iterator[RawRow]:
             header = next(reader)
         except StopIteration:
             return
+        repeated = sorted({name for name in header if header.count(name) > 1})
+        if repeated:
+            raise InputError(f"{path}:1: the header names {', '.join(map(repr, repeated))} more than once, so one "
+                             "column's values would be lost; rename the columns")
         row = 0
         start_line = reader.line_num + 1
         for fields in reader:
@@ -219,6 +228,7 @@ def _read_hf(spec: InputSpec) -> Iterator[RawRow]:
                 raise InputError(f"{spec.path}: choose a split with --split (have {sorted(ds)})")
             ds = ds[split]
     else:
+        require_hub(HF_PREFIX + spec.path, "dataset")
         name, _, config = spec.path.partition("@")  # hf:ORG/NAME@CONFIG
         ds = datasets.load_dataset(name, config or None, split=spec.split, streaming=True)
     row = 0
@@ -232,7 +242,20 @@ def _read_hf(spec: InputSpec) -> Iterator[RawRow]:
 def read_raw(spec: InputSpec) -> Iterator[RawRow]:
     """Every row of one input, in order, parsed or with the reason it could not be (fields renamed as ``spec.rename`` says)."""
     rows = _read_any(spec)
-    return _renamed(rows, dict(spec.rename)) if spec.rename else rows
+    return _failing_as_input_errors(spec, _renamed(rows, dict(spec.rename)) if spec.rename else rows)
+
+
+def _failing_as_input_errors(spec: InputSpec, rows: Iterator[RawRow]) -> Iterator[RawRow]:
+    """A file that breaks off while being read (truncated gzip, I/O error, not really Parquet) is an InputError
+    naming it, never a traceback (or click's bare ``Aborted.``, which is what an EOFError becomes)."""
+    try:
+        yield from rows
+    except (InputError, RowError):
+        raise
+    except (OSError, EOFError, zlib.error, ValueError) as e:
+        cause = str(e).splitlines()[0] if str(e) else type(e).__name__
+        hint = " (truncated or corrupt?)" if isinstance(e, EOFError | zlib.error | gzip.BadGzipFile) else ""
+        raise InputError(f"{spec.path}: cannot be read{hint}: {cause}") from None
 
 
 def _renamed(rows: Iterator[RawRow], rename: dict[str, str]) -> Iterator[RawRow]:

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from thresher.cli_common import EXIT_BAD_INPUT, err_console, exit_on_bad_input, fail, out_console
+from thresher.io.outputs import committed_folder
 
 
 def _print_summary(manifest: dict[str, Any], out: Path, seconds: float, cached: list[str]) -> None:
@@ -37,6 +38,7 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
         cache_dir: Annotated[Path | None, typer.Option(help="Where stage results are cached (default: OUT/cache).")] = None,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No per-stage lines.")] = False,
+        overwrite: Annotated[bool, typer.Option(help="Replace OUT even when it holds another command's or other inputs' output.")] = False,
     ) -> None:
         """Build a mixture from SPEC: load the sources, run its steps, draw the rows; write the mixture
         (Parquet shards), manifest.json (every row accounted for) and report.html."""
@@ -45,12 +47,12 @@ def register(app: typer.Typer) -> None:
         from thresher.mixing.spec import SpecError, load_spec
         from thresher.progress import progress_bar
 
-        with exit_on_bad_input():
+        with exit_on_bad_input(), committed_folder(out, "mix", [spec], overwrite, carry=("cache",)) as staging:
             try:
                 stages = 2 + len(load_spec(spec).steps)
                 with progress_bar() as progress:
                     task = progress.add_task("mix", total=stages, rate="")
-                    result = run_mix(spec, out, cache_dir, log=None if quiet else lambda line: err_console.print(line, highlight=False),
+                    result = run_mix(spec, staging, cache_dir, log=None if quiet else lambda line: err_console.print(line, highlight=False),
                                      on_stage=lambda name: progress.update(task, advance=1, description=name))
             except (SpecError, MixError) as e:
                 fail(str(e), EXIT_BAD_INPUT)

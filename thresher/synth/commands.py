@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from thresher.cli_common import EXIT_BAD_INPUT, err_console, exit_on_bad_input, fail, out_console
+from thresher.io.outputs import committed_folder
 
 
 def register(app: typer.Typer) -> None:
@@ -20,6 +21,7 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
         cache_dir: Annotated[Path | None, typer.Option(help="Where the request cache lives (default: OUT/cache).")] = None,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
+        overwrite: Annotated[bool, typer.Option(help="Replace OUT even when it holds another command's or other inputs' output.")] = False,
     ) -> None:
         """Generate n completions per prompt, score them, keep the best (SFT), build preference pairs and
         filter RLVR prompts by pass rate. A killed run resumes from its request cache."""
@@ -27,9 +29,9 @@ def register(app: typer.Typer) -> None:
         from thresher.synth.backends.http import EndpointError
         from thresher.synth.pipeline import run_synth
 
-        with exit_on_bad_input():
+        with exit_on_bad_input(), committed_folder(out, "synth", [spec], overwrite, carry=("cache",)) as staging:
             try:
-                result = run_synth(spec, out, cache_dir, log=None if quiet else lambda line: err_console.print(line, highlight=False),
+                result = run_synth(spec, staging, cache_dir, log=None if quiet else lambda line: err_console.print(line, highlight=False),
                                    quiet=quiet)
             except (SpecError, EndpointError) as e:
                 fail(str(e), EXIT_BAD_INPUT)
@@ -69,4 +71,4 @@ def register(app: typer.Typer) -> None:
             server.server_close()
 
 
-__all__ = ["register", "EXIT_BAD_INPUT"]
+__all__ = ["EXIT_BAD_INPUT", "register"]

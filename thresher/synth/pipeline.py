@@ -298,7 +298,7 @@ def _write_outputs(spec: SynthSpec, spec_path: Path, out: Path, rows: list[dict[
         "prompts": len(rows), "samples_per_prompt": len(sample_models), "sample_models": sample_models,
         "generation": {name: {"requested": s.requested, "reused": s.reused, "generated": s.generated, "tokens": s.tokens,
                               "seconds": round(s.seconds, 3), "tokens_per_s": round(s.tokens_per_s, 1)} for name, s in stats.items()},
-        "cache": {"path": str(cache.path), "stored": stored, "generations_logged": logged},
+        "cache": {"path": _shown(cache.path, out), "stored": stored, "generations_logged": logged},
         "outputs": {name: counts[name].as_dict() for name in spec.outputs},
         "files": {**files, "samples": "samples.parquet", "removed": "removed.jsonl"},
         "pass_rate_histogram": np.histogram(d.pass_rate[~np.isnan(d.pass_rate)], bins=10, range=(0, 1))[0].tolist(),
@@ -310,3 +310,8 @@ def _write_outputs(spec: SynthSpec, spec_path: Path, out: Path, rows: list[dict[
     if bad:
         raise RuntimeError(f"accounting does not balance for {bad}: {[counts[n].as_dict() for n in bad]}")
     return manifest, pairs
+
+
+def _shown(path: Path, out: Path) -> str:
+    """A path inside the output folder relative to it (the folder is staged and renamed), else as is."""
+    return str(path.relative_to(out)) if path.is_relative_to(out) else str(path)

@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from thresher.hub import require_hub
 from thresher.synth.backends.base import Backend, Conversation, render_chat
 from thresher.synth.cache import RequestCache
 from thresher.synth.generate import GenerationStats, generate_cached
@@ -84,6 +85,7 @@ class RewardModelScorer:
 
         self.name = "reward_model"
         self.device = pick_compute_path(device, announce=False).device
+        require_hub(model, "reward model")
         self.tokenizer: Any = AutoTokenizer.from_pretrained(model)
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token

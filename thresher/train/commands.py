@@ -10,6 +10,8 @@ import typer
 
 from thresher.cli_common import EXIT_BAD_INPUT, exit_on_bad_input, fail, out_console
 
+EXIT_DIVERGED = 3  # training produced a non-finite loss or gradient
+
 train_app = typer.Typer(help="Train: SFT, DPO and RLVR.", no_args_is_help=True)
 
 ConfigArg = Annotated[Path, typer.Argument(help="The training config (YAML).")]
@@ -25,6 +27,7 @@ def _run(config: Path, overrides: list[str] | None, quiet: bool, runner: Callabl
     from thresher.mixing.spec import SpecError
     from thresher.progress import progress_bar
     from thresher.train.config import load_config
+    from thresher.train.loop import NonFiniteError
 
     with exit_on_bad_input():
         try:
@@ -43,7 +46,11 @@ def _run(config: Path, overrides: list[str] | None, quiet: bool, runner: Callabl
                 if not quiet and ("loss" not in record or not bar.console.is_terminal):
                     bar.console.print(_line(record), highlight=False)
 
-            result = runner(cfg, show)
+            try:
+                result = runner(cfg, show)
+            except NonFiniteError as e:
+                fail(str(e), EXIT_DIVERGED)
+                raise AssertionError from e  # not reached
     shown = ("eval_loss", "eval_reward_accuracy", "eval_pass@1")
     evals = "; ".join(f"{key} " + " → ".join(f"{e[key]:.3f}" for _, e in result.evals) for key in shown
                       if result.evals and key in result.evals[0][1])

@@ -13,7 +13,8 @@ from thresher.mixing.spec import SpecError, parse_spec, read_spec_text
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # inf and nan are refused everywhere: `optim.lr=.inf` once trained to NaN weights and exited 0
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class DataConfig(Strict):
@@ -29,6 +30,15 @@ class OptimConfig(Strict):
     schedule: Literal["linear", "cosine", "constant"] = "linear"
     warmup_ratio: float = Field(default=0.03, ge=0, le=1)
     max_grad_norm: float = Field(default=1.0, gt=0)
+    # a step whose loss or gradient norm is not finite stops training with an error naming the step; with
+    # N > 0, up to N such steps are skipped instead (no update) before it stops
+    skip_nonfinite_steps: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _betas(self) -> OptimConfig:
+        if not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"optim.betas must each lie in [0, 1), got {list(self.betas)}")
+        return self
 
 
 class DPOConfig(Strict):

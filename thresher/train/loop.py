@@ -61,6 +61,10 @@ class LoopResult:
         return self.tokens / max(self.seconds, 1e-9)
 
 
+class NonFiniteError(RuntimeError):
+    """Training produced a non-finite loss or gradient; the message names the step."""
+
+
 def _grad_norm(model: Any, max_norm: float) -> float:
     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
     return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
@@ -93,6 +97,7 @@ class Optimization:
         self.scheduler = get_scheduler(config.optim.schedule, self.optimizer,
                                        num_warmup_steps=int(config.optim.warmup_ratio * total_steps), num_training_steps=total_steps)
         self.peak = peak_flops(runtime.device)
+        self.skipped = 0  # steps skipped for a non-finite loss or gradient
         self.local_params = sum(p.numel() for p in model.parameters())
 
     def step(self, task: StepTask, group: list[Any]) -> dict[str, Any]:
@@ -117,14 +122,23 @@ class Optimization:
         keys = sorted(sums)
         totals = runtime.all_sum([loss_total, tokens, context_tokens, *(sums[k] for k in keys)])
         grad_norm = _grad_norm(model, self.config.optim.max_grad_norm)
-        self.optimizer.step()
+        skipped = not (math.isfinite(totals[0]) and math.isfinite(grad_norm))
+        if skipped:
+            self.skipped += 1
+            step = self.scheduler.last_epoch + 1
+            if self.skipped > self.config.optim.skip_nonfinite_steps:
+                raise NonFiniteError(
+                    f"step {step}: the loss ({totals[0]}) or gradient norm ({grad_norm}) is not finite; nothing of this "
+                    f"step was applied (lower optim.lr, or set optim.skip_nonfinite_steps to skip isolated spikes)")
+        else:
+            self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         seconds = max(time.perf_counter() - started, 1e-9)
         denominator = max(normalizer, 1e-12)
         record: dict[str, Any] = {"loss": totals[0] / denominator,
                                   **{k: v / denominator for k, v in zip(keys, totals[3:], strict=True)},
-                                  "lr": self.scheduler.get_last_lr()[0], "grad_norm": grad_norm, task.weight_name: normalizer,
+                                  "lr": self.scheduler.get_last_lr()[0], "grad_norm": grad_norm, "skipped": skipped, task.weight_name: normalizer,
                                   "tokens": int(totals[1]), "tokens_per_s": totals[1] / seconds,
                                   "peak_memory_mb": round(peak_memory_mb(runtime.device), 1)}
         if self.peak is not None and totals[1]:

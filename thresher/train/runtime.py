@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from thresher.hub import require_hub
 from thresher.kernels.linear_logprobs import use_triton
 from thresher.kernels.patch import patch_model
 from thresher.train.config import TrainConfig
@@ -73,6 +74,7 @@ def _launched_by_torchrun() -> bool:
 def load_tokenizer(config: TrainConfig) -> tuple[Any, int]:
     from transformers import AutoTokenizer
 
+    require_hub(config.tokenizer or config.model, "tokenizer")
     tokenizer: Any = AutoTokenizer.from_pretrained(config.tokenizer or config.model)
     if config.chat_template:
         tokenizer.chat_template = config.chat_template

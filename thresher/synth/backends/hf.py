@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from thresher.hub import require_hub
 from thresher.synth.backends.base import Completion, Conversation, render_chat
 from thresher.synth.sampling import SamplingParams, cut_at_stop
 
@@ -21,6 +22,7 @@ class TransformersBackend:
         self.model = model
         self.batch_size = batch_size
         self.device = pick_compute_path(device, announce=False).device
+        require_hub(model, "model")
         self.tokenizer: Any = AutoTokenizer.from_pretrained(tokenizer or model)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:

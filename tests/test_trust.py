@@ -1,0 +1,197 @@
+"""Trust: no flag or input costs a row, outputs are all-or-nothing, a user's mistake is one line (issue 19).
+
+Each test is the hostile pass's finding turned into a regression test, through the real command line."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tests.helpers import read_rows, thresher
+from thresher.io.outputs import locked
+
+
+@pytest.fixture(scope="module")
+def canonical(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """LIMA (1,030 real conversations) as canonical Parquet."""
+    folder = tmp_path_factory.mktemp("canonical")
+    done = thresher("convert", str(shared_data / "sft/lima.json"), "--out", str(folder / "lima.parquet"))
+    assert done.returncode == 0, done.stderr
+    return folder / "lima.parquet"
+
+
+def _error_line(done: subprocess.CompletedProcess[str]) -> str:
+    assert "Traceback" not in done.stderr, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert lines and lines[0].startswith("error:"), done.stderr
+    return done.stderr
+
+
+# ---- 4: an output path equal to an input is refused before anything is read
+def test_outputs_equal_to_an_input_are_refused_and_the_input_survives(shared_data: Path, tmp_path: Path) -> None:
+    source = tmp_path / "q.jsonl"
+    rows = [json.dumps({"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": "a"}]})
+            for i in range(10_001)]
+    rows[5000] = "{broken"
+    source.write_text("\n".join(rows) + "\n")
+    before = source.read_bytes()
+    for flag in ("--quarantine", "--summary", "--out"):
+        args = ["convert", str(source), "--out", str(tmp_path / "q.parquet"), "--on-error", "quarantine", flag, str(source)]
+        done = thresher(*args)
+        assert done.returncode == 2 and "would overwrite the input" in _error_line(done), (flag, done.stderr)
+        assert source.read_bytes() == before
+    done = thresher("convert", str(source), "--out", str(tmp_path / "q.parquet"), "--on-error", "quarantine")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((tmp_path / "q.summary.json").read_text())
+    assert (summary["total"]["in"], summary["total"]["out"], summary["total"]["quarantined"]) == (10_001, 10_000, 1)
+    assert len(read_rows(tmp_path / "q.parquet")) == 10_000
+
+
+# ---- 5: folders from another command or input, concurrent runs, stale files
+def test_output_folders_are_refused_when_they_hold_something_else(canonical: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert thresher("dedup", str(canonical), "--out", str(out)).returncode == 0
+    marker = json.loads((out / ".thresher.json").read_text())
+    assert marker["command"] == "dedup"
+    other = tmp_path / "other.parquet"
+    other.write_bytes(canonical.read_bytes())
+    done = thresher("dedup", str(other), "--out", str(out))
+    assert done.returncode == 2 and "holds the output of `dedup`" in _error_line(done)
+    done = thresher("audit", "-t", str(canonical), "-b", "gsm8k", "--out", str(out))
+    assert done.returncode == 2 and "use --overwrite" in _error_line(done)
+    assert thresher("dedup", str(canonical), "--out", str(out)).returncode == 0  # the same run again is fine
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    done = thresher("dedup", str(canonical), "--out", str(foreign))
+    assert done.returncode == 2 and "not the output of a complete thresher run" in _error_line(done)
+    assert (foreign / "notes.txt").read_text() == "mine"
+    done = thresher("dedup", str(other), "--out", str(out), "--overwrite")
+    assert done.returncode == 0 and json.loads((out / ".thresher.json").read_text())["inputs"] == [str(other)]
+
+
+def test_a_second_concurrent_run_is_refused(canonical: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with locked(out):
+        done = thresher("dedup", str(canonical), "--out", str(out))
+    assert done.returncode == 2 and f"another thresher run (pid {os.getpid()})" in _error_line(done)
+    assert not out.exists()
+    assert thresher("dedup", str(canonical), "--out", str(out)).returncode == 0  # the lock went with its holder
+
+
+def test_no_stale_quarantine_survives_a_run_that_quarantines_nothing(canonical: Path, tmp_path: Path) -> None:
+    dirty = tmp_path / "dirty.jsonl"
+    rows = [json.dumps(r) for r in read_rows(canonical)[:50]] + ["{broken"]
+    dirty.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "out"
+    assert thresher("dedup", str(dirty), "--out", str(out), "--on-error", "quarantine").returncode == 0
+    assert (out / "quarantine.jsonl").exists()
+    dirty.write_text("\n".join(rows[:-1]) + "\n")  # fixed in place: same input path
+    assert thresher("dedup", str(dirty), "--out", str(out), "--on-error", "quarantine").returncode == 0
+    assert not (out / "quarantine.jsonl").exists()
+    assert json.loads((out / "summary.json").read_text())["quarantined"] == 0
+    # convert: a stale quarantine file beside a clean run is removed too
+    target = tmp_path / "c.parquet"
+    (tmp_path / "c.quarantine.jsonl").write_text("stale\n")
+    assert thresher("convert", str(dirty), "--out", str(target), "--on-error", "quarantine").returncode == 0
+    assert not (tmp_path / "c.quarantine.jsonl").exists()
+    assert not list(tmp_path.glob(".*tmp")) and not list(tmp_path.glob(".*partial*"))
+
+
+# ---- 7: canonical Parquet is validated like any other input
+def test_canonical_parquet_is_held_to_the_converters_rules(canonical: Path, shared_data: Path, tmp_path: Path) -> None:
+    table = pq.read_table(canonical)
+    rows = table.to_pylist()[:200]
+    rows[3]["messages"][0]["role"] = "narrator"
+    rows[7]["messages"][1]["content"] = "   "
+    bad = tmp_path / "bad.parquet"
+    pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), bad)
+    gsm8k = f"gsm8k={shared_data / 'gsm8k/test.jsonl'}"
+    for command in (["dedup", str(bad)], ["decontaminate", "-t", str(bad), "-b", gsm8k]):
+        done = thresher(*command, "--out", str(tmp_path / command[0]))
+        assert done.returncode == 1 and "row 3" in _error_line(done) and "narrator" in done.stderr
+        done = thresher(*command, "--out", str(tmp_path / command[0]), "--on-error", "quarantine")
+        assert done.returncode == 0, done.stderr
+        quarantined = [json.loads(line) for line in (tmp_path / command[0] / "quarantine.jsonl").read_text().splitlines()]
+        assert [(q["row"], q["category"]) for q in quarantined] == [(3, "unknown_role"), (7, "empty_content")]
+        kept = read_rows(tmp_path / command[0] / ("kept.parquet" if command[0] == "dedup" else "clean.parquet"))
+        assert all(m["role"] != "narrator" for r in kept for m in r["messages"])
+    wrong = tmp_path / "wrong.parquet"
+    pq.write_table(table.slice(0, 20).set_column(2, "messages", pa.array(["text"] * 20)), wrong)
+    done = thresher("dedup", str(wrong), "--out", str(tmp_path / "w"))
+    assert done.returncode == 2 and "canonical sft types" in _error_line(done)
+
+
+# ---- 8: silent losses
+def test_bom_csv_duplicate_headers_and_repeated_ids(canonical: Path, tmp_path: Path) -> None:
+    bom = tmp_path / "bom.jsonl"
+    lines = [json.dumps({"messages": [{"role": "user", "content": f"hi {i}"}, {"role": "assistant", "content": "yo"}]})
+             for i in range(3)]
+    bom.write_bytes(b"\xef\xbb\xbf" + "\n".join(lines).encode() + b"\n")
+    done = thresher("convert", str(bom), "--out", str(tmp_path / "bom.parquet"))
+    assert done.returncode == 0, done.stderr
+    assert len(read_rows(tmp_path / "bom.parquet")) == 3
+    csv = tmp_path / "dup.csv"
+    csv.write_text("instruction,output,output\nsay hi,hi,hello\n")
+    done = thresher("convert", str(csv), "--out", str(tmp_path / "dup.parquet"))
+    assert done.returncode == 2 and "'output' more than once" in _error_line(done)
+    copy = tmp_path / "copy.parquet"
+    copy.write_bytes(canonical.read_bytes())
+    done = thresher("dedup", str(canonical), str(copy), "--out", str(tmp_path / "ids"), "--method", "exact")
+    assert done.returncode == 0 and "ids are used by more than one row" in done.stderr
+    removed = read_rows(tmp_path / "ids/removed.parquet")
+    assert removed and all(r["duplicate_of_input"] == str(canonical) for r in removed)
+    assert [r["duplicate_of_row"] for r in removed[:3]] == [0, 1, 2]
+    assert json.loads((tmp_path / "ids/summary.json").read_text())["repeated_ids"]["count"] > 1000
+
+
+# ---- 9: one line, exit 2, for every user mistake
+def test_user_mistakes_get_one_line_errors(canonical: Path, shared_data: Path, tmp_path: Path) -> None:
+    data = b"".join(json.dumps({"messages": [{"role": "user", "content": f"question {i} " * 20},
+                                             {"role": "assistant", "content": "answer " * 20}]}).encode() + b"\n"
+                    for i in range(3000))
+    truncated = tmp_path / "t.jsonl.gz"
+    truncated.write_bytes(gzip.compress(data)[:4000])
+    fake = tmp_path / "fake.parquet"
+    fake.write_text("not parquet at all")
+    out = str(tmp_path / "o")
+    cases = {
+        "truncated": (["dedup", str(truncated), "--out", out], "truncated or corrupt"),
+        "fake parquet": (["dedup", str(fake), "--out", out], "not a readable Parquet file"),
+        "num-perm 0": (["dedup", str(canonical), "--out", out, "--num-perm", "0"], "--num-perm must be at least 1"),
+        "ngram 0": (["dedup", str(canonical), "--out", out, "--ngram", "0"], "--ngram must be at least 1"),
+        "bands 0x0": (["dedup", str(canonical), "--out", out, "--bands", "0x0"], "at least 1 band"),
+        "bands 200x200": (["dedup", str(canonical), "--out", out, "--bands", "200x200"], "but --num-perm is 128"),
+        "decontam ngram 0": (["decontaminate", "-t", str(canonical), "-b", f"gsm8k={shared_data / 'gsm8k/test.jsonl'}", "--out", out, "--ngram", "0"], "n must be at least 1"),
+        "hub dataset offline": (["dedup", "hf:nobody/nothing", "--out", out], "offline"),
+        "hub model offline": (["dedup", str(canonical), "--out", out, "--method", "embedding", "--model", "nobody/no-model"], "offline"),
+    }
+    for name, (args, expected) in cases.items():
+        started = time.monotonic()
+        done = thresher(*args)
+        assert done.returncode == 2 and expected in _error_line(done), (name, done.returncode, done.stderr[-2000:])
+        if "offline" in name:
+            assert time.monotonic() - started < 15, name  # the process start dominates; no minute-long retry loop
+    assert not Path(out).exists()
+    summary = tmp_path / "missing/folder/s.json"
+    done = thresher("convert", str(canonical), "--out", str(tmp_path / "x.parquet"), "--summary", str(summary))
+    assert done.returncode == 0 and summary.exists(), done.stderr
+
+
+def test_offline_hub_check_is_fast() -> None:
+    code = ("import time; from thresher.hub import require_hub; from thresher.errors import InputError\n"
+            "t = time.monotonic()\ntry:\n    require_hub('nobody/nothing', 'model')\nexcept InputError as e:\n"
+            "    print(round(time.monotonic() - t, 2), e)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    seconds, message = done.stdout.split(" ", 1)
+    assert float(seconds) < 5 and "HF_HUB_OFFLINE is set" in message and "local path" in message
