@@ -162,7 +162,7 @@ def _spans(hits: pl.DataFrame, index: NgramIndex, pairs: pl.DataFrame) -> pl.Dat
         .with_columns(pl.col("end").cum_max().shift(1).over(keys).alias("reach"))
         .with_columns((pl.col("reach").is_null() | (pl.col("position") > pl.col("reach"))).cum_sum().over(keys).alias("run"))
         .group_by([*keys, "run"]).agg(pl.col("position").min().alias("bench_start"), pl.col("end").max().alias("bench_end"))
-        .sort(["row", "item", "part", "bench_start"])
+        .sort(["row", "item", "part", "bench_start", "diagonal"])  # unique keys: the same order every run
     )
     spans = runs.select(
         "row", "item",

@@ -141,17 +141,22 @@ def committed_folder(out: str | Path, command: str, inputs: Sequence[str | Path]
             raise
         marker = {"command": command, "inputs": named, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         (staging / MARKER).write_bytes(orjson.dumps(marker, option=orjson.OPT_INDENT_2))
-        if out.exists() and not out.is_dir():
-            out.unlink()
-        if out.exists():
-            if not _exchange(staging, out):
-                old = out.parent / f".{out.name}.old-{os.getpid()}"
-                os.replace(out, old)
-                os.replace(staging, out)
-                staging = old
-            shutil.rmtree(staging, ignore_errors=True)
-        else:
-            os.replace(staging, out)
+        replace_folder(staging, out)
+
+
+def replace_folder(staging: Path, target: Path) -> None:
+    """Put the finished folder ``staging`` at ``target`` in one step, removing what was there."""
+    if target.exists() and not target.is_dir():
+        target.unlink()
+    if not target.exists():
+        os.replace(staging, target)
+        return
+    if not _exchange(staging, target):
+        old = target.parent / f".{target.name}.old-{os.getpid()}"
+        os.replace(target, old)
+        os.replace(staging, target)
+        staging = old
+    shutil.rmtree(staging, ignore_errors=True)
 
 
 def write_atomic(path: Path, data: bytes) -> None:

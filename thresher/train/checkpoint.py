@@ -44,8 +44,11 @@ def save_checkpoint(runtime: Runtime, folder: Path, optimizer: torch.optim.Optim
     save_model(runtime, folder)
     optim_state = _optimizer_state(runtime, optimizer)
     if runtime.is_main:
+        # written last and renamed into place: a checkpoint is resumable only once its state is whole
+        partial = folder / f".{STATE_FILE}.partial"
         torch.save({"position": position, "optimizer": optim_state, "scheduler": scheduler.state_dict(), "rng": _rng_state()},
-                   folder / STATE_FILE)
+                   partial)
+        partial.replace(folder / STATE_FILE)
     runtime.barrier()
 
 

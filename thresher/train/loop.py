@@ -11,6 +11,7 @@ checkpoints. Every process plans the same epoch from the seed, so no data moves 
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -76,6 +77,8 @@ def run_task(config: TrainConfig, build_task: Callable[[Runtime, Path | None], A
     ``loop`` (default: the fixed-plan ``run_loop``), and leave the process group."""
     resume = resolve_resume(config.resume_from, Path(config.output_dir))
     runtime = start(config, weights=str(resume) if resume else None)
+    if resume is None and runtime.is_main:  # final/ marks a finished run: an older one must not stand beside new metrics
+        shutil.rmtree(Path(config.output_dir) / "final", ignore_errors=True)
     try:
         return (loop or run_loop)(config, runtime, build_task(runtime, resume), log, resume)
     finally:

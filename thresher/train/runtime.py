@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import random
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ import torch
 import torch.distributed as dist
 
 from thresher.hub import require_hub
+from thresher.io.outputs import replace_folder
 from thresher.kernels.linear_logprobs import use_triton
 from thresher.kernels.patch import patch_model
 from thresher.train.config import TrainConfig
@@ -156,12 +158,16 @@ def full_state_dict(runtime: Runtime, everywhere: bool = False) -> dict[str, tor
 
 
 def save_model(runtime: Runtime, folder: Path) -> None:
-    """``save_pretrained`` of model and tokenizer (called by every process; the main one writes)."""
+    """``save_pretrained`` of model and tokenizer (called by every process; the main one writes), into a
+    staging folder beside ``folder`` that replaces it whole: a kill mid-save leaves the old one."""
     state = full_state_dict(runtime)
     if runtime.is_main:
-        folder.mkdir(parents=True, exist_ok=True)
-        runtime.model.save_pretrained(str(folder), state_dict=state)
-        runtime.tokenizer.save_pretrained(str(folder))
+        staging = folder.with_name(f".{folder.name}.partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        runtime.model.save_pretrained(str(staging), state_dict=state)
+        runtime.tokenizer.save_pretrained(str(staging))
+        replace_folder(staging, folder)
     runtime.barrier()
 
 
