@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from thresher.hub import require_hub
-
 DEFAULT_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 _DEFAULT_ALIASES = {DEFAULT_EMBEDDING_MODEL, "all-MiniLM-L6-v2", "default"}
 
@@ -19,5 +17,4 @@ def resolve_embedding_model(name_or_path: str | None = None) -> str:
         if not (path / "modules.json").is_file():
             raise FileNotFoundError(f"the packaged default embedding model is incomplete at {path}")
         return str(path)
-    require_hub(name_or_path, "embedding model")
     return name_or_path

@@ -18,6 +18,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from thresher.hub import require_hub
 from thresher.curation.ngrams import text_keys
 from thresher.device import faiss_has_gpu, pick_compute_path
 from thresher.models import resolve_embedding_model
@@ -77,7 +78,9 @@ def load_encoder(model: str | None = None, device: str = "auto") -> Any:
     from sentence_transformers import SentenceTransformer
 
     path = pick_compute_path(device, announce=False)
-    return SentenceTransformer(resolve_embedding_model(model), device="cuda" if path.is_gpu else "cpu")
+    name = resolve_embedding_model(model)
+    require_hub(name, "embedding model")
+    return SentenceTransformer(name, device="cuda" if path.is_gpu else "cpu")
 
 
 def encode(texts: list[str], model: str | None = None, cache_dir: str | Path | None = None,
