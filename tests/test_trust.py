@@ -224,3 +224,14 @@ output_dir: {tmp_path / "run"}
     assert done.returncode == 0, done.stderr[-2000:]
     records = [json.loads(line) for line in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
     assert any(r.get("skipped") for r in records)
+
+
+def test_a_second_training_run_into_the_same_folder_is_refused(tiny_chat_model: Path, shared_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    config = tmp_path / "sft.yaml"
+    config.write_text(f"model: {tiny_chat_model}\ndata: {{train: {shared_data}/sft/lima.json}}\nmax_length: 64\n"
+                      f"max_steps: 1\noutput_dir: {out}\n")
+    with locked(out):
+        done = thresher("train", "sft", str(config), "-q")
+    assert done.returncode == 2 and "another thresher run" in _error_line(done)
+    assert thresher("train", "sft", str(config), "-q").returncode == 0 and (out / "final").is_dir()

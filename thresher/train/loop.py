@@ -10,6 +10,7 @@ checkpoints. Every process plans the same epoch from the seed, so no data moves 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import shutil
 import time
@@ -20,6 +21,7 @@ from typing import Any, Protocol
 
 import torch
 
+from thresher.io.outputs import locked
 from thresher.train.checkpoint import load_trainer_state, resolve_resume, save_checkpoint
 from thresher.train.config import TrainConfig
 from thresher.train.metrics import Log, MetricsLog, peak_flops, peak_memory_mb, train_flops_per_token
@@ -75,12 +77,17 @@ def run_task(config: TrainConfig, build_task: Callable[[Runtime, Path | None], A
              loop: Callable[..., LoopResult] | None = None) -> LoopResult:
     """Start the runtime (from the checkpoint ``resume_from`` names, if any), build the task on it, train it with
     ``loop`` (default: the fixed-plan ``run_loop``), and leave the process group."""
-    resume = resolve_resume(config.resume_from, Path(config.output_dir))
+    out = Path(config.output_dir)
+    resume = resolve_resume(config.resume_from, out)
     runtime = start(config, weights=str(resume) if resume else None)
-    if resume is None and runtime.is_main:  # final/ marks a finished run: an older one must not stand beside new metrics
-        shutil.rmtree(Path(config.output_dir) / "final", ignore_errors=True)
     try:
-        return (loop or run_loop)(config, runtime, build_task(runtime, resume), log, resume)
+        with contextlib.ExitStack() as stack:
+            if runtime.is_main:  # one run at a time into an output folder (the main process holds the lock)
+                out.parent.mkdir(parents=True, exist_ok=True)
+                stack.enter_context(locked(out))
+                if resume is None:  # final/ marks a finished run: an older one must not stand beside new metrics
+                    shutil.rmtree(out / "final", ignore_errors=True)
+            return (loop or run_loop)(config, runtime, build_task(runtime, resume), log, resume)
     finally:
         finish(runtime)
 
