@@ -64,7 +64,9 @@ def _thresher(model: Path, data: Path, out: Path, a: argparse.Namespace) -> dict
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     steps = [r["rollout_s"] for r in rows if "rollout_s" in r]
     generation = [r["generation_s"] for r in rows if "generation_s" in r and "rollout" in r]
-    return {"step_s": steps, "generation_s": generation, "peak_mb": _peak_mb()}
+    scoring = [r["scoring_s"] for r in rows if "scoring_s" in r and "rollout" in r]
+    training = [r["training_s"] for r in rows if "training_s" in r and "rollout" in r]
+    return {"step_s": steps, "generation_s": generation, "scoring_s": scoring, "training_s": training, "peak_mb": _peak_mb()}
 
 
 def _trl(model_dir: Path, data: Path, out: Path, a: argparse.Namespace) -> dict:
@@ -127,6 +129,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--vllm", action="store_true")
     parser.add_argument("--model", help="an existing model folder instead of a random Llama")
+    parser.add_argument("--thresher-only", action="store_true", help="no TRL run (the GPU kit: TRL's GRPO needs vLLM or is slow)")
     args = parser.parse_args()
     from bench_synth_generate import make_model
 
@@ -141,7 +144,7 @@ def main() -> None:
               f"micro-batch {args.micro}; model {args.model or f'random Llama hidden {args.hidden}, {args.layers} layers'}")
         settings = json.dumps({k: v for k, v in vars(args).items() if k != "model"})
         results = {}
-        for tool in ("trl", "thresher"):
+        for tool in ("thresher",) if args.thresher_only else ("trl", "thresher"):
             done = subprocess.run([sys.executable, __file__, "--child", tool, str(model), str(data), str(folder / tool), settings],
                                   capture_output=True, text=True)
             line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
@@ -150,14 +153,17 @@ def main() -> None:
             results[tool] = json.loads(line[7:])
         print("| trainer | median step s | vs TRL | steps timed | peak RSS MB | vs TRL |")
         print("| --- | ---: | ---: | ---: | ---: | ---: |")
-        base = results["trl"]
+        base = results.get("trl", results["thresher"])
         for tool, r in results.items():
             median = statistics.median(r["step_s"][1:])
             print(f"| {tool} | {median:.2f} | {median / statistics.median(base['step_s'][1:]):.2f}× | {len(r['step_s']) - 1} | "
                   f"{r['peak_mb']:,.0f} | {r['peak_mb'] / base['peak_mb']:.2f}× |")
-        if results["thresher"].get("generation_s"):
-            gen = statistics.median(results["thresher"]["generation_s"][1:])
-            print(f"# Thresher: generation is {gen / statistics.median(results['thresher']['step_s'][1:]):.0%} of a step")
+        mine = results["thresher"]
+        if mine.get("generation_s"):
+            step = statistics.median(mine["step_s"][1:])
+            split = {k: statistics.median(mine[k][1:]) for k in ("generation_s", "scoring_s", "training_s") if mine.get(k)}
+            print("# Thresher's step: " + ", ".join(f"{k[:-2]} {v:.2f} s ({v / step:.0%})" for k, v in split.items()))
+            print("RESULT " + json.dumps({"rlvr": {"step_s": step, **split, "peak_mb": mine["peak_mb"]}}))
 
 
 if __name__ == "__main__":

@@ -26,12 +26,17 @@ from thresher.kernels.reference import rms_norm_reference, rope_reference, swigl
 def timed(fn: Callable[[], torch.Tensor], grad: torch.Tensor, inputs: list[torch.Tensor], repeats: int) -> float:
     for _ in range(2):
         torch.autograd.grad(fn(), inputs, grad)
-    torch.cuda.synchronize()
+    _sync()
     start = time.perf_counter()
     for _ in range(repeats):
         torch.autograd.grad(fn(), inputs, grad)
-    torch.cuda.synchronize()
+    _sync()
     return (time.perf_counter() - start) / repeats
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
 
 
 def liger(name: str) -> Callable[..., torch.Tensor] | None:
@@ -57,20 +62,22 @@ def main() -> None:
     parser.add_argument("--heads", type=int, default=32)
     parser.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default="bf16")
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--dry-run", action="store_true", help="tiny shapes on the CPU under TRITON_INTERPRET=1: the code path, no speed")
     args = parser.parse_args()
-    if not torch.cuda.is_available():
+    if not torch.cuda.is_available() and not args.dry_run:
         raise SystemExit("kernels_elementwise.py needs CUDA (Triton's CPU interpreter is for correctness, not speed)")
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # cpu: --dry-run under TRITON_INTERPRET=1, tiny shapes
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[args.dtype]
     size = torch.finfo(dtype).bits // 8
     n, d, f, heads = args.tokens, args.hidden, args.intermediate, args.heads
     head_dim = d // heads
-    x = torch.randn(n, d, device="cuda", dtype=dtype, requires_grad=True)
-    w = torch.ones(d, device="cuda", dtype=dtype, requires_grad=True)
-    q = torch.randn(1, heads, n, head_dim, device="cuda", dtype=dtype, requires_grad=True)
-    angles = torch.randn(n, head_dim // 2, device="cuda")
+    x = torch.randn(n, d, device=device, dtype=dtype, requires_grad=True)
+    w = torch.ones(d, device=device, dtype=dtype, requires_grad=True)
+    q = torch.randn(1, heads, n, head_dim, device=device, dtype=dtype, requires_grad=True)
+    angles = torch.randn(n, head_dim // 2, device=device)
     cos, sin = angles.cos(), angles.sin()
-    gate = torch.randn(n, f, device="cuda", dtype=dtype, requires_grad=True)
-    up = torch.randn(n, f, device="cuda", dtype=dtype, requires_grad=True)
+    gate = torch.randn(n, f, device=device, dtype=dtype, requires_grad=True)
+    up = torch.randn(n, f, device=device, dtype=dtype, requires_grad=True)
     cases = {
         # name: (minimum bytes moved forward + backward, {method: fn}, grad shape source, inputs)
         "rms_norm": (size * n * d * 4, {"eager": lambda: rms_norm_reference(x, w), "compile": torch.compile(lambda: rms_norm_reference(x, w)),
@@ -85,7 +92,7 @@ def main() -> None:
         cases["rms_norm"][1]["liger"] = lambda: lig_rms(x, w, 1e-6)
     if lig_swiglu is not None:
         cases["swiglu"][1]["liger"] = lambda: lig_swiglu(gate, up)
-    print(f"# {torch.cuda.get_device_name(0)}; torch {torch.__version__}; {n} tokens, hidden {d}, intermediate {f}, {heads} heads, "
+    print(f"# {torch.cuda.get_device_name(0) if device == 'cuda' else 'CPU (dry run)'}; torch {torch.__version__}; {n} tokens, hidden {d}, intermediate {f}, {heads} heads, "
           f"{args.dtype}, forward + backward")
     print("| op | method | µs | vs eager | GB/s |")
     print("| --- | --- | ---: | ---: | ---: |")
