@@ -235,3 +235,13 @@ def test_a_second_training_run_into_the_same_folder_is_refused(tiny_chat_model: 
         done = thresher("train", "sft", str(config), "-q")
     assert done.returncode == 2 and "another thresher run" in _error_line(done)
     assert thresher("train", "sft", str(config), "-q").returncode == 0 and (out / "final").is_dir()
+
+
+def test_inspect_json_never_overwrites_its_input(canonical: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "rows.parquet"
+    copy.write_bytes(canonical.read_bytes())
+    done = thresher("inspect", str(copy), "--json", str(copy), "--samples", "0")
+    assert done.returncode == 2 and "would overwrite the input" in _error_line(done)
+    assert copy.read_bytes() == canonical.read_bytes()
+    done = thresher("inspect", str(copy), "--json", str(tmp_path / "new/stats.json"), "--samples", "0")
+    assert done.returncode == 0 and json.loads((tmp_path / "new/stats.json").read_text())[str(copy)]["kind"] == "sft"

@@ -146,6 +146,9 @@ def inspect(
 
     from thresher import stats
 
+    if json_out:
+        with _exit_on_bad_input():
+            refuse_overlap(files, [json_out])
     tok = stats.load_tokenizer(tokenizer) if tokenizer else None
     result: dict[str, object] = {}
     for path in files:
@@ -171,7 +174,8 @@ def inspect(
             out_console.print(Panel(_sample_text(row), title=f"{row['id']} ({row['source']})", title_align="left"))
         result[path] = entry
     if json_out:
-        json_out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(json_out, (json.dumps(result, indent=2, default=str) + "\n").encode())
 
 
 @app.command()
