@@ -245,3 +245,37 @@ def test_inspect_json_never_overwrites_its_input(canonical: Path, tmp_path: Path
     assert copy.read_bytes() == canonical.read_bytes()
     done = thresher("inspect", str(copy), "--json", str(tmp_path / "new/stats.json"), "--samples", "0")
     assert done.returncode == 0 and json.loads((tmp_path / "new/stats.json").read_text())[str(copy)]["kind"] == "sft"
+
+
+@pytest.mark.slow
+def test_a_second_embedding_audit_embeds_only_new_rows(shared_data: Path, tmp_path: Path) -> None:
+    """Issue 21, part 5: a default embedding cache (here $THRESHER_CACHE_DIR, set per session by conftest)."""
+    cache = Path(os.environ["THRESHER_CACHE_DIR"]) / "embeddings"
+    rows = [{"instruction": f"Question {i}: what is {i} plus {i + 1}?", "output": str(2 * i + 1)} for i in range(30)]
+    train = tmp_path / "train.json"
+    train.write_text(json.dumps(rows))
+    items = tmp_path / "gsm8k_slice.jsonl"
+    items.write_text("".join((shared_data / "gsm8k/test.jsonl").read_text().splitlines(keepends=True)[:60]))
+    bench = f"gsm8k={items}"
+
+    def audit(out: str, *extra: str) -> dict:
+        done = thresher("audit", "-t", str(train), "-b", bench, "--methods", "embedding", "--out", str(tmp_path / out), *extra)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return json.loads((tmp_path / out / "summary.json").read_text())
+
+    def shards() -> list[Path]:
+        return sorted(cache.rglob("shard-*.parquet"))
+
+    before = len(shards())
+    first = audit("a")
+    assert first["notes"]["embedding_cache"]["path"] == str(cache) and first["notes"]["embedding_cache"]["megabytes"] > 0
+    after_first = shards()
+    assert len(after_first) > before
+    audit("b")
+    assert shards() == after_first  # everything was in the cache: nothing embedded again
+    train.write_text(json.dumps(rows + [{"instruction": "A brand new question about owls?", "output": "hoot"}]))
+    audit("c")
+    new = [s for s in shards() if s not in after_first]
+    assert len(new) == 1 and pq.read_metadata(new[0]).num_rows <= 2  # only the new row (its two turns) was embedded
+    audit("d", "--no-cache")
+    assert len(shards()) == len(after_first) + 1  # --no-cache reads and writes nothing

@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -20,12 +21,18 @@ import polars as pl
 import pyarrow as pa
 
 from thresher.accounting import QuarantineWriter, StageCounts
+from thresher.cache import folder_megabytes
 from thresher.convert import canonical_batches
 from thresher.decontam.benchmarks import BenchmarkItems
 from thresher.decontam.judge import JudgeConfig
 from thresher.decontam.matching import Detector, TrainBatch
 from thresher.decontam.ngram import NgramConfig, NgramDetector, span_evidence
-from thresher.decontam.similarity import EmbeddingDetector, EmbeddingMatchConfig, MinhashDetector, MinhashMatchConfig
+from thresher.decontam.similarity import (
+    EmbeddingDetector,
+    EmbeddingMatchConfig,
+    MinhashDetector,
+    MinhashMatchConfig,
+)
 from thresher.errors import InputError
 from thresher.io.sources import resolve_input
 from thresher.records import Kind
@@ -246,4 +253,7 @@ def run_audit(train: list[str], benches: list[BenchmarkItems], config: AuditConf
         notes["ngram"] = {"indexed_ngrams": len(ngram.index.keys), "boilerplate_ngrams_skipped": ngram.index.boilerplate,
                           "boilerplate_ngrams_in_training": int((ngram.train_df > config.ngram.max_train_df).sum()),
                           "questions_too_short": ngram.index.unindexed_questions}
+    if "embedding" in config.methods or "judge" in config.methods:
+        where = config.embedding.cache_dir
+        notes["embedding_cache"] = {"path": where, "megabytes": folder_megabytes(Path(where)) if where else 0.0}
     return AuditResult(config, benches, items, enriched, dict(ledger.rows_per_source), counts, notes, time.perf_counter() - started)

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from thresher.cache import cache_root
 from thresher.cli_common import EXIT_BAD_INPUT, exit_on_bad_input, fail, out_console
 from thresher.io.outputs import committed_folder
 from thresher.records import Kind
@@ -117,7 +118,9 @@ def register(app: typer.Typer) -> None:
             embedding_threshold: Annotated[float, typer.Option(help="Cosine similarity of item and row.")] = 0.85,
             model: Annotated[str | None, typer.Option(help="Embedding model path or hub id (default: offline all-MiniLM-L6-v2).")] = None,
             neighbours: Annotated[int, typer.Option(help="Nearest benchmark items per row (embedding).")] = 3,
-            cache_dir: Annotated[Path | None, typer.Option(help="Embedding cache folder.")] = None,
+            cache_dir: Annotated[Path | None, typer.Option(help="Embedding cache folder (default: ~/.cache/thresher/embeddings, "
+                                                                "or $THRESHER_CACHE_DIR/embeddings).")] = None,
+            no_cache: Annotated[bool, typer.Option("--no-cache", help="Embed everything again; read and write no cache.")] = False,
             judge_model: Annotated[str | None, typer.Option(help="Causal LM (path or hub id) for the judge method.")] = None,
             judge_from: Annotated[float, typer.Option(help="Embedding similarity from which pairs go to the judge.")] = 0.6,
             judge_threshold: Annotated[float, typer.Option(help="Judged probability from which a pair is contamination.")] = 0.5,
@@ -128,7 +131,8 @@ def register(app: typer.Typer) -> None:
             overwrite: Annotated[bool, typer.Option(help="Replace OUT even when it holds another command's or other inputs' output.")] = False,
         ) -> None:
             config = _config(methods, fields, ngram_n, ngram_threshold, question_weight, answer_weight, max_bench_df, max_train_df,
-                             minhash_threshold, embedding_threshold, model, neighbours, cache_dir, judge_model, judge_from,
+                             minhash_threshold, embedding_threshold, model, neighbours,
+                             None if no_cache else cache_dir or cache_root() / "embeddings", judge_model, judge_from,
                              judge_threshold, device)
             report = _run(train, bench, out, bench_fields, config, kind, on_error, top, split, overwrite)
             if split:

@@ -19,12 +19,13 @@ import numpy as np
 import orjson
 import torch
 
+from thresher.cache import cache_root
 from thresher.progress import progress_bar
 from thresher.train.data import EncodedPair
 from thresher.train.loss import TargetLogprobs
 from thresher.train.runtime import Runtime, evaluating, load_causal_lm
 
-DEFAULT_CACHE = Path.home() / ".cache" / "thresher" / "reference_logprobs"
+DEFAULT_CACHE = cache_root() / "reference_logprobs"
 
 
 def model_fingerprint(name: str) -> str:
