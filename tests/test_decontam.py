@@ -366,3 +366,33 @@ def test_final_ask_after_a_passage(shared_data: Path) -> None:
     assert _final_ask(history) == history.strip().splitlines()[-1] and len(_final_ask(history).split()) >= 8
     assert _final_ask("One line question about the Oregon Territory and how it was acquired?") == ""
     assert _final_ask("Options:\n- Yes\n- No") == ""  # a short last line is no question of its own
+
+
+LABEL_STYLES = (lambda i, o: f"{'ABCD'[i]}. {o}", lambda i, o: f"({'abcd'[i]}) {o}", lambda i, o: f"{'ABCD'[i]}) {o}",
+                lambda i, o: f"[{'ABCD'[i]}] {o}", lambda i, o: o)
+
+
+def test_short_multiple_choice_items_match_whatever_the_option_labels(shared_data: Path) -> None:
+    """Issue 21: a short MMLU question copied with its options is found in every lettering; the stem with
+    other options, or generic stems, is not (negative controls). Measured before the option labels were
+    dropped: 39 of 60 short items found; after: 60 of 60, no LIMA row flagged."""
+    items = load_benchmark("mmlu", str(shared_data / "mmlu/data")).items
+    short = items.filter(pl.col("question").str.split(" ").list.len() < 8).sample(n=40, seed=3)
+    rows = []
+    for k, item in enumerate(short.iter_rows(named=True)):
+        style = LABEL_STYLES[k % len(LABEL_STYLES)]
+        rows.append(f"{item['question']}\n" + "\n".join(style(i, o) for i, o in enumerate(item["options"].splitlines())))
+    controls = [
+        "Which of the following is true?\nA. The sky is green\nB. Fish can fly\nC. Rocks are soft\nD. Two plus two is four",
+        "Which of these is correct?\n(a) Paris is in Spain\n(b) Water boils at 10 degrees\n(c) Cats bark\n(d) None",
+        "1. Preheat the oven.\n2. Mix the flour and the eggs.\n3. Bake for twenty minutes.",
+    ]
+    detector = NgramDetector(items)
+    detector.scan(TrainBatch.of(pl.Series(rows + controls), 0))
+    found = detector.finish().filter(pl.col("score") >= 0.5)
+    ids = items.with_row_index("item").with_columns(pl.col("item").cast(pl.Int64)).select("item", "bench_id")
+    hits = found.join(ids, on="item")
+    wanted = short["bench_id"].to_list()
+    missed = [(k, wanted[k]) for k in range(len(rows)) if wanted[k] not in set(hits.filter(pl.col("row") == k)["bench_id"])]
+    assert missed == []
+    assert hits.filter(pl.col("row") >= len(rows)).is_empty(), hits.filter(pl.col("row") >= len(rows))

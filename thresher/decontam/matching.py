@@ -27,6 +27,16 @@ MATCH_SCHEMA = {
 }
 
 
+# An option label at the start of a line ("A.", "(b)", "C)", "[d]", "2:"): layout, not content. Benchmark items
+# hold their options without labels, so copies match whatever lettering they use; every word list the
+# detectors and the evidence see is taken after this.
+OPTION_LABEL = r"(?m)^[ \t]*[\(\[]?(?:[A-Ja-j]|[1-9])[\.\)\]:][ \t]+"
+
+
+def without_option_labels(texts: pl.Series) -> pl.Series:
+    return texts.str.replace_all(OPTION_LABEL, "")
+
+
 def empty_matches() -> pl.DataFrame:
     return pl.DataFrame(schema=MATCH_SCHEMA)
 
@@ -42,7 +52,7 @@ class TrainBatch:
 
     @classmethod
     def of(cls, texts: pl.Series, offset: int, config: NormalizeConfig = DEFAULT_NORMALIZE, turns: pl.Series | None = None) -> TrainBatch:
-        return cls(offset, texts, word_hashes(texts, config), turns)
+        return cls(offset, texts, word_hashes(without_option_labels(texts), config), turns)
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -50,7 +60,7 @@ class TrainBatch:
 
 def item_words(texts: pl.Series, config: NormalizeConfig = DEFAULT_NORMALIZE) -> pa.LargeListArray:
     """The normalized words of benchmark texts (the same tokens training rows are split into)."""
-    words = words_of(normalize(texts, config)).to_arrow()
+    words = words_of(normalize(without_option_labels(texts), config)).to_arrow()
     if isinstance(words, pa.ChunkedArray):
         words = words.combine_chunks()
     return words.cast(pa.large_list(pa.string()))

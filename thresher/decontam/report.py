@@ -9,6 +9,7 @@ from typing import Any
 import polars as pl
 
 from thresher.curation.normalize import normalize, words_of
+from thresher.decontam.matching import without_option_labels
 from thresher.report.html import Markup, bars, escape, heat, highlight_words, histogram, page, table
 
 
@@ -32,7 +33,7 @@ def _leak_table(summary: dict[str, Any]) -> str:
 
 
 def _words(texts: pl.Series) -> list[list[str]]:
-    return words_of(normalize(texts)).to_list()
+    return words_of(normalize(without_option_labels(texts))).to_list()
 
 
 def _pairs(matches: pl.DataFrame, items: pl.DataFrame, top: int) -> str:
