@@ -96,6 +96,7 @@ def judge_program(program: str, tests: str, entry_point: str, limits: SandboxLim
         with Sandbox(limits, {"program.py": path, "wire.py": WIRE}) as box:
             requests_r, requests_w = os.pipe()
             answers_r, answers_w = os.pipe()
+            judge: subprocess.Popen[bytes] | None = None
             try:
                 with open(os.path.join(box.host_dir, "stdout"), "wb") as out, \
                         open(os.path.join(box.host_dir, "stderr"), "wb") as err:
@@ -110,6 +111,7 @@ def judge_program(program: str, tests: str, entry_point: str, limits: SandboxLim
                 for fd in (requests_r, requests_w, answers_r, answers_w):
                     os.close(fd)
             spec = orjson.dumps({"tests": tests, "entry_point": entry_point})
+            assert judge is not None  # Popen raised otherwise
             try:
                 verdict, _ = judge.communicate(spec, timeout=limits.timeout_s + 5)
             except subprocess.TimeoutExpired:
