@@ -46,6 +46,11 @@ def _prompts(folder: Path, count: int) -> Path:
 
 
 def _peak_mb() -> float:
+    """Peak CUDA memory allocated on a GPU, else peak RSS."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
