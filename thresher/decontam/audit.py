@@ -27,12 +27,7 @@ from thresher.decontam.benchmarks import BenchmarkItems
 from thresher.decontam.judge import JudgeConfig
 from thresher.decontam.matching import Detector, TrainBatch
 from thresher.decontam.ngram import NgramConfig, NgramDetector, span_evidence
-from thresher.decontam.similarity import (
-    EmbeddingDetector,
-    EmbeddingMatchConfig,
-    MinhashDetector,
-    MinhashMatchConfig,
-)
+from thresher.decontam.similarity import EmbeddingDetector, EmbeddingMatchConfig, MinhashDetector, MinhashMatchConfig
 from thresher.errors import InputError
 from thresher.io.sources import resolve_input
 from thresher.records import Kind

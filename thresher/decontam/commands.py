@@ -100,7 +100,7 @@ def register(app: typer.Typer) -> None:
         out_console.print(table)
         out_console.print("custom: --bench NAME=PATH --bench-fields NAME:question=FIELD[+FIELD],answer=FIELD[,id=FIELD]")
 
-    def command(split: bool):
+    def command(split: bool):  # noqa: ANN202 - builds the two commands from one option list
         def run(
             train: Train,
             bench: Bench,

@@ -71,4 +71,4 @@ def register(app: typer.Typer) -> None:
             server.server_close()
 
 
-__all__ = ["EXIT_BAD_INPUT", "register"]
+__all__ = ["register", "EXIT_BAD_INPUT"]

@@ -21,13 +21,7 @@ import orjson
 
 from thresher.verifiers._codewire import ENDED
 from thresher.verifiers.base import Verdict, check_batch
-from thresher.verifiers.sandbox import (
-    Sandbox,
-    SandboxLimits,
-    SandboxResult,
-    python_executable,
-    set_limits,
-)
+from thresher.verifiers.sandbox import Sandbox, SandboxLimits, SandboxResult, python_executable, set_limits
 
 WIRE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_codewire.py")
 
