@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from thresher.errors import RowError
+from thresher.io.outputs import temp_beside
 
 
 @dataclass
@@ -67,7 +68,7 @@ class QuarantineWriter:
         self.path = Path(path)
         self.rows = 0
         self._file: Any = None
-        self._tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        self._tmp = temp_beside(self.path)
 
     def write(self, error: RowError, raw: Any) -> None:
         if self._file is None:

@@ -19,7 +19,7 @@ from thresher.cli_common import fail as _fail
 from thresher.decontam.commands import register as register_decontam_commands
 from thresher.errors import InputError
 from thresher.formats.shapes import SHAPES, ConvertOptions
-from thresher.io.outputs import committed_folder, locked, refuse_overlap, write_atomic
+from thresher.io.outputs import committed_folder, locked, refuse_overlap, remove_stale_temps, write_atomic
 from thresher.mixing.commands import register as register_mix_commands
 from thresher.pipeline.commands import register as register_pipeline_commands
 from thresher.records import Kind
@@ -92,9 +92,8 @@ def convert(
         for path in outputs:
             path.parent.mkdir(parents=True, exist_ok=True)
     with _exit_on_bad_input(), locked(out), progress_bar() as progress:
-        for path in outputs:  # what a killed run left behind
-            for stale in path.parent.glob(f".{path.name}.*.tmp"):
-                stale.unlink(missing_ok=True)
+        for path in outputs:
+            remove_stale_temps(path)
         task = progress.add_task("converting", total=None, rate="")
 
         def advance(path: str, rows: int) -> None:

@@ -31,10 +31,23 @@ AT_FDCWD = -100
 RENAME_EXCHANGE = 2
 
 
+REMOTE_PREFIXES = ("hf:", "hub:")  # hub datasets, not paths
+
+
 def local_paths(inputs: Sequence[str | Path]) -> list[Path]:
     """The inputs that are local paths (not ``hf:``/``hub:`` ids), made absolute."""
-    return [Path(os.path.abspath(os.path.expanduser(str(p)))) for p in inputs
-            if not str(p).startswith(("hf:", "hub:"))]
+    return [Path(os.path.abspath(os.path.expanduser(str(p)))) for p in inputs if not str(p).startswith(REMOTE_PREFIXES)]
+
+
+def temp_beside(path: Path) -> Path:
+    """Where a file is written before it is renamed to ``path`` (one name for every writer, so leftovers are found)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def remove_stale_temps(path: Path) -> None:
+    """Remove what killed writers of ``path`` left behind (call it holding the output's lock)."""
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        stale.unlink(missing_ok=True)
 
 
 def refuse_overlap(inputs: Sequence[str | Path], outputs: Sequence[str | Path]) -> None:
@@ -120,7 +133,7 @@ def committed_folder(out: str | Path, command: str, inputs: Sequence[str | Path]
                      carry: Sequence[str] = ()) -> Iterator[Path]:
     """Yield a staging folder; on success it becomes ``out`` whole, on failure nothing changes."""
     out = Path(os.path.abspath(os.path.expanduser(str(out))))
-    named = [str(p) for p in local_paths(inputs)] + [str(p) for p in inputs if str(p).startswith(("hf:", "hub:"))]
+    named = [str(p) for p in local_paths(inputs)] + [str(p) for p in inputs if str(p).startswith(REMOTE_PREFIXES)]
     refuse_overlap(inputs, [out])
     out.parent.mkdir(parents=True, exist_ok=True)
     with locked(out):
@@ -161,6 +174,6 @@ def replace_folder(staging: Path, target: Path) -> None:
 
 def write_atomic(path: Path, data: bytes) -> None:
     """Write a whole file or none: a temporary file beside it, renamed into place."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temp_beside(path)
     tmp.write_bytes(data)
     os.replace(tmp, path)

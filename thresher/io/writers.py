@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from thresher.errors import InputError
+from thresher.io.outputs import temp_beside
 from thresher.records import Kind, schema_for
 
 
@@ -28,7 +29,7 @@ class RecordWriter:
         self.schema = schema or schema_for(kind)
         self.rows = 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        self._tmp = temp_beside(self.path)
 
     def write(self, records: list[dict[str, Any]]) -> None:
         raise NotImplementedError

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +20,7 @@ import orjson
 
 from thresher.verifiers._codewire import ENDED
 from thresher.verifiers.base import Verdict, check_batch
-from thresher.verifiers.sandbox import Sandbox, SandboxLimits, SandboxResult, python_executable, set_limits
+from thresher.verifiers.sandbox import Sandbox, SandboxLimits, SandboxResult, kill_session, python_executable, set_limits
 
 WIRE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_codewire.py")
 
@@ -111,7 +110,7 @@ def judge_program(program: str, tests: str, entry_point: str, limits: SandboxLim
             except subprocess.TimeoutExpired:
                 verdict = b""
             finally:
-                _kill_session(judge)
+                kill_session(judge)
             returncode, _ = box.wait(0.2)
             try:
                 result = orjson.loads(verdict)
@@ -122,10 +121,3 @@ def judge_program(program: str, tests: str, entry_point: str, limits: SandboxLim
                 reason = f"{reason}: " + SandboxResult(returncode, "", "", False, box.kind, "").why()
             return passed, reason
 
-
-def _kill_session(proc: subprocess.Popen[bytes]) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    proc.wait()

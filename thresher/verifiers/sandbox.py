@@ -301,11 +301,7 @@ class Sandbox:
 
     def kill(self) -> None:
         if self.proc is not None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-            self.proc.wait()
+            kill_session(self.proc)
         self.cgroup.kill_all()
 
     def close(self) -> None:
@@ -320,6 +316,15 @@ class Sandbox:
 
 
 _SIGNALS = {s.value for s in signal.Signals}
+
+
+def kill_session(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the process group a process leads (it was started in a session of its own), and reap it."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.wait()
 
 
 def read_capped(path: str) -> str:
