@@ -4,6 +4,7 @@ reference, the MinHash/embedding/judge methods, and audit/decontaminate end to e
 from __future__ import annotations
 
 import json
+import math
 import random
 from pathlib import Path
 
@@ -113,8 +114,9 @@ def test_windows_of_every_length_hash_like_ngrams() -> None:
     assert set(whole3.hash.tolist()) <= set(windows[3].hash.tolist())  # a 3-word row kept whole is a 3-word window
 
 
-def _reference_coverage(item: list[str], row: list[str], n: int) -> float:
-    """Plain Python: share of the item's positions inside an n-gram that also occurs in the row."""
+def _reference_coverage(item: list[str], row: list[str], n: int, rarity: dict[str, float], min_words: int) -> float:
+    """Plain Python: the rarity-weighted share of the item's positions inside an n-gram that also occurs in
+    the row, or 0 when fewer than ``min_words`` positions (or not all of a shorter item) are covered."""
     if len(item) < n:
         return 1.0 if any(row[i : i + len(item)] == item for i in range(len(row) - len(item) + 1)) else 0.0
     row_grams = {tuple(row[i : i + n]) for i in range(len(row) - n + 1)}
@@ -122,34 +124,41 @@ def _reference_coverage(item: list[str], row: list[str], n: int) -> float:
     for i in range(len(item) - n + 1):
         if tuple(item[i : i + n]) in row_grams:
             covered.update(range(i, i + n))
-    return len(covered) / len(item)
+    if len(covered) < min(len(item), min_words):
+        return 0.0
+    return sum(rarity[item[p]] for p in covered) / sum(rarity[w] for w in item)
 
 
-def test_ngram_coverage_matches_a_plain_python_reference() -> None:
+@pytest.mark.parametrize("idf", [True, False])
+def test_ngram_coverage_matches_a_plain_python_reference(idf: bool) -> None:
     rng = random.Random(11)
     vocab = [f"w{i}" for i in range(12)]  # a small vocabulary, so partial overlaps are common
     items = [[rng.choice(vocab) for _ in range(rng.randint(3, 20))] for _ in range(25)]
     rows = []
-    for _ in range(80):
+    for _ in range(200):
         row = [rng.choice(vocab) for _ in range(rng.randint(0, 30))]
         if rng.random() < 0.5:  # splice in part of an item
             item = rng.choice(items)
             lo = rng.randint(0, len(item) - 1)
             row[rng.randint(0, len(row)) :] = item[lo : lo + rng.randint(1, len(item))] + row[rng.randint(0, len(row)) :]
         rows.append(row)
-    n = 4
-    config = NgramConfig(n=n, threshold=0.5, answer_weight=0.0, max_bench_df=10**6, max_train_df=10**6, floor=1e-9, min_tokens=1)
+    n, min_words = 4, 6
+    config = NgramConfig(n=n, threshold=0.5, answer_weight=0.0, max_bench_df=10**6, max_train_df=10**6, floor=1e-9, min_tokens=1,
+                         min_words=min_words, idf=idf)
     frame = pl.DataFrame({"question": [" ".join(i) for i in items], "answer": [""] * len(items)})
     detector = NgramDetector(frame, config)
     detector.scan(TrainBatch.of(pl.Series([" ".join(r) for r in rows]), 0))
     got = {(r, i): s for r, i, s in detector.finish().select("row", "item", "score").iter_rows()}
-    want = {(r, i): _reference_coverage(item, row, n) for r, row in enumerate(rows) for i, item in enumerate(items)}
+    rarity = {w: math.log1p(len(items) / sum(w in i for i in items)) if idf else 1.0 for w in vocab if any(w in i for i in items)}
+    want = {(r, i): _reference_coverage(item, row, n, rarity, min_words) for r, row in enumerate(rows) for i, item in enumerate(items)}
     want = {k: v for k, v in want.items() if v > 0}
-    assert set(got) == set(want)
+    assert set(got) == set(want) and len(want) > 20
     assert max(abs(got[k] - want[k]) for k in want) < 1e-12
-    # negative control: coverage of the wrong items differs
+    # negative controls: coverage of the wrong items differs; so does the unweighted share when weighting is on
     shuffled = {(r, (i + 1) % len(items)): s for (r, i), s in got.items()}
     assert shuffled != want
+    plain = {k: _reference_coverage(items[k[1]], rows[k[0]], n, dict.fromkeys(rarity, 1.0), min_words) for k in want}
+    assert (max(abs(plain[k] - got[k]) for k in want) > 0.01) == idf
 
 
 def _gsm8k(shared_data: Path) -> pl.DataFrame:
@@ -175,7 +184,7 @@ def test_ngram_finds_verbatim_noisy_partial_embedded_and_short_items(shared_data
     hits = dict(zip(found["row"].to_list(), found["item"].to_list(), strict=True))
     assert hits == {0: 0, 1: 1, 2: 2, 3: 3, 4: len(q)}
     partial = found.filter(pl.col("row") == 2)["score"][0]
-    assert 0.6 <= partial <= 0.75
+    assert 0.6 <= partial <= 0.85  # 70% of the words; weighted by rarity, not exactly 0.7
 
 
 def test_boilerplate_ngrams_do_not_count(shared_data: Path) -> None:
@@ -193,6 +202,68 @@ def test_boilerplate_ngrams_do_not_count(shared_data: Path) -> None:
     capped = NgramDetector(_gsm8k(shared_data), NgramConfig(max_train_df=3))
     capped.scan(TrainBatch.of(pl.Series([q] * 5), 0))
     assert capped.finish().filter(pl.col("score") >= 0.5).is_empty()
+
+
+def test_templated_items_count_only_what_is_distinctive(shared_data: Path) -> None:
+    """MMLU moral scenarios share a 35-word template: copied verbatim (with or without options) they match
+    fully, because template-only words leave the denominator; a row holding only the template, or a
+    generic stem with made-up options, matches nothing."""
+    mmlu = load_benchmark("mmlu", str(shared_data / "mmlu/data")).items
+    moral = mmlu.filter(pl.col("bench_id").str.starts_with("moral_scenarios")).head(20)
+    with_options = [q + "\n" + "\n".join(f"{'ABCD'[j]}. {o}" for j, o in enumerate(opts.split("\n")))
+                    for q, opts in moral.select("question", "options").iter_rows()]
+    template = moral["question"][0].split("Scenario 1")[0]
+    rows = pl.Series([*moral["question"].to_list(), *with_options, template,
+                      "Which of the following is true?\nA. The sky is green\nB. Cats bark\nC. Water is dry\nD. None of these"])
+    detector = NgramDetector(mmlu)
+    detector.scan(TrainBatch.of(rows, 0))
+    found = detector.finish().filter(pl.col("score") >= 0.5)
+    best = found.sort("score", descending=True).unique("row", keep="first").sort("row")
+    item_of = dict(zip(mmlu["bench_id"].to_list(), range(mmlu.height), strict=True))
+    want = [item_of[b] for b in moral["bench_id"].to_list()] * 2
+    assert best["row"].to_list() == list(range(40)) and best["item"].to_list() == want
+    assert best["score"].min() > 0.9
+
+
+def test_a_shared_phrase_is_not_a_copy(shared_data: Path) -> None:
+    """One shared 8-gram on a 10-word MBPP item ("a function to find the depth of a ...") is a phrase; a
+    match needs min_words shared words or all of a shorter item. Negative control: without the rule and
+    without rarity weights the same rows are flagged."""
+    mbpp = load_benchmark("mbpp", str(shared_data / "mbpp/mbpp.jsonl")).items
+    rows = pl.Series(["Create a function to find the depth of a given binary tree.",  # MBPP: "... the depth of a dictionary."
+                      "Build a function to convert a given string to uppercase letters.",  # MBPP: "... to a tuple."
+                      "Write a python function to check whether a list of words is sorted by length or not."])
+    strict = NgramDetector(mbpp)
+    strict.scan(TrainBatch.of(rows, 0))
+    assert strict.finish().filter(pl.col("score") >= 0.5).is_empty()
+    loose = NgramDetector(mbpp, NgramConfig(min_words=1, idf=False))
+    loose.scan(TrainBatch.of(rows, 0))
+    assert loose.finish().filter(pl.col("score") >= 0.5)["row"].n_unique() >= 2
+    verbatim = mbpp["question"].head(50)  # and the short items themselves, copied whole, still match
+    strict.scan(TrainBatch.of(verbatim, 10))
+    assert set(strict.finish().filter(pl.col("score") >= 0.99)["row"].to_list()) >= set(range(10, 60))
+
+
+def test_code_alpaca_against_mbpp_and_humaneval_matches_hand_labels(shared_data: Path, tmp_path: Path) -> None:
+    """Hand-labeled pairs (tests/data/code_alpaca_vs_mbpp_humaneval_pairs.csv: 139 candidate pairs from the
+    n-gram and embedding methods, 1 = the same task). Every flagged pair counts; one not in the labels counts
+    as a false positive."""
+    from thresher.accounting import QuarantineWriter
+
+    labels = pl.read_csv(Path(__file__).parent / "data/code_alpaca_vs_mbpp_humaneval_pairs.csv", schema_overrides={"bench_id": pl.String})
+    benches = load_benchmarks([f"mbpp={shared_data / 'mbpp/mbpp.jsonl'}", f"humaneval={shared_data / 'humaneval/HumanEval.jsonl.gz'}"])
+
+    def precision(config: NgramConfig) -> tuple[int, float]:
+        result = run_audit([str(shared_data / "sft/code_alpaca_2k.json")], benches, AuditConfig(ngram=config),
+                           quarantine=QuarantineWriter(tmp_path / "q.jsonl"))
+        flagged = result.matches.filter("flagged").select("train_id", "bench_id").unique()
+        right = flagged.join(labels.filter(pl.col("same_task") == 1), on=["train_id", "bench_id"]).height
+        return flagged.height, right / max(flagged.height, 1)
+
+    flagged, p = precision(NgramConfig())
+    assert flagged >= 1 and p >= 0.95
+    flagged, p = precision(NgramConfig(min_words=1, idf=False))  # negative control: the phrase-level matching of before
+    assert flagged >= 15 and p < 0.5
 
 
 def test_gsm8k_train_rarely_flags_against_gsm8k_test(shared_data: Path) -> None:

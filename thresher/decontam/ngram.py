@@ -41,6 +41,8 @@ class NgramConfig:
     max_bench_df: int = 10  # an n-gram in more benchmark items than this is boilerplate
     max_train_df: int = 100  # an n-gram in more training rows than this is boilerplate
     floor: float = 0.2  # matches scoring below this are not recorded
+    min_words: int = 10  # a part counts only with this many shared words (or all of a shorter one): one 8-gram is a phrase, not a copy
+    idf: bool = True  # weigh each word by its rarity among the benchmark items ("depth" counts, "the" barely)
 
     def __post_init__(self) -> None:
         if self.n < 1:
@@ -88,6 +90,7 @@ class NgramIndex:
         item_df = postings.group_by("hash").agg(pl.col("item").n_unique().alias("df"))
         self.boilerplate = int((item_df["df"] > config.max_bench_df).sum())
         postings = postings.join(item_df.filter(pl.col("df") <= config.max_bench_df).select("hash"), on="hash")
+        self._weigh_positions(postings, items.height)
         self.keys, gram = np.unique(postings["hash"].to_numpy(), return_inverse=True)
         # two bitmaps over independent bits of the keys: most training windows are rejected by two
         # gathers, and only the few that pass both are binary-searched, in sorted order (a random-order
@@ -107,6 +110,32 @@ class NgramIndex:
             self.prefix_screen[prefix_key(hashes[first], hashes[first + 1])] = True
         self.unindexed_questions = int(((self.part_tokens[:, 0] < config.min_tokens) & ~has_options).sum()
                                        + (self.part_tokens[:, 2] < config.min_tokens)[has_options].sum())
+
+    def _weigh_positions(self, postings: pl.DataFrame, count: int) -> None:
+        """The weight of every word position of every (item, part): 0 where only boilerplate n-grams cover it
+        (a shared template is no evidence, so it leaves the denominator too), else the word's rarity
+        ``log(1 + items / items-with-the-word)`` (or 1 without ``idf``). ``part_weight`` sums them per item."""
+        lengths = [w.list.len().fill_null(0).to_numpy().astype(np.int64) for w in self.words]
+        owner_item = np.concatenate([np.repeat(np.arange(count), n) for n in lengths])
+        owner_part = np.concatenate([np.full(int(n.sum()), p) for p, n in enumerate(lengths)])
+        size = len(owner_item)
+        part_base = np.cumsum([0] + [int(n.sum()) for n in lengths])[:-1]
+        self.start = np.stack([part_base[p] + np.cumsum(n) - n for p, n in enumerate(lengths)], axis=1)  # (item, part) -> flat
+        # how many indexed n-grams cover each flat position: +1 where a gram starts, -1 past its end
+        first = self.start[postings["item"].to_numpy(), postings["part"].to_numpy()] + postings["position"].to_numpy()
+        last = first + postings["length"].to_numpy().astype(np.int64)
+        informative = np.cumsum(np.bincount(first, minlength=size + 1) - np.bincount(last, minlength=size + 1))[:size] > 0
+        if self.config.idf:
+            owners = pl.DataFrame({"item": owner_item, "word": pl.concat([pl.Series(w.to_arrow().flatten()) for w in self.words])})
+            df = owners.unique().group_by("word").agg(pl.len().alias("df"))
+            rarity = owners.join(df, on="word", how="left", maintain_order="left")["df"].to_numpy()
+            weight = np.log1p(count / np.maximum(rarity, 1))
+        else:
+            weight = np.ones(size)
+        self.weight = np.where(informative, weight, 0.0)
+        owner = owner_part * count + owner_item
+        self.part_weight = np.bincount(owner, weights=self.weight, minlength=len(PARTS) * count).reshape(len(PARTS), count).T
+        self.part_informative = np.bincount(owner, weights=informative, minlength=len(PARTS) * count).reshape(len(PARTS), count).T
 
     def lookup(self, batch: TrainBatch) -> pl.DataFrame:
         """Every window of a training batch found in the index: local row, position, length, gram id."""
@@ -133,16 +162,24 @@ class NgramIndex:
 def _coverage(hits: pl.DataFrame, index: NgramIndex) -> pl.DataFrame:
     """Per (row, item): covered share of the question and of the answer, and the weighted score."""
     joined = hits.join(index.postings, on="gram")
-    covered = (
+    positions = (
         joined.select("row", "item", "part", pl.int_ranges("position", pl.col("position") + pl.col("length")).alias("pos"))
         .explode("pos").unique()
-        .group_by("row", "item", "part").agg(pl.len().alias("covered"))
     )
-    tokens = pl.DataFrame({"item": np.repeat(np.arange(len(index.part_tokens)), len(PARTS)),
-                           "part": np.tile(np.arange(len(PARTS), dtype=np.int8), len(index.part_tokens)),
-                           "tokens": index.part_tokens.ravel()})
+    flat = index.start[positions["item"].to_numpy(), positions["part"].to_numpy()] + positions["pos"].to_numpy()
+    weight = index.weight[flat]
+    covered = (positions.with_columns(pl.Series("weight", weight), pl.Series("word", weight > 0))
+               .group_by("row", "item", "part").agg(pl.col("weight").sum().alias("covered"), pl.col("word").sum().alias("words")))
+    totals = pl.DataFrame({"item": np.repeat(np.arange(len(index.part_weight)), len(PARTS)),
+                           "part": np.tile(np.arange(len(PARTS), dtype=np.int8), len(index.part_weight)),
+                           "total": index.part_weight.ravel(),
+                           "informative": index.part_informative.ravel()})
     wq, wa, _ = index.config.weights
-    share = covered.join(tokens, on=["item", "part"]).with_columns((pl.col("covered") / pl.col("tokens")).clip(0, 1).alias("share"))
+    needed = pl.min_horizontal(pl.col("informative"), index.config.min_words)
+    share = covered.join(totals, on=["item", "part"]).with_columns(
+        pl.when((pl.col("total") <= 0) | (pl.col("words") < needed)).then(0.0)
+        .when(pl.col("words") >= pl.col("informative")).then(1.0)  # all of it (exactly 1, whatever the float sum says)
+        .otherwise(pl.col("covered") / pl.col("total")).clip(0, 1).alias("share"))
     wide = share.group_by("row", "item").agg(
         pl.col("share").filter(pl.col("part") != 1).max().alias("question_score"),  # the question, alone or with its options
         pl.col("share").filter(pl.col("part") == 1).max().alias("answer_score"),
