@@ -24,6 +24,7 @@ from thresher.accounting import QuarantineWriter, StageCounts
 from thresher.cache import folder_megabytes
 from thresher.convert import canonical_batches
 from thresher.decontam.benchmarks import BenchmarkItems
+from thresher.decontam.calibrate import RowSample, calibrate
 from thresher.decontam.judge import JudgeConfig
 from thresher.decontam.matching import Detector, TrainBatch
 from thresher.decontam.ngram import NgramConfig, NgramDetector, span_evidence
@@ -79,6 +80,8 @@ class AuditConfig:
     embedding: EmbeddingMatchConfig = field(default_factory=EmbeddingMatchConfig)
     judge: JudgeConfig | None = None
     batch_rows: int = 8192
+    calibrate: int = 0  # plant this many controlled item variants into copies of sampled rows and measure recall
+    calibrate_seed: int = 0
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.methods if m not in METHODS]
@@ -88,6 +91,8 @@ class AuditConfig:
             raise ValueError(f"fields must be one of {', '.join(FIELDS)}, not {self.fields!r}")
         if "judge" in self.methods and self.judge is None:
             raise ValueError("the judge method needs a judge model (--judge-model)")
+        if self.calibrate < 0:
+            raise ValueError(f"calibrate must be >= 0 planted rows, got {self.calibrate}")
 
     def threshold(self, method: str) -> float:
         if method == "judge":
@@ -221,6 +226,7 @@ def run_audit(train: list[str], benches: list[BenchmarkItems], config: AuditConf
     items = combined_items(benches)
     detectors = [make_detector(m, items, config) for m in config.detector_methods]
     ledger = RowLedger()
+    sample = RowSample(config.calibrate, config.calibrate_seed)
     counts: dict[str, StageCounts] = {}
     offset = 0
     for name in train:
@@ -231,6 +237,7 @@ def run_audit(train: list[str], benches: list[BenchmarkItems], config: AuditConf
             batch = TrainBatch.of(turns.list.join("\n").alias("text"), offset, turns=turns)
             rows = np.unique(np.concatenate([d.scan(batch) for d in detectors]))  # every config has a detector
             ledger.add(batch, table, name, first_in_input, rows.astype(np.int64))
+            sample.add(batch)
             offset += len(batch)
             first_in_input += len(batch)
             if on_rows:
@@ -251,4 +258,7 @@ def run_audit(train: list[str], benches: list[BenchmarkItems], config: AuditConf
     if "embedding" in config.methods or "judge" in config.methods:
         where = config.embedding.cache_dir
         notes["embedding_cache"] = {"path": where, "megabytes": folder_megabytes(Path(where)) if where else 0.0}
+    if config.calibrate:
+        notes["calibration"] = calibrate(detectors, items, sample, config.calibrate,
+                                         {d.name: config.threshold(d.name) for d in detectors}, config.calibrate_seed)
     return AuditResult(config, benches, items, enriched, dict(ledger.rows_per_source), counts, notes, time.perf_counter() - started)

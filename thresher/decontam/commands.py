@@ -25,7 +25,7 @@ Fields = Annotated[str, typer.Option(help="Which training text to match: prompt 
 def _config(methods: str, fields: str, ngram_n: int, ngram_threshold: float, question_weight: float, answer_weight: float,
             max_bench_df: int, max_train_df: int, minhash_threshold: float, embedding_threshold: float, model: str | None,
             neighbours: int, cache_dir: Path | None, judge_model: str | None, judge_from: float, judge_threshold: float,
-            device: str) -> Any:
+            device: str, min_words: int = 10, calibrate: int = 0) -> Any:
     from thresher.decontam.audit import AuditConfig
     from thresher.decontam.judge import JudgeConfig
     from thresher.decontam.ngram import NgramConfig
@@ -36,11 +36,12 @@ def _config(methods: str, fields: str, ngram_n: int, ngram_threshold: float, que
             methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
             fields=fields,  # type: ignore[arg-type]
             ngram=NgramConfig(n=ngram_n, threshold=ngram_threshold, question_weight=question_weight, answer_weight=answer_weight,
-                              max_bench_df=max_bench_df, max_train_df=max_train_df),
+                              max_bench_df=max_bench_df, max_train_df=max_train_df, min_words=min_words),
             minhash=MinhashMatchConfig(threshold=minhash_threshold, device=device),
             embedding=EmbeddingMatchConfig(model=model, threshold=embedding_threshold, neighbours=neighbours,
                                            cache_dir=str(cache_dir) if cache_dir else None, device=device),
             judge=JudgeConfig(judge_model, candidates_from=judge_from, threshold=judge_threshold, device=device) if judge_model else None,
+            calibrate=calibrate,
         )
     except ValueError as e:
         fail(str(e), EXIT_BAD_INPUT)
@@ -81,6 +82,11 @@ def _print_table(report: dict[str, Any], out: Path) -> None:
     totals = report["totals"]
     out_console.print(f"{totals['rows_contaminated']} of {totals['rows_audited']} rows contaminated, {totals['items_leaked']} of "
                       f"{totals['items']} items leaked ({report['seconds']} s); report: {out / 'report.html'}")
+    calibration = report["notes"].get("calibration")
+    if calibration:
+        recall = ", ".join(f"{v} {r['any']:.2f}" for v, r in calibration["recall"].items())
+        out_console.print(f"calibration ({calibration['planted']} planted rows): recall {recall}; "
+                          f"untouched sampled rows flagged {calibration['unplanted_flagged']['any']:.2%}")
 
 
 def register(app: typer.Typer) -> None:
@@ -114,6 +120,9 @@ def register(app: typer.Typer) -> None:
             answer_weight: Annotated[float, typer.Option(help="Weight of answer coverage (0: questions only, as Tülu 3).")] = 0.6,
             max_bench_df: Annotated[int, typer.Option(help="N-grams in more benchmark items than this are boilerplate.")] = 10,
             max_train_df: Annotated[int, typer.Option(help="N-grams in more training rows than this are boilerplate.")] = 100,
+            min_words: Annotated[int, typer.Option(help="Shared words an n-gram match needs (or all of a shorter item).")] = 10,
+            calibrate: Annotated[int, typer.Option(help="Plant this many controlled item variants into copies of sampled rows "
+                                                        "and report each method's recall on them (never written out).")] = 0,
             minhash_threshold: Annotated[float, typer.Option(help="Estimated Jaccard of item and row.")] = 0.5,
             embedding_threshold: Annotated[float, typer.Option(help="Cosine similarity of item and row.")] = 0.85,
             model: Annotated[str | None, typer.Option(help="Embedding model path or hub id (default: offline all-MiniLM-L6-v2).")] = None,
@@ -133,7 +142,7 @@ def register(app: typer.Typer) -> None:
             config = _config(methods, fields, ngram_n, ngram_threshold, question_weight, answer_weight, max_bench_df, max_train_df,
                              minhash_threshold, embedding_threshold, model, neighbours,
                              None if no_cache else cache_dir or cache_root() / "embeddings", judge_model, judge_from,
-                             judge_threshold, device)
+                             judge_threshold, device, min_words, calibrate)
             report = _run(train, bench, out, bench_fields, config, kind, on_error, top, split, overwrite)
             if split:
                 d = report["decontamination"]

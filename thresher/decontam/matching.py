@@ -82,3 +82,7 @@ class Detector(Protocol):
     def drain(self) -> pl.DataFrame:
         """The matches since the last drain, forgetting them (for streaming filters)."""
         ...
+
+    def fresh(self) -> Detector:
+        """A detector sharing this one's index and model but nothing it has seen (for calibration)."""
+        ...

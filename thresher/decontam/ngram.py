@@ -18,6 +18,7 @@ the index keys' low bits before the binary search.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -256,6 +257,13 @@ class NgramDetector:
         matches = self.finish()
         self.kept_hits = []
         return matches
+
+    def fresh(self) -> NgramDetector:
+        """A detector sharing this index, with no training rows seen."""
+        clone = copy.copy(self)
+        clone.train_df = np.zeros(len(self.index.keys), dtype=np.int64)
+        clone.kept_hits = []
+        return clone
 
     def evidence(self, matches: pl.DataFrame) -> pl.Series:
         """The benchmark words each match's spans cover, runs separated by " … "."""

@@ -70,6 +70,21 @@ def _pairs(matches: pl.DataFrame, items: pl.DataFrame, top: int) -> str:
     return "".join(blocks)
 
 
+def _calibration(summary: dict[str, Any]) -> str:
+    calibration = summary.get("notes", {}).get("calibration")
+    if not calibration:
+        return ""
+    methods = [m for m in calibration["unplanted_flagged"] if m != "any"]
+    rows = [[variant, r["rows"], *[f"{r[m]:.3f}" for m in methods], f"{r['any']:.3f}"] for variant, r in calibration["recall"].items()]
+    rows.append(["untouched sampled rows flagged", calibration["unplanted_rows"],
+                 *[f"{calibration['unplanted_flagged'][m]:.2%}" for m in [*methods, "any"]]])
+    return ("<h2>Calibration on this corpus</h2><p class='muted'>Controlled variants of benchmark items planted into copies of "
+            f"{calibration['unplanted_rows']} sampled training rows ({calibration['planted']} planted, seed {calibration['seed']}), "
+            "scanned by the same detectors: the share of each variant each method finds. The last row: the share of the sampled "
+            "rows, untouched, that are flagged (an upper bound on false positives: some may be real leaks). Planted rows are "
+            "never written out.</p>" + table(["variant", "planted", *methods, "any method"], rows))
+
+
 def write_report(summary: dict[str, Any], matches: pl.DataFrame, items: pl.DataFrame, path: Path, top: int = 40) -> None:
     """The audit report as one self-contained HTML file."""
     totals = summary["totals"]
@@ -96,7 +111,7 @@ def write_report(summary: dict[str, Any], matches: pl.DataFrame, items: pl.DataF
         intro
         + "<h2>Leakage by training source and benchmark</h2><p class='muted'>Each cell: share of the benchmark's items "
           "found in the source (count), and share of the source's rows that contain one (count).</p>" + _leak_table(summary)
-        + "<h2>Methods</h2>" + method_table + f"<div class='plots'>{''.join(plots)}</div>"
+        + "<h2>Methods</h2>" + method_table + f"<div class='plots'>{''.join(plots)}</div>" + _calibration(summary)
         + f"<h2>Sources and benchmarks</h2><div class='plots'>{source_bars}{bench_bars}</div>"
         + f"<h2>Strongest matches (top {top})</h2><p class='muted'>Left: the training row, right: the benchmark item. "
           "For n-gram matches both are shown normalized, shared runs marked.</p>" + _pairs(matches, items, top)

@@ -11,6 +11,7 @@ their cosine similarity. This is the method for rephrased and translated leakage
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +45,12 @@ class _Collected:
         matches = self.finish()
         self.found = []
         return matches
+
+    def fresh(self) -> Any:
+        """A copy sharing the index and model, with no matches."""
+        clone = copy.copy(self)
+        clone.found = []
+        return clone
 
 
 @dataclass(frozen=True)

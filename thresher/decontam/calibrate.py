@@ -1,0 +1,123 @@
+"""``--calibrate N``: recall measured on the user's own corpus.
+
+During the audit's one pass a uniform sample of rows is kept (bottom-k by a seeded hash of the row
+ordinal: the same rows whatever the batch size). Afterwards ``N`` controlled variants of benchmark
+items (``variants``: verbatim, embedded in a longer turn, noisy, partial, reformatted, numbers
+changed, and with the embedding method a template rephrasing) are planted into copies of those rows,
+the first turn replaced by (or, for ``embedded``, followed by) the item. Fresh copies of the audit's
+own detectors (same indexes, same thresholds, no state) scan the planted rows and, apart, the sampled
+rows untouched. The result: recall per variant and method (and for any method, which is what
+``decontaminate`` removes), and the share of untouched sampled rows flagged — an upper bound on the
+false-positive rate, as some of them may be real leaks. Planted rows live only in memory: they never
+reach matches.parquet, the split outputs or the counts.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from thresher.curation.ngrams import fmix64
+from thresher.decontam.matching import Detector, TrainBatch
+from thresher.decontam.variants import VARIANTS, item_text
+
+_U64 = np.uint64
+
+
+@dataclass
+class RowSample:
+    """A uniform sample of ``size`` rows of a stream: the rows whose seeded hash is smallest."""
+
+    size: int
+    seed: int = 0
+    keys: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=_U64))
+    turns: list[list[str]] = field(default_factory=list)
+
+    def add(self, batch: TrainBatch) -> None:
+        if self.size <= 0 or batch.turns is None:
+            return
+        ordinals = np.arange(batch.offset, batch.offset + len(batch), dtype=np.int64).astype(_U64)
+        keys = fmix64(ordinals ^ fmix64(np.array([self.seed], dtype=_U64)))
+        candidates = np.flatnonzero(keys < self.keys.max()) if len(self.keys) >= self.size else np.arange(len(batch))
+        if not len(candidates):
+            return
+        new_turns = batch.turns.gather(candidates).to_list()
+        merged_keys = np.concatenate([self.keys, keys[candidates]])
+        merged_turns = self.turns + [[t for t in (turns or []) if t] for turns in new_turns]
+        keep = np.argsort(merged_keys, kind="stable")[: self.size]
+        self.keys = merged_keys[keep]
+        self.turns = [merged_turns[i] for i in keep]
+
+
+def plant(items: pl.DataFrame, hosts: Sequence[list[str]], count: int, variants: Sequence[str], seed: int = 0) -> tuple[list[list[str]], pl.DataFrame]:
+    """``count`` planted rows (turn lists) and their labels (``variant``, ``item``): variants in turn,
+    benchmarks in turn, a random item of that benchmark the variant applies to, a random host row."""
+    rng = random.Random(seed)
+    benches = items["bench"].unique(maintain_order=True).to_list()
+    by_bench = {b: np.flatnonzero((items["bench"] == b).to_numpy()) for b in benches}
+    questions = items["question"].to_list()
+    options = items["options"].to_list() if "options" in items.columns else [""] * items.height
+    rows: list[list[str]] = []
+    labels: dict[str, list[Any]] = {"variant": [], "item": []}
+    for i in range(count):
+        variant = variants[i % len(variants)]
+        pool = by_bench[benches[(i // len(variants)) % len(benches)]]
+        for attempt in range(250):  # an item the variant applies to (a partial copy needs >= 16 words), from any benchmark at last
+            item = int(pool[rng.randrange(len(pool))]) if attempt < 50 else rng.randrange(items.height)
+            text = VARIANTS[variant](item_text(questions[item], options[item] or ""), rng)
+            if text:
+                break
+        else:
+            continue
+        host = list(hosts[rng.randrange(len(hosts))]) if hosts else []
+        first = host[0] if host else ""
+        turns = [f"{first}\n\n{text}" if variant == "embedded" and first else text, *host[1:]]
+        rows.append(turns)
+        labels["variant"].append(variant)
+        labels["item"].append(item)
+    return rows, pl.DataFrame(labels, schema={"variant": pl.String, "item": pl.Int64})
+
+
+def _flagged(detectors: list[Detector], turns: list[list[str]], thresholds: dict[str, float]) -> pl.DataFrame:
+    """(row, item, method) flagged by fresh copies of ``detectors`` over ``turns``."""
+    if not turns:
+        return pl.DataFrame(schema={"row": pl.Int64, "item": pl.Int64, "method": pl.String})
+    series = pl.Series("turns", turns, dtype=pl.List(pl.String))
+    batch = TrainBatch.of(series.list.join("\n"), 0, turns=series)
+    found = []
+    for detector in detectors:
+        fresh = detector.fresh()
+        fresh.scan(batch)
+        matches = fresh.finish()
+        found.append(matches.filter(pl.col("score") >= thresholds[fresh.name]).select("row", "item", "method"))
+    return pl.concat(found)
+
+
+def calibrate(detectors: list[Detector], items: pl.DataFrame, sample: RowSample, count: int, thresholds: dict[str, float],
+              seed: int = 0) -> dict[str, Any]:
+    """Plant ``count`` variants into copies of the sampled rows and measure what each method finds."""
+    methods = [d.name for d in detectors]
+    variants = [v for v in VARIANTS if v != "rephrased" or "embedding" in methods]
+    rows, labels = plant(items, sample.turns, count, variants, seed)
+    flagged = _flagged(detectors, rows, thresholds)
+    right = labels.with_row_index("row").with_columns(pl.col("row").cast(pl.Int64)).join(flagged, on=["row", "item"])
+    recall: dict[str, dict[str, Any]] = {}
+    for variant in variants:
+        planted = max(labels.filter(pl.col("variant") == variant).height, 1)
+        hit = right.filter(pl.col("variant") == variant)
+        recall[variant] = {"rows": labels.filter(pl.col("variant") == variant).height,
+                           **{m: round(hit.filter(pl.col("method") == m)["row"].n_unique() / planted, 4) for m in methods},
+                           "any": round(hit["row"].n_unique() / planted, 4)}
+    untouched = _flagged(detectors, sample.turns, thresholds)
+    size = len(sample.turns)
+    return {
+        "planted": len(rows), "seed": seed, "variants": variants, "recall": recall,
+        "unplanted_rows": size,
+        "unplanted_flagged": {**{m: round(untouched.filter(pl.col("method") == m)["row"].n_unique() / max(size, 1), 4) for m in methods},
+                              "any": round(untouched["row"].n_unique() / max(size, 1), 4)},
+    }
