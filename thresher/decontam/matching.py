@@ -27,14 +27,15 @@ MATCH_SCHEMA = {
 }
 
 
-# An option label at the start of a line ("A.", "(b)", "C)", "[d]", "2:"): layout, not content. Benchmark items
-# hold their options without labels, so copies match whatever lettering they use; every word list the
-# detectors and the evidence see is taken after this.
-OPTION_LABEL = r"(?m)^[ \t]*[\(\[]?(?:[A-Ja-j]|[1-9])[\.\)\]:][ \t]+"
+# An option label at the start of a line, after any quote marks ("A.", "(b)", "> C)", "[d]", "2:"), or a
+# parenthesized capital anywhere after a space ("Options: (A) red (B) blue"): layout, not content. Benchmark
+# items hold their options without labels, so copies match whatever lettering they use; every word list
+# the detectors and the evidence see is taken after this.
+OPTION_LABEL = r"(?m)(?:^[ \t>]*[\(\[]?(?:[A-Ja-j]|[1-9])[\.\)\]:]|(?:^|[ \t])\([A-J]\))[ \t]+"
 
 
 def without_option_labels(texts: pl.Series) -> pl.Series:
-    return texts.str.replace_all(OPTION_LABEL, "")
+    return texts.str.replace_all(OPTION_LABEL, " ")  # a space: an inline label must not join its neighbours
 
 
 def empty_matches() -> pl.DataFrame:

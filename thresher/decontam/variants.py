@@ -83,16 +83,19 @@ def reformatted(text: str, rng: random.Random) -> str | None:
     out = "\n".join(relabeled)
     out = re.sub(r"^( {4})+", lambda m: "  " * (len(m.group(0)) // 4), out, flags=re.MULTILINE)  # 4-space code to 2-space
     out = re.sub(r"\$([^$\n]+)\$", r"\\(\1\\)", out)
-    if out == text:  # prose: wrap at 50-70 characters and quote it
+    if out == text:  # prose: each line wrapped at 50-70 characters and quoted
         width = rng.randint(50, 70)
-        words, wrapped, line = out.split(), [], ""
-        for word in words:
-            if line and len(line) + 1 + len(word) > width:
-                wrapped.append(line)
-                line = word
-            else:
-                line = f"{line} {word}".strip()
-        out = "\n".join("> " + w for w in [*wrapped, line])
+        wrapped = []
+        for paragraph in out.split("\n"):
+            line = ""
+            for word in paragraph.split():
+                if line and len(line) + 1 + len(word) > width:
+                    wrapped.append(line)
+                    line = word
+                else:
+                    line = f"{line} {word}".strip()
+            wrapped.append(line)
+        out = "\n".join("> " + w for w in wrapped)
     return out
 
 
