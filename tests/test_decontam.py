@@ -467,3 +467,39 @@ def test_short_multiple_choice_items_match_whatever_the_option_labels(shared_dat
     missed = [(k, wanted[k]) for k in range(len(rows)) if wanted[k] not in set(hits.filter(pl.col("row") == k)["bench_id"])]
     assert missed == []
     assert hits.filter(pl.col("row") >= len(rows)).is_empty(), hits.filter(pl.col("row") >= len(rows))
+
+
+def test_evidence_points_into_the_original_texts(shared_data: Path, tmp_path: Path) -> None:
+    """Character offsets of the shared runs, in the training row as written and in the benchmark's own text:
+    the marked originals read as the same words; an unalignable text (NFKC splits "½") gets no offsets."""
+    from thresher.decontam.evidence import char_spans, word_offsets
+
+    items = load_benchmark("mmlu", str(shared_data / "mmlu/data")).items.with_row_index("item").with_columns(pl.col("item").cast(pl.Int64))
+    item = items.filter(pl.col("bench_id") == "abstract_algebra_test/1").row(0, named=True)
+    options = item["options"].split("\n")
+    text = ("Quiz!!  " + item["question"].upper().replace(" ", "   ") + "\n" + "\n".join(f"({'abcd'[i]}) {o}" for i, o in enumerate(options)))
+    rows = [{"messages": [{"role": "user", "content": text}, {"role": "assistant", "content": "ok"}]},
+            {"messages": [{"role": "user", "content": "½ " + item["question"]}, {"role": "assistant", "content": "ok"}]}]
+    train = tmp_path / "t.jsonl"
+    train.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = run_audit([str(train)], [load_benchmark("mmlu", str(shared_data / "mmlu/data"))], AuditConfig())
+    first = result.matches.filter(pl.col("train_row") == 0).sort("score", descending=True).row(0, named=True)
+    assert first["bench_id"] == "abstract_algebra_test/1" and first["char_spans"]
+
+    def words(s: str) -> list[str]:
+        return [s[a:b].lower() for a, b in word_offsets(s)]
+
+    prompt = item["question"] + "\n" + item["options"]
+    for span in first["char_spans"]:
+        original = {"question": item["question"], "prompt": prompt, "answer": item["answer"]}[span["part"]]
+        written = words(first["train_text"][span["train_start"]:span["train_end"]])
+        assert written and written == words(original[span["bench_start"]:span["bench_end"]])
+    covered = sum(s["bench_end"] - s["bench_start"] for s in first["char_spans"] if s["part"] == "prompt")
+    assert covered >= 0.9 * len(prompt)
+    second = result.matches.filter(pl.col("train_row") == 1)
+    assert second.height and second["char_spans"].is_null().all()  # "½" becomes "1⁄2": two words more than the text shows
+    # negative control: spans shifted by one word no longer read the same
+    shifted = first["spans"][0] | {"train_start": first["spans"][0]["train_start"] + 1, "train_end": first["spans"][0]["train_end"] + 1}
+    moved = char_spans(pl.DataFrame({"train_text": [first["train_text"]], "item": [first["item"]], "spans": [[shifted]]}), items)[0]
+    bench_part = {"question": item["question"], "prompt": prompt}[shifted["part"]]
+    assert words(first["train_text"][moved[0]["train_start"]:moved[0]["train_end"]]) != words(bench_part[moved[0]["bench_start"]:moved[0]["bench_end"]])

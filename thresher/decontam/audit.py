@@ -25,6 +25,7 @@ from thresher.cache import folder_megabytes
 from thresher.convert import canonical_batches
 from thresher.decontam.benchmarks import BenchmarkItems
 from thresher.decontam.calibrate import RowSample, calibrate
+from thresher.decontam.evidence import char_spans
 from thresher.decontam.judge import JudgeConfig
 from thresher.decontam.matching import Detector, TrainBatch
 from thresher.decontam.ngram import NgramConfig, NgramDetector, span_evidence
@@ -210,9 +211,10 @@ def _enrich(matches: pl.DataFrame, items: pl.DataFrame, ledger: pl.DataFrame, wo
         .join(ledger, on="row", how="left")
         .join(items.select("item", "bench", "bench_id", bench_texts(items)), on="item")
     )
+    enriched = enriched.with_columns(char_spans(enriched, items))
     return enriched.select(
         "row", "train_input", "train_row", "train_id", "train_source", "bench", "bench_id", "item", "method", "score",
-        "flagged", "question_score", "answer_score", "spans", "evidence", "train_text", "bench_text",
+        "flagged", "question_score", "answer_score", "spans", "char_spans", "evidence", "train_text", "bench_text",
     ).sort("row", "bench", "bench_id", "method")
 
 

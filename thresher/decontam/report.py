@@ -10,7 +10,7 @@ import polars as pl
 
 from thresher.curation.normalize import normalize, words_of
 from thresher.decontam.matching import without_option_labels
-from thresher.report.html import Markup, bars, escape, heat, highlight_words, histogram, page, table
+from thresher.report.html import Markup, bars, escape, heat, highlight_chars, highlight_words, histogram, page, table
 
 
 def _leak_table(summary: dict[str, Any]) -> str:
@@ -49,7 +49,15 @@ def _pairs(matches: pl.DataFrame, items: pl.DataFrame, top: int) -> str:
     blocks = []
     for i, m in enumerate(flagged.iter_rows(named=True)):
         spans = m["spans"] or []
-        if spans:  # n-gram evidence: the shared words in both texts, normalized
+        chars = m.get("char_spans") or []
+        if chars:  # n-gram evidence in the original texts, shared runs marked
+            left = highlight_chars(m["train_text"], [(s["train_start"], s["train_end"]) for s in chars])
+            right = ""
+            originals = {"question": parts["question"][i], "answer": parts["answer"][i], "prompt": prompts[i]}
+            for part in [p for p in ("question", "prompt", "answer") if any(s["part"] == p for s in chars)]:
+                marked = [(s["bench_start"], s["bench_end"]) for s in chars if s["part"] == part]
+                right += f"<span class='muted'>{part}:</span> {highlight_chars(originals[part] or '', marked)}\n\n"
+        elif spans:  # n-gram evidence: the shared words in both texts, normalized
             left = highlight_words(train_words[i], [(s["train_start"], s["train_end"]) for s in spans])
             right = ""
             shown = [p for p in ("question", "prompt", "answer") if any(s["part"] == p for s in spans)]

@@ -153,6 +153,22 @@ def line_plot(series: dict[str, tuple[Sequence[float], Sequence[float]]], title:
     return "".join(parts)
 
 
+def highlight_chars(text: str, spans: Sequence[tuple[int, int]], limit: int = 4000) -> str:
+    """``text`` escaped, with the ``[start, end)`` character spans marked; a long text is cut around the first span."""
+    spans = sorted((max(s, 0), min(e, len(text))) for s, e in spans if e > s)
+    lo = max(spans[0][0] - 400, 0) if spans else 0
+    hi = min(lo + limit, len(text))
+    out, at = ["… " if lo else ""], lo
+    for start, end in spans:
+        start, end = max(start, at), min(end, hi)
+        if start >= end:
+            continue
+        out += [escape(text[at:start]), "<mark>", escape(text[start:end]), "</mark>"]
+        at = end
+    out.append(escape(text[at:hi]) + (" …" if hi < len(text) else ""))
+    return "".join(out)
+
+
 def highlight_words(words: Sequence[str], spans: Sequence[tuple[int, int]], limit: int = 600) -> str:
     """``words`` joined by spaces with the ``[start, end)`` word spans marked; long texts are cut around the first span."""
     marked = np.zeros(len(words), dtype=bool)
