@@ -165,12 +165,16 @@ def _coverage(hits: pl.DataFrame, index: NgramIndex) -> pl.DataFrame:
     joined = hits.join(index.postings, on="gram")
     positions = (
         joined.select("row", "item", "part", pl.int_ranges("position", pl.col("position") + pl.col("length")).alias("pos"))
-        .explode("pos").unique()
+        .explode("pos").unique().sort("row", "item", "part", "pos")
     )
+    keys = positions.select("row", "item", "part")
     flat = index.start[positions["item"].to_numpy(), positions["part"].to_numpy()] + positions["pos"].to_numpy()
     weight = index.weight[flat]
-    covered = (positions.with_columns(pl.Series("weight", weight), pl.Series("word", weight > 0))
-               .group_by("row", "item", "part").agg(pl.col("weight").sum().alias("covered"), pl.col("word").sum().alias("words")))
+    # sums in a fixed order (NumPy over sorted positions): the same scores, to the last bit, on every run
+    first = np.flatnonzero(np.r_[True, np.any(keys.to_numpy()[1:] != keys.to_numpy()[:-1], axis=1)]) if len(keys) else np.zeros(0, np.int64)
+    covered = keys[first].with_columns(
+        pl.Series("covered", np.add.reduceat(weight, first) if len(first) else np.zeros(0)),
+        pl.Series("words", np.add.reduceat((weight > 0).astype(np.int64), first) if len(first) else np.zeros(0, np.int64)))
     totals = pl.DataFrame({"item": np.repeat(np.arange(len(index.part_weight)), len(PARTS)),
                            "part": np.tile(np.arange(len(PARTS), dtype=np.int8), len(index.part_weight)),
                            "total": index.part_weight.ravel(),
