@@ -29,6 +29,7 @@ from thresher.decontam.evidence import char_spans
 from thresher.decontam.judge import JudgeConfig
 from thresher.decontam.matching import Detector, TrainBatch
 from thresher.decontam.ngram import NgramConfig, NgramDetector, span_evidence
+from thresher.decontam.rephrase import RephraseConfig, rephrase_matches
 from thresher.decontam.similarity import EmbeddingDetector, EmbeddingMatchConfig, MinhashDetector, MinhashMatchConfig
 from thresher.errors import InputError
 from thresher.io.sources import resolve_input
@@ -36,7 +37,8 @@ from thresher.records import Kind
 
 Fields = Literal["prompt", "response", "all"]
 FIELDS: tuple[str, ...] = ("prompt", "response", "all")
-METHODS: tuple[str, ...] = ("ngram", "minhash", "embedding", "judge")
+METHODS: tuple[str, ...] = ("ngram", "minhash", "embedding", "rephrase", "judge")
+_ON_EMBEDDINGS = ("rephrase", "judge")  # methods that re-score embedding candidates
 
 
 _ROLES = {"prompt": ("system", "user"), "response": ("assistant",), "all": None}
@@ -79,6 +81,7 @@ class AuditConfig:
     ngram: NgramConfig = field(default_factory=NgramConfig)
     minhash: MinhashMatchConfig = field(default_factory=MinhashMatchConfig)
     embedding: EmbeddingMatchConfig = field(default_factory=EmbeddingMatchConfig)
+    rephrase: RephraseConfig = field(default_factory=RephraseConfig)
     judge: JudgeConfig | None = None
     batch_rows: int = 8192
     calibrate: int = 0  # plant this many controlled item variants into copies of sampled rows and measure recall
@@ -99,13 +102,15 @@ class AuditConfig:
         if method == "judge":
             assert self.judge is not None
             return self.judge.threshold
+        if method == "rephrase":
+            return self.rephrase.threshold
         return {"ngram": self.ngram.threshold, "minhash": self.minhash.threshold, "embedding": self.embedding.threshold}[method]
 
     @property
     def detector_methods(self) -> list[str]:
-        """The methods that scan rows: the judge needs embedding candidates, so it brings that method along."""
-        wanted = [m for m in self.methods if m != "judge"]
-        if "judge" in self.methods and "embedding" not in wanted:
+        """The methods that scan rows: the judge and rephrase need embedding candidates, so they bring that method along."""
+        wanted = [m for m in self.methods if m not in _ON_EMBEDDINGS]
+        if any(m in self.methods for m in _ON_EMBEDDINGS) and "embedding" not in wanted:
             wanted.append("embedding")
         return wanted
 
@@ -118,6 +123,8 @@ def make_detector(method: str, items: pl.DataFrame, config: AuditConfig) -> Dete
     embedding = config.embedding
     if config.judge is not None and "judge" in config.methods:  # record every pair the judge may look at
         embedding = EmbeddingMatchConfig(**{**asdict(embedding), "floor": min(embedding.floor, config.judge.candidates_from)})
+    if "rephrase" in config.methods:
+        embedding = EmbeddingMatchConfig(**{**asdict(embedding), "floor": min(embedding.floor, config.rephrase.candidates_from)})
     return EmbeddingDetector(items, embedding)
 
 
@@ -246,18 +253,25 @@ def run_audit(train: list[str], benches: list[BenchmarkItems], config: AuditConf
                 on_rows(len(batch))
     rows_table = ledger.table()
     matches = pl.concat([d.finish() for d in detectors])
+    notes: dict[str, Any] = {}
+    evidence = None
+    if "rephrase" in config.methods:
+        rescored, evidence = rephrase_matches(matches, items, rows_table, config.rephrase)
+        matches = pl.concat([matches, rescored])
     if config.judge is not None and "judge" in config.methods:
         matches = pl.concat([matches, _judge(matches, items, rows_table, config.judge)])
     if "embedding" not in config.methods:
         matches = matches.filter(pl.col("method") != "embedding")
     ngram = next((d for d in detectors if isinstance(d, NgramDetector)), None)
     enriched = _enrich(matches, items, rows_table, ngram.index.words if ngram else None, config)
-    notes: dict[str, Any] = {}
+    if evidence is not None:  # the rephrase method's features, as its evidence
+        enriched = (enriched.join(evidence, on=["row", "item", "method"], how="left")
+                    .with_columns(pl.coalesce("features", "evidence").alias("evidence")).drop("features"))
     if ngram is not None:
         notes["ngram"] = {"indexed_ngrams": len(ngram.index.keys), "boilerplate_ngrams_skipped": ngram.index.boilerplate,
                           "boilerplate_ngrams_in_training": int((ngram.train_df > config.ngram.max_train_df).sum()),
                           "questions_too_short": ngram.index.unindexed_questions}
-    if "embedding" in config.methods or "judge" in config.methods:
+    if any(m in config.methods for m in ("embedding", *_ON_EMBEDDINGS)):
         where = config.embedding.cache_dir
         notes["embedding_cache"] = {"path": where, "megabytes": folder_megabytes(Path(where)) if where else 0.0}
     if config.calibrate:

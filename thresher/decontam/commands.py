@@ -18,17 +18,18 @@ Bench = Annotated[list[str], typer.Option("--bench", "-b", help="NAME (from the 
 Out = Annotated[Path, typer.Option("--out", "-o", help="Output folder.")]
 BenchFields = Annotated[list[str] | None, typer.Option(
     "--bench-fields", help="Custom benchmark fields: NAME:question=F1+F2,answer=F3[,id=F4]; repeat.")]
-Methods = Annotated[str, typer.Option(help="Comma-separated: ngram, minhash, embedding, judge.")]
+Methods = Annotated[str, typer.Option(help="Comma-separated: ngram, minhash, embedding, rephrase, judge.")]
 Fields = Annotated[str, typer.Option(help="Which training text to match: prompt (user turns), response (assistant turns) or all.")]
 
 
 def _config(methods: str, fields: str, ngram_n: int, ngram_threshold: float, question_weight: float, answer_weight: float,
             max_bench_df: int, max_train_df: int, minhash_threshold: float, embedding_threshold: float, model: str | None,
             neighbours: int, cache_dir: Path | None, judge_model: str | None, judge_from: float, judge_threshold: float,
-            device: str, min_words: int = 10, calibrate: int = 0) -> Any:
+            device: str, min_words: int = 10, calibrate: int = 0, rephrase_threshold: float = 0.5, rephrase_from: float = 0.6) -> Any:
     from thresher.decontam.audit import AuditConfig
     from thresher.decontam.judge import JudgeConfig
     from thresher.decontam.ngram import NgramConfig
+    from thresher.decontam.rephrase import RephraseConfig
     from thresher.decontam.similarity import EmbeddingMatchConfig, MinhashMatchConfig
 
     try:
@@ -41,6 +42,7 @@ def _config(methods: str, fields: str, ngram_n: int, ngram_threshold: float, que
             embedding=EmbeddingMatchConfig(model=model, threshold=embedding_threshold, neighbours=neighbours,
                                            cache_dir=str(cache_dir) if cache_dir else None, device=device),
             judge=JudgeConfig(judge_model, candidates_from=judge_from, threshold=judge_threshold, device=device) if judge_model else None,
+            rephrase=RephraseConfig(threshold=rephrase_threshold, candidates_from=rephrase_from),
             calibrate=calibrate,
         )
     except ValueError as e:
@@ -130,6 +132,8 @@ def register(app: typer.Typer) -> None:
             cache_dir: Annotated[Path | None, typer.Option(help="Embedding cache folder (default: ~/.cache/thresher/embeddings, "
                                                                 "or $THRESHER_CACHE_DIR/embeddings).")] = None,
             no_cache: Annotated[bool, typer.Option("--no-cache", help="Embed everything again; read and write no cache.")] = False,
+            rephrase_threshold: Annotated[float, typer.Option(help="Probability from which the rephrase method flags a pair.")] = 0.5,
+            rephrase_from: Annotated[float, typer.Option(help="Embedding similarity from which pairs are re-scored (rephrase).")] = 0.6,
             judge_model: Annotated[str | None, typer.Option(help="Causal LM (path or hub id) for the judge method.")] = None,
             judge_from: Annotated[float, typer.Option(help="Embedding similarity from which pairs go to the judge.")] = 0.6,
             judge_threshold: Annotated[float, typer.Option(help="Judged probability from which a pair is contamination.")] = 0.5,
@@ -142,7 +146,7 @@ def register(app: typer.Typer) -> None:
             config = _config(methods, fields, ngram_n, ngram_threshold, question_weight, answer_weight, max_bench_df, max_train_df,
                              minhash_threshold, embedding_threshold, model, neighbours,
                              None if no_cache else cache_dir or cache_root() / "embeddings", judge_model, judge_from,
-                             judge_threshold, device, min_words, calibrate)
+                             judge_threshold, device, min_words, calibrate, rephrase_threshold, rephrase_from)
             report = _run(train, bench, out, bench_fields, config, kind, on_error, top, split, overwrite)
             if split:
                 d = report["decontamination"]

@@ -10,6 +10,7 @@ such as "½" into several words) the offsets are left out rather than guessed.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import polars as pl
 
@@ -63,16 +64,15 @@ def char_spans(matches: pl.DataFrame, items: pl.DataFrame) -> pl.Series:
                   "prompt": [q + "\n" + o for q, o in zip(chosen["question"].fill_null("").to_list(),
                                                           chosen["options"].fill_null("").to_list(), strict=True)]}
     bench = {part: _aligned(part_texts[part]) for part in PARTS}
-    values = []
+    values: list[list[dict[str, Any]] | None] = []
     for i, spans in enumerate(chosen["spans"].to_list()):
-        row = []
+        row: list[dict[str, Any]] = []
         for s in spans:
             t, b = train[i], bench[s["part"]][i]
             if t is None or b is None or s["train_end"] > len(t) or s["bench_end"] > len(b):
-                row = None
                 break
             row.append({"part": s["part"], "train_start": t[s["train_start"]][0], "train_end": t[s["train_end"] - 1][1],
                         "bench_start": b[s["bench_start"]][0], "bench_end": b[s["bench_end"] - 1][1]})
-        values.append(row)
+        values.append(row if len(row) == len(spans) else None)
     filled = iter(values)
     return pl.Series("char_spans", [next(filled) if h else None for h in has.to_list()], dtype=pl.List(CHAR_SPAN))
