@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -74,13 +75,33 @@ class EmbeddingCache:
         os.replace(tmp, self.dir / f"shard-{count:06d}-{os.getpid()}.parquet")
 
 
-def load_encoder(model: str | None = None, device: str = "auto") -> Any:
+def load_encoder(model: str | None = None, device: str = "auto", backend: str = "torch") -> Any:
+    """A sentence-transformers model; on the CPU with ``backend`` ``onnx`` or ``onnx-int8``, the same model
+    run by ONNX Runtime (``thresher.curation.onnx_encoder``) where it is a mean-pooled transformer and
+    onnxruntime is installed — else the plain model, with a warning."""
     from sentence_transformers import SentenceTransformer
 
+    from thresher.curation.onnx_encoder import BACKENDS, OnnxEncoder, supports
+
+    if backend not in BACKENDS:
+        raise ValueError(f"embedding backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
     path = pick_compute_path(device, announce=False)
     name = resolve_embedding_model(model)
     require_hub(name, "embedding model")
-    return SentenceTransformer(name, device="cuda" if path.is_gpu else "cpu")
+    encoder = SentenceTransformer(name, device="cuda" if path.is_gpu else "cpu")
+    if backend == "torch" or path.is_gpu:
+        return encoder
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        warnings.warn("onnxruntime is not installed: embedding with torch", stacklevel=2)
+        return encoder
+    if not supports(encoder):
+        warnings.warn(f"{name} is not a mean-pooled transformer: embedding with torch", stacklevel=2)
+        return encoder
+    from thresher.cache import cache_root
+
+    return OnnxEncoder(encoder, name, cache_root(), int8=backend == "onnx-int8")
 
 
 def encode(texts: list[str], model: str | None = None, cache_dir: str | Path | None = None,
@@ -88,9 +109,13 @@ def encode(texts: list[str], model: str | None = None, cache_dir: str | Path | N
     """``[n, dim]`` float32 unit vectors of ``texts``; cached ones are read, new ones written to the cache."""
     name = resolve_embedding_model(model)
     keys = text_keys(texts)
-    cache = EmbeddingCache(cache_dir, name) if cache_dir else None
+    tag = getattr(encoder, "cache_tag", "")
+    cache = EmbeddingCache(cache_dir, f"{name}#{tag}" if tag else name) if cache_dir else None
     found, cached = cache.lookup(keys) if cache else (np.zeros(len(texts), dtype=bool), None)
-    missing = np.flatnonzero(~found)
+    # each distinct text is encoded once (a system prompt on every row costs one encoding)
+    _, first, again = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    again = again.ravel()
+    missing = np.setdiff1d(first, np.flatnonzero(found))
     fresh = np.zeros((0, 0), dtype=np.float32)
     if len(missing):
         encoder = encoder or load_encoder(name, device)
@@ -111,6 +136,7 @@ def encode(texts: list[str], model: str | None = None, cache_dir: str | Path | N
         out[found] = cached[found]
     if len(missing):
         out[missing] = fresh
+        out = out[first[again]] if len(first) < len(texts) else out  # duplicates take their first copy's vector
     return out
 
 

@@ -115,10 +115,13 @@ class EmbeddingMatchConfig:
     floor: float = 0.5
     cache_dir: str | None = None
     device: str = "cpu"
+    backend: str = "onnx"  # on the CPU: torch, onnx (the same vectors, faster) or onnx-int8 (faster still, cosines within ~0.02)
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold <= 1.0:
             raise ValueError(f"embedding threshold must be in (0, 1], got {self.threshold}")
+        if self.backend not in ("torch", "onnx", "onnx-int8"):
+            raise ValueError(f"embedding backend must be torch, onnx or onnx-int8, not {self.backend!r}")
 
 
 def _final_ask(question: str, min_words: int = 8) -> str:
@@ -142,7 +145,7 @@ class EmbeddingDetector(_Collected):
         from thresher.curation.embeddings import EmbeddingIndex, encode, load_encoder
 
         self.config = config
-        self.encoder = load_encoder(config.model, config.device)
+        self.encoder = load_encoder(config.model, config.device, config.backend)
         self._encode = encode
         questions = items["question"].to_list()
         with_answer = items.select(pl.concat_str(["question", "answer"], separator="\n"))["question"].to_list()
