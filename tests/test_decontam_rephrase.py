@@ -87,3 +87,21 @@ def test_rephrase_method_finds_held_out_rephrases_and_spares_gsm8k_train(shared_
     # negative control: scored against the wrong items, the same rows are not flagged
     wrong = sum(int(b) == held_out[(r + 1) % len(held_out)] for r, b in zip(found["train_row"].to_list(), found["bench_id"].to_list(), strict=True))
     assert wrong == 0
+
+
+def test_calibration_measures_the_rephrase_method_too(shared_data: Path, tmp_path: Path) -> None:
+    from thresher.decontam.audit import AuditConfig, run_audit
+    from thresher.decontam.benchmarks import load_benchmarks
+
+    train = [orjson.loads(line) for line in (shared_data / "gsm8k/train.jsonl").read_bytes().splitlines()[:150]]
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps({"messages": [{"role": "user", "content": r["question"]},
+                                                     {"role": "assistant", "content": r["answer"]}]}) + "\n" for r in train))
+    result = run_audit([str(path)], load_benchmarks([f"gsm8k={shared_data / 'gsm8k/test.jsonl'}"]),
+                       AuditConfig(methods=("ngram", "rephrase"), calibrate=70))
+    calibration = result.notes["calibration"]
+    assert set(calibration["variants"]) == {"verbatim", "embedded", "noisy", "partial", "reformatted", "numbers", "rephrased"}
+    recall = calibration["recall"]
+    assert {"ngram", "embedding", "rephrase", "any"} <= set(recall["verbatim"])
+    assert recall["verbatim"]["rephrase"] >= 0.8 and recall["rephrased"]["rephrase"] >= recall["rephrased"]["ngram"]
+    assert calibration["unplanted_flagged"]["rephrase"] <= 0.05

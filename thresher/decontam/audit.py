@@ -275,6 +275,10 @@ def run_audit(train: list[str], benches: list[BenchmarkItems], config: AuditConf
         where = config.embedding.cache_dir
         notes["embedding_cache"] = {"path": where, "megabytes": folder_megabytes(Path(where)) if where else 0.0}
     if config.calibrate:
+        rescorers = {}
+        if "rephrase" in config.methods:
+            rescorers["rephrase"] = lambda found, texts: rephrase_matches(found, items, texts, config.rephrase)[0]
         notes["calibration"] = calibrate(detectors, items, sample, config.calibrate,
-                                         {d.name: config.threshold(d.name) for d in detectors}, config.calibrate_seed)
+                                         {m: config.threshold(m) for m in [*(d.name for d in detectors), *rescorers]},
+                                         config.calibrate_seed, rescorers)
     return AuditResult(config, benches, items, enriched, dict(ledger.rows_per_source), counts, notes, time.perf_counter() - started)

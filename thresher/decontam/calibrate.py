@@ -15,7 +15,7 @@ reach matches.parquet, the split outputs or the counts.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,28 +83,37 @@ def plant(items: pl.DataFrame, hosts: Sequence[list[str]], count: int, variants:
     return rows, pl.DataFrame(labels, schema={"variant": pl.String, "item": pl.Int64})
 
 
-def _flagged(detectors: list[Detector], turns: list[list[str]], thresholds: dict[str, float]) -> pl.DataFrame:
-    """(row, item, method) flagged by fresh copies of ``detectors`` over ``turns``."""
+Rescorer = Callable[[pl.DataFrame, pl.DataFrame], pl.DataFrame]  # (matches, row texts) -> matches of its own method
+
+
+def _flagged(detectors: list[Detector], turns: list[list[str]], thresholds: dict[str, float],
+             rescorers: dict[str, Rescorer]) -> pl.DataFrame:
+    """(row, item, method) flagged by fresh copies of ``detectors`` over ``turns``, and by the methods that
+    re-score their matches (``rephrase``)."""
     if not turns:
         return pl.DataFrame(schema={"row": pl.Int64, "item": pl.Int64, "method": pl.String})
     series = pl.Series("turns", turns, dtype=pl.List(pl.String))
     batch = TrainBatch.of(series.list.join("\n"), 0, turns=series)
-    found = []
+    texts = pl.DataFrame({"row": np.arange(len(turns), dtype=np.int64), "train_text": batch.texts})
+    every = []
     for detector in detectors:
         fresh = detector.fresh()
         fresh.scan(batch)
-        matches = fresh.finish()
-        found.append(matches.filter(pl.col("score") >= thresholds[fresh.name]).select("row", "item", "method"))
-    return pl.concat(found)
+        every.append(fresh.finish())
+    matches = pl.concat(every)
+    matches = pl.concat([matches, *[rescore(matches, texts) for rescore in rescorers.values()]])
+    flagged = matches.join(pl.DataFrame({"method": list(thresholds), "threshold": list(thresholds.values())}), on="method")
+    return flagged.filter(pl.col("score") >= pl.col("threshold")).select("row", "item", "method")
 
 
 def calibrate(detectors: list[Detector], items: pl.DataFrame, sample: RowSample, count: int, thresholds: dict[str, float],
-              seed: int = 0) -> dict[str, Any]:
+              seed: int = 0, rescorers: dict[str, Rescorer] | None = None) -> dict[str, Any]:
     """Plant ``count`` variants into copies of the sampled rows and measure what each method finds."""
-    methods = [d.name for d in detectors]
+    rescorers = rescorers or {}
+    methods = [d.name for d in detectors] + list(rescorers)
     variants = [v for v in VARIANTS if v != "rephrased" or "embedding" in methods]
     rows, labels = plant(items, sample.turns, count, variants, seed)
-    flagged = _flagged(detectors, rows, thresholds)
+    flagged = _flagged(detectors, rows, thresholds, rescorers)
     right = labels.with_row_index("row").with_columns(pl.col("row").cast(pl.Int64)).join(flagged, on=["row", "item"])
     recall: dict[str, dict[str, Any]] = {}
     for variant in variants:
@@ -113,7 +122,7 @@ def calibrate(detectors: list[Detector], items: pl.DataFrame, sample: RowSample,
         recall[variant] = {"rows": labels.filter(pl.col("variant") == variant).height,
                            **{m: round(hit.filter(pl.col("method") == m)["row"].n_unique() / planted, 4) for m in methods},
                            "any": round(hit["row"].n_unique() / planted, 4)}
-    untouched = _flagged(detectors, sample.turns, thresholds)
+    untouched = _flagged(detectors, sample.turns, thresholds, rescorers)
     size = len(sample.turns)
     return {
         "planted": len(rows), "seed": seed, "variants": variants, "recall": recall,

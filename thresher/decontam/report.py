@@ -78,6 +78,15 @@ def _pairs(matches: pl.DataFrame, items: pl.DataFrame, top: int) -> str:
     return "".join(blocks)
 
 
+def _cache_note(summary: dict[str, Any]) -> str:
+    cache = summary.get("notes", {}).get("embedding_cache")
+    if not cache:
+        return ""
+    if not cache.get("path"):
+        return " Embeddings: not cached (--no-cache)."
+    return f" Embedding cache: {escape(str(cache['path']))}, {cache['megabytes']:.1f} MB."
+
+
 def _calibration(summary: dict[str, Any]) -> str:
     calibration = summary.get("notes", {}).get("calibration")
     if not calibration:
@@ -101,7 +110,7 @@ def write_report(summary: dict[str, Any], matches: pl.DataFrame, items: pl.DataF
              f"{totals['items']} benchmark items; <b>{totals['rows_contaminated']}</b> rows "
              f"({100 * totals['rows_contaminated_share']:.2f}%) match <b>{totals['items_leaked']}</b> items. "
              f"Methods: {escape(methods)}. "
-             f"{summary['seconds']} s.</p>")
+             f"{summary['seconds']} s.{_cache_note(summary)}</p>")
     method_table = table(["method", "threshold", "matches recorded", "flagged", "rows contaminated", "items leaked"],
                          [[m, v["threshold"], v["matches_recorded"], v["flagged"], v["rows_contaminated"], v["items_leaked"]]
                           for m, v in summary["methods"].items()])
