@@ -243,3 +243,54 @@ def test_the_readme_reference_is_generated_from_the_models() -> None:
     written = readme.split(START, 1)[1].split(END, 1)[0].strip()
     assert written == reference().strip(), "README reference is stale: run python -m thresher.docs --write README.md"
     assert "| `group_size` | int | `8` |" in written and "| `stages` | list[StageSpec] | required |" in written
+
+
+def test_option_typos_fail_the_dry_run_with_file_line_and_a_suggestion(tmp_path: Path) -> None:
+    from tests.helpers import thresher
+
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text(f"""output_dir: {tmp_path / 'out'}
+stages:
+  - name: dd
+    run: dedup
+    inputs: [train.jsonl]
+    options: {{methodz: exact}}
+  - name: audit
+    run: decontaminate
+    train: ["{{{{dd}}}}"]
+    bench: [gsm8k=test.jsonl]
+    options:
+      methods: [ngram]
+      ngram: {{thresold: 0.4}}
+""")
+    done = thresher("run", str(pipeline), "--dry-run")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    err = " ".join(done.stderr.split())
+    assert f"{pipeline}:6: stages[0].options.methodz:" in err and "did you mean 'method'?" in err
+    assert f"{pipeline}:13: stages[1].options.ngram.thresold:" in err and "did you mean 'threshold'?" in err
+    assert not (tmp_path / "out").exists()  # nothing ran
+    # negative control: the same pipeline spelled right plans
+    pipeline.write_text(pipeline.read_text().replace("methodz", "method").replace("thresold", "threshold"))
+    (tmp_path / "train.jsonl").write_text('{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}\n')
+    (tmp_path / "test.jsonl").write_text('{"question": "What is 2 + 2?", "answer": "#### 4"}\n')
+    assert thresher("run", str(pipeline), "--dry-run").returncode == 0
+
+
+def test_a_yaml_alias_bomb_is_refused_quickly(tmp_path: Path) -> None:
+    import time
+
+    from tests.helpers import thresher
+
+    levels = "\n".join(f"  l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]" for i in range(1, 10))
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(f"output_dir: out\nanchors:\n  l0: &l0 [lol]\n{levels}\nstages:\n  - {{name: a, run: dedup, inputs: [x], "
+                    "options: {seed: *l9}}\n")
+    started = time.perf_counter()
+    done = thresher("run", str(bomb), "--dry-run")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "YAML aliases here expand to more than 1,000,000 values" in " ".join(done.stderr.split())
+    assert time.perf_counter() - started < 30
+    # negative control: a few honest aliases are fine (the spec fails later, for its own reasons)
+    bomb.write_text("output_dir: out\nstages:\n  - {name: a, run: dedup, inputs: &files [x.jsonl], options: {}}\n"
+                    "  - {name: b, run: dedup, inputs: *files}\n")
+    assert "aliases" not in thresher("run", str(bomb), "--dry-run").stderr

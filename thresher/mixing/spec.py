@@ -287,7 +287,7 @@ class MixSpec(Strict):
         return hashlib.blake2b(self.canonical_json(), digest_size=16).hexdigest()
 
 
-def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+def line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
     """The 1-based line of the YAML node at ``loc`` (or of its nearest ancestor that exists)."""
     line = node.start_mark.line + 1 if node is not None else None
     for key in loc:
@@ -314,10 +314,56 @@ def _field_path(loc: tuple[Any, ...]) -> str:
     return "".join(parts) or "(top level)"
 
 
+MAX_EXPANDED_NODES = 1_000_000  # a spec that aliases expand beyond this is an attack, not a spec
+
+
+def _expanded_nodes(root: yaml.Node | None, limit: int = MAX_EXPANDED_NODES) -> tuple[int, yaml.Node | None]:
+    """How many nodes the document holds once every alias is expanded (counting stops past ``limit``), and
+    the node whose expansion crossed it. PyYAML shares an aliased node, so this is counted on the graph,
+    each node's expanded size once, never by expanding."""
+    sizes: dict[int, int] = {}
+
+    def size(node: yaml.Node) -> int:
+        known = sizes.get(id(node))
+        if known is not None:
+            return known
+        sizes[id(node)] = 1  # a recursive alias counts once; safe_load rejects it anyway
+        total = 1
+        if isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        else:
+            children = []
+        for child in children:
+            total += size(child)
+            if total > limit:
+                raise _TooBig(node)
+        sizes[id(node)] = total
+        return total
+
+    if root is None:
+        return 0, None
+    try:
+        return size(root), None
+    except _TooBig as e:
+        return limit + 1, e.node
+
+
+class _TooBig(Exception):
+    def __init__(self, node: yaml.Node) -> None:
+        self.node = node
+
+
 def parse_spec(text: str, origin: str = "<spec>", model: type[BaseModel] | None = None) -> Any:
-    """A MixSpec (or another ``model``) from YAML text; errors name ``origin``, the line and the field."""
+    """A MixSpec (or another ``model``) from YAML text; errors name ``origin``, the line and the field.
+    Aliases that would expand the document past ``MAX_EXPANDED_NODES`` nodes ("billion laughs") are refused."""
     try:
         node = yaml.compose(text)
+        count, culprit = _expanded_nodes(node)
+        if culprit is not None:
+            raise SpecError(f"{origin}:{culprit.start_mark.line + 1}: YAML aliases here expand to more than "
+                            f"{MAX_EXPANDED_NODES:,} values; write the spec out instead of nesting aliases")
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
@@ -331,7 +377,7 @@ def parse_spec(text: str, origin: str = "<spec>", model: type[BaseModel] | None 
         lines = []
         for err in e.errors():
             loc = tuple(err["loc"])
-            line = _line_of(node, loc)
+            line = line_of(node, loc)
             message = "unknown field" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
             lines.append(f"{origin}:{line}: {_field_path(loc)}: {message}" if line else f"{origin}: {_field_path(loc)}: {message}")
         raise SpecError("\n".join(lines)) from None

@@ -75,10 +75,27 @@ def references(value: Any) -> list[tuple[str, str | None]]:
 
 
 def load_pipeline(path: str | Path) -> PipelineSpec:
-    """The pipeline at ``path``; errors name the file, the line and the field."""
+    """The pipeline at ``path``; errors name the file, the line and the field. Every dedup and decontaminate
+    stage's ``options`` are built into their configuration here, so a typo fails before any stage runs."""
+    import yaml
+
+    from thresher.mixing.spec import line_of
+    from thresher.pipeline.stages import OptionError, check_options
+
     path = Path(path)
-    spec = parse_spec(read_spec_text(path, "pipeline"), str(path), PipelineSpec)
+    text = read_spec_text(path, "pipeline")
+    spec = parse_spec(text, str(path), PipelineSpec)
     assert isinstance(spec, PipelineSpec)
+    errors = []
+    for i, stage in enumerate(spec.stages):
+        try:
+            check_options(stage.run, stage.options)
+        except OptionError as e:
+            loc = ("stages", i, "options", *e.loc)
+            line = line_of(yaml.compose(text), loc)
+            errors.append(f"{path}:{line}: stages[{i}].options{''.join('.' + k for k in e.loc)}: {e}")
+    if errors:
+        raise SpecError("\n".join(errors))
     return spec
 
 

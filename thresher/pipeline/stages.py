@@ -4,6 +4,7 @@ and the outputs later stages can refer to. Each runner returns a small summary f
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +36,38 @@ def output_path(kind: str, folder: Path, output: str | None) -> Path:
     return folder / names[output]
 
 
-def _dataclass_from(cls: type, options: dict[str, Any], what: str) -> Any:
+class OptionError(ValueError):
+    """A bad stage option; ``loc`` is its key path inside ``options`` (for the spec's file:line)."""
+
+    def __init__(self, message: str, loc: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.loc = loc
+
+
+def _dataclass_from(cls: type, options: Any, what: str, loc: tuple[str, ...] = ()) -> Any:
+    if not isinstance(options, dict):
+        raise OptionError(f"{what}: expected a mapping, got {type(options).__name__}", loc)
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(options) - known)
     if unknown:
-        raise ValueError(f"{what}: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    return cls(**options)
+        close = difflib.get_close_matches(unknown[0], sorted(known), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise OptionError(f"{what}: unknown option {unknown[0]!r}{hint} (known: {', '.join(sorted(known))})", (*loc, unknown[0]))
+    try:
+        return cls(**options)
+    except (TypeError, ValueError) as e:
+        raise OptionError(f"{what}: {e}", loc) from None
+
+
+def check_options(kind: str, options: dict[str, Any]) -> None:
+    """Build a dedup or decontaminate stage's configuration from its ``options`` without running anything:
+    an unknown or bad option is an OptionError naming its key path (other kinds check their spec models)."""
+    if kind == "dedup":
+        from thresher.curation.dedup import DedupConfig
+
+        _dataclass_from(DedupConfig, {k: v for k, v in options.items() if k != "on_error"}, "dedup options")
+    elif kind == "decontaminate":
+        audit_config(options)
 
 
 def run_dedup(stage: dict[str, Any], folder: Path) -> dict[str, Any]:
@@ -62,11 +89,14 @@ def audit_config(options: dict[str, Any]) -> Any:
     from thresher.decontam.ngram import NgramConfig
     from thresher.decontam.similarity import EmbeddingMatchConfig, MinhashMatchConfig
 
-    parts = {"ngram": NgramConfig, "minhash": MinhashMatchConfig, "embedding": EmbeddingMatchConfig, "judge": JudgeConfig}
+    from thresher.decontam.rephrase import RephraseConfig
+
+    parts = {"ngram": NgramConfig, "minhash": MinhashMatchConfig, "embedding": EmbeddingMatchConfig, "rephrase": RephraseConfig,
+             "judge": JudgeConfig}
     values: dict[str, Any] = {k: v for k, v in options.items() if k not in ("on_error", "top")}
     for key, cls in parts.items():
         if key in values:
-            values[key] = _dataclass_from(cls, values[key] or {}, f"decontaminate options.{key}")
+            values[key] = _dataclass_from(cls, values[key] or {}, f"decontaminate options.{key}", (key,))
     if "methods" in values:
         values["methods"] = tuple(values["methods"])
     return _dataclass_from(AuditConfig, values, "decontaminate options")
