@@ -195,12 +195,17 @@ def test_a_failing_stage_is_named_and_the_rest_is_kept(tiny_chat_model: Path, ti
     pipeline = _write_inputs(tmp_path, shared_data, tiny_chat_model, tiny_reward_model, tmp_path / "out")
     text = pipeline.read_text()
     stages = text.split("  - name: synth")[0]  # curate, audit, mix
-    broken = stages + '  - name: sft\n    run: sft\n    spec: sft.yaml\n    set: {data.train: "{{mix}}", optim.lr: -1}\n'
+    invalid = stages + '  - name: sft\n    run: sft\n    spec: sft.yaml\n    set: {data.train: "{{mix}}", optim.lr: -1}\n'
+    pipeline.write_text(invalid)
+    refused = thresher("run", str(pipeline), "-q")  # a bad setting is caught when the pipeline is planned: nothing runs
+    assert refused.returncode == 2 and "set optim.lr: Input should be greater than 0" in " ".join(refused.stderr.split())
+    assert not (tmp_path / "out").exists()
+    broken = stages + f'  - name: sft\n    run: sft\n    spec: sft.yaml\n    set: {{data.train: "{{{{mix}}}}", model: {tmp_path / "no-model"}}}\n'
     pipeline.write_text(broken)
-    failed = thresher("run", str(pipeline), "-q")
+    failed = thresher("run", str(pipeline), "-q")  # a failure only running can show: the earlier stages are kept
     assert failed.returncode == 1
-    assert "stage sft (sft) failed" in failed.stderr and "optim.lr" in failed.stderr and "greater than 0" in failed.stderr
-    pipeline.write_text(broken.replace(", optim.lr: -1", ", max_steps: 2"))
+    assert "stage sft (sft) failed" in failed.stderr and "no-model" in failed.stderr
+    pipeline.write_text(broken.replace(f', model: {tmp_path / "no-model"}', ", max_steps: 2"))
     fixed = thresher("run", str(pipeline))
     assert fixed.returncode == 0, fixed.stderr[-3000:]
     for name in ("curate", "audit", "mix"):
@@ -294,3 +299,40 @@ def test_a_yaml_alias_bomb_is_refused_quickly(tmp_path: Path) -> None:
     bomb.write_text("output_dir: out\nstages:\n  - {name: a, run: dedup, inputs: &files [x.jsonl], options: {}}\n"
                     "  - {name: b, run: dedup, inputs: *files}\n")
     assert "aliases" not in thresher("run", str(bomb), "--dry-run").stderr
+
+
+def test_spec_typos_in_any_stage_fail_the_dry_run_before_anything_runs(tmp_path: Path, shared_data: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A typo in an inline training config, in a referenced mix spec and in a referenced synth spec, all reported
+    at once with the file and line each comes from; nothing runs."""
+    from tests.helpers import thresher
+
+    monkeypatch.setenv("THRESHER_SHARED_DATA", str(shared_data))
+    demo = Path(__file__).parent.parent / "examples/pipeline/demo.yaml"
+    text = demo.read_text()
+    assert "optim: {lr: 2.0e-3" in text
+    synth_spec = tmp_path / "synth.yaml"
+    synth_spec.write_text("seed: 0\nprompts:\n  - {name: g, path: train.jsonl, verifier: gsm8k}\ngenerator:\n  backend: transformers\n"
+                          "  model: policy\n  samplingg: {n: 2}\nscorers: [verifier]\n")
+    mix_spec = tmp_path / "mix.yaml"
+    mix_spec.write_text("kind: sft\nsede: 1\nsources:\n  - {name: a, path: a.json}\n")
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if "- name: mix" in line)
+    end = next(i for i, line in enumerate(lines) if "- name: sft" in line)
+    pipeline_text = "\n".join(lines[:start] + [f"  - name: mix\n    run: mix\n    spec: {mix_spec}\n",
+                                               f"  - name: synth\n    run: synth\n    spec: {synth_spec}\n"] + lines[end:])
+    pipeline_text = pipeline_text.replace("optim: {lr: 2.0e-3", "optim: {lrr: 2.0e-3").replace(
+        "output_dir: ../../out/demo/pipeline", f"output_dir: {tmp_path / 'out'}")
+    pipeline = demo.parent / f"_typo_{tmp_path.name}.yaml"  # beside the demo, so its relative paths hold
+    pipeline.write_text(pipeline_text)
+    try:
+        done = thresher("run", str(pipeline), "--dry-run")
+    finally:
+        pipeline.unlink()
+    err = " ".join(done.stderr.split())
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    lrr_line = next(i for i, line in enumerate(pipeline_text.splitlines(), 1) if "lrr" in line)
+    assert f"{pipeline}:{lrr_line}: stages[4] (sft) spec.optim.lrr: unknown field" in err
+    assert f"{mix_spec}:2: sede (the mix spec of stage mix): unknown field" in err
+    assert f"{synth_spec}:7: generator.samplingg (the synth spec of stage synth): unknown field" in err
+    assert not (tmp_path / "out").exists()

@@ -154,8 +154,61 @@ def stage_key(resolved: dict[str, Any], base: Path, output_dir: Path) -> str:
     return hashlib.blake2b(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS), digest_size=6).hexdigest()
 
 
-def plan(spec: PipelineSpec, pipeline_base: Path) -> list[PlannedStage]:
-    """Every stage resolved and keyed, with whether it is cached, partly done, or still to run."""
+def _spec_model(kind: str) -> Any:
+    if kind == "mix":
+        from thresher.mixing.spec import MixSpec
+
+        return MixSpec
+    if kind == "synth":
+        from thresher.synth.spec import SynthSpec
+
+        return SynthSpec
+    from thresher.train.config import TrainConfig
+
+    return TrainConfig
+
+
+def check_stage_spec(stage: StageSpec, index: int, spec: dict[str, Any], pipeline_path: Path | None, pipeline_base: Path) -> list[str]:
+    """Validate a mix, synth or training stage's resolved spec against its model, before anything runs. Errors
+    name the file and line the field comes from: the referenced spec file, or the pipeline for an inline spec
+    (an override in ``set`` is reported at its own line)."""
+    from pydantic import ValidationError
+
+    from thresher.mixing.spec import line_of
+
+    model = _spec_model(stage.run)
+    data = dict(spec)
+    if stage.run in ("sft", "dpo", "rlvr"):
+        data.setdefault("output_dir", "stage-folder")  # the stage sets it when it runs
+    try:
+        model.model_validate(data)
+        return []
+    except ValidationError as e:
+        errors = e.errors()
+    source = None
+    if isinstance(stage.spec, str):
+        source = Path(expand(stage.spec))
+        source = source if source.is_absolute() else pipeline_base / source
+    pipeline_node = yaml.compose(read_spec_text(pipeline_path)) if pipeline_path is not None else None
+    file_node = yaml.compose(read_spec_text(source)) if source is not None else None
+    messages = []
+    for err in errors:
+        loc = tuple(err["loc"])
+        dotted = ".".join(str(k) for k in loc)
+        message = "unknown field" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
+        override = next((k for k in stage.set if dotted == k or dotted.startswith(k + ".")), None)
+        if override is not None or source is None:
+            where = ("stages", index, "set", override) if override is not None else ("stages", index, "spec", *loc)
+            messages.append(f"{pipeline_path}:{line_of(pipeline_node, where)}: stages[{index}] ({stage.name}) "
+                            f"{'set ' + override if override else 'spec.' + dotted}: {message}")
+        else:
+            messages.append(f"{source}:{line_of(file_node, loc)}: {dotted} (the {stage.run} spec of stage {stage.name}): {message}")
+    return messages
+
+
+def plan(spec: PipelineSpec, pipeline_base: Path, pipeline_path: Path | None = None) -> list[PlannedStage]:
+    """Every stage resolved, its spec validated, and keyed, with whether it is cached, partly done, or still to
+    run. A spec error in any stage fails the plan, before anything runs."""
     output_dir = Path(expand(spec.output_dir))
     output_dir = (output_dir if output_dir.is_absolute() else pipeline_base / output_dir).resolve()
     planned: dict[str, PlannedStage] = {}
@@ -164,8 +217,11 @@ def plan(spec: PipelineSpec, pipeline_base: Path) -> list[PlannedStage]:
         stage = planned[name]
         return str(output_path(stage.run, stage.folder, output))
 
-    for stage in spec.stages:
+    errors: list[str] = []
+    for index, stage in enumerate(spec.stages):
         resolved, base = resolve(stage, pipeline_base, lookup)
+        if stage.spec is not None:
+            errors += check_stage_spec(stage, index, resolved["spec"], pipeline_path, pipeline_base)
         key = stage_key(resolved, base, output_dir)
         folder = output_dir / "stages" / f"{stage.name}-{key}"
         summary: dict[str, Any] = {}
@@ -177,6 +233,10 @@ def plan(spec: PipelineSpec, pipeline_base: Path) -> list[PlannedStage]:
         else:
             state = "to run"
         planned[stage.name] = PlannedStage(stage.name, stage.run, key, folder, resolved, base, state, summary)
+    if errors:
+        from thresher.mixing.spec import SpecError
+
+        raise SpecError("\n".join(errors))
     return list(planned.values())
 
 
@@ -201,7 +261,7 @@ def run_pipeline(path: str | Path, dry_run: bool = False, log: Callable[[str], N
     path = Path(path)
     spec = load_pipeline(path)
     base = path.resolve().parent
-    stages = plan(spec, base)
+    stages = plan(spec, base, path)
     say = log or (lambda _: None)
     output_dir = stages[0].folder.parent.parent
     if dry_run:
