@@ -65,3 +65,11 @@ def test_config_errors_and_overrides(tiny_chat_model: Path, shared_data: Path, t
     assert load_config(examples / "rlvr.yaml").rlvr.group_size == 16
     done = thresher("train", "sft", str(config), "nokey")
     assert done.returncode == 2 and "write KEY=VALUE" in done.stderr
+    # with overrides, a file's own mistake keeps its real line, and a bad override is named as written
+    with pytest.raises(SpecError) as err:
+        load_config(bad, ["optim.lrr=2", "max_steps=5"])
+    text = str(err.value)
+    assert "bad.yaml:6: packing:" in text and "override optim.lrr=2: optim.lrr: unknown field" in text
+    assert "max_steps" not in text  # the override fixed it
+    done = thresher("train", "sft", str(config), "optim.lrr=2")
+    assert done.returncode == 2 and "override optim.lrr=2" in done.stderr and "Traceback" not in done.stderr

@@ -355,15 +355,39 @@ class _TooBig(Exception):
         self.node = node
 
 
+def compose_checked(text: str, origin: str) -> yaml.Node | None:
+    """The YAML node graph of ``text``, refused (SpecError) when its aliases expand past ``MAX_EXPANDED_NODES``."""
+    node = yaml.compose(text)
+    _, culprit = _expanded_nodes(node)
+    if culprit is not None:
+        raise SpecError(f"{origin}:{culprit.start_mark.line + 1}: YAML aliases here expand to more than "
+                        f"{MAX_EXPANDED_NODES:,} values; write the spec out instead of nesting aliases")
+    return node
+
+
+def validation_messages(error: ValidationError, origin: str, node: yaml.Node | None,
+                        overrides: dict[str, str] | None = None) -> list[str]:
+    """One ``origin:line: field: message`` per error; a field set by an override (``{dotted key: what was
+    written}``) is named by that override, not by a line of the file."""
+    lines = []
+    for err in error.errors():
+        loc = tuple(err["loc"])
+        dotted = ".".join(str(k) for k in loc)
+        message = "unknown field" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
+        key = next((k for k in (overrides or {}) if dotted == k or dotted.startswith(k + ".")), None)
+        if key is not None:
+            lines.append(f"{origin}: override {(overrides or {})[key]}: {_field_path(loc)}: {message}")
+            continue
+        line = line_of(node, loc)
+        lines.append(f"{origin}:{line}: {_field_path(loc)}: {message}" if line else f"{origin}: {_field_path(loc)}: {message}")
+    return lines
+
+
 def parse_spec(text: str, origin: str = "<spec>", model: type[BaseModel] | None = None) -> Any:
     """A MixSpec (or another ``model``) from YAML text; errors name ``origin``, the line and the field.
     Aliases that would expand the document past ``MAX_EXPANDED_NODES`` nodes ("billion laughs") are refused."""
     try:
-        node = yaml.compose(text)
-        count, culprit = _expanded_nodes(node)
-        if culprit is not None:
-            raise SpecError(f"{origin}:{culprit.start_mark.line + 1}: YAML aliases here expand to more than "
-                            f"{MAX_EXPANDED_NODES:,} values; write the spec out instead of nesting aliases")
+        node = compose_checked(text, origin)
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
@@ -374,13 +398,7 @@ def parse_spec(text: str, origin: str = "<spec>", model: type[BaseModel] | None 
     try:
         return (model or MixSpec).model_validate(data)
     except ValidationError as e:
-        lines = []
-        for err in e.errors():
-            loc = tuple(err["loc"])
-            line = line_of(node, loc)
-            message = "unknown field" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
-            lines.append(f"{origin}:{line}: {_field_path(loc)}: {message}" if line else f"{origin}: {_field_path(loc)}: {message}")
-        raise SpecError("\n".join(lines)) from None
+        raise SpecError("\n".join(validation_messages(e, origin, node))) from None
 
 
 def read_spec_text(path: Path, what: str = "spec") -> str:

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from thresher.mixing.spec import SpecError, parse_spec, read_spec_text
+from thresher.mixing.spec import SpecError, compose_checked, parse_spec, read_spec_text, validation_messages
 
 
 class Strict(BaseModel):
@@ -150,12 +150,27 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainCo
     """The config at ``path`` with ``key=value`` overrides applied (values parsed as YAML)."""
     path = Path(path)
     text = read_spec_text(path, "config")
-    if overrides:
+    if not overrides:
+        return parse_spec(text, str(path), TrainConfig)
+    try:
+        node = compose_checked(text, str(path))
         data = yaml.safe_load(text) or {}
-        for item in overrides:
-            if "=" not in item:
-                raise SpecError(f"override {item!r}: write KEY=VALUE, e.g. optim.lr=1e-5")
-            key, value = item.split("=", 1)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise SpecError(f"{path}:{mark.line + 1 if mark else '?'}: not valid YAML: {getattr(e, 'problem', e)}") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}: expected a mapping at the top, got {type(data).__name__}")
+    applied: dict[str, str] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise SpecError(f"override {item!r}: write KEY=VALUE, e.g. optim.lr=1e-5")
+        key, value = item.split("=", 1)
+        try:
             set_dotted(data, key.strip(), yaml.safe_load(value))
-        text = yaml.safe_dump(data, sort_keys=False)
-    return parse_spec(text, str(path), TrainConfig)
+        except yaml.YAMLError as e:
+            raise SpecError(f"override {item!r}: the value is not valid YAML ({getattr(e, 'problem', e)})") from None
+        applied[key.strip()] = item
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as e:
+        raise SpecError("\n".join(validation_messages(e, str(path), node, applied))) from None
