@@ -38,33 +38,10 @@ from thresher.decontam.audit import AuditConfig, run_audit  # noqa: E402
 from thresher.decontam.benchmarks import load_benchmark  # noqa: E402
 from thresher.decontam.ngram import NgramConfig  # noqa: E402
 from thresher.decontam.similarity import EmbeddingMatchConfig, MinhashMatchConfig  # noqa: E402
+from thresher.decontam.variants import POSTAMBLES, PREAMBLES, noisy, prefix  # noqa: E402
 
 REPHRASE = SHARED / "contamination/llm-decontaminator/rephrase"
-PREAMBLES = ["I'm studying for an exam and got stuck on this one.", "Can you help me with my homework?",
-             "Here is a problem from a worksheet my teacher gave us:", "Please solve the following and explain each step."]
 WORDS = re.compile(r"[^\W_]+")
-POSTAMBLES = ["Thanks a lot, I really appreciate the help!", "Please show your reasoning.", "Explain it like I'm twelve.", ""]
-
-
-def noisy(text: str, rng: random.Random) -> str:
-    """Case flips, dropped or doubled punctuation, and mangled whitespace."""
-    out = []
-    for ch in text:
-        r = rng.random()
-        if ch in ".,;:!?'\"()" and r < 0.5:
-            out.append("" if r < 0.25 else ch * 2)
-        elif ch == " " and r < 0.3:
-            out.append(rng.choice(["  ", "\n", " \t "]))
-        else:
-            out.append(ch.upper() if r > 0.8 else ch.lower() if r > 0.6 else ch)
-    return "".join(out)
-
-
-def partial(text: str, rng: random.Random) -> str:
-    """The first 60-80% of the question's characters, cut back to a space."""
-    cut = round(len(text) * rng.uniform(0.6, 0.8))
-    space = text.rfind(" ", 0, cut + 1)
-    return text[: space if space > 0 else cut]
 
 
 def conversation(user: str, assistant: str) -> dict:
@@ -98,7 +75,7 @@ def planted_rows(items: dict[str, pl.DataFrame], per_bench: int, rng: random.Ran
             inside = f"{rng.choice(PREAMBLES)}\n\n{q}\n\n{rng.choice(POSTAMBLES)}"
             out.append((conversation(inside, rng.choice(fillers)), "in_conversation", bench, bid))
             cut = "partial" if len(WORDS.findall(q)) >= 16 else "partial_of_short"  # a 60-80% prefix of < 16 words holds < 2 8-grams
-            out.append((conversation(partial(q, rng), "Go on."), cut, bench, bid))
+            out.append((conversation(prefix(q, rng), "Go on."), cut, bench, bid))
     short = items["truthfulqa"].filter(pl.col("question").str.split(" ").list.len() < 8)
     for row in short.iter_rows(named=True):
         q = row["question"]

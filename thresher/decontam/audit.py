@@ -120,11 +120,10 @@ def make_detector(method: str, items: pl.DataFrame, config: AuditConfig) -> Dete
         return NgramDetector(items, config.ngram)
     if method == "minhash":
         return MinhashDetector(items, config.minhash)
-    embedding = config.embedding
-    if config.judge is not None and "judge" in config.methods:  # record every pair the judge may look at
-        embedding = EmbeddingMatchConfig(**{**asdict(embedding), "floor": min(embedding.floor, config.judge.candidates_from)})
-    if "rephrase" in config.methods:
-        embedding = EmbeddingMatchConfig(**{**asdict(embedding), "floor": min(embedding.floor, config.rephrase.candidates_from)})
+    # record every pair the judge or the rephrase method may look at
+    froms = [config.judge.candidates_from] if config.judge is not None and "judge" in config.methods else []
+    froms += [config.rephrase.candidates_from] if "rephrase" in config.methods else []
+    embedding = EmbeddingMatchConfig(**{**asdict(config.embedding), "floor": min([config.embedding.floor, *froms])})
     return EmbeddingDetector(items, embedding)
 
 

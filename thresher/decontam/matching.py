@@ -38,6 +38,12 @@ def without_option_labels(texts: pl.Series) -> pl.Series:
     return texts.str.replace_all(OPTION_LABEL, " ")  # a space: an inline label must not join its neighbours
 
 
+def word_rarity(owners: pl.DataFrame, items: int) -> pl.DataFrame:
+    """``word`` -> ``rarity``, ``log(1 + items / items-with-the-word)``, from (``item``, ``word``) rows."""
+    df = owners.unique().group_by("word").agg(pl.len().alias("df"))
+    return df.select("word", (pl.lit(items) / pl.col("df")).log1p().alias("rarity"))
+
+
 def empty_matches() -> pl.DataFrame:
     return pl.DataFrame(schema=MATCH_SCHEMA)
 

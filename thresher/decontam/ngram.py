@@ -25,7 +25,7 @@ import numpy as np
 import polars as pl
 
 from thresher.curation.ngrams import PREFIX_BITS, _token_hashes, ngram_hashes, prefix_key, window_hashes
-from thresher.decontam.matching import MATCH_SCHEMA, PARTS, SPAN, TrainBatch, empty_matches, item_words
+from thresher.decontam.matching import MATCH_SCHEMA, PARTS, SPAN, TrainBatch, empty_matches, item_words, word_rarity
 
 _U64 = np.uint64
 _BITMAP_SIZE = 1 << 24
@@ -128,9 +128,7 @@ class NgramIndex:
         informative = np.cumsum(np.bincount(first, minlength=size + 1) - np.bincount(last, minlength=size + 1))[:size] > 0
         if self.config.idf:
             owners = pl.DataFrame({"item": owner_item, "word": pl.concat([pl.Series(w.to_arrow().flatten()) for w in self.words])})
-            df = owners.unique().group_by("word").agg(pl.len().alias("df"))
-            rarity = owners.join(df, on="word", how="left", maintain_order="left")["df"].to_numpy()
-            weight = np.log1p(count / np.maximum(rarity, 1))
+            weight = owners.join(word_rarity(owners, count), on="word", how="left", maintain_order="left")["rarity"].to_numpy()
         else:
             weight = np.ones(size)
         self.weight = np.where(informative, weight, 0.0)
@@ -168,10 +166,11 @@ def _coverage(hits: pl.DataFrame, index: NgramIndex) -> pl.DataFrame:
         .explode("pos").unique().sort("row", "item", "part", "pos")
     )
     keys = positions.select("row", "item", "part")
+    key_array = keys.to_numpy()
     flat = index.start[positions["item"].to_numpy(), positions["part"].to_numpy()] + positions["pos"].to_numpy()
     weight = index.weight[flat]
     # sums in a fixed order (NumPy over sorted positions): the same scores, to the last bit, on every run
-    first = np.flatnonzero(np.r_[True, np.any(keys.to_numpy()[1:] != keys.to_numpy()[:-1], axis=1)]) if len(keys) else np.zeros(0, np.int64)
+    first = np.flatnonzero(np.r_[True, np.any(key_array[1:] != key_array[:-1], axis=1)]) if len(keys) else np.zeros(0, np.int64)
     covered = keys[first].with_columns(
         pl.Series("covered", np.add.reduceat(weight, first) if len(first) else np.zeros(0)),
         pl.Series("words", np.add.reduceat((weight > 0).astype(np.int64), first) if len(first) else np.zeros(0, np.int64)))

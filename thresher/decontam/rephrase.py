@@ -27,6 +27,7 @@ import numpy as np
 import polars as pl
 
 from thresher.curation.normalize import normalize, words_of
+from thresher.decontam.matching import word_rarity
 
 FEATURES = ("cosine", "shared_numbers", "has_numbers", "rare_words", "answer_in_row", "length_ratio")
 # fitted by benchmarks/fit_rephrase.py (see RESULTS.md); the last one is the intercept
@@ -48,9 +49,8 @@ def item_rarity(items: pl.DataFrame) -> pl.DataFrame:
     """``word`` → ``rarity`` over the items' questions (with options)."""
     texts = items.select(pl.concat_str([pl.col("question"), pl.col("options") if "options" in items.columns else pl.lit("")],
                                        separator="\n", ignore_nulls=True))["question"]
-    owners = pl.DataFrame({"item": np.arange(items.height), "words": words_of(normalize(texts))}).explode("words").unique()
-    df = owners.group_by("words").agg(pl.len().alias("df"))
-    return df.select(pl.col("words").alias("word"), (pl.lit(items.height) / pl.col("df")).log1p().alias("rarity"))
+    owners = pl.DataFrame({"item": np.arange(items.height), "word": words_of(normalize(texts))}).explode("word").drop_nulls()
+    return word_rarity(owners, items.height)
 
 
 def short_answer(answers: pl.Series) -> pl.Series:
@@ -73,15 +73,15 @@ def features(pairs: pl.DataFrame, rarity: pl.DataFrame) -> pl.DataFrame:
     shared = (item_counts.join(row_counts, on=["pair", "n"], how="left").with_columns(pl.col("b").fill_null(0))
               .group_by("pair").agg((pl.min_horizontal("a", "b").sum() / pl.col("a").sum()).alias("shared_numbers")))
     # rare words
+    normalized_row = normalize(pid["train_text"])
     item_words = pid.select("pair", words_of(normalize(pid["question"])).alias("word")).explode("word").drop_nulls().unique()
-    row_words = pid.select("pair", words_of(normalize(pid["train_text"])).alias("word")).explode("word").drop_nulls().unique()
+    row_words = pid.select("pair", words_of(normalized_row).alias("word")).explode("word").drop_nulls().unique()
     present = row_words.with_columns(pl.lit(True).alias("present"))
     weighted = (item_words.join(rarity, on="word", how="left").with_columns(pl.col("rarity").fill_null(float(np.log1p(1e6))))
                 .join(present, on=["pair", "word"], how="left")
                 .group_by("pair").agg((pl.col("rarity").filter(pl.col("present").fill_null(False)).sum() / pl.col("rarity").sum())
                                       .alias("rare_words"), pl.len().alias("item_words")))
     row_len = row_words.group_by("pair").agg(pl.len().alias("row_words"))
-    normalized_row = normalize(pid["train_text"])
     answer = normalize(pid["short_answer"])
     out = (pid.select("pair", "cosine")
            .join(shared, on="pair", how="left").join(weighted, on="pair", how="left").join(row_len, on="pair", how="left")

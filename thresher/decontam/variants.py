@@ -63,14 +63,17 @@ def noisy(text: str, rng: random.Random) -> str | None:
     return "".join(out)
 
 
-def partial(text: str, rng: random.Random) -> str | None:
-    """The first 60-80% of the characters, cut back to a space; only for items of >= 16 words (a shorter
-    prefix holds one or two 8-grams: a phrase, which the n-gram method deliberately does not flag)."""
-    if len(_WORDS.findall(text)) < 16:
-        return None
+def prefix(text: str, rng: random.Random) -> str:
+    """The first 60-80% of the characters, cut back to a space."""
     cut = round(len(text) * rng.uniform(0.6, 0.8))
     space = text.rfind(" ", 0, cut + 1)
     return text[: space if space > 0 else cut]
+
+
+def partial(text: str, rng: random.Random) -> str | None:
+    """A ``prefix``, only for items of >= 16 words (a shorter prefix holds one or two 8-grams: a phrase,
+    which the n-gram method deliberately does not flag)."""
+    return prefix(text, rng) if len(_WORDS.findall(text)) >= 16 else None
 
 
 def reformatted(text: str, rng: random.Random) -> str | None:

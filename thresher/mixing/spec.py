@@ -365,16 +365,41 @@ def compose_checked(text: str, origin: str) -> yaml.Node | None:
     return node
 
 
+def load_yaml(text: str, origin: str) -> tuple[yaml.Node | None, dict[str, Any]]:
+    """The node graph (for lines) and the mapping of a YAML spec; bad YAML, an alias bomb or a top level
+    that is not a mapping is a SpecError naming ``origin`` (and the line)."""
+    try:
+        node = compose_checked(text, origin)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{origin}:{mark.line + 1}" if mark is not None else origin
+        raise SpecError(f"{where}: not valid YAML: {getattr(e, 'problem', e)}") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"{origin}: expected a mapping at the top, got {type(data).__name__}")
+    return node, data
+
+
+def error_parts(err: Any) -> tuple[tuple[Any, ...], str, str]:
+    """A pydantic error as (location, dotted field, message): "unknown field" for an extra key."""
+    loc = tuple(err["loc"])
+    message = "unknown field" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
+    return loc, ".".join(str(k) for k in loc), message
+
+
+def override_for(dotted: str, keys: Any) -> str | None:
+    """The override key (dotted) among ``keys`` that set the field ``dotted``, if any."""
+    return next((k for k in keys if dotted == k or dotted.startswith(k + ".")), None)
+
+
 def validation_messages(error: ValidationError, origin: str, node: yaml.Node | None,
                         overrides: dict[str, str] | None = None) -> list[str]:
     """One ``origin:line: field: message`` per error; a field set by an override (``{dotted key: what was
     written}``) is named by that override, not by a line of the file."""
     lines = []
     for err in error.errors():
-        loc = tuple(err["loc"])
-        dotted = ".".join(str(k) for k in loc)
-        message = "unknown field" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
-        key = next((k for k in (overrides or {}) if dotted == k or dotted.startswith(k + ".")), None)
+        loc, dotted, message = error_parts(err)
+        key = override_for(dotted, overrides or {})
         if key is not None:
             lines.append(f"{origin}: override {(overrides or {})[key]}: {_field_path(loc)}: {message}")
             continue
@@ -386,15 +411,7 @@ def validation_messages(error: ValidationError, origin: str, node: yaml.Node | N
 def parse_spec(text: str, origin: str = "<spec>", model: type[BaseModel] | None = None) -> Any:
     """A MixSpec (or another ``model``) from YAML text; errors name ``origin``, the line and the field.
     Aliases that would expand the document past ``MAX_EXPANDED_NODES`` nodes ("billion laughs") are refused."""
-    try:
-        node = compose_checked(text, origin)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{origin}:{mark.line + 1}" if mark is not None else origin
-        raise SpecError(f"{where}: not valid YAML: {getattr(e, 'problem', e)}") from None
-    if not isinstance(data, dict):
-        raise SpecError(f"{origin}: expected a mapping at the top, got {type(data).__name__}")
+    node, data = load_yaml(text, origin)
     try:
         return (model or MixSpec).model_validate(data)
     except ValidationError as e:

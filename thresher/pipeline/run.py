@@ -174,7 +174,7 @@ def check_stage_spec(stage: StageSpec, index: int, spec: dict[str, Any], pipelin
     (an override in ``set`` is reported at its own line)."""
     from pydantic import ValidationError
 
-    from thresher.mixing.spec import line_of
+    from thresher.mixing.spec import error_parts, line_of, override_for
 
     model = _spec_model(stage.run)
     data = dict(spec)
@@ -193,10 +193,8 @@ def check_stage_spec(stage: StageSpec, index: int, spec: dict[str, Any], pipelin
     file_node = yaml.compose(read_spec_text(source)) if source is not None else None
     messages = []
     for err in errors:
-        loc = tuple(err["loc"])
-        dotted = ".".join(str(k) for k in loc)
-        message = "unknown field" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
-        override = next((k for k in stage.set if dotted == k or dotted.startswith(k + ".")), None)
+        loc, dotted, message = error_parts(err)
+        override = override_for(dotted, stage.set)
         if override is not None or source is None:
             where = ("stages", index, "set", override) if override is not None else ("stages", index, "spec", *loc)
             messages.append(f"{pipeline_path}:{line_of(pipeline_node, where)}: stages[{index}] ({stage.name}) "

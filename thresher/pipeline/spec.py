@@ -87,12 +87,13 @@ def load_pipeline(path: str | Path) -> PipelineSpec:
     spec = parse_spec(text, str(path), PipelineSpec)
     assert isinstance(spec, PipelineSpec)
     errors = []
+    node = None
     for i, stage in enumerate(spec.stages):
         try:
             check_options(stage.run, stage.options)
         except OptionError as e:
-            loc = ("stages", i, "options", *e.loc)
-            line = line_of(yaml.compose(text), loc)
+            node = node or yaml.compose(text)
+            line = line_of(node, ("stages", i, "options", *e.loc))
             errors.append(f"{path}:{line}: stages[{i}].options{''.join('.' + k for k in e.loc)}: {e}")
     if errors:
         raise SpecError("\n".join(errors))

@@ -9,7 +9,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from thresher.mixing.spec import SpecError, compose_checked, parse_spec, read_spec_text, validation_messages
+from thresher.mixing.spec import SpecError, load_yaml, parse_spec, read_spec_text, validation_messages
 
 
 class Strict(BaseModel):
@@ -152,14 +152,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainCo
     text = read_spec_text(path, "config")
     if not overrides:
         return parse_spec(text, str(path), TrainConfig)
-    try:
-        node = compose_checked(text, str(path))
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        raise SpecError(f"{path}:{mark.line + 1 if mark else '?'}: not valid YAML: {getattr(e, 'problem', e)}") from None
-    if not isinstance(data, dict):
-        raise SpecError(f"{path}: expected a mapping at the top, got {type(data).__name__}")
+    node, data = load_yaml(text, str(path))
     applied: dict[str, str] = {}
     for item in overrides:
         if "=" not in item:
