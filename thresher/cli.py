@@ -13,8 +13,7 @@ from rich.table import Table
 
 from thresher import __version__
 from thresher.accounting import StageCounts
-from thresher.cli_common import EXIT_BAD_INPUT, err_console, out_console
-from thresher.cli_common import exit_on_bad_input as _exit_on_bad_input
+from thresher.cli_common import EXIT_BAD_INPUT, EXIT_CANNOT_GO_ON, Handled, err_console, out_console
 from thresher.cli_common import fail as _fail
 from thresher.decontam.commands import register as register_decontam_commands
 from thresher.errors import InputError
@@ -31,6 +30,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=Handled,
 )
 
 
@@ -85,13 +85,12 @@ def convert(
         _fail(f"--on-error must be fail or quarantine, not {on_error!r}", EXIT_BAD_INPUT)
     summary_path = summary or out.with_name(f"{out.name.split('.')[0]}.summary.json")
     outputs = [out, quarantine or default_quarantine_path(out), summary_path]
-    with _exit_on_bad_input():
-        refuse_overlap(inputs, outputs)
-        if len({os.path.abspath(p) for p in outputs}) < len(outputs):
-            raise InputError(f"--out, --quarantine and --summary must be three different files: {', '.join(map(str, outputs))}")
-        for path in outputs:
-            path.parent.mkdir(parents=True, exist_ok=True)
-    with _exit_on_bad_input(), locked(out), progress_bar() as progress:
+    refuse_overlap(inputs, outputs)
+    if len({os.path.abspath(p) for p in outputs}) < len(outputs):
+        raise InputError(f"--out, --quarantine and --summary must be three different files: {', '.join(map(str, outputs))}")
+    for path in outputs:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    with locked(out), progress_bar() as progress:
         for path in outputs:
             remove_stale_temps(path)
         task = progress.add_task("converting", total=None, rate="")
@@ -114,7 +113,7 @@ def convert(
     if report.quarantine and report.total.quarantined_total:
         out_console.print(f"quarantined rows with reasons: {report.quarantine}")
     if not report.total.balanced:  # a bug, never bad input: say so loudly
-        _fail(f"row accounting does not balance: {report.total.as_dict()}", 3)
+        _fail(f"row accounting does not balance: {report.total.as_dict()}", EXIT_CANNOT_GO_ON)
 
 
 def _sample_text(row: dict[str, object], limit: int = 400) -> str:
@@ -146,13 +145,11 @@ def inspect(
     from thresher import stats
 
     if json_out:
-        with _exit_on_bad_input():
-            refuse_overlap(files, [json_out])
+        refuse_overlap(files, [json_out])
     tok = stats.load_tokenizer(tokenizer) if tokenizer else None
     result: dict[str, object] = {}
     for path in files:
-        with _exit_on_bad_input():
-            frame, found_kind, counts = stats.load_canonical(path, kind, format)
+        frame, found_kind, counts = stats.load_canonical(path, kind, format)
         frame = stats.add_lengths(frame, found_kind, tok)
         out_console.rule(f"{path} — {found_kind.value}, {frame.height} rows")
         if counts.quarantined_total:
@@ -210,20 +207,16 @@ def dedup(
             _fail(f"--bands must look like 9x13, not {bands!r}", EXIT_BAD_INPUT)
     if on_error not in ("fail", "quarantine"):
         _fail(f"--on-error must be fail or quarantine, not {on_error!r}", EXIT_BAD_INPUT)
-    try:
-        config = DedupConfig(method=method, threshold=threshold, keep=keep, text_field=field, ngram=ngram,  # type: ignore[arg-type]
-                             num_perm=num_perm, seed=seed, bands=bands_n, rows_per_band=rows_n, verify=verify,
-                             embedding_model=model, cache_dir=str(cache_dir) if cache_dir else None, device=device)
-    except ValueError as e:
-        _fail(str(e), EXIT_BAD_INPUT)
-        return
+    config = DedupConfig(method=method, threshold=threshold, keep=keep, text_field=field, ngram=ngram,  # type: ignore[arg-type]
+                         num_perm=num_perm, seed=seed, bands=bands_n, rows_per_band=rows_n, verify=verify,
+                         embedding_model=model, cache_dir=str(cache_dir) if cache_dir else None, device=device)
     with progress_bar() as progress:
         task = progress.add_task("dedup: reading", total=None, rate="")
 
         def advance(stage: str, rows: int) -> None:
             progress.update(task, advance=rows, description=f"dedup: {'reading' if stage == 'scan' else 'writing'}")
 
-        with _exit_on_bad_input(), committed_folder(out, "dedup", inputs, overwrite) as staging:
+        with committed_folder(out, "dedup", inputs, overwrite) as staging:
             report = run_dedup(inputs, staging, config, kind=kind, on_error=on_error, on_rows=advance)  # type: ignore[arg-type]
     summary = report.as_dict()
     table = Table(title=f"dedup ({config.method}, threshold {config.resolved_threshold}, keep {config.keep}) → {out}", title_justify="left")
@@ -240,7 +233,7 @@ def dedup(
     out_console.print(f"in {summary['in']} = kept {summary['kept']} + removed {summary['removed']} + quarantined {summary['quarantined']}"
                       f" ({summary['seconds']} s); summary: {out / 'summary.json'}")
     if not summary["balanced"]:
-        _fail(f"row accounting does not balance: {summary}", 3)
+        _fail(f"row accounting does not balance: {summary}", EXIT_CANNOT_GO_ON)
 
 
 register_decontam_commands(app)

@@ -1,20 +1,19 @@
-"""What every command shares: consoles, exit codes, and turning bad input into a message and an exit code."""
+"""What every command shares: consoles, exit codes, and the one place an error a user can fix becomes a message
+and an exit code (``Handled``, the root command group): a ``ThresherError`` anywhere under a command exits with its
+code and its message, never a traceback."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from typing import Any
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
-from thresher.errors import InputError, RowError
+from thresher.errors import EXIT_BAD_INPUT, EXIT_BAD_ROW, EXIT_CANNOT_GO_ON, ThresherError
 
 out_console = Console()
 err_console = Console(stderr=True)
-
-EXIT_BAD_ROW = 1
-EXIT_BAD_INPUT = 2
 
 
 def fail(message: str, code: int) -> None:
@@ -22,12 +21,14 @@ def fail(message: str, code: int) -> None:
     raise typer.Exit(code)
 
 
-@contextmanager
-def exit_on_bad_input() -> Iterator[None]:
-    """A bad row exits 1 (fail mode: nothing written), a bad input or option exits 2, each with its message."""
-    try:
-        yield
-    except RowError as e:
-        fail(f"{e}\n(nothing was written; --on-error quarantine sets bad rows aside and goes on)", EXIT_BAD_ROW)
-    except InputError as e:
-        fail(str(e), EXIT_BAD_INPUT)
+class Handled(TyperGroup):
+    """The root command group: runs the command and turns a ``ThresherError`` into its message and exit code."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ThresherError as e:
+            fail(f"{e}\n{e.hint}" if e.hint else str(e), e.exit_code)
+
+
+__all__ = ["EXIT_BAD_INPUT", "EXIT_BAD_ROW", "EXIT_CANNOT_GO_ON", "Handled", "err_console", "fail", "out_console"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from thresher.errors import ExternalError, InputError
+
 log = logging.getLogger("thresher")
 
 
@@ -25,10 +27,10 @@ def pick_compute_path(prefer: str = "auto", announce: bool = True) -> ComputePat
     import torch
 
     if prefer not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"device must be auto, cpu or cuda, not {prefer!r}")
+        raise InputError(f"device must be auto, cpu or cuda, not {prefer!r}")
     has_cuda = torch.cuda.is_available()
     if prefer == "cuda" and not has_cuda:
-        raise RuntimeError("--device cuda was asked for, but torch sees no CUDA device")
+        raise ExternalError("--device cuda was asked for, but torch sees no CUDA device")
     if prefer == "cpu":
         path = ComputePath("cpu", "CPU requested")
     elif has_cuda:

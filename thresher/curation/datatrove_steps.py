@@ -24,7 +24,7 @@ from datatrove.io import DataFolderLike, get_datafolder
 from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.filters.base_filter import BaseFilter
 
-from thresher.curation.dedup import KEPT, DedupConfig, Features, FeatureArrays, add_text_features, decide
+from thresher.curation.dedup import KEPT, DedupConfig, FeatureArrays, Features, add_text_features, decide
 
 STEP_TYPE = "🫂 - DEDUP"
 DEFAULT_CONFIG = DedupConfig()

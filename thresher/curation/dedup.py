@@ -69,23 +69,23 @@ class DedupConfig:
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
-            raise ValueError(f"method must be one of {', '.join(METHODS)}, not {self.method!r}")
+            raise InputError(f"method must be one of {', '.join(METHODS)}, not {self.method!r}")
         if self.keep not in KEEP_POLICIES:
-            raise ValueError(f"keep must be one of {', '.join(KEEP_POLICIES)}, not {self.keep!r}")
+            raise InputError(f"keep must be one of {', '.join(KEEP_POLICIES)}, not {self.keep!r}")
         if self.text_field not in ("all", "prompt"):
-            raise ValueError(f"field must be 'all' or 'prompt', not {self.text_field!r}")
+            raise InputError(f"field must be 'all' or 'prompt', not {self.text_field!r}")
         if self.threshold is not None and not 0.0 < self.threshold <= 1.0:
-            raise ValueError(f"threshold must be in (0, 1], got {self.threshold}")
+            raise InputError(f"threshold must be in (0, 1], got {self.threshold}")
         if (self.bands is None) != (self.rows_per_band is None):
-            raise ValueError("give both bands and rows_per_band, or neither")
+            raise InputError("give both bands and rows_per_band, or neither")
         for name, low in (("ngram", 1), ("num_perm", 1), ("neighbours", 1), ("batch_rows", 1)):
             if getattr(self, name) < low:
-                raise ValueError(f"--{name.replace('_', '-')} must be at least {low}, got {getattr(self, name)}")
+                raise InputError(f"--{name.replace('_', '-')} must be at least {low}, got {getattr(self, name)}")
         if self.bands is not None and self.rows_per_band is not None:
             if self.bands < 1 or self.rows_per_band < 1:
-                raise ValueError(f"--bands needs at least 1 band of at least 1 row, got {self.bands}x{self.rows_per_band}")
+                raise InputError(f"--bands needs at least 1 band of at least 1 row, got {self.bands}x{self.rows_per_band}")
             if self.bands * self.rows_per_band > self.num_perm:
-                raise ValueError(f"--bands {self.bands}x{self.rows_per_band} needs {self.bands * self.rows_per_band} "
+                raise InputError(f"--bands {self.bands}x{self.rows_per_band} needs {self.bands * self.rows_per_band} "
                                  f"signature values, but --num-perm is {self.num_perm}")
 
     @property

@@ -19,9 +19,10 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from thresher.hub import require_hub
 from thresher.curation.ngrams import text_keys
 from thresher.device import faiss_has_gpu, pick_compute_path
+from thresher.errors import InputError
+from thresher.hub import require_hub
 from thresher.models import resolve_embedding_model
 from thresher.progress import progress_bar
 
@@ -84,7 +85,7 @@ def load_encoder(model: str | None = None, device: str = "auto", backend: str = 
     from thresher.curation.onnx_encoder import BACKENDS, OnnxEncoder, supports
 
     if backend not in BACKENDS:
-        raise ValueError(f"embedding backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+        raise InputError(f"embedding backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
     path = pick_compute_path(device, announce=False)
     name = resolve_embedding_model(model)
     require_hub(name, "embedding model")

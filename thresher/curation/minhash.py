@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from thresher.curation.ngrams import NGrams
+from thresher.errors import InputError
 
 EMPTY = np.uint32(0xFFFFFFFF)  # the signature value of a row with no n-grams
 _MAX_VALUE = 0xFFFFFFFE  # values are capped below EMPTY
@@ -57,7 +58,7 @@ class MinHashParams:
 
     def __post_init__(self) -> None:
         if not 1 <= self.num_perm < (1 << 31):
-            raise ValueError(f"num_perm must be between 1 and 2**31-1, got {self.num_perm}")
+            raise InputError(f"num_perm must be between 1 and 2**31-1, got {self.num_perm}")
 
 
 @lru_cache(maxsize=8)

@@ -90,13 +90,13 @@ class AuditConfig:
     def __post_init__(self) -> None:
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown or not self.methods:
-            raise ValueError(f"methods must be some of {', '.join(METHODS)}, got {', '.join(self.methods) or 'none'}")
+            raise InputError(f"methods must be some of {', '.join(METHODS)}, got {', '.join(self.methods) or 'none'}")
         if self.fields not in FIELDS:
-            raise ValueError(f"fields must be one of {', '.join(FIELDS)}, not {self.fields!r}")
+            raise InputError(f"fields must be one of {', '.join(FIELDS)}, not {self.fields!r}")
         if "judge" in self.methods and self.judge is None:
-            raise ValueError("the judge method needs a judge model (--judge-model)")
+            raise InputError("the judge method needs a judge model (--judge-model)")
         if self.calibrate < 0:
-            raise ValueError(f"calibrate must be >= 0 planted rows, got {self.calibrate}")
+            raise InputError(f"calibrate must be >= 0 planted rows, got {self.calibrate}")
 
     def threshold(self, method: str) -> float:
         if method == "judge":

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from thresher.cache import cache_root
-from thresher.cli_common import EXIT_BAD_INPUT, exit_on_bad_input, fail, out_console
+from thresher.cli_common import EXIT_BAD_INPUT, EXIT_CANNOT_GO_ON, fail, out_console
 from thresher.io.outputs import committed_folder
 from thresher.records import Kind
 
@@ -33,22 +33,18 @@ def _config(methods: str, fields: str, ngram_n: int, ngram_threshold: float, que
     from thresher.decontam.rephrase import RephraseConfig
     from thresher.decontam.similarity import EmbeddingMatchConfig, MinhashMatchConfig
 
-    try:
-        return AuditConfig(
-            methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
-            fields=fields,  # type: ignore[arg-type]
-            ngram=NgramConfig(n=ngram_n, threshold=ngram_threshold, question_weight=question_weight, answer_weight=answer_weight,
-                              max_bench_df=max_bench_df, max_train_df=max_train_df, min_words=min_words),
-            minhash=MinhashMatchConfig(threshold=minhash_threshold, device=device),
-            embedding=EmbeddingMatchConfig(model=model, threshold=embedding_threshold, neighbours=neighbours,
-                                           cache_dir=str(cache_dir) if cache_dir else None, device=device, backend=embed_backend),
-            judge=JudgeConfig(judge_model, candidates_from=judge_from, threshold=judge_threshold, device=device) if judge_model else None,
-            rephrase=RephraseConfig(threshold=rephrase_threshold, candidates_from=rephrase_from),
-            calibrate=calibrate,
-        )
-    except ValueError as e:
-        fail(str(e), EXIT_BAD_INPUT)
-        raise AssertionError from e  # not reached: fail exits
+    return AuditConfig(
+        methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
+        fields=fields,  # type: ignore[arg-type]
+        ngram=NgramConfig(n=ngram_n, threshold=ngram_threshold, question_weight=question_weight, answer_weight=answer_weight,
+                          max_bench_df=max_bench_df, max_train_df=max_train_df, min_words=min_words),
+        minhash=MinhashMatchConfig(threshold=minhash_threshold, device=device),
+        embedding=EmbeddingMatchConfig(model=model, threshold=embedding_threshold, neighbours=neighbours,
+                                       cache_dir=str(cache_dir) if cache_dir else None, device=device, backend=embed_backend),
+        judge=JudgeConfig(judge_model, candidates_from=judge_from, threshold=judge_threshold, device=device) if judge_model else None,
+        rephrase=RephraseConfig(threshold=rephrase_threshold, candidates_from=rephrase_from),
+        calibrate=calibrate,
+    )
 
 
 def _run(train: list[str], bench: list[str], out: Path, bench_fields: list[str] | None, config: Any, kind: Kind | None,
@@ -61,7 +57,7 @@ def _run(train: list[str], bench: list[str], out: Path, bench_fields: list[str] 
     if not train:
         fail("give at least one --train input", EXIT_BAD_INPUT)
     inputs = train + [b.split("=", 1)[-1] for b in bench]
-    with exit_on_bad_input(), committed_folder(out, "decontaminate" if split else "audit", inputs, overwrite) as staging, \
+    with committed_folder(out, "decontaminate" if split else "audit", inputs, overwrite) as staging, \
             progress_bar() as progress:
         task = progress.add_task("audit", total=None, rate="")
         report = audit_to_folder(train, bench, staging, bench_fields, config, kind, on_error, top, split,
@@ -156,7 +152,7 @@ def register(app: typer.Typer) -> None:
                 out_console.print(f"in {d['in']} = clean {d['clean']} + removed {d['removed']} + quarantined {d['quarantined']}; "
                                   f"{out / 'clean.parquet'}, {out / 'removed.parquet'}")
                 if not d["balanced"]:
-                    fail(f"row accounting does not balance: {d}", 3)
+                    fail(f"row accounting does not balance: {d}", EXIT_CANNOT_GO_ON)
 
         return run
 

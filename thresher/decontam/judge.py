@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from thresher.errors import InputError
 from thresher.hub import require_hub
 
 PROMPT = (
@@ -74,7 +75,7 @@ class TransformersJudge:
         self.yes = _answer_token(self.tokenizer, (" Yes", "Yes", " yes", "yes"))
         self.no = _answer_token(self.tokenizer, (" No", "No", " no", "no"))
         if not self.yes or not self.no or set(self.yes) & set(self.no):
-            raise ValueError(f"{config.model}: its tokenizer cannot tell 'Yes' from 'No' apart as first tokens")
+            raise InputError(f"{config.model}: its tokenizer cannot tell 'Yes' from 'No' apart as first tokens")
 
     def prompt(self, train: str, bench: str) -> str:
         text = PROMPT.format(train=train[: self.config.max_chars], bench=bench[: self.config.max_chars])

@@ -26,6 +26,7 @@ import polars as pl
 
 from thresher.curation.ngrams import PREFIX_BITS, _token_hashes, ngram_hashes, prefix_key, window_hashes
 from thresher.decontam.matching import MATCH_SCHEMA, PARTS, SPAN, TrainBatch, empty_matches, item_words, word_rarity
+from thresher.errors import InputError
 
 _U64 = np.uint64
 _BITMAP_SIZE = 1 << 24
@@ -47,11 +48,11 @@ class NgramConfig:
 
     def __post_init__(self) -> None:
         if self.n < 1:
-            raise ValueError(f"n must be at least 1, got {self.n}")
+            raise InputError(f"n must be at least 1, got {self.n}")
         if not 0.0 < self.threshold <= 1.0:
-            raise ValueError(f"ngram threshold must be in (0, 1], got {self.threshold}")
+            raise InputError(f"ngram threshold must be in (0, 1], got {self.threshold}")
         if min(self.question_weight, self.answer_weight) < 0 or max(self.question_weight, self.answer_weight) == 0:
-            raise ValueError("weights must be >= 0 and not both 0")
+            raise InputError("weights must be >= 0 and not both 0")
 
     @property
     def weights(self) -> tuple[float, float, float]:

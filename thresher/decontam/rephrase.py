@@ -28,6 +28,7 @@ import polars as pl
 
 from thresher.curation.normalize import normalize, words_of
 from thresher.decontam.matching import word_rarity
+from thresher.errors import InputError
 
 FEATURES = ("cosine", "shared_numbers", "has_numbers", "rare_words", "answer_in_row", "length_ratio")
 # fitted by benchmarks/fit_rephrase.py (see RESULTS.md); the last one is the intercept
@@ -42,7 +43,7 @@ class RephraseConfig:
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold <= 1.0 or not 0.0 <= self.candidates_from <= 1.0:
-            raise ValueError(f"rephrase threshold must be in (0, 1] and candidates_from in [0, 1], got {self}")
+            raise InputError(f"rephrase threshold must be in (0, 1] and candidates_from in [0, 1], got {self}")
 
 
 def item_rarity(items: pl.DataFrame) -> pl.DataFrame:

@@ -23,6 +23,7 @@ from thresher.curation.minhash import MinHashParams, empty_rows, estimate_jaccar
 from thresher.curation.ngrams import ngram_hashes
 from thresher.decontam.matching import MATCH_SCHEMA, TrainBatch, empty_matches, item_words
 from thresher.device import pick_compute_path
+from thresher.errors import InputError
 
 
 def _as_matches(rows: np.ndarray, items: np.ndarray, scores: np.ndarray, method: str) -> pl.DataFrame:
@@ -63,7 +64,7 @@ class MinhashMatchConfig:
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold <= 1.0:
-            raise ValueError(f"minhash threshold must be in (0, 1], got {self.threshold}")
+            raise InputError(f"minhash threshold must be in (0, 1], got {self.threshold}")
 
     @property
     def floor(self) -> float:
@@ -119,9 +120,9 @@ class EmbeddingMatchConfig:
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold <= 1.0:
-            raise ValueError(f"embedding threshold must be in (0, 1], got {self.threshold}")
+            raise InputError(f"embedding threshold must be in (0, 1], got {self.threshold}")
         if self.backend not in ("torch", "onnx", "onnx-int8"):
-            raise ValueError(f"embedding backend must be torch, onnx or onnx-int8, not {self.backend!r}")
+            raise InputError(f"embedding backend must be torch, onnx or onnx-int8, not {self.backend!r}")
 
 
 def _final_ask(question: str, min_words: int = 8) -> str:

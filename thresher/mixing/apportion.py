@@ -17,8 +17,10 @@ from typing import Literal
 
 import numpy as np
 
+from thresher.errors import InputError
 
-class MixError(ValueError):
+
+class MixError(InputError):
     """A mixture that cannot be built as specified; the message names the source and the numbers."""
 
 

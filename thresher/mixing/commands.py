@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from thresher.cli_common import EXIT_BAD_INPUT, err_console, exit_on_bad_input, fail, out_console
+from thresher.cli_common import err_console, out_console
 from thresher.io.outputs import committed_folder
 
 
@@ -42,19 +42,14 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Build a mixture from SPEC: load the sources, run its steps, draw the rows; write the mixture
         (Parquet shards), manifest.json (every row accounted for) and report.html."""
-        from thresher.mixing.apportion import MixError
         from thresher.mixing.pipeline import run_mix
-        from thresher.mixing.spec import SpecError, load_spec
+        from thresher.mixing.spec import load_spec
         from thresher.progress import progress_bar
 
-        with exit_on_bad_input(), committed_folder(out, "mix", [spec], overwrite, carry=("cache",)) as staging:
-            try:
-                stages = 2 + len(load_spec(spec).steps)
-                with progress_bar() as progress:
-                    task = progress.add_task("mix", total=stages, rate="")
-                    result = run_mix(spec, staging, cache_dir, log=None if quiet else lambda line: err_console.print(line, highlight=False),
-                                     on_stage=lambda name: progress.update(task, advance=1, description=name))
-            except (SpecError, MixError) as e:
-                fail(str(e), EXIT_BAD_INPUT)
-                raise AssertionError from e  # not reached
+        with committed_folder(out, "mix", [spec], overwrite, carry=("cache",)) as staging:
+            stages = 2 + len(load_spec(spec).steps)
+            with progress_bar() as progress:
+                task = progress.add_task("mix", total=stages, rate="")
+                result = run_mix(spec, staging, cache_dir, log=None if quiet else lambda line: err_console.print(line, highlight=False),
+                                 on_stage=lambda name: progress.update(task, advance=1, description=name))
         _print_summary(result.manifest, out, result.seconds, result.cached)

@@ -7,11 +7,13 @@ from typing import Any
 
 import polars as pl
 
+from thresher.errors import AccountingError
+
 GROUPS = ("source", "skill")
 
 
-class LedgerError(AssertionError):
-    """A stage that lost or invented rows: a bug, never a user error."""
+class LedgerError(AccountingError):
+    """A mixing step that lost or invented rows: a bug, never a user error."""
 
 
 def _sums(frame: pl.DataFrame, by: str) -> dict[str, dict[str, int | None]]:

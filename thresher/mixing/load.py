@@ -12,10 +12,10 @@ import pyarrow as pa
 
 from thresher.accounting import QuarantineWriter, StageCounts
 from thresher.convert import canonical_batches
+from thresher.curation.dedup import prompt_expr
 from thresher.errors import InputError
 from thresher.io.sources import HF_PREFIX, InputSpec, resolve_input
 from thresher.mixing.spec import SourceSpec, SpecError, TokenizerSpec, resolve_path
-from thresher.curation.dedup import prompt_expr
 from thresher.records import Kind, schema_for
 from thresher.stats import chars_expr, count_tokens, load_tokenizer, row_texts, turns_expr
 

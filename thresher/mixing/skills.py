@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from thresher.errors import InputError
 from thresher.mixing.apportion import source_rng
 from thresher.mixing.spec import ClassifierSpec, resolve_path
 from thresher.records import Kind
@@ -71,7 +72,7 @@ def seed_rows(frame: pl.DataFrame, kind: Kind, spec: ClassifierSpec, seed: int, 
         local = resolve_path(path, base)
         extra = pl.read_parquet(local) if local.suffix == ".parquet" else pl.read_ndjson(local)
         if not {"prompt", "skill"} <= set(extra.columns):
-            raise ValueError(f"{local}: seed rows need 'prompt' and 'skill' columns, have {extra.columns}")
+            raise InputError(f"{local}: seed rows need 'prompt' and 'skill' columns, have {extra.columns}")
         parts.append(extra.select(pl.col("prompt").str.slice(0, PROMPT_CHARS), pl.col("skill").cast(pl.String)))
     return pl.concat(parts) if parts else pl.DataFrame(schema={"prompt": pl.String, "skill": pl.String})
 

@@ -17,6 +17,7 @@ import orjson
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from thresher.errors import SpecError
 from thresher.records import Kind
 
 KNOWN_SKILLS: tuple[str, ...] = ("chat", "math", "code", "safety", "precise_if", "knowledge", "multilingual", "reasoning")
@@ -41,10 +42,6 @@ def resolve_path(text: str, base: Path) -> Path:
     """A path from the spec: variables expanded, ``~`` expanded, relative paths taken from the spec's folder."""
     path = Path(expand(text)).expanduser()
     return path if path.is_absolute() else base / path
-
-
-class SpecError(ValueError):
-    """A spec that cannot be used; the message names the file, the line and the field."""
 
 
 class Strict(BaseModel):

@@ -22,6 +22,7 @@ from thresher.mixing.spec import DecontaminateStep, DedupStep, LengthStep, Norma
 from thresher.records import Kind, schema_for
 from thresher.stats import chars_expr, message_fields
 
+
 @dataclass
 class StepContext:
     kind: Kind

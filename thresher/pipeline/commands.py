@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from thresher.cli_common import EXIT_BAD_INPUT, err_console, exit_on_bad_input, fail, out_console
+from thresher.cli_common import err_console, out_console
 
 
 def register(app: typer.Typer) -> None:
@@ -23,19 +23,9 @@ def register(app: typer.Typer) -> None:
         """Run the stages of PIPELINE in order (dedup, decontaminate, mix, synth, sft, dpo, rlvr), each cached by the
         content hash of its inputs and settings; a re-run skips finished stages and continues an interrupted one.
         Writes OUTPUT_DIR/report.html."""
-        from thresher.mixing.spec import SpecError
-        from thresher.pipeline.run import StageError, run_pipeline
+        from thresher.pipeline.run import run_pipeline
 
-        with exit_on_bad_input():
-            try:
-                result = run_pipeline(pipeline, dry_run=dry_run,
-                                      log=None if quiet else lambda line: err_console.print(line, highlight=False))
-            except SpecError as e:
-                fail(str(e), EXIT_BAD_INPUT)
-                raise AssertionError from e  # not reached
-            except StageError as e:
-                fail(str(e), 1)
-                raise AssertionError from e  # not reached
+        result = run_pipeline(pipeline, dry_run=dry_run, log=None if quiet else lambda line: err_console.print(line, highlight=False))
         table = Table(title=f"pipeline → {result.output_dir}" + (" (dry run)" if dry_run else ""), title_justify="left")
         for name in ("stage", "runs", "state", "key", "what it did"):
             table.add_column(name)

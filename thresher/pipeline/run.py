@@ -19,6 +19,7 @@ import orjson
 import yaml
 
 import thresher
+from thresher.errors import EXIT_BAD_ROW, ThresherError
 from thresher.mixing.cache import file_hash
 from thresher.mixing.spec import expand, read_spec_text
 from thresher.pipeline.spec import REFERENCE, PipelineSpec, StageSpec, load_pipeline
@@ -29,8 +30,10 @@ DONE = "stage.json"
 PATH_FIELDS = ("model", "tokenizer", "data.train", "data.eval", "dpo.reference_model", "rlvr.reference_model")
 
 
-class StageError(RuntimeError):
+class StageError(ThresherError, RuntimeError):
     """A stage failed: names the stage, what it read and the cause."""
+
+    exit_code = EXIT_BAD_ROW
 
 
 @dataclass

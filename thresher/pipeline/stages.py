@@ -11,6 +11,8 @@ from typing import Any
 import orjson
 import yaml
 
+from thresher.errors import AccountingError, SpecError
+
 OUTPUTS: dict[str, dict[str, str]] = {  # kind → output name → path inside the stage folder; the first is the main one
     "dedup": {"kept": "kept.parquet", "removed": "removed.parquet"},
     "decontaminate": {"clean": "clean.parquet", "removed": "removed.parquet", "matches": "matches.parquet"},
@@ -32,11 +34,11 @@ def output_path(kind: str, folder: Path, output: str | None) -> Path:
     if output is None:
         output = next(iter(names))
     if output not in names:
-        raise ValueError(f"a {kind} stage has no output {output!r}; it has {', '.join([*names, 'folder'])}")
+        raise SpecError(f"a {kind} stage has no output {output!r}; it has {', '.join([*names, 'folder'])}")
     return folder / names[output]
 
 
-class OptionError(ValueError):
+class OptionError(SpecError):
     """A bad stage option; ``loc`` is its key path inside ``options`` (for the spec's file:line)."""
 
     def __init__(self, message: str, loc: tuple[str, ...] = ()) -> None:
@@ -78,7 +80,7 @@ def run_dedup(stage: dict[str, Any], folder: Path) -> dict[str, Any]:
     report = dedup(stage["inputs"], folder, _dataclass_from(DedupConfig, options, "dedup options"), on_error=on_error)
     summary = report.as_dict()
     if not summary["balanced"]:
-        raise RuntimeError(f"row accounting does not balance: {summary}")
+        raise AccountingError(f"row accounting does not balance: {summary}")
     return {"in": summary["in"], "kept": summary["kept"], "removed": summary["removed"], "quarantined": summary["quarantined"],
             "sources": summary["sources"]}
 
@@ -87,9 +89,8 @@ def audit_config(options: dict[str, Any]) -> Any:
     from thresher.decontam.audit import AuditConfig
     from thresher.decontam.judge import JudgeConfig
     from thresher.decontam.ngram import NgramConfig
-    from thresher.decontam.similarity import EmbeddingMatchConfig, MinhashMatchConfig
-
     from thresher.decontam.rephrase import RephraseConfig
+    from thresher.decontam.similarity import EmbeddingMatchConfig, MinhashMatchConfig
 
     parts = {"ngram": NgramConfig, "minhash": MinhashMatchConfig, "embedding": EmbeddingMatchConfig, "rephrase": RephraseConfig,
              "judge": JudgeConfig}
@@ -109,7 +110,7 @@ def run_decontaminate(stage: dict[str, Any], folder: Path) -> dict[str, Any]:
     report = audit_to_folder(stage["train"], stage["bench"], folder, stage["bench_fields"], audit_config(options),
                              on_error=options.get("on_error", "fail"), top=options.get("top", 40), split=True)
     if not report["decontamination"]["balanced"]:
-        raise RuntimeError(f"row accounting does not balance: {report['decontamination']}")
+        raise AccountingError(f"row accounting does not balance: {report['decontamination']}")
     return {"decontamination": report["decontamination"], "totals": report["totals"], "table": report["table"],
             "benchmarks": list(report["benchmarks"])}
 

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from thresher.cli_common import EXIT_BAD_INPUT, err_console, exit_on_bad_input, fail, out_console
+from thresher.cli_common import err_console, out_console
 from thresher.io.outputs import committed_folder
 
 
@@ -25,17 +25,11 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Generate n completions per prompt, score them, keep the best (SFT), build preference pairs and
         filter RLVR prompts by pass rate. A killed run resumes from its request cache."""
-        from thresher.mixing.spec import SpecError
-        from thresher.synth.backends.http import EndpointError
         from thresher.synth.pipeline import run_synth
 
-        with exit_on_bad_input(), committed_folder(out, "synth", [spec], overwrite, carry=("cache",)) as staging:
-            try:
-                result = run_synth(spec, staging, cache_dir, log=None if quiet else lambda line: err_console.print(line, highlight=False),
-                                   quiet=quiet)
-            except (SpecError, EndpointError) as e:
-                fail(str(e), EXIT_BAD_INPUT)
-                raise AssertionError from e  # not reached
+        with committed_folder(out, "synth", [spec], overwrite, carry=("cache",)) as staging:
+            result = run_synth(spec, staging, cache_dir, log=None if quiet else lambda line: err_console.print(line, highlight=False),
+                               quiet=quiet)
         manifest = result.manifest
         table = Table(title=f"synthesis → {out}", title_justify="left")
         for name in ("output", "prompts in", "rows out", "removed"):
@@ -71,4 +65,4 @@ def register(app: typer.Typer) -> None:
             server.server_close()
 
 
-__all__ = ["register", "EXIT_BAD_INPUT"]
+__all__ = ["register"]

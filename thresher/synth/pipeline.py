@@ -14,6 +14,7 @@ import numpy as np
 import orjson
 
 from thresher.accounting import QuarantineWriter, StageCounts
+from thresher.errors import AccountingError, InputError
 from thresher.io.writers import open_writer
 from thresher.mixing.spec import expand, resolve_path
 from thresher.records import Kind, content_hash
@@ -137,7 +138,7 @@ def run_synth(spec_path: str | Path, out: str | Path, cache_dir: str | Path | No
     try:
         rows, source_counts = _load_prompts(spec, base, backend, cache, quarantine, stats, quiet)
         if not rows:
-            raise ValueError("no prompts to generate for: every source is empty")
+            raise InputError("no prompts to generate for: every source is empty")
         conversations: list[Conversation] = [r["prompt"] for r in rows]
         params: SamplingParams = generators[0].sampling
         say(f"{len(rows)} prompts × {sum(g.sampling.n for g in generators)} samples from {', '.join(g.model for g in generators)}")
@@ -308,7 +309,7 @@ def _write_outputs(spec: SynthSpec, spec_path: Path, out: Path, rows: list[dict[
     (out / "manifest.json").write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
     bad = [name for name in spec.outputs if not counts[name].balanced]
     if bad:
-        raise RuntimeError(f"accounting does not balance for {bad}: {[counts[n].as_dict() for n in bad]}")
+        raise AccountingError(f"accounting does not balance for {bad}: {[counts[n].as_dict() for n in bad]}")
     return manifest, pairs
 
 

@@ -13,10 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from thresher.errors import InputError
+
 IGNORE = -100
 
 
-class TemplateError(ValueError):
+class TemplateError(InputError):
     """A chat template that cannot give assistant-only masks."""
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from thresher.errors import InputError
 from thresher.train.runtime import Runtime, save_model
 
 STATE_FILE = "trainer_state.pt"
@@ -66,7 +67,7 @@ def resolve_resume(resume_from: str | None, output_dir: Path) -> Path | None:
         return latest_checkpoint(output_dir)
     folder = Path(resume_from)
     if not (folder / STATE_FILE).is_file():
-        raise FileNotFoundError(f"{folder}: not a resumable checkpoint (no {STATE_FILE})")
+        raise InputError(f"{folder}: not a resumable checkpoint (no {STATE_FILE})")
     return folder
 
 

@@ -8,9 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from thresher.cli_common import EXIT_BAD_INPUT, exit_on_bad_input, fail, out_console
-
-EXIT_DIVERGED = 3  # training produced a non-finite loss or gradient
+from thresher.cli_common import out_console
 
 train_app = typer.Typer(help="Train: SFT, DPO and RLVR.", no_args_is_help=True)
 
@@ -24,33 +22,22 @@ def _line(record: dict[str, Any]) -> str:
 
 
 def _run(config: Path, overrides: list[str] | None, quiet: bool, runner: Callable[..., Any]) -> None:
-    from thresher.mixing.spec import SpecError
     from thresher.progress import progress_bar
     from thresher.train.config import load_config
-    from thresher.train.loop import NonFiniteError
 
-    with exit_on_bad_input():
-        try:
-            cfg = load_config(config, overrides or [])
-        except SpecError as e:
-            fail(str(e), EXIT_BAD_INPUT)
-            raise AssertionError from e  # not reached
-        with progress_bar(transient=False, disable=quiet) as bar:
-            task = bar.add_task("training", total=None, rate="")
+    cfg = load_config(config, overrides or [])
+    with progress_bar(transient=False, disable=quiet) as bar:
+        task = bar.add_task("training", total=None, rate="")
 
-            def show(record: dict[str, Any]) -> None:
-                if "total_steps" in record:
-                    bar.update(task, total=record["total_steps"])
-                if "loss" in record:
-                    bar.update(task, completed=record["step"], rate=f"loss {record['loss']:.4g}")
-                if not quiet and ("loss" not in record or not bar.console.is_terminal):
-                    bar.console.print(_line(record), highlight=False)
+        def show(record: dict[str, Any]) -> None:
+            if "total_steps" in record:
+                bar.update(task, total=record["total_steps"])
+            if "loss" in record:
+                bar.update(task, completed=record["step"], rate=f"loss {record['loss']:.4g}")
+            if not quiet and ("loss" not in record or not bar.console.is_terminal):
+                bar.console.print(_line(record), highlight=False)
 
-            try:
-                result = runner(cfg, show)
-            except NonFiniteError as e:
-                fail(str(e), EXIT_DIVERGED)
-                raise AssertionError from e  # not reached
+        result = runner(cfg, show)
     shown = ("eval_loss", "eval_reward_accuracy", "eval_pass@1")
     evals = "; ".join(f"{key} " + " → ".join(f"{e[key]:.3f}" for _, e in result.evals) for key in shown
                       if result.evals and key in result.evals[0][1])

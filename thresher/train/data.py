@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from thresher.errors import InputError
 from thresher.records import Kind
 from thresher.stats import load_canonical
 from thresher.train.chat import IGNORE, Encoded, encode_chat
@@ -20,7 +21,7 @@ def input_files(path: str) -> list[str]:
     if folder.is_dir():
         shards = sorted(folder.glob("mixture-*.parquet"))
         if not shards:
-            raise FileNotFoundError(f"{path}: a directory without mixture-*.parquet shards")
+            raise InputError(f"{path}: a directory without mixture-*.parquet shards")
         return [str(s) for s in shards]
     return [path]
 

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from thresher.errors import InputError
 from thresher.train.config import TrainConfig
 from thresher.train.data import EncodedPair, encode_pairs, held_out_split, load_pairs, plan_micro_batches
 from thresher.train.loop import LoopResult, run_task
@@ -100,7 +101,7 @@ def run_dpo(config: TrainConfig, log: Log | None = None) -> LoopResult:
         train = _kept(encode_pairs(runtime.tokenizer, rows, config.max_length))
         held_out = _kept(encode_pairs(runtime.tokenizer, held_rows, config.max_length))
         if not train:
-            raise ValueError(f"{config.data.train}: no pairs whose completions keep a target token within max_length")
+            raise InputError(f"{config.data.train}: no pairs whose completions keep a target token within max_length")
         task = DPOTask(config, runtime, train, held_out)
         sources = {}
         if config.dpo.loss != "simpo":

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 import torch
 
+from thresher.errors import EXIT_CANNOT_GO_ON, InputError, ThresherError
 from thresher.io.outputs import locked
 from thresher.train.checkpoint import load_trainer_state, resolve_resume, save_checkpoint
 from thresher.train.config import TrainConfig
@@ -64,8 +65,10 @@ class LoopResult:
         return self.tokens / max(self.seconds, 1e-9)
 
 
-class NonFiniteError(RuntimeError):
+class NonFiniteError(ThresherError, RuntimeError):
     """Training produced a non-finite loss or gradient; the message names the step."""
+
+    exit_code = EXIT_CANNOT_GO_ON
 
 
 def _grad_norm(model: Any, max_norm: float) -> float:
@@ -177,7 +180,7 @@ def run_loop(config: TrainConfig, runtime: Runtime, task: Task, log: Log | None 
     per_step = config.gradient_accumulation * world
     first_epoch = task.plan(config.seed)
     if not first_epoch:
-        raise ValueError("no micro-batches to train on")
+        raise InputError("no micro-batches to train on")
     per_epoch = math.ceil(len(first_epoch) / per_step)
     total_steps = config.max_steps or max(1, int(per_epoch * config.epochs))
     optimization = Optimization(config, runtime, total_steps)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from thresher.errors import InputError
 from thresher.train.chat import IGNORE, Encoded
 
 
@@ -34,7 +35,7 @@ def first_fit(lengths: list[int], capacity: int) -> list[list[int]]:
     room: list[int] = []
     for i, n in enumerate(lengths):
         if n > capacity:
-            raise ValueError(f"example {i} has {n} tokens, more than the pack length {capacity}; set max_length")
+            raise InputError(f"example {i} has {n} tokens, more than the pack length {capacity}; set max_length")
         for p, free in enumerate(room):
             if n <= free:
                 packs[p].append(i)

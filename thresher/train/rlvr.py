@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from thresher.errors import InputError
 from thresher.records import Kind
 from thresher.stats import load_canonical
 from thresher.synth.load import prompt_part
@@ -70,7 +71,7 @@ def encode_prompts(tokenizer: Any, rows: list[dict[str, Any]], max_prompt: int, 
             continue
         if row_verifiers and row.get("verifier") not in NAMES:
             where = row.get("provenance") or {}
-            raise ValueError(f"{where.get('file')}: line {where.get('line')}: unknown verifier {row.get('verifier')!r}; "
+            raise InputError(f"{where.get('file')}: line {where.get('line')}: unknown verifier {row.get('verifier')!r}; "
                              f"known: {', '.join(NAMES)} (or set rlvr.verifiers)")
         text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -410,13 +411,13 @@ def run_rlvr(config: TrainConfig, log: Log | None = None) -> LoopResult:
                                                config.data.eval_rows, config.seed)
         max_prompt = config.max_length - config.rlvr.max_new_tokens
         if max_prompt <= 0:
-            raise ValueError(f"max_length {config.max_length} leaves no room for a prompt before "
+            raise InputError(f"max_length {config.max_length} leaves no room for a prompt before "
                              f"rlvr.max_new_tokens {config.rlvr.max_new_tokens}")
         need = not config.rlvr.verifiers
         train, removed = encode_prompts(runtime.tokenizer, train_rows, max_prompt, need)
         held_out, removed_eval = encode_prompts(runtime.tokenizer, eval_rows, max_prompt, need)
         if not train:
-            raise ValueError(f"{config.data.train}: no prompts to train on ({removed})")
+            raise InputError(f"{config.data.train}: no prompts to train on ({removed})")
         reference = None
         if config.rlvr.kl_beta:
             lm = load_causal_lm(config.rlvr.reference_model or config.model, runtime.device, runtime.dtype, runtime.attention)

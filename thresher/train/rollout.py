@@ -18,6 +18,8 @@ from typing import Any, Protocol
 
 import torch
 
+from thresher.errors import InputError
+
 
 @dataclass
 class Sample:
@@ -188,7 +190,7 @@ def pick_engine(choice: str, device: str) -> str:
     """``auto``: vLLM on CUDA when it is installed, else transformers."""
     if choice != "auto":
         if choice == "vllm" and not device.startswith("cuda"):
-            raise ValueError("rlvr.engine: vllm needs a CUDA device; use transformers on the CPU")
+            raise InputError("rlvr.engine: vllm needs a CUDA device; use transformers on the CPU")
         return choice
     if device.startswith("cuda") and importlib.util.find_spec("vllm") is not None:
         return "vllm"

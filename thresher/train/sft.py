@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from thresher.errors import InputError
 from thresher.train.chat import Encoded
 from thresher.train.config import TrainConfig
 from thresher.train.data import encode_all, held_out_split, load_chats, plan_micro_batches
@@ -80,7 +81,7 @@ def run_sft(config: TrainConfig, log: Log | None = None) -> LoopResult:
                                                  config.data.eval_rows, config.seed)
         train = encode_all(runtime.tokenizer, train_chats, config.max_length)
         if not train:
-            raise ValueError(f"{config.data.train}: no rows with assistant tokens to train on")
+            raise InputError(f"{config.data.train}: no rows with assistant tokens to train on")
         task = SFTTask(config, runtime, train, encode_all(runtime.tokenizer, eval_chats, config.max_length))
         task.accounting = {"rows": len(train_chats), "rows_trained": len(train),
                            "rows_without_targets": len(train_chats) - len(train), "held_out_rows": len(eval_chats)}

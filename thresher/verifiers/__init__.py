@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from thresher.errors import InputError
 from thresher.verifiers.base import Verdict, Verifier
 
 NAMES: tuple[str, ...] = ("gsm8k", "math", "ifeval", "code", "exact", "regex")
@@ -32,7 +33,7 @@ def get_verifier(name: str, **options: Any) -> Verifier:
     if name == "code":
         from thresher.verifiers.code import CodeVerifier
         return CodeVerifier(**options)
-    raise ValueError(f"unknown verifier {name!r}; known: {', '.join(NAMES)}")
+    raise InputError(f"unknown verifier {name!r}; known: {', '.join(NAMES)}")
 
 
 def verify_rows(responses: list[str], ground_truths: list[str], verifiers: list[str], prompts: list[str] | None = None,

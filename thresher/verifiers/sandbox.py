@@ -34,6 +34,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import IO, Any, Self
 
+from thresher.errors import ExternalError
+
 log = logging.getLogger(__name__)
 
 CLONE_NEWUSER = 0x10000000
@@ -45,7 +47,7 @@ INSIDE = "/sandbox"  # where a run's read-only files appear inside bwrap
 OUTPUT_CAP = 65536
 
 
-class SandboxUnavailable(RuntimeError):
+class SandboxUnavailable(ExternalError):
     """Neither bwrap nor a safe fallback can run untrusted code on this machine."""
 
 

@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
+from thresher.errors import InputError
 from thresher.synth.backends.base import Backend, Completion, Conversation, render_chat
 
 
@@ -26,7 +27,7 @@ class BackendSpec(BaseModel):
     @model_validator(mode="after")
     def _url(self) -> BackendSpec:
         if self.backend == "openai" and not self.url:
-            raise ValueError("the openai backend needs 'url' (e.g. http://localhost:8000/v1)")
+            raise InputError("the openai backend needs 'url' (e.g. http://localhost:8000/v1)")
         return self
 
 

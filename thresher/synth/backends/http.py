@@ -12,11 +12,12 @@ from typing import Any
 
 import orjson
 
+from thresher.errors import ExternalError
 from thresher.synth.backends.base import Completion, Conversation
 from thresher.synth.sampling import SamplingParams
 
 
-class EndpointError(RuntimeError):
+class EndpointError(ExternalError):
     """The server refused a request or could not be reached after the retries."""
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from thresher.errors import ExternalError
 from thresher.synth.backends.base import Completion, Conversation, render_chat
 from thresher.synth.sampling import SamplingParams
 
@@ -14,7 +15,7 @@ class VLLMBackend:
         try:
             from vllm import LLM
         except ImportError as e:
-            raise RuntimeError("the vllm backend needs vLLM: pip install 'thresher[gpu]'") from e
+            raise ExternalError("the vllm backend needs vLLM: pip install 'thresher[gpu]'") from e
         self.model = model
         options: dict[str, Any] = {"tensor_parallel_size": tensor_parallel_size, "gpu_memory_utilization": gpu_memory_utilization,
                                    "dtype": dtype}
