@@ -78,7 +78,7 @@ def test_every_command_answers_a_mistake_with_one_error_line_and_its_exit_code(s
 def test_every_user_error_is_a_thresher_error_with_its_exit_code(error: ThresherError, code: int) -> None:
     from thresher.mixing.apportion import MixError
     from thresher.pipeline.run import StageError
-    from thresher.pipeline.stages import OptionError
+    from thresher.pipeline.registry import OptionError
     from thresher.train.chat import TemplateError
     from thresher.train.loop import NonFiniteError
 

@@ -253,19 +253,23 @@ def achieved(mixture: pl.DataFrame, by: str) -> dict[str, dict[str, Any]]:
             for k, r, t in grouped.iter_rows()}
 
 
-def run_mix(spec_path: str | Path, out_dir: str | Path, cache_dir: str | Path | None = None, log: Log | None = None,
+def run_mix(spec: MixSpec | str | Path, out_dir: str | Path, cache_dir: str | Path | None = None, log: Log | None = None,
             on_stage: Callable[[str], None] | None = None, base: Path | None = None) -> MixResult:
-    """Build the mixture ``spec_path`` describes into ``out_dir``; relative paths in the spec are resolved
-    against ``base`` (default: the spec's folder)."""
+    """Build the mixture ``spec`` (a validated MixSpec, or the path of a spec file) describes into ``out_dir``;
+    relative paths in the spec are resolved against ``base`` (default: the spec file's folder; needed with a MixSpec)."""
     from thresher.mixing.report import write_report
 
     started = time.perf_counter()
-    spec_path, out = Path(spec_path), Path(out_dir)
-    spec = load_spec(spec_path)
+    out = Path(out_dir)
+    if not isinstance(spec, MixSpec):
+        base = base or Path(spec).parent
+        spec = load_spec(spec)
+    if base is None:
+        raise TypeError("run_mix needs base (where the spec's relative paths start) when given a MixSpec")
     out.mkdir(parents=True, exist_ok=True)
     store = StageStore(Path(cache_dir) if cache_dir else out / "cache")
     say = log or (lambda _: None)
-    mixer = Mixer(spec, base or spec_path.parent, store, say)
+    mixer = Mixer(spec, base, store, say)
     stages: list[Stage] = []
     runs = [mixer.load, lambda: mixer.classify(stages[-1])] + [
         (lambda i=i: mixer.step(i, stages[-1])) for i in range(len(spec.steps))]

@@ -23,6 +23,7 @@ def register(app: typer.Typer) -> None:
         """Run the stages of PIPELINE in order (dedup, decontaminate, mix, synth, sft, dpo, rlvr), each cached by the
         content hash of its inputs and settings; a re-run skips finished stages and continues an interrupted one.
         Writes OUTPUT_DIR/report.html."""
+        from thresher.pipeline.registry import kind_of
         from thresher.pipeline.run import run_pipeline
 
         result = run_pipeline(pipeline, dry_run=dry_run, log=None if quiet else lambda line: err_console.print(line, highlight=False))
@@ -30,23 +31,8 @@ def register(app: typer.Typer) -> None:
         for name in ("stage", "runs", "state", "key", "what it did"):
             table.add_column(name)
         for s in result.stages:
-            table.add_row(s.name, s.run, s.state, s.key, _what(s.run, s.summary) if s.summary else "-")
+            table.add_row(s.name, s.run, s.state, s.key, kind_of(s.run).describe(s.summary) if s.summary else "-")
         out_console.print(table)
         if not dry_run:
             out_console.print(f"report: {result.report} ({result.seconds:.1f} s)")
 
-
-def _what(kind: str, summary: dict) -> str:
-    if kind == "dedup":
-        return f"in {summary['in']} = kept {summary['kept']} + removed {summary['removed']} + quarantined {summary['quarantined']}"
-    if kind == "decontaminate":
-        d = summary["decontamination"]
-        return f"in {d['in']} = clean {d['clean']} + removed {d['removed']} + quarantined {d['quarantined']}"
-    if kind == "mix":
-        return f"{summary['rows']} rows"
-    if kind == "synth":
-        return "; ".join(f"{name} {o['out']} of {o['in']}" for name, o in summary["outputs"].items())
-    evals = summary.get("evals") or []
-    shown = "; ".join(f"{k} {evals[0][1][k]:.3f} → {evals[-1][1][k]:.3f}" for k in ("eval_loss", "eval_reward_accuracy", "eval_pass@1")
-                      if evals and k in evals[0][1])
-    return f"{summary['steps']} steps" + (f"; {shown}" if shown else "")

@@ -19,15 +19,14 @@ import orjson
 import yaml
 
 import thresher
-from thresher.errors import EXIT_BAD_ROW, ThresherError
+from thresher.errors import EXIT_BAD_ROW, SpecError, ThresherError
 from thresher.mixing.cache import file_hash
-from thresher.mixing.spec import expand, read_spec_text
+from thresher.mixing.spec import expand, load_yaml, read_spec_text
+from thresher.pipeline.registry import ReadyStage, kind_of
 from thresher.pipeline.spec import REFERENCE, PipelineSpec, StageSpec, load_pipeline
-from thresher.pipeline.stages import output_path, run_stage
 from thresher.train.config import set_dotted
 
 DONE = "stage.json"
-PATH_FIELDS = ("model", "tokenizer", "data.train", "data.eval", "dpo.reference_model", "rlvr.reference_model")
 
 
 class StageError(ThresherError, RuntimeError):
@@ -45,8 +44,14 @@ class PlannedStage:
     resolved: dict[str, Any]
     base: Path  # where the spec's relative paths start
     state: str  # "cached" | "partial" (a checkpoint or cache to continue from) | "to run"
+    spec: Any = None  # the validated spec model, for kinds that take a spec
     summary: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+
+    def ready(self) -> ReadyStage:
+        r = self.resolved
+        return ReadyStage(self.name, self.run, self.folder, self.base, r["inputs"], r["train"], r["bench"], r["bench_fields"],
+                          r["options"], self.spec, r.get("spec"))
 
 
 def _substitute(value: Any, lookup: Callable[[str, str | None], str]) -> Any:
@@ -123,9 +128,7 @@ def _spec_mapping(stage: StageSpec, pipeline_base: Path) -> tuple[dict[str, Any]
     assert stage.spec is not None
     path = Path(expand(stage.spec))
     path = path if path.is_absolute() else pipeline_base / path
-    data = yaml.safe_load(read_spec_text(path, f"{stage.run} spec of stage {stage.name}")) or {}
-    if not isinstance(data, dict):
-        raise StageError(f"stage {stage.name}: {path}: expected a mapping at the top")
+    _, data = load_yaml(read_spec_text(path, f"{stage.run} spec of stage {stage.name}"), str(path))  # aliases bounded
     return data, path.resolve().parent
 
 
@@ -141,11 +144,10 @@ def resolve(stage: StageSpec, pipeline_base: Path, lookup: Callable[[str, str | 
         spec = _substitute(spec, lookup)
         for dotted, value in _substitute(stage.set, lookup).items():
             set_dotted(spec, dotted, value)
-        if stage.run in ("sft", "dpo", "rlvr"):
-            for dotted in PATH_FIELDS:
-                value = _get_dotted(spec, dotted)
-                if isinstance(value, str):
-                    set_dotted(spec, dotted, _absolute(value, base))
+        for dotted in kind_of(stage.run).path_fields:
+            value = _get_dotted(spec, dotted)
+            if isinstance(value, str):
+                set_dotted(spec, dotted, _absolute(value, base))
         resolved["spec"] = spec
     resolved.pop("set")
     return resolved, base
@@ -157,35 +159,21 @@ def stage_key(resolved: dict[str, Any], base: Path, output_dir: Path) -> str:
     return hashlib.blake2b(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS), digest_size=6).hexdigest()
 
 
-def _spec_model(kind: str) -> Any:
-    if kind == "mix":
-        from thresher.mixing.spec import MixSpec
-
-        return MixSpec
-    if kind == "synth":
-        from thresher.synth.spec import SynthSpec
-
-        return SynthSpec
-    from thresher.train.config import TrainConfig
-
-    return TrainConfig
-
-
-def check_stage_spec(stage: StageSpec, index: int, spec: dict[str, Any], pipeline_path: Path | None, pipeline_base: Path) -> list[str]:
-    """Validate a mix, synth or training stage's resolved spec against its model, before anything runs. Errors
-    name the file and line the field comes from: the referenced spec file, or the pipeline for an inline spec
-    (an override in ``set`` is reported at its own line)."""
+def check_stage_spec(stage: StageSpec, index: int, spec: dict[str, Any], pipeline_path: Path | None,
+                     pipeline_base: Path) -> tuple[Any, list[str]]:
+    """Validate a stage's resolved spec against its kind's model, before anything runs: the model, or the errors.
+    Errors name the file and line the field comes from: the referenced spec file, or the pipeline for an inline
+    spec (an override in ``set`` is reported at its own line)."""
     from pydantic import ValidationError
 
     from thresher.mixing.spec import error_parts, line_of, override_for
 
-    model = _spec_model(stage.run)
-    data = dict(spec)
-    if stage.run in ("sft", "dpo", "rlvr"):
-        data.setdefault("output_dir", "stage-folder")  # the stage sets it when it runs
+    kind = kind_of(stage.run)
+    model = kind.spec_model()
+    assert model is not None
+    data = {**kind.run_time_fields, **spec}  # placeholders for what the stage sets when it runs
     try:
-        model.model_validate(data)
-        return []
+        return model.model_validate(data), []
     except ValidationError as e:
         errors = e.errors()
     source = None
@@ -204,7 +192,7 @@ def check_stage_spec(stage: StageSpec, index: int, spec: dict[str, Any], pipelin
                             f"{'set ' + override if override else 'spec.' + dotted}: {message}")
         else:
             messages.append(f"{source}:{line_of(file_node, loc)}: {dotted} (the {stage.run} spec of stage {stage.name}): {message}")
-    return messages
+    return None, messages
 
 
 def plan(spec: PipelineSpec, pipeline_base: Path, pipeline_path: Path | None = None) -> list[PlannedStage]:
@@ -216,27 +204,31 @@ def plan(spec: PipelineSpec, pipeline_base: Path, pipeline_path: Path | None = N
 
     def lookup(name: str, output: str | None) -> str:
         stage = planned[name]
-        return str(output_path(stage.run, stage.folder, output))
+        return str(kind_of(stage.run).output_path(stage.folder, output))
 
     errors: list[str] = []
     for index, stage in enumerate(spec.stages):
-        resolved, base = resolve(stage, pipeline_base, lookup)
+        try:
+            resolved, base = resolve(stage, pipeline_base, lookup)
+        except SpecError as e:  # e.g. {{NAME.OUTPUT}} naming an output the stage does not have
+            errors.append(f"{pipeline_path or 'pipeline'}: stages[{index}] ({stage.name}): {e}")
+            continue
+        model = None
         if stage.spec is not None:
-            errors += check_stage_spec(stage, index, resolved["spec"], pipeline_path, pipeline_base)
+            model, messages = check_stage_spec(stage, index, resolved["spec"], pipeline_path, pipeline_base)
+            errors += messages
         key = stage_key(resolved, base, output_dir)
         folder = output_dir / "stages" / f"{stage.name}-{key}"
         summary: dict[str, Any] = {}
         if (folder / DONE).is_file():
             state = "cached"
             summary = orjson.loads((folder / DONE).read_bytes())["summary"]
-        elif folder.is_dir() and (any(folder.glob("checkpoint-*")) or (folder / "cache").is_dir()):
+        elif kind_of(stage.run).partial(folder):
             state = "partial"
         else:
             state = "to run"
-        planned[stage.name] = PlannedStage(stage.name, stage.run, key, folder, resolved, base, state, summary)
+        planned[stage.name] = PlannedStage(stage.name, stage.run, key, folder, resolved, base, state, model, summary)
     if errors:
-        from thresher.mixing.spec import SpecError
-
         raise SpecError("\n".join(errors))
     return list(planned.values())
 
@@ -274,7 +266,8 @@ def run_pipeline(path: str | Path, dry_run: bool = False, log: Callable[[str], N
         say(f"{stage.name} ({stage.run}): {'continuing' if stage.state == 'partial' else 'running'} in {stage.folder}")
         began = time.perf_counter()
         try:
-            stage.summary = run_stage(stage.resolved, stage.folder, stage.base)
+            stage.folder.mkdir(parents=True, exist_ok=True)
+            stage.summary = kind_of(stage.run).run(stage.ready())
         except Exception as e:  # every failure names the stage and keeps what was done
             reads = [text for text in _strings(stage.resolved) if _named_paths(text, stage.base)] or ["its spec"]
             raise StageError(f"stage {stage.name} ({stage.run}) failed, reading {', '.join(reads)[:600]}: "

@@ -1,18 +1,18 @@
 """The pipeline spec: an output folder and an ordered list of stages. Stage fields may refer to an earlier
 stage's outputs as ``{{NAME}}`` (its main output) or ``{{NAME.OUTPUT}}`` (``model``, ``kept``, ``clean``,
-``mixture``, ``sft``, ``preference``, ``rlvr``, ``folder``)."""
+``mixture``, ``sft``, ``preference``, ``rlvr``, ``folder``). What each kind needs and accepts is declared by its
+class in the stage registry (``thresher.pipeline.registry``)."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from thresher.mixing.spec import SpecError, parse_spec, read_spec_text
 
-Kind = Literal["dedup", "decontaminate", "mix", "synth", "sft", "dpo", "rlvr"]
 REFERENCE = re.compile(r"\{\{\s*([A-Za-z0-9_-]+)(?:\.([A-Za-z0-9_]+))?\s*\}\}")
 
 
@@ -24,7 +24,7 @@ class StageSpec(Strict):
     """One stage: what it runs, what it reads ({{NAME}} / {{NAME.OUTPUT}} name earlier stages' outputs) and its settings."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_-]+$")  # unique; the stage folder is OUTPUT_DIR/stages/NAME-KEY
-    run: Kind  # dedup, decontaminate, mix, synth, sft, dpo or rlvr
+    run: str  # the stage kind: dedup, decontaminate, mix, synth, sft, dpo, rlvr (or one registered by a plugin)
     inputs: list[str] = []  # dedup: the files to deduplicate
     train: list[str] = []  # decontaminate: the training files to audit
     bench: list[str] = []  # decontaminate: NAME (hub) or NAME=PATH
@@ -33,14 +33,25 @@ class StageSpec(Strict):
     spec: str | dict[str, Any] | None = None  # mix/synth spec, training config: a file or the mapping inline
     set: dict[str, Any] = {}  # dotted overrides applied to ``spec`` (e.g. data.train, optim.lr)
 
+    @field_validator("run")
+    @classmethod
+    def _known_kind(cls, run: str) -> str:
+        from thresher.pipeline.registry import kind_of
+
+        kind_of(run)
+        return run
+
     @model_validator(mode="after")
     def _fields_of_kind(self) -> StageSpec:
-        if self.run == "dedup" and not self.inputs:
-            raise ValueError("a dedup stage needs inputs")
-        if self.run == "decontaminate" and not (self.train and self.bench):
-            raise ValueError("a decontaminate stage needs train and bench")
-        if self.run in ("mix", "synth", "sft", "dpo", "rlvr") and self.spec is None:
-            raise ValueError(f"a {self.run} stage needs spec (a file or the mapping inline)")
+        from thresher.pipeline.registry import kind_of
+
+        kind = kind_of(self.run)
+        missing = [name for name in kind.needs if getattr(self, name) in (None, [], {})]
+        if missing:
+            what = " and ".join(missing) + (" (a file or the mapping inline)" if missing == ["spec"] else "")
+            raise ValueError(f"a {self.run} stage needs {what}")
+        if kind.spec_model() is None and (self.spec is not None or self.set):
+            raise ValueError(f"a {self.run} stage takes no spec or set (its settings go in options)")
         return self
 
 
@@ -80,7 +91,7 @@ def load_pipeline(path: str | Path) -> PipelineSpec:
     import yaml
 
     from thresher.mixing.spec import line_of
-    from thresher.pipeline.stages import OptionError, check_options
+    from thresher.pipeline.registry import OptionError, kind_of
 
     path = Path(path)
     text = read_spec_text(path, "pipeline")
@@ -90,7 +101,7 @@ def load_pipeline(path: str | Path) -> PipelineSpec:
     node = None
     for i, stage in enumerate(spec.stages):
         try:
-            check_options(stage.run, stage.options)
+            kind_of(stage.run).check_options(stage.options)
         except OptionError as e:
             node = node or yaml.compose(text)
             line = line_of(node, ("stages", i, "options", *e.loc))

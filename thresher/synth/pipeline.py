@@ -118,14 +118,19 @@ def _write(path: Path, kind: Kind, records: list[dict[str, Any]]) -> None:
     writer.close()
 
 
-def run_synth(spec_path: str | Path, out: str | Path, cache_dir: str | Path | None = None, log: Log | None = None,
-              quiet: bool = False, base: Path | None = None) -> SynthResult:
-    """Run the synthesis ``spec_path`` describes into ``out``; relative paths in the spec are resolved against
-    ``base`` (default: the spec's folder)."""
+def run_synth(spec: SynthSpec | str | Path, out: str | Path, cache_dir: str | Path | None = None, log: Log | None = None,
+              quiet: bool = False, base: Path | None = None, spec_path: Path | None = None) -> SynthResult:
+    """Run the synthesis ``spec`` (a validated SynthSpec, or the path of a spec file) describes into ``out``;
+    relative paths in the spec are resolved against ``base`` (default: the spec file's folder; needed with a
+    SynthSpec). ``spec_path``: the file the manifest names as the spec (default: the one read)."""
     started = time.perf_counter()
-    spec_path = Path(spec_path)
-    spec = load_synth_spec(spec_path)
-    base = base.resolve() if base else spec_path.resolve().parent
+    if not isinstance(spec, SynthSpec):
+        spec_path = spec_path or Path(spec)
+        base = base or Path(spec).resolve().parent
+        spec = load_synth_spec(Path(spec))
+    if base is None or spec_path is None:
+        raise TypeError("run_synth needs base and spec_path when given a SynthSpec")
+    base = base.resolve()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     say = log or (lambda line: None)
