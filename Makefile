@@ -8,7 +8,7 @@ STAMP := $(VENV)/.thresher-installed
 # Tests run offline: a hub lookup would otherwise hang for over a minute before failing.
 TEST_ENV := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRITON_INTERPRET=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: env test demo clean
+.PHONY: env test lint demo clean
 
 $(STAMP): pyproject.toml
 	# The code sandbox's isolation (bubblewrap); without it a weaker fallback runs, with a warning.
@@ -26,8 +26,14 @@ $(STAMP): pyproject.toml
 
 env: $(STAMP)
 
-test: env
+test: env lint
 	$(TEST_ENV) $(BIN)/python -m pytest -q
+
+# ruff (lint and format; config in pyproject.toml) and mypy on the package: part of `make test`
+lint: env
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 demo: env
 	$(TEST_ENV) bash examples/demo.sh

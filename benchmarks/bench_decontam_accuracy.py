@@ -80,8 +80,14 @@ def planted_rows(items: dict[str, pl.DataFrame], per_bench: int, rng: random.Ran
     for row in short.iter_rows(named=True):
         q = row["question"]
         out.append((conversation(q, "Let me think."), "short_verbatim", "truthfulqa", row["bench_id"]))
-        out.append((conversation(f"{rng.choice(PREAMBLES)} {q} {rng.choice(POSTAMBLES)}", "Ok."), "short_in_conversation",
-                    "truthfulqa", row["bench_id"]))
+        out.append(
+            (
+                conversation(f"{rng.choice(PREAMBLES)} {q} {rng.choice(POSTAMBLES)}", "Ok."),
+                "short_in_conversation",
+                "truthfulqa",
+                row["bench_id"],
+            )
+        )
     return out
 
 
@@ -101,7 +107,10 @@ def rephrased_rows(items: dict[str, pl.DataFrame]) -> list[tuple[dict, str, str,
                 continue
             out.append((conversation("Write this function.", text), f"rephrase_humaneval_{lang}", "humaneval", he_ids[i]))
     for subject in ("abstract_algebra", "high_school_us_history", "sociology"):
-        for variant, suffix in (("rephrase_mmlu_english", "rephrase_english_filtered_question"), ("mmlu_chinese", "chinese_filtered_question")):
+        for variant, suffix in (
+            ("rephrase_mmlu_english", "rephrase_english_filtered_question"),
+            ("mmlu_chinese", "chinese_filtered_question"),
+        ):
             for i, text in enumerate(_texts(REPHRASE / f"{subject}_test_{suffix}.jsonl")):
                 if text.strip():  # some rephrases are empty upstream
                     out.append((conversation(text, "The answer is"), variant, "mmlu", f"{subject}_test/{i}"))
@@ -110,8 +119,13 @@ def rephrased_rows(items: dict[str, pl.DataFrame]) -> list[tuple[dict, str, str,
 
 def build(folder: Path, per_bench: int, seed: int) -> tuple[list[str], pl.DataFrame, dict[str, str]]:
     rng = random.Random(seed)
-    specs = {"gsm8k": "gsm8k/test.jsonl", "math": "math/math_test.jsonl", "humaneval": "humaneval/HumanEval.jsonl.gz",
-             "mmlu": "mmlu/data", "truthfulqa": "truthfulqa/v0_TruthfulQA.csv"}
+    specs = {
+        "gsm8k": "gsm8k/test.jsonl",
+        "math": "math/math_test.jsonl",
+        "humaneval": "humaneval/HumanEval.jsonl.gz",
+        "mmlu": "mmlu/data",
+        "truthfulqa": "truthfulqa/v0_TruthfulQA.csv",
+    }
     benches = {name: f"{name}={SHARED / path}" for name, path in specs.items()}
     items = {name: load_benchmark(name, str(SHARED / path)).items for name, path in specs.items()}
     labelled = [(row, variant, "", "") for row, variant in clean_rows()]
@@ -120,14 +134,22 @@ def build(folder: Path, per_bench: int, seed: int) -> tuple[list[str], pl.DataFr
     with path.open("wb") as f:
         for i, (row, *_rest) in enumerate(labelled):
             f.write(orjson.dumps({"id": f"r{i}", **row}) + b"\n")
-    labels = pl.DataFrame({"train_id": [f"r{i}" for i in range(len(labelled))], "variant": [v for _, v, _, _ in labelled],
-                           "true_bench": [b for _, _, b, _ in labelled], "true_id": [i for _, _, _, i in labelled]})
+    labels = pl.DataFrame(
+        {
+            "train_id": [f"r{i}" for i in range(len(labelled))],
+            "variant": [v for _, v, _, _ in labelled],
+            "true_bench": [b for _, _, b, _ in labelled],
+            "true_id": [i for _, _, _, i in labelled],
+        }
+    )
     return [str(path)], labels, benches
 
 
 def evaluate(matches: pl.DataFrame, labels: pl.DataFrame, method: str, threshold: float) -> dict:
     flagged = matches.filter((pl.col("method") == method) & (pl.col("score") >= threshold))
-    right = flagged.join(labels, on="train_id").filter((pl.col("bench") == pl.col("true_bench")) & (pl.col("bench_id") == pl.col("true_id")))
+    right = flagged.join(labels, on="train_id").filter(
+        (pl.col("bench") == pl.col("true_bench")) & (pl.col("bench_id") == pl.col("true_id"))
+    )
     found = set(right["train_id"].to_list())
     flagged_rows = set(flagged["train_id"].to_list())
     positives = labels.filter(pl.col("true_bench") != "")
@@ -167,11 +189,18 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         train, labels, benches = build(Path(tmp), args.per_bench, args.seed)
-        print(f"training rows: {labels.height} ({labels.filter(pl.col('true_bench') == '').height} clean); variants:",
-              dict(labels.group_by("variant").len().sort("variant").iter_rows()))
+        print(
+            f"training rows: {labels.height} ({labels.filter(pl.col('true_bench') == '').height} clean); variants:",
+            dict(labels.group_by("variant").len().sort("variant").iter_rows()),
+        )
         methods = tuple(args.methods.split(","))
-        config = AuditConfig(methods=methods, fields="all", ngram=NgramConfig(floor=0.1),
-                             minhash=MinhashMatchConfig(threshold=0.5), embedding=EmbeddingMatchConfig(floor=0.5, cache_dir=args.cache_dir))
+        config = AuditConfig(
+            methods=methods,
+            fields="all",
+            ngram=NgramConfig(floor=0.1),
+            minhash=MinhashMatchConfig(threshold=0.5),
+            embedding=EmbeddingMatchConfig(floor=0.5, cache_dir=args.cache_dir),
+        )
         started = time.perf_counter()
         result = run_audit(train, load_benchmarks(list(benches.values())), config)
         print(f"audit: {time.perf_counter() - started:.1f} s, {result.matches.height} matches recorded")
@@ -184,10 +213,19 @@ def main() -> None:
         lit_r, lit_p = precision_on(res, labels, LITERAL)
         reph_r, reph_p = precision_on(res, labels, ENGLISH_REPHRASE)
         gsm_fp = res["false_positives"].get("clean:gsm8k_train", 0) / labels.filter(pl.col("variant") == "clean:gsm8k_train").height
-        rows.append({"method": method, "threshold": default, **{v: round(res["recall"].get(v, 0.0), 3) for v in variants},
-                     "literal_recall": round(lit_r, 4), "literal_precision": round(lit_p, 4), "en_rephrase_recall": round(reph_r, 4),
-                     "en_rephrase_precision": round(reph_p, 4), "gsm8k_train_fp_rate": round(gsm_fp, 4),
-                     "false_positives": res["false_positives"]})
+        rows.append(
+            {
+                "method": method,
+                "threshold": default,
+                **{v: round(res["recall"].get(v, 0.0), 3) for v in variants},
+                "literal_recall": round(lit_r, 4),
+                "literal_precision": round(lit_p, 4),
+                "en_rephrase_recall": round(reph_r, 4),
+                "en_rephrase_precision": round(reph_p, 4),
+                "gsm8k_train_fp_rate": round(gsm_fp, 4),
+                "false_positives": res["false_positives"],
+            }
+        )
     print(json.dumps(rows, indent=1))
     print("\nrecall per variant (row flagged with its own item), at each method's default threshold:")
     header = ["variant", *methods]
@@ -199,14 +237,18 @@ def main() -> None:
     print("| clean rows flagged | " + " | ".join(str(sum(r["false_positives"].values())) for r in rows) + " |")
     print("\nthreshold sweep (literal = verbatim/noisy/partial/short; en = English rephrases):")
     for method in methods:
-        grid = {"ngram": [0.3, 0.4, 0.5, 0.6, 0.7], "minhash": [0.3, 0.4, 0.5, 0.6], "embedding": [0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9]}[method]
+        grid = {"ngram": [0.3, 0.4, 0.5, 0.6, 0.7], "minhash": [0.3, 0.4, 0.5, 0.6], "embedding": [0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9]}[
+            method
+        ]
         for t in grid:
             res = evaluate(matches, labels, method, t)
             lr, lp = precision_on(res, labels, LITERAL)
             er, ep = precision_on(res, labels, ENGLISH_REPHRASE)
             gsm = res["false_positives"].get("clean:gsm8k_train", 0)
-            print(f"  {method:9s} >= {t:.2f}: literal R {lr:.4f} P {lp:.4f} | en-rephrase R {er:.4f} P {ep:.4f} | "
-                  f"clean flagged {sum(res['false_positives'].values())} (gsm8k train {gsm})")
+            print(
+                f"  {method:9s} >= {t:.2f}: literal R {lr:.4f} P {lp:.4f} | en-rephrase R {er:.4f} P {ep:.4f} | "
+                f"clean flagged {sum(res['false_positives'].values())} (gsm8k train {gsm})"
+            )
     fp_examples = matches.join(labels, on="train_id").filter((pl.col("true_bench") == "") & pl.col("flagged"))
     print("\nclean rows flagged (first 12):")
     for r in fp_examples.sort("score", descending=True).head(12).iter_rows(named=True):

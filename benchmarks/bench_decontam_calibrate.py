@@ -36,8 +36,14 @@ from thresher.decontam.matching import TrainBatch  # noqa: E402
 from thresher.decontam.similarity import EmbeddingMatchConfig  # noqa: E402
 from thresher.decontam.variants import VARIANTS  # noqa: E402
 
-BENCHES = {"gsm8k": "gsm8k/test.jsonl", "mbpp": "mbpp/mbpp.jsonl", "humaneval": "humaneval/HumanEval.jsonl.gz",
-           "mmlu": "mmlu/data", "bbh": "bbh", "ifeval": "ifeval/input_data.jsonl"}
+BENCHES = {
+    "gsm8k": "gsm8k/test.jsonl",
+    "mbpp": "mbpp/mbpp.jsonl",
+    "humaneval": "humaneval/HumanEval.jsonl.gz",
+    "mmlu": "mmlu/data",
+    "bbh": "bbh",
+    "ifeval": "ifeval/input_data.jsonl",
+}
 LITERAL = ["verbatim", "embedded", "noisy", "partial", "reformatted"]
 
 
@@ -80,8 +86,9 @@ def main() -> None:
         clean_path = Path(tmp) / "clean.jsonl"
         write(clean_path, clean)
         started = time.perf_counter()
-        estimate = run_audit([str(clean_path)], benches, AuditConfig(**{**config.__dict__, "calibrate": args.planted,
-                                                                        "calibrate_seed": args.estimate_seed}))
+        estimate = run_audit(
+            [str(clean_path)], benches, AuditConfig(**{**config.__dict__, "calibrate": args.planted, "calibrate_seed": args.estimate_seed})
+        )
         print(f"audit with --calibrate {args.planted}: {time.perf_counter() - started:.1f} s over {len(clean)} rows")
         calibration = estimate.notes["calibration"]
         # the separately planted set: other hosts (another sample), other items (another seed), written into the file
@@ -95,8 +102,9 @@ def main() -> None:
         result = run_audit([str(train_path)], benches, config)
         print(f"audit of {len(clean) + len(planted_rows)} rows ({len(planted_rows)} planted): {time.perf_counter() - started:.1f} s")
     first = len(clean)
-    labels = labels.with_columns((pl.int_range(pl.len()) + first).alias("row"),
-                                 pl.col("item").replace_strict(items["item"], items["bench"]).alias("bench"))
+    labels = labels.with_columns(
+        (pl.int_range(pl.len()) + first).alias("row"), pl.col("item").replace_strict(items["item"], items["bench"]).alias("bench")
+    )
     flagged = result.matches.filter("flagged").select("row", "item", "method")
     source = pl.DataFrame({"row": range(first), "source": [s for _, s in clean]})
     print("\nrecall per variant: estimate (--calibrate, seed A) vs measured (planted in the file, seed B)")
@@ -121,10 +129,12 @@ def main() -> None:
         planted_wrong = mine.filter(pl.col("row") >= first).join(labels, on=["row", "item"], how="anti")["row"].n_unique()
         precision = hit / max(hit + clean_rows, 1)
         gsm = wrong_clean.filter(pl.col("source") == "gsm8k_train")["row"].n_unique() / sum(s == "gsm8k_train" for _, s in clean)
-        print(f"\n{m}: literal recall {hit / literal.height:.4f} ({hit}/{literal.height}), precision {precision:.4f} "
-              f"({clean_rows} clean rows flagged: " + ", ".join(f"{s} {c}" for s, c in
-                                                                wrong_clean.unique("row").group_by("source").len().sort("source").iter_rows())
-              + f"), planted rows flagged with another item too: {planted_wrong}; GSM8K-train flagged {gsm:.4%}")
+        print(
+            f"\n{m}: literal recall {hit / literal.height:.4f} ({hit}/{literal.height}), precision {precision:.4f} "
+            f"({clean_rows} clean rows flagged: "
+            + ", ".join(f"{s} {c}" for s, c in wrong_clean.unique("row").group_by("source").len().sort("source").iter_rows())
+            + f"), planted rows flagged with another item too: {planted_wrong}; GSM8K-train flagged {gsm:.4%}"
+        )
         per_bench = []
         for (bench,), part in literal.group_by("bench", maintain_order=True):
             found = part.join(mine, on=["row", "item"])["row"].n_unique()
@@ -133,8 +143,13 @@ def main() -> None:
         missed = literal.join(mine, on=["row", "item"], how="anti").join(items.select("item", "bench_id", "question"), on="item")
         for r in missed.head(40).iter_rows(named=True):
             print(f"  missed {r['variant']:11s} {r['bench']}/{r['bench_id']}: {r['question'][:90]!r}")
-        for r in wrong_clean.unique("row").head(6).join(result.matches.filter("flagged").select("row", "bench", "bench_id", "evidence"),
-                                                         on="row").unique("row").iter_rows(named=True):
+        for r in (
+            wrong_clean.unique("row")
+            .head(6)
+            .join(result.matches.filter("flagged").select("row", "bench", "bench_id", "evidence"), on="row")
+            .unique("row")
+            .iter_rows(named=True)
+        ):
             print(f"  clean flagged {r['source']}: {r['bench']}/{r['bench_id']}: {r['evidence'][:90]!r}")
     print(json.dumps({"calibration_vs_measured": summary}, indent=None))
 

@@ -39,8 +39,10 @@ def main() -> None:
             if r["instruction"].strip() and answer.strip():
                 rows.append({"messages": [{"role": "user", "content": r["instruction"]}, {"role": "assistant", "content": answer}]})
     rows = rows[: args.rows]
-    benches = [load_benchmark(n, str(SHARED / p)) for n, p in
-               (("gsm8k", "gsm8k/test.jsonl"), ("humaneval", "humaneval/HumanEval.jsonl.gz"), ("mmlu", "mmlu/data"))]
+    benches = [
+        load_benchmark(n, str(SHARED / p))
+        for n, p in (("gsm8k", "gsm8k/test.jsonl"), ("humaneval", "humaneval/HumanEval.jsonl.gz"), ("mmlu", "mmlu/data"))
+    ]
     # the texts the audit encodes: every turn, every item's question, and question + answer where there is an answer
     train_texts = [m["content"] for r in rows for m in r["messages"]]
     bench_texts = [q for b in benches for q in b.items["question"].to_list()]
@@ -68,8 +70,10 @@ def main() -> None:
         started = time.perf_counter()
         run_audit([str(path)], benches, config)
         warm = time.perf_counter() - started
-    print(f"thresher embedding audit, cold cache: {audit:.1f} s ({result.matches.height} matches recorded); "
-          f"overhead over encode: {100 * (audit - plain) / plain:+.1f}%")
+    print(
+        f"thresher embedding audit, cold cache: {audit:.1f} s ({result.matches.height} matches recorded); "
+        f"overhead over encode: {100 * (audit - plain) / plain:+.1f}%"
+    )
     print(f"thresher embedding audit, warm cache (nothing to encode): {warm:.1f} s")
 
 

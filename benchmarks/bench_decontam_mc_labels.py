@@ -24,10 +24,15 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from corpus import SHARED  # noqa: E402
+
 from thresher.decontam.benchmarks import load_benchmark  # noqa: E402
 
-STYLES = {"A.": lambda i, o: f"{'ABCD'[i]}. {o}", "(a)": lambda i, o: f"({'abcd'[i]}) {o}",
-          "A)": lambda i, o: f"{'ABCD'[i]}) {o}", "none": lambda i, o: o}
+STYLES = {
+    "A.": lambda i, o: f"{'ABCD'[i]}. {o}",
+    "(a)": lambda i, o: f"({'abcd'[i]}) {o}",
+    "A)": lambda i, o: f"{'ABCD'[i]}) {o}",
+    "none": lambda i, o: o,
+}
 
 
 def main() -> None:
@@ -48,8 +53,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         train, out = Path(tmp) / "train.json", Path(tmp) / "audit"
         train.write_text(json.dumps(rows))
-        done = subprocess.run([sys.executable, "-m", "thresher.cli", "audit", "-t", str(train), "-b", f"mmlu={SHARED / 'mmlu/data'}",
-                               "--out", str(out)], capture_output=True, text=True)
+        done = subprocess.run(
+            [sys.executable, "-m", "thresher.cli", "audit", "-t", str(train), "-b", f"mmlu={SHARED / 'mmlu/data'}", "--out", str(out)],
+            capture_output=True,
+            text=True,
+        )
         if done.returncode:
             raise SystemExit(done.stderr[-3000:])
         flagged = set(pl.read_parquet(out / "matches.parquet").filter("flagged")["train_row"].to_list())

@@ -32,11 +32,21 @@ from thresher.convert import convert  # noqa: E402
 from thresher.decontam.audit import AuditConfig, run_audit  # noqa: E402
 from thresher.decontam.benchmarks import load_benchmark  # noqa: E402
 
-LOCAL = {"gsm8k": "gsm8k/test.jsonl", "math": "math/math_test.jsonl", "math500": "math/math500_test.jsonl",
-         "humaneval": "humaneval/HumanEval.jsonl.gz", "mbpp": "mbpp/mbpp.jsonl", "mmlu": "mmlu/data",
-         "ifeval": "ifeval/input_data.jsonl", "bbh": "bbh", "truthfulqa": "truthfulqa/v0_TruthfulQA.csv",
-         "alpacaeval": "alpaca_eval/gpt4_1106_preview_model_outputs.json", "mt_bench": "mt_bench/question.jsonl",
-         "aime": "rlvr/aime24_test.jsonl", "amc": "rlvr/amc23_test.jsonl"}
+LOCAL = {
+    "gsm8k": "gsm8k/test.jsonl",
+    "math": "math/math_test.jsonl",
+    "math500": "math/math500_test.jsonl",
+    "humaneval": "humaneval/HumanEval.jsonl.gz",
+    "mbpp": "mbpp/mbpp.jsonl",
+    "mmlu": "mmlu/data",
+    "ifeval": "ifeval/input_data.jsonl",
+    "bbh": "bbh",
+    "truthfulqa": "truthfulqa/v0_TruthfulQA.csv",
+    "alpacaeval": "alpaca_eval/gpt4_1106_preview_model_outputs.json",
+    "mt_bench": "mt_bench/question.jsonl",
+    "aime": "rlvr/aime24_test.jsonl",
+    "amc": "rlvr/amc23_test.jsonl",
+}
 
 
 def make_rows(path: Path, count: int, items: pl.DataFrame, seed: int = 0) -> None:
@@ -50,8 +60,15 @@ def make_rows(path: Path, count: int, items: pl.DataFrame, seed: int = 0) -> Non
             user = a[: rng.randint(80, 400)]
             if i in planted:
                 user = questions[rng.randrange(len(questions))]
-            f.write(orjson.dumps({"id": f"r{i}", "messages": [{"role": "user", "content": user},
-                                                              {"role": "assistant", "content": b[: rng.randint(200, 700)]}]}) + b"\n")
+            f.write(
+                orjson.dumps(
+                    {
+                        "id": f"r{i}",
+                        "messages": [{"role": "user", "content": user}, {"role": "assistant", "content": b[: rng.randint(200, 700)]}],
+                    }
+                )
+                + b"\n"
+            )
 
 
 def peak_mib() -> float:
@@ -103,8 +120,10 @@ def main() -> None:
         seconds = time.perf_counter() - started
         rate = result.rows / seconds
         flagged = result.flagged_rows().height
-        print(f"thresher ngram audit: {result.rows} rows, {seconds:.1f} s, {rate:,.0f} rows/s, flagged {flagged} rows "
-              f"(1000 planted), {result.matches.height} matches recorded, peak RSS {peak_mib():,.0f} MiB")
+        print(
+            f"thresher ngram audit: {result.rows} rows, {seconds:.1f} s, {rate:,.0f} rows/s, flagged {flagged} rows "
+            f"(1000 planted), {result.matches.height} matches recorded, peak RSS {peak_mib():,.0f} MiB"
+        )
         frame = pl.read_parquet(canonical, columns=["messages"]).head(args.datatrove_rows)
         texts = frame.select(pl.col("messages").list.eval(pl.element().struct.field("content")).list.join("\n"))["messages"].to_list()
         index_dir = folder / "dt_index"

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-
 from corpus import documents
 
 MEASURE = """
@@ -49,9 +48,15 @@ def build(path: Path, rows: int, seed: int = 0) -> dict[str, int]:
             words = docs[rng.randrange(unique)].split()
             words[rng.randrange(len(words))] = "zzzchanged"
             text, near = " ".join(words), near + 1
-        batch.append({"id": f"row-{i}", "source": "bench", "metadata": None,
-                      "messages": [{"role": "user", "content": text[:200]}, {"role": "assistant", "content": text[200:] or "."}],
-                      "provenance": {"file": "generated", "row": i, "line": None, "content_hash": f"{i:032x}"}})
+        batch.append(
+            {
+                "id": f"row-{i}",
+                "source": "bench",
+                "metadata": None,
+                "messages": [{"role": "user", "content": text[:200]}, {"role": "assistant", "content": text[200:] or "."}],
+                "provenance": {"file": "generated", "row": i, "line": None, "content_hash": f"{i:032x}"},
+            }
+        )
         if len(batch) == 50_000:
             writer.write_table(pa.Table.from_pylist(batch, schema=schema_for(Kind.SFT)))
             batch = []
@@ -81,8 +86,10 @@ def main() -> None:
             if code != "0":
                 raise SystemExit(f"{method} failed with exit code {code}")
             summary = json.loads((out / "summary.json").read_text())
-            print(f"| {method} | {float(seconds):.0f} | {args.rows / float(seconds):,.0f} | {int(rss_kib) / 1024:,.0f} | "
-                  f"{summary['kept']} | {summary['removed']} {summary['removed_by_method']} |")
+            print(
+                f"| {method} | {float(seconds):.0f} | {args.rows / float(seconds):,.0f} | {int(rss_kib) / 1024:,.0f} | "
+                f"{summary['kept']} | {summary['removed']} {summary['removed_by_method']} |"
+            )
 
 
 if __name__ == "__main__":

@@ -30,8 +30,14 @@ from thresher.decontam.benchmarks import load_benchmarks  # noqa: E402
 
 def audit_texts() -> tuple[list[str], list[str]]:
     """Item texts (question; question + answer) of GSM8K, MATH, HumanEval, MMLU, and 16k rows' turns."""
-    benches = load_benchmarks([f"gsm8k={SHARED / 'gsm8k/test.jsonl'}", f"math={SHARED / 'math/math_test.jsonl'}",
-                               f"humaneval={SHARED / 'humaneval/HumanEval.jsonl.gz'}", f"mmlu={SHARED / 'mmlu/data'}"])
+    benches = load_benchmarks(
+        [
+            f"gsm8k={SHARED / 'gsm8k/test.jsonl'}",
+            f"math={SHARED / 'math/math_test.jsonl'}",
+            f"humaneval={SHARED / 'humaneval/HumanEval.jsonl.gz'}",
+            f"mmlu={SHARED / 'mmlu/data'}",
+        ]
+    )
     items = []
     for b in benches:
         q, a = b.items["question"].to_list(), b.items["answer"].to_list()
@@ -58,12 +64,34 @@ def audit_end_to_end(backend: str) -> None:
         train = Path(tmp) / "train.jsonl"
         with train.open("wb") as f:
             for i in range(0, len(turns) - 1, 2):
-                f.write(orjson.dumps({"messages": [{"role": "user", "content": turns[i]},
-                                                   {"role": "assistant", "content": turns[i + 1]}]}) + b"\n")
-        command = [sys.executable, "-m", "thresher.cli", "audit", "-t", str(train), "-b", f"gsm8k={SHARED / 'gsm8k/test.jsonl'}",
-                   "-b", f"math={SHARED / 'math/math_test.jsonl'}", "-b", f"humaneval={SHARED / 'humaneval/HumanEval.jsonl.gz'}",
-                   "-b", f"mmlu={SHARED / 'mmlu/data'}", "--methods", "embedding", "--embed-backend", backend,
-                   "--cache-dir", str(Path(tmp) / "cache"), "--out", str(Path(tmp) / "out")]
+                f.write(
+                    orjson.dumps({"messages": [{"role": "user", "content": turns[i]}, {"role": "assistant", "content": turns[i + 1]}]})
+                    + b"\n"
+                )
+        command = [
+            sys.executable,
+            "-m",
+            "thresher.cli",
+            "audit",
+            "-t",
+            str(train),
+            "-b",
+            f"gsm8k={SHARED / 'gsm8k/test.jsonl'}",
+            "-b",
+            f"math={SHARED / 'math/math_test.jsonl'}",
+            "-b",
+            f"humaneval={SHARED / 'humaneval/HumanEval.jsonl.gz'}",
+            "-b",
+            f"mmlu={SHARED / 'mmlu/data'}",
+            "--methods",
+            "embedding",
+            "--embed-backend",
+            backend,
+            "--cache-dir",
+            str(Path(tmp) / "cache"),
+            "--out",
+            str(Path(tmp) / "out"),
+        ]
         for run in ("cold", "warm"):
             started = time.perf_counter()
             subprocess.run(command + (["--overwrite"] if run == "warm" else []), check=True, capture_output=True)
@@ -81,8 +109,10 @@ def main() -> None:
     items, turns = audit_texts()
     everything = items + turns
     sample = random.Random(0).sample(everything, args.texts)
-    print(f"audit texts: {len(items)} item texts + {len(turns)} training turns = {len(everything)}; "
-          f"distinct: {len(set(everything))}; timing a sample of {len(sample)}")
+    print(
+        f"audit texts: {len(items)} item texts + {len(turns)} training turns = {len(everything)}; "
+        f"distinct: {len(set(everything))}; timing a sample of {len(sample)}"
+    )
     reference = None
     base = 0.0
     for backend in ("torch", "onnx", "onnx-int8"):
@@ -95,9 +125,11 @@ def main() -> None:
             reference, base = vectors, seconds
         cosine = np.sum(vectors * reference, axis=1)
         estimate = seconds / len(sample) * len(set(everything)) / 60
-        print(f"{backend:10s} {seconds:6.1f} s ({len(sample) / seconds:5.1f} texts/s, {base / seconds:.2f}x) "
-              f"cosine to sentence-transformers min {cosine.min():.4f} mean {cosine.mean():.5f}; "
-              f"estimated cold audit encoding {estimate:.1f} min")
+        print(
+            f"{backend:10s} {seconds:6.1f} s ({len(sample) / seconds:5.1f} texts/s, {base / seconds:.2f}x) "
+            f"cosine to sentence-transformers min {cosine.min():.4f} mean {cosine.mean():.5f}; "
+            f"estimated cold audit encoding {estimate:.1f} min"
+        )
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ import re
 import time
 
 import numpy as np
-
 from corpus import documents
 
 WORD = re.compile(r"[^\W_]+")

@@ -51,8 +51,10 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("THRESHER_SHARED_DATA", str(REPO.parent / "shared" / "data"))
     print(f"machine: {platform.machine()} {os.cpu_count()} cores, python {platform.python_version()}")
-    print(f"{'example':<12} {'rows':>6} {'cold s':>7} {'warm s':>7} {'step changed s':>15} {'draw+write s':>13} "
-          f"{'plain polars s':>15} {'ratio':>6}")
+    print(
+        f"{'example':<12} {'rows':>6} {'cold s':>7} {'warm s':>7} {'step changed s':>15} {'draw+write s':>13} "
+        f"{'plain polars s':>15} {'ratio':>6}"
+    )
     for name in args.examples.split(","):
         spec_path = REPO / "examples" / "mixes" / f"{name}.yaml"
         work = Path(tempfile.mkdtemp(prefix="bench-mix-"))
@@ -66,8 +68,10 @@ def main() -> None:
                 nudged.unlink()
             counts = {k: v["rows"] for k, v in cold.manifest["achieved"]["per_source"].items()}
             baseline = plain_polars_mix(cold.stages[-1].kept, counts, load_spec(spec_path).seed, work / "plain.parquet")
-            print(f"{name:<12} {cold.manifest['achieved']['rows']:>6} {cold.seconds:>7.2f} {warm.seconds:>7.2f} "
-                  f"{changed.seconds:>15.2f} {cold.output_seconds:>13.3f} {baseline:>15.3f} {cold.output_seconds / baseline:>6.1f}")
+            print(
+                f"{name:<12} {cold.manifest['achieved']['rows']:>6} {cold.seconds:>7.2f} {warm.seconds:>7.2f} "
+                f"{changed.seconds:>15.2f} {cold.output_seconds:>13.3f} {baseline:>15.3f} {cold.output_seconds / baseline:>6.1f}"
+            )
             print("    cold stages: " + ", ".join(f"{s.name} {s.seconds:.2f}s" for s in cold.stages))
             print("    after the change, recomputed: " + ", ".join(s.name for s in changed.stages if not s.cached))
         finally:

@@ -16,10 +16,8 @@ import random
 import time
 
 import numpy as np
-
-from corpus import documents
-
 from bench_minhash import python_shingles
+from corpus import documents
 
 
 def build(docs: int, seed: int) -> tuple[list[str], list[tuple[int, int]]]:
@@ -65,7 +63,9 @@ def datasketch_pairs(texts: list[str], threshold: float, num_perm: int, n: int) 
     return np.array(sorted(found), dtype=np.int64).reshape(-1, 2)
 
 
-def score(found: np.ndarray, truth: set[tuple[int, int]], jaccard: dict[tuple[int, int], float], threshold: float) -> tuple[float, float, float, int]:
+def score(
+    found: np.ndarray, truth: set[tuple[int, int]], jaccard: dict[tuple[int, int], float], threshold: float
+) -> tuple[float, float, float, int]:
     reported = {tuple(p) for p in found.tolist()}
     tp = sum(1 for p in reported if jaccard[p] >= threshold)
     precision = tp / len(reported) if reported else 1.0
@@ -92,8 +92,10 @@ def main() -> None:
     jaccard = {tuple(p): v for p, v in zip(candidates.tolist(), values.tolist(), strict=True)}
     truth = {p for p, v in jaccard.items() if v >= args.threshold}
     planted_j = np.array([jaccard[p] for p in planted])
-    print(f"{len(texts)} docs, {len(planted)} edited copies (true Jaccard {planted_j.min():.2f}..{planted_j.max():.2f}), "
-          f"{len(truth)} true duplicate pairs at threshold {args.threshold}, num_perm={args.num_perm}, word {args.ngram}-grams")
+    print(
+        f"{len(texts)} docs, {len(planted)} edited copies (true Jaccard {planted_j.min():.2f}..{planted_j.max():.2f}), "
+        f"{len(truth)} true duplicate pairs at threshold {args.threshold}, num_perm={args.num_perm}, word {args.ngram}-grams"
+    )
     print("| tool | reported pairs | precision | recall | F1 | seconds |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for name, (found, seconds) in runs.items():

@@ -40,8 +40,12 @@ GSM8K = SHARED_DATA / "gsm8k/test.jsonl"
 def _prompts(folder: Path, count: int) -> Path:
     rows = [json.loads(line) for line in GSM8K.read_text().splitlines()[:count]]
     path = folder / "prompts.jsonl"
-    path.write_text("".join(json.dumps({"messages": [{"role": "user", "content": r["question"]}], "ground_truth": r["answer"],
-                                        "verifier": "gsm8k"}) + "\n" for r in rows))
+    path.write_text(
+        "".join(
+            json.dumps({"messages": [{"role": "user", "content": r["question"]}], "ground_truth": r["answer"], "verifier": "gsm8k"}) + "\n"
+            for r in rows
+        )
+    )
     return path
 
 
@@ -58,13 +62,32 @@ def _thresher(model: Path, data: Path, out: Path, a: argparse.Namespace) -> dict
     from thresher.train.config import TrainConfig
     from thresher.train.rlvr import run_rlvr
 
-    config = TrainConfig.model_validate({
-        "model": str(model), "data": {"train": str(data)}, "max_length": 512 + a.new_tokens, "packing": False,
-        "rows_per_micro_batch": a.micro, "device": a.device, "precision": "fp32" if a.device == "cpu" else "bf16",
-        "optim": {"lr": 1e-6, "warmup_ratio": 0.0, "schedule": "constant"}, "output_dir": str(out), "log_every": 1000,
-        "rlvr": {"group_size": a.group, "prompts_per_rollout": a.prompts, "rollouts": a.steps, "max_new_tokens": a.new_tokens,
-                 "filter_zero_variance": False, "truncated": "keep", "clip_low": 0.2, "clip_high": 0.28,
-                 "generation_batch": a.prompts, "engine": "vllm" if a.vllm else "transformers"}})
+    config = TrainConfig.model_validate(
+        {
+            "model": str(model),
+            "data": {"train": str(data)},
+            "max_length": 512 + a.new_tokens,
+            "packing": False,
+            "rows_per_micro_batch": a.micro,
+            "device": a.device,
+            "precision": "fp32" if a.device == "cpu" else "bf16",
+            "optim": {"lr": 1e-6, "warmup_ratio": 0.0, "schedule": "constant"},
+            "output_dir": str(out),
+            "log_every": 1000,
+            "rlvr": {
+                "group_size": a.group,
+                "prompts_per_rollout": a.prompts,
+                "rollouts": a.steps,
+                "max_new_tokens": a.new_tokens,
+                "filter_zero_variance": False,
+                "truncated": "keep",
+                "clip_low": 0.2,
+                "clip_high": 0.28,
+                "generation_batch": a.prompts,
+                "engine": "vllm" if a.vllm else "transformers",
+            },
+        }
+    )
     run_rlvr(config)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     steps = [r["rollout_s"] for r in rows if "rollout_s" in r]
@@ -100,16 +123,35 @@ def _trl(model_dir: Path, data: Path, out: Path, a: argparse.Namespace) -> dict:
     tok = AutoTokenizer.from_pretrained(str(model_dir))
     dtype = torch.float32 if a.device == "cpu" else torch.bfloat16
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype)
-    args = trl.GRPOConfig(output_dir=str(out), report_to=[], use_cpu=a.device == "cpu", bf16=a.device != "cpu",
-                          per_device_train_batch_size=a.micro, gradient_accumulation_steps=a.prompts * a.group // a.micro,
-                          num_generations=a.group, max_completion_length=a.new_tokens, temperature=1.0, top_p=1.0,
-                          learning_rate=1e-6, lr_scheduler_type="constant", max_steps=a.steps, beta=0.0, loss_type="dapo",
-                          epsilon=0.2, epsilon_high=0.28, scale_rewards="group", mask_truncated_completions=False,
-                          save_strategy="no", logging_steps=1000, dataloader_num_workers=0, use_vllm=a.vllm,
-                          vllm_mode="colocate", seed=0)
+    args = trl.GRPOConfig(
+        output_dir=str(out),
+        report_to=[],
+        use_cpu=a.device == "cpu",
+        bf16=a.device != "cpu",
+        per_device_train_batch_size=a.micro,
+        gradient_accumulation_steps=a.prompts * a.group // a.micro,
+        num_generations=a.group,
+        max_completion_length=a.new_tokens,
+        temperature=1.0,
+        top_p=1.0,
+        learning_rate=1e-6,
+        lr_scheduler_type="constant",
+        max_steps=a.steps,
+        beta=0.0,
+        loss_type="dapo",
+        epsilon=0.2,
+        epsilon_high=0.28,
+        scale_rewards="group",
+        mask_truncated_completions=False,
+        save_strategy="no",
+        logging_steps=1000,
+        dataloader_num_workers=0,
+        use_vllm=a.vllm,
+        vllm_mode="colocate",
+        seed=0,
+    )
     clock = Clock()
-    trainer = trl.GRPOTrainer(model=model, reward_funcs=reward, args=args, train_dataset=dataset, processing_class=tok,
-                              callbacks=[clock])
+    trainer = trl.GRPOTrainer(model=model, reward_funcs=reward, args=args, train_dataset=dataset, processing_class=tok, callbacks=[clock])
     clock.marks = [time.perf_counter()]
     trainer.train()
     return {"step_s": [b - a_ for a_, b in zip(clock.marks, clock.marks[1:], strict=False)], "peak_mb": _peak_mb()}
@@ -136,22 +178,26 @@ def main() -> None:
     parser.add_argument("--model", help="an existing model folder instead of a random Llama")
     parser.add_argument("--thresher-only", action="store_true", help="no TRL run (the GPU kit: TRL's GRPO needs vLLM or is slow)")
     args = parser.parse_args()
-    from bench_synth_generate import make_model
-
     import torch
+    from bench_synth_generate import make_model
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         model = Path(args.model) if args.model else make_model(folder / "model", args.hidden, args.layers)
         data = _prompts(folder, args.prompts * args.steps)
         print(f"# {platform.machine()} threads={torch.get_num_threads()} torch={torch.__version__} device={args.device}")
-        print(f"# {args.steps} steps × {args.prompts} GSM8K prompts × {args.group} completions, ≤ {args.new_tokens} new tokens, "
-              f"micro-batch {args.micro}; model {args.model or f'random Llama hidden {args.hidden}, {args.layers} layers'}")
+        print(
+            f"# {args.steps} steps × {args.prompts} GSM8K prompts × {args.group} completions, ≤ {args.new_tokens} new tokens, "
+            f"micro-batch {args.micro}; model {args.model or f'random Llama hidden {args.hidden}, {args.layers} layers'}"
+        )
         settings = json.dumps({k: v for k, v in vars(args).items() if k != "model"})
         results = {}
         for tool in ("thresher",) if args.thresher_only else ("trl", "thresher"):
-            done = subprocess.run([sys.executable, __file__, "--child", tool, str(model), str(data), str(folder / tool), settings],
-                                  capture_output=True, text=True)
+            done = subprocess.run(
+                [sys.executable, __file__, "--child", tool, str(model), str(data), str(folder / tool), settings],
+                capture_output=True,
+                text=True,
+            )
             line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
             if line is None:
                 raise SystemExit(f"{tool} failed:\n{done.stderr[-4000:]}")
@@ -161,8 +207,10 @@ def main() -> None:
         base = results.get("trl", results["thresher"])
         for tool, r in results.items():
             median = statistics.median(r["step_s"][1:])
-            print(f"| {tool} | {median:.2f} | {median / statistics.median(base['step_s'][1:]):.2f}× | {len(r['step_s']) - 1} | "
-                  f"{r['peak_mb']:,.0f} | {r['peak_mb'] / base['peak_mb']:.2f}× |")
+            print(
+                f"| {tool} | {median:.2f} | {median / statistics.median(base['step_s'][1:]):.2f}× | {len(r['step_s']) - 1} | "
+                f"{r['peak_mb']:,.0f} | {r['peak_mb'] / base['peak_mb']:.2f}× |"
+            )
         mine = results["thresher"]
         if mine.get("generation_s"):
             step = statistics.median(mine["step_s"][1:])

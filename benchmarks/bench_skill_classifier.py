@@ -44,16 +44,24 @@ skills: {{targets: {{math: 0.25, code: 0.25, chat: 0.25, safety: 0.25}}}}
         order = rng.permutation(frame.height)
         held = frame[order[:HELD]]
         truth += held["skill"].to_list()
-        parts += [frame[order[HELD:]], held.with_columns(pl.lit(None, dtype=pl.String).alias("skill"),
-                                                         pl.lit(None, dtype=pl.String).alias("skill_from"),
-                                                         pl.lit(None, dtype=pl.Float64).alias("skill_score"))]
+        parts += [
+            frame[order[HELD:]],
+            held.with_columns(
+                pl.lit(None, dtype=pl.String).alias("skill"),
+                pl.lit(None, dtype=pl.String).alias("skill_from"),
+                pl.lit(None, dtype=pl.Float64).alias("skill_score"),
+            ),
+        ]
     frame = pl.concat(parts)
     hidden = frame["skill"].is_null()
     want = np.array(truth)
     print(f"{'method':<10} {'accuracy':>8} " + " ".join(f"{s:>7}" for s in SKILLS))
     for method in ("rules", "knn", "rules+knn"):
-        got = np.array(classify(frame, spec.kind, ClassifierSpec(method=method, seeds_per_skill=200), 0, Path("."),
-                                set(SKILLS)).filter(hidden)["skill"].to_list())
+        got = np.array(
+            classify(frame, spec.kind, ClassifierSpec(method=method, seeds_per_skill=200), 0, Path("."), set(SKILLS))
+            .filter(hidden)["skill"]
+            .to_list()
+        )
         per = " ".join(f"{np.mean(got[want == s] == s):>7.2f}" for s in SKILLS)
         print(f"{method:<10} {np.mean(got == want):>8.3f} {per}")
 

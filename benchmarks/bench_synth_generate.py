@@ -41,14 +41,24 @@ def make_model(folder: Path, hidden: int, layers: int) -> Path:
     tok = Tokenizer(models.BPE(unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=8000, special_tokens=["[UNK]", "<|end|>", "<|user|>",
-                                                                                        "<|assistant|>"], show_progress=False))
+    tok.train_from_iterator(
+        texts, trainers.BpeTrainer(vocab_size=8000, special_tokens=["[UNK]", "<|end|>", "<|user|>", "<|assistant|>"], show_progress=False)
+    )
     hf = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", eos_token="<|end|>", pad_token="[UNK]")
     hf.chat_template = CHAT_TEMPLATE
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=tok.get_vocab_size(), hidden_size=hidden, intermediate_size=hidden * 4, num_hidden_layers=layers,
-                         num_attention_heads=max(1, hidden // 64), num_key_value_heads=max(1, hidden // 64), max_position_embeddings=2048,
-                         eos_token_id=hf.eos_token_id, pad_token_id=hf.pad_token_id, bos_token_id=None)
+    config = LlamaConfig(
+        vocab_size=tok.get_vocab_size(),
+        hidden_size=hidden,
+        intermediate_size=hidden * 4,
+        num_hidden_layers=layers,
+        num_attention_heads=max(1, hidden // 64),
+        num_key_value_heads=max(1, hidden // 64),
+        max_position_embeddings=2048,
+        eos_token_id=hf.eos_token_id,
+        pad_token_id=hf.pad_token_id,
+        bos_token_id=None,
+    )
     LlamaForCausalLM(config).save_pretrained(str(folder))
     hf.save_pretrained(str(folder))
     return folder
@@ -68,9 +78,17 @@ def plain_loop(model_dir: Path, conversations: list, params: SamplingParams, bat
     for lo in range(0, len(prompts), batch):
         enc = tok(prompts[lo : lo + batch], return_tensors="pt", padding=True, add_special_tokens=False)
         with torch.no_grad():
-            out = model.generate(**enc, do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=0,
-                                 max_new_tokens=params.max_tokens, num_return_sequences=params.n, pad_token_id=tok.pad_token_id,
-                                 eos_token_id=tok.eos_token_id)
+            out = model.generate(
+                **enc,
+                do_sample=True,
+                temperature=params.temperature,
+                top_p=params.top_p,
+                top_k=0,
+                max_new_tokens=params.max_tokens,
+                num_return_sequences=params.n,
+                pad_token_id=tok.pad_token_id,
+                eos_token_id=tok.eos_token_id,
+            )
         new = out[:, enc["input_ids"].shape[1] :]
         tok.batch_decode(new, skip_special_tokens=True)
         tokens += int((new != tok.pad_token_id).sum())
@@ -96,9 +114,11 @@ def main() -> None:
         model_dir = make_model(Path(tmp) / "model", args.hidden, args.layers)
         backend = TransformersBackend(str(model_dir), batch_size=args.batch, device="cpu")
         backend.generate(conversations[: args.batch], params)  # warm-up, both sides share it
-        print(f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
-              f"{args.prompts} GSM8K prompts × n={args.n}, batch {args.batch}, {args.max_tokens} new tokens, "
-              f"Llama hidden {args.hidden} × {args.layers} layers")
+        print(
+            f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
+            f"{args.prompts} GSM8K prompts × n={args.n}, batch {args.batch}, {args.max_tokens} new tokens, "
+            f"Llama hidden {args.hidden} × {args.layers} layers"
+        )
         best: dict[str, tuple[float, int]] = {}
         for _ in range(args.repeats):
             for name in ("plain generate loop", "thresher backend", "thresher cached (cold)"):
@@ -119,8 +139,7 @@ def main() -> None:
                     assert warm.generated == 0
                     cache.close()
                     best[name] = min(best.get(name, (1e9, 0)), (seconds, tokens))
-                    best["thresher cached (warm: all reused)"] = min(best.get("thresher cached (warm: all reused)", (1e9, 0)),
-                                                                     (warm_s, 0))
+                    best["thresher cached (warm: all reused)"] = min(best.get("thresher cached (warm: all reused)", (1e9, 0)), (warm_s, 0))
                     continue
                 best[name] = min(best.get(name, (1e9, 0)), (seconds, tokens))
         base = best["plain generate loop"][1] / best["plain generate loop"][0]

@@ -51,9 +51,14 @@ def _subsets(folder: Path, rows: int, pairs: int) -> tuple[Path, Path]:
     pref, _, _ = load_canonical(str(HH), Kind.PREFERENCE)
     sft_path, pref_path = folder / "sft.jsonl", folder / "pref.jsonl"
     sft_path.write_bytes(b"".join(orjson.dumps({"messages": m}) + b"\n" for m in sft["messages"].to_list()[:rows]))
-    pref_path.write_bytes(b"".join(orjson.dumps({"prompt": p, "chosen": c, "rejected": r}) + b"\n" for p, c, r in
-                                   zip(pref["prompt"].to_list()[:pairs], pref["chosen"].to_list()[:pairs],
-                                       pref["rejected"].to_list()[:pairs], strict=True)))
+    pref_path.write_bytes(
+        b"".join(
+            orjson.dumps({"prompt": p, "chosen": c, "rejected": r}) + b"\n"
+            for p, c, r in zip(
+                pref["prompt"].to_list()[:pairs], pref["chosen"].to_list()[:pairs], pref["rejected"].to_list()[:pairs], strict=True
+            )
+        )
+    )
     return sft_path, pref_path
 
 
@@ -86,25 +91,34 @@ def _mfu(model_dir: Path, tokens_per_s: float, context: float, device: str) -> f
         return None
     cfg = AutoConfig.from_pretrained(str(model_dir))
     head = cfg.hidden_size // cfg.num_attention_heads
-    params = (cfg.vocab_size * cfg.hidden_size * (1 if cfg.tie_word_embeddings else 2)
-              + cfg.num_hidden_layers * (cfg.hidden_size * head * (cfg.num_attention_heads * 2 + cfg.num_key_value_heads * 2)
-                                         + 3 * cfg.hidden_size * cfg.intermediate_size))
+    params = cfg.vocab_size * cfg.hidden_size * (1 if cfg.tie_word_embeddings else 2) + cfg.num_hidden_layers * (
+        cfg.hidden_size * head * (cfg.num_attention_heads * 2 + cfg.num_key_value_heads * 2) + 3 * cfg.hidden_size * cfg.intermediate_size
+    )
     return tokens_per_s * train_flops_per_token(params, cfg.num_hidden_layers, cfg.hidden_size, context) / peak
 
 
 def make_shaped_model(folder: Path, shape: str) -> Path:
     """A random Llama-architecture model with a named shape (Qwen2.5's dimensions), the LIMA BPE tokenizer."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     from bench_synth_generate import make_model
+    from transformers import LlamaConfig, LlamaForCausalLM
 
     make_model(folder, 64, 1)  # the tokenizer and chat template
     hidden, layers, heads, kv, inter, vocab = SHAPES[shape]
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=inter, num_hidden_layers=layers,
-                         num_attention_heads=heads, num_key_value_heads=kv, max_position_embeddings=32768,
-                         tie_word_embeddings=True, eos_token_id=1, pad_token_id=0, bos_token_id=None)
+    config = LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=inter,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv,
+        max_position_embeddings=32768,
+        tie_word_embeddings=True,
+        eos_token_id=1,
+        pad_token_id=0,
+        bos_token_id=None,
+    )
     LlamaForCausalLM(config).save_pretrained(str(folder))
     return folder
 
@@ -113,15 +127,24 @@ def _thresher(kind: str, model: Path, data: Path, out: Path, max_length: int, pa
     from thresher.train.config import TrainConfig
 
     started = time.perf_counter()
-    config = TrainConfig(model=str(model), data={"train": str(data)}, max_length=max_length, packing=packing,
-                         # packed-only: one sequence of max_length per micro-batch (a DPO pair holds two)
-                         pack_length=(opts["pack_length"] * (2 if kind == "dpo" else 1)) if opts.get("pack_length")
-                         else 4 * max_length,  # about as many rows per micro-batch as the padded batch of 4
-                         rows_per_micro_batch=4 if kind == "sft" else 2, epochs=1, device=opts["device"],
-                         precision=opts["precision"],
-                         optim={"lr": 1e-4, "warmup_ratio": 0.0, "schedule": "constant"},
-                         dpo={"loss": "sigmoid", "beta": 0.1, "cache_dir": str(out / "cache")}, output_dir=str(out),
-                         log_every=1000)
+    config = TrainConfig(
+        model=str(model),
+        data={"train": str(data)},
+        max_length=max_length,
+        packing=packing,
+        # packed-only: one sequence of max_length per micro-batch (a DPO pair holds two)
+        pack_length=(opts["pack_length"] * (2 if kind == "dpo" else 1))
+        if opts.get("pack_length")
+        else 4 * max_length,  # about as many rows per micro-batch as the padded batch of 4
+        rows_per_micro_batch=4 if kind == "sft" else 2,
+        epochs=1,
+        device=opts["device"],
+        precision=opts["precision"],
+        optim={"lr": 1e-4, "warmup_ratio": 0.0, "schedule": "constant"},
+        dpo={"loss": "sigmoid", "beta": 0.1, "cache_dir": str(out / "cache")},
+        output_dir=str(out),
+        log_every=1000,
+    )
     if kind == "sft":
         from thresher.train.sft import run_sft
 
@@ -133,8 +156,14 @@ def _thresher(kind: str, model: Path, data: Path, out: Path, max_length: int, pa
     whole = time.perf_counter() - started
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     mfu = [m["mfu"] for m in metrics if "mfu" in m]
-    return {"steps": result.steps, "train_s": result.seconds, "tokens": result.tokens, "whole_s": whole, "peak_mb": _peak_mb(),
-            "mfu_logged": sum(mfu) / len(mfu) if mfu else None}
+    return {
+        "steps": result.steps,
+        "train_s": result.seconds,
+        "tokens": result.tokens,
+        "whole_s": whole,
+        "peak_mb": _peak_mb(),
+        "mfu_logged": sum(mfu) / len(mfu) if mfu else None,
+    }
 
 
 def _trl(kind: str, model_dir: Path, data: Path, out: Path, max_length: int, packing: bool, opts: dict) -> dict:
@@ -148,19 +177,28 @@ def _trl(kind: str, model_dir: Path, data: Path, out: Path, max_length: int, pac
     tok = AutoTokenizer.from_pretrained(str(model_dir))
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.bfloat16 if bf16 else torch.float32)
     rows = _read_jsonl(data)
-    common = {"output_dir": str(out), "report_to": [], "use_cpu": opts["device"] == "cpu", "bf16": bf16,
-              "use_liger_kernel": bool(opts.get("liger")), "max_length": max_length,
-              "num_train_epochs": 1, "learning_rate": 1e-4, "lr_scheduler_type": "constant", "save_strategy": "no",
-              "logging_steps": 1000, "dataloader_num_workers": 0}
+    common = {
+        "output_dir": str(out),
+        "report_to": [],
+        "use_cpu": opts["device"] == "cpu",
+        "bf16": bf16,
+        "use_liger_kernel": bool(opts.get("liger")),
+        "max_length": max_length,
+        "num_train_epochs": 1,
+        "learning_rate": 1e-4,
+        "lr_scheduler_type": "constant",
+        "save_strategy": "no",
+        "logging_steps": 1000,
+        "dataloader_num_workers": 0,
+    }
     if kind == "sft":
-        dataset = Dataset.from_list([{"prompt": r["messages"][:-1], "completion": r["messages"][-1:]} for r in rows
-                                     if r["messages"][-1]["role"] == "assistant"])
-        args = trl.SFTConfig(per_device_train_batch_size=1 if packing else 4, completion_only_loss=True, packing=packing,
-                             **common)
+        dataset = Dataset.from_list(
+            [{"prompt": r["messages"][:-1], "completion": r["messages"][-1:]} for r in rows if r["messages"][-1]["role"] == "assistant"]
+        )
+        args = trl.SFTConfig(per_device_train_batch_size=1 if packing else 4, completion_only_loss=True, packing=packing, **common)
         trainer = trl.SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tok)
     else:
-        args = trl.DPOConfig(per_device_train_batch_size=2, loss_type=["sigmoid"], beta=0.1, precompute_ref_log_probs=True,
-                             **common)
+        args = trl.DPOConfig(per_device_train_batch_size=2, loss_type=["sigmoid"], beta=0.1, precompute_ref_log_probs=True, **common)
         trainer = trl.DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok)
     output = trainer.train()
     whole = time.perf_counter() - started
@@ -212,29 +250,44 @@ def main() -> None:
     parser.add_argument("--packed-only", action="store_true", help="SFT packed in both tools (TRL packing=True), DPO padded")
     parser.add_argument("--json", help="also write the table's rows here")
     args = parser.parse_args()
-    from bench_synth_generate import make_model
-
     import torch
+    from bench_synth_generate import make_model
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        model = make_shaped_model(folder / "model", args.shape) if args.shape else make_model(folder / "model", args.hidden,
-                                                                                                 args.layers)
+        model = make_shaped_model(folder / "model", args.shape) if args.shape else make_model(folder / "model", args.hidden, args.layers)
         sft, pref = _subsets(folder, args.rows, args.pairs)
         print(f"# {platform.machine()} {platform.processor() or ''} threads={torch.get_num_threads()} torch={torch.__version__}")
-        print(f"# model hidden {args.hidden}, {args.layers} layers; SFT {args.rows} LIMA rows, DPO {args.pairs} HH-RLHF pairs, "
-              f"max_length {args.max_length}")
-        runs = [("sft", "trl", sft, "0"), ("sft", "thresher", sft, "0"), ("sft", "thresher", sft, "1"),
-                ("dpo", "trl", pref, "0"), ("dpo", "thresher", pref, "0"), ("dpo", "thresher", pref, "1")]
+        print(
+            f"# model hidden {args.hidden}, {args.layers} layers; SFT {args.rows} LIMA rows, DPO {args.pairs} HH-RLHF pairs, "
+            f"max_length {args.max_length}"
+        )
+        runs = [
+            ("sft", "trl", sft, "0"),
+            ("sft", "thresher", sft, "0"),
+            ("sft", "thresher", sft, "1"),
+            ("dpo", "trl", pref, "0"),
+            ("dpo", "thresher", pref, "0"),
+            ("dpo", "thresher", pref, "1"),
+        ]
         if args.packed_only:
             runs = [("sft", "trl", sft, "1"), ("sft", "thresher", sft, "1"), ("dpo", "trl", pref, "0"), ("dpo", "thresher", pref, "1")]
-        opts = json.dumps({"device": args.device, "precision": args.precision, "liger": args.liger,
-                           "pack_length": args.max_length if args.packed_only else None})
+        opts = json.dumps(
+            {
+                "device": args.device,
+                "precision": args.precision,
+                "liger": args.liger,
+                "pack_length": args.max_length if args.packed_only else None,
+            }
+        )
         table = []
         for kind, tool, data, packing in runs:
             out = folder / f"{kind}-{tool}-{packing}"
-            done = subprocess.run([sys.executable, __file__, "--child", tool, kind, str(model), str(data), str(out),
-                                   str(args.max_length), packing, opts], capture_output=True, text=True)
+            done = subprocess.run(
+                [sys.executable, __file__, "--child", tool, kind, str(model), str(data), str(out), str(args.max_length), packing, opts],
+                capture_output=True,
+                text=True,
+            )
             line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
             if line is None:
                 raise SystemExit(f"{tool} {kind} failed:\n{done.stderr[-4000:]}")
@@ -244,8 +297,9 @@ def main() -> None:
                 raise SystemExit(f"{tool} {kind}: trained on {result['tokens']} tokens, expected {tokens}")
             mfu = _mfu(model, tokens / result["train_s"], _mean_context(kind, model, data, args.max_length), args.device)
             name = tool + (" + liger" if tool == "trl" and args.liger else "") + (" packed" if packing == "1" else " padded")
-            table.append((kind, name, result["steps"], result["train_s"], tokens / result["train_s"], result["peak_mb"],
-                          result["whole_s"], mfu))
+            table.append(
+                (kind, name, result["steps"], result["train_s"], tokens / result["train_s"], result["peak_mb"], result["whole_s"], mfu)
+            )
         memory = "peak CUDA MB" if args.device.startswith("cuda") else "peak RSS MB"
         print(f"| task | trainer | steps | train s | tokens/s | vs TRL | {memory} | vs TRL | whole run s | MFU |")
         print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
@@ -253,10 +307,21 @@ def main() -> None:
         for kind, name, steps, seconds, rate, peak, whole, mfu in table:
             base = next(t for t in table if t[0] == kind and t[1].startswith("trl"))
             shown = f"{100 * mfu:.1f}%" if mfu is not None else "–"
-            print(f"| {kind} | {name} | {steps} | {seconds:.1f} | {rate:,.0f} | {rate / base[4]:.2f}× | {peak:,.0f} | "
-                  f"{peak / base[5]:.2f}× | {whole:.1f} | {shown} |")
-            rows.append({"task": kind, "trainer": name, "tokens_per_s": rate, "vs_trl_speed": rate / base[4], "peak_mb": peak,
-                         "vs_trl_memory": peak / base[5], "mfu": mfu})
+            print(
+                f"| {kind} | {name} | {steps} | {seconds:.1f} | {rate:,.0f} | {rate / base[4]:.2f}× | {peak:,.0f} | "
+                f"{peak / base[5]:.2f}× | {whole:.1f} | {shown} |"
+            )
+            rows.append(
+                {
+                    "task": kind,
+                    "trainer": name,
+                    "tokens_per_s": rate,
+                    "vs_trl_speed": rate / base[4],
+                    "peak_mb": peak,
+                    "vs_trl_memory": peak / base[5],
+                    "mfu": mfu,
+                }
+            )
         if args.json:
             Path(args.json).write_text(json.dumps(rows, indent=2))
 

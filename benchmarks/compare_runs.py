@@ -1,49 +1,71 @@
-"""Compare two output trees (e.g. out/demo before and after a refactor, run in the same folder): files byte-identical,
-files that differ only in timing fields (seconds, tokens/s, peak memory), and files that really differ.
-Usage: python benchmarks/compare_runs.py OLD_OUT NEW_OUT"""
-import json, re, sqlite3, sys
+"""Compare two output trees (e.g. out/demo before and after a refactor, both run in the same folder): files that are
+byte-identical, files that differ only in timing fields (seconds, tokens/s, peak memory), and files that really differ.
+
+    python benchmarks/compare_runs.py OLD_OUT NEW_OUT
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import sys
 from pathlib import Path
+from typing import Any
 
-TIMING = re.compile(r"seconds|per_s|_s$|peak_memory|elapsed|time|wall", re.I)
+TIMING = re.compile(r"seconds|per_s|_s$|_share$|peak_memory|elapsed|time|wall", re.I)
+SKIPPED = ("tensorboard", "cache")  # event files are named by time; caches are keyed by content, not compared
 
-def strip(v):
-    if isinstance(v, dict):
-        return {k: strip(x) for k, x in v.items() if not TIMING.search(k)}
-    if isinstance(v, list):
-        return [strip(x) for x in v]
-    return v
 
-def same_modulo_timing(a: Path, b: Path) -> bool:
-    if a.suffix in (".json",):
-        return strip(json.loads(a.read_text())) == strip(json.loads(b.read_text()))
+def _strip(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _strip(v) for k, v in value.items() if not TIMING.search(k)}
+    if isinstance(value, list):
+        return [_strip(v) for v in value]
+    return value
+
+
+def _rows(path: Path) -> list[str]:
+    with sqlite3.connect(path) as db:
+        tables = [name for (name,) in db.execute("select name from sqlite_master where type = 'table' order by name")]
+        return sorted(repr(row) for table in tables for row in db.execute(f"select * from {table}"))
+
+
+def same_but_timing(a: Path, b: Path) -> bool:
+    if a.suffix == ".json":
+        return bool(_strip(json.loads(a.read_text())) == _strip(json.loads(b.read_text())))
     if a.suffix == ".jsonl":
-        return [strip(json.loads(l)) for l in a.read_text().splitlines()] == [strip(json.loads(l)) for l in b.read_text().splitlines()]
+        return [_strip(json.loads(x)) for x in a.read_text().splitlines()] == [_strip(json.loads(x)) for x in b.read_text().splitlines()]
     if a.suffix == ".sqlite":
-        q = lambda p: sorted(sqlite3.connect(p).execute("select * from sqlite_master").fetchall())
-        ra, rb = q(a), q(b)
-        if ra != rb: return False
-        tables = [r[1] for r in ra if r[0] == "table"]
-        for t in tables:
-            rows = lambda p: sorted(map(repr, sqlite3.connect(p).execute(f"select * from {t}").fetchall()))
-            if rows(a) != rows(b): return False
-        return True
-    if a.suffix == ".html":
-        num = re.compile(r"\d+\.\d+")
-        return num.sub("N", a.read_text()) == num.sub("N", b.read_text())
+        return _rows(a) == _rows(b)
+    if a.suffix == ".html":  # numbers with a decimal point or a thousands comma are timings or rates in these reports
+        number = re.compile(r"\d[\d,]*\.\d+|\d{1,3}(,\d{3})+")
+        return number.sub("N", a.read_text()) == number.sub("N", b.read_text())
     return False
 
-A, B = Path(sys.argv[1]), Path(sys.argv[2])
-fa = {p.relative_to(A) for p in A.rglob("*") if p.is_file() and "tensorboard" not in p.parts and "cache" not in p.parts}
-fb = {p.relative_to(B) for p in B.rglob("*") if p.is_file() and "tensorboard" not in p.parts and "cache" not in p.parts}
-ident = timing = 0
-for rel in sorted(fa | fb):
-    if rel not in fa or rel not in fb:
-        print("only in one:", rel); continue
-    a, b = A / rel, B / rel
-    if a.read_bytes() == b.read_bytes():
-        ident += 1
-    elif same_modulo_timing(a, b):
-        timing += 1
-    else:
-        print("DIFFERS:", rel)
-print(f"{ident} byte-identical, {timing} differ only in timing fields (of {len(fa | fb)}; tensorboard and cache folders skipped)")
+
+def files(root: Path) -> set[Path]:
+    return {p.relative_to(root) for p in root.rglob("*") if p.is_file() and not set(SKIPPED) & set(p.parts)}
+
+
+def main() -> None:
+    old, new = Path(sys.argv[1]), Path(sys.argv[2])
+    found_old, found_new = files(old), files(new)
+    identical = timing = 0
+    for rel in sorted(found_old | found_new):
+        if rel not in found_old or rel not in found_new:
+            print(f"only in {'old' if rel in found_old else 'new'}: {rel}")
+        elif (old / rel).read_bytes() == (new / rel).read_bytes():
+            identical += 1
+        elif same_but_timing(old / rel, new / rel):
+            timing += 1
+        else:
+            print(f"differs: {rel}")
+    print(
+        f"{identical} byte-identical, {timing} differ only in timing fields, of {len(found_old | found_new)} files "
+        f"({', '.join(SKIPPED)} folders skipped)"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -61,28 +61,48 @@ def rows(items: pl.DataFrame) -> list[tuple[str, str, str, str]]:
 
 
 def candidate_pairs(threshold_from: float = 0.6) -> tuple[pl.DataFrame, pl.DataFrame]:
-    benches = load_benchmarks([f"gsm8k={SHARED / 'gsm8k/test.jsonl'}", f"humaneval={SHARED / 'humaneval/HumanEval.jsonl.gz'}",
-                               f"mmlu={SHARED / 'mmlu/data'}"])
+    benches = load_benchmarks(
+        [f"gsm8k={SHARED / 'gsm8k/test.jsonl'}", f"humaneval={SHARED / 'humaneval/HumanEval.jsonl.gz'}", f"mmlu={SHARED / 'mmlu/data'}"]
+    )
     items = pl.concat([b.items for b in benches]).with_row_index("item").with_columns(pl.col("item").cast(pl.Int64))
     labelled = rows(items)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "train.jsonl"
         with path.open("wb") as f:
             for i, (text, *_rest) in enumerate(labelled):
-                f.write(orjson.dumps({"id": f"r{i}", "messages": [{"role": "user", "content": text},
-                                                                  {"role": "assistant", "content": "Okay."}]}) + b"\n")
+                f.write(
+                    orjson.dumps(
+                        {"id": f"r{i}", "messages": [{"role": "user", "content": text}, {"role": "assistant", "content": "Okay."}]}
+                    )
+                    + b"\n"
+                )
         started = time.perf_counter()
-        config = AuditConfig(methods=("embedding",), fields="prompt",
-                             embedding=EmbeddingMatchConfig(floor=threshold_from, cache_dir=str(Path.home() / ".cache/thresher/embeddings")))
+        config = AuditConfig(
+            methods=("embedding",),
+            fields="prompt",
+            embedding=EmbeddingMatchConfig(floor=threshold_from, cache_dir=str(Path.home() / ".cache/thresher/embeddings")),
+        )
         result = run_audit([str(path)], benches, config)
         print(f"embedding audit of {len(labelled)} rows: {time.perf_counter() - started:.0f} s, {result.matches.height} candidate pairs")
-    labels = pl.DataFrame({"train_id": [f"r{i}" for i in range(len(labelled))], "set": [s for _, s, _, _ in labelled],
-                           "true_bench": [b for _, _, b, _ in labelled], "true_id": [i for _, _, _, i in labelled]})
-    true_item = labels.join(items.select(pl.col("bench").alias("true_bench"), pl.col("bench_id").alias("true_id"),
-                                         pl.col("item").alias("true_item")), on=["true_bench", "true_id"], how="left")
-    pairs = (result.matches.select("train_id", "train_text", "item", pl.col("score").alias("cosine"))
-             .join(true_item, on="train_id").join(items.select("item", "question", "answer", "options"), on="item")
-             .with_columns((pl.col("item") == pl.col("true_item")).fill_null(False).alias("label")))
+    labels = pl.DataFrame(
+        {
+            "train_id": [f"r{i}" for i in range(len(labelled))],
+            "set": [s for _, s, _, _ in labelled],
+            "true_bench": [b for _, _, b, _ in labelled],
+            "true_id": [i for _, _, _, i in labelled],
+        }
+    )
+    true_item = labels.join(
+        items.select(pl.col("bench").alias("true_bench"), pl.col("bench_id").alias("true_id"), pl.col("item").alias("true_item")),
+        on=["true_bench", "true_id"],
+        how="left",
+    )
+    pairs = (
+        result.matches.select("train_id", "train_text", "item", pl.col("score").alias("cosine"))
+        .join(true_item, on="train_id")
+        .join(items.select("item", "question", "answer", "options"), on="item")
+        .with_columns((pl.col("item") == pl.col("true_item")).fill_null(False).alias("label"))
+    )
     return pairs, labels
 
 
@@ -103,9 +123,16 @@ def main() -> None:
     scored = pairs.with_columns(pl.Series("p", probability(x, tuple(w))))
     sets = labels.filter(pl.col("set").str.starts_with("rephrase"))
     # a rephrase row's half follows its item even when it has no candidate pair
-    sets = sets.join(pairs.select("true_bench", "true_id", "held").unique(["true_bench", "true_id"]), on=["true_bench", "true_id"], how="left")
-    for name, score, threshold in (("embedding 0.85", "cosine", 0.85), ("embedding 0.80", "cosine", 0.80),
-                                   ("rephrase 0.5", "p", 0.5), ("rephrase 0.7", "p", 0.7), ("rephrase 0.9", "p", 0.9)):
+    sets = sets.join(
+        pairs.select("true_bench", "true_id", "held").unique(["true_bench", "true_id"]), on=["true_bench", "true_id"], how="left"
+    )
+    for name, score, threshold in (
+        ("embedding 0.85", "cosine", 0.85),
+        ("embedding 0.80", "cosine", 0.80),
+        ("rephrase 0.5", "p", 0.5),
+        ("rephrase 0.7", "p", 0.7),
+        ("rephrase 0.9", "p", 0.9),
+    ):
         for part, held in (("fit half", False), ("held-out half", True)):
             flagged = scored.filter((pl.col("held") == held) & (pl.col(score) >= threshold))
             right = flagged.filter("label")
@@ -115,8 +142,11 @@ def main() -> None:
                 per_set.append(f"{s} {found}/{rows_of.height} = {found / max(rows_of.height, 1):.3f}")
             gsm = flagged.filter(pl.col("set") == "neg_gsm8k_train")["train_id"].n_unique()
             precision = right["train_id"].n_unique() / max(flagged["train_id"].n_unique(), 1)
-            print(f"{name:15s} {part:14s} precision {precision:.3f}; recall: " + "; ".join(per_set)
-                  + f"; GSM8K-train rows flagged {gsm} (of ~3,700)")
+            print(
+                f"{name:15s} {part:14s} precision {precision:.3f}; recall: "
+                + "; ".join(per_set)
+                + f"; GSM8K-train rows flagged {gsm} (of ~3,700)"
+            )
 
 
 if __name__ == "__main__":

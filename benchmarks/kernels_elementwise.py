@@ -80,20 +80,47 @@ def main() -> None:
     up = torch.randn(n, f, device=device, dtype=dtype, requires_grad=True)
     cases = {
         # name: (minimum bytes moved forward + backward, {method: fn}, grad shape source, inputs)
-        "rms_norm": (size * n * d * 4, {"eager": lambda: rms_norm_reference(x, w), "compile": torch.compile(lambda: rms_norm_reference(x, w)),
-                                        "thresher": lambda: rms_norm(x, w, 1e-6)}, x, [x, w]),
-        "rope": (size * n * d * 4, {"eager": lambda: rope_reference(q, cos, sin), "compile": torch.compile(lambda: rope_reference(q, cos, sin)),
-                                    "thresher": lambda: rope(q, cos, sin)}, q, [q]),
-        "swiglu": (size * n * f * 6, {"eager": lambda: swiglu_reference(gate, up), "compile": torch.compile(lambda: swiglu_reference(gate, up)),
-                                      "thresher": lambda: swiglu(gate, up)}, gate, [gate, up]),
+        "rms_norm": (
+            size * n * d * 4,
+            {
+                "eager": lambda: rms_norm_reference(x, w),
+                "compile": torch.compile(lambda: rms_norm_reference(x, w)),
+                "thresher": lambda: rms_norm(x, w, 1e-6),
+            },
+            x,
+            [x, w],
+        ),
+        "rope": (
+            size * n * d * 4,
+            {
+                "eager": lambda: rope_reference(q, cos, sin),
+                "compile": torch.compile(lambda: rope_reference(q, cos, sin)),
+                "thresher": lambda: rope(q, cos, sin),
+            },
+            q,
+            [q],
+        ),
+        "swiglu": (
+            size * n * f * 6,
+            {
+                "eager": lambda: swiglu_reference(gate, up),
+                "compile": torch.compile(lambda: swiglu_reference(gate, up)),
+                "thresher": lambda: swiglu(gate, up),
+            },
+            gate,
+            [gate, up],
+        ),
     }
     lig_rms, lig_swiglu = liger("rms_norm"), liger("swiglu")
     if lig_rms is not None:
         cases["rms_norm"][1]["liger"] = lambda: lig_rms(x, w, 1e-6)
     if lig_swiglu is not None:
         cases["swiglu"][1]["liger"] = lambda: lig_swiglu(gate, up)
-    print(f"# {torch.cuda.get_device_name(0) if device == 'cuda' else 'CPU (dry run)'}; torch {torch.__version__}; {n} tokens, hidden {d}, intermediate {f}, {heads} heads, "
-          f"{args.dtype}, forward + backward")
+    print(
+        f"# {torch.cuda.get_device_name(0) if device == 'cuda' else 'CPU (dry run)'}; torch {torch.__version__}; "
+        f"{n} tokens, hidden {d}, intermediate {f}, {heads} heads, "
+        f"{args.dtype}, forward + backward"
+    )
     print("| op | method | µs | vs eager | GB/s |")
     print("| --- | --- | ---: | ---: | ---: |")
     for op, (moved, methods, like, inputs) in cases.items():

@@ -101,15 +101,20 @@ def main() -> None:
     cuda = torch.cuda.is_available()
     names = ["eager", "compile", "thresher-chunked"] + (["thresher-triton", "liger", "cce"] if cuda else [])
     device = torch.cuda.get_device_name(0) if cuda else f"CPU {platform.machine()}, {torch.get_num_threads()} threads"
-    print(f"# {device}; torch {torch.__version__}; hidden {args.hidden}, vocab {args.vocab}, {args.dtype}, forward + backward, "
-          f"median of {args.repeats}")
+    print(
+        f"# {device}; torch {torch.__version__}; hidden {args.hidden}, vocab {args.vocab}, {args.dtype}, forward + backward, "
+        f"median of {args.repeats}"
+    )
     print("| tokens | method | ms | vs eager | peak MB (beyond inputs) | vs eager | TFLOP/s |")
     print("| ---: | --- | ---: | ---: | ---: | ---: | ---: |")
     for n in args.tokens:
         results = {}
         for name in names:
-            done = subprocess.run([sys.executable, __file__, "--child", name, str(n), str(args.hidden), str(args.vocab), args.dtype,
-                                   str(args.repeats)], capture_output=True, text=True)
+            done = subprocess.run(
+                [sys.executable, __file__, "--child", name, str(n), str(args.hidden), str(args.vocab), args.dtype, str(args.repeats)],
+                capture_output=True,
+                text=True,
+            )
             line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
             if line is None:
                 print(f"| {n} | {name} | failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else '?'} | | | | |")

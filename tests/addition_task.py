@@ -12,8 +12,9 @@ from pathlib import Path
 import orjson
 
 SPECIALS = ["[UNK]", "<|end|>", "<|user|>", "<|assistant|>", "<|system|>"]
-TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
-            "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
 
 
 def make_addition_model(folder: Path, hidden: int = 64, layers: int = 2, seed: int = 0) -> Path:
@@ -27,13 +28,23 @@ def make_addition_model(folder: Path, hidden: int = 64, layers: int = 2, seed: i
     tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
     tok.decoder = decoders.Fuse()
-    hf = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", eos_token="<|end|>", pad_token="[UNK]",
-                                 additional_special_tokens=SPECIALS[2:])
+    hf = PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="[UNK]", eos_token="<|end|>", pad_token="[UNK]", additional_special_tokens=SPECIALS[2:]
+    )
     hf.chat_template = TEMPLATE
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=len(vocab), hidden_size=hidden, intermediate_size=4 * hidden, num_hidden_layers=layers,
-                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64,
-                         eos_token_id=hf.eos_token_id, pad_token_id=hf.pad_token_id, bos_token_id=None)
+    config = LlamaConfig(
+        vocab_size=len(vocab),
+        hidden_size=hidden,
+        intermediate_size=4 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=64,
+        eos_token_id=hf.eos_token_id,
+        pad_token_id=hf.pad_token_id,
+        bos_token_id=None,
+    )
     LlamaForCausalLM(config).save_pretrained(str(folder))
     hf.save_pretrained(str(folder))
     return folder
@@ -65,6 +76,8 @@ def write_addition_data(folder: Path, sft: int, rlvr: int, held_out: int, digits
     def prompt(a: int, b: int) -> dict:
         return {"messages": [{"role": "user", "content": f"{a}+{b}"}], "ground_truth": str(a + b), "verifier": "gsm8k"}
 
-    return {"sft": _write(folder / "sft.jsonl", [chat(a, b) for a, b in _problems(sft, digits, rng, seen)]),
-            "rlvr": _write(folder / "rlvr.jsonl", [prompt(a, b) for a, b in _problems(rlvr, digits, rng, seen)]),
-            "held_out": _write(folder / "held_out.jsonl", [prompt(a, b) for a, b in _problems(held_out, digits, rng, seen)])}
+    return {
+        "sft": _write(folder / "sft.jsonl", [chat(a, b) for a, b in _problems(sft, digits, rng, seen)]),
+        "rlvr": _write(folder / "rlvr.jsonl", [prompt(a, b) for a, b in _problems(rlvr, digits, rng, seen)]),
+        "held_out": _write(folder / "held_out.jsonl", [prompt(a, b) for a, b in _problems(held_out, digits, rng, seen)]),
+    }

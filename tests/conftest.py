@@ -50,7 +50,8 @@ from thresher.tiny import CHAT_TEMPLATE  # noqa: E402, F401  (re-exported for th
 def make_tiny_chat_model(shared_data: Path, folder: Path, sequence_classifier: bool = False) -> Path:
     """A tiny random Llama (causal LM, or a one-output reward model) with a chat-templated BPE
     tokenizer trained here on LIMA, saved as a transformers folder."""
-    from thresher.tiny import lima_texts, make_tiny_chat_model as make
+    from thresher.tiny import lima_texts
+    from thresher.tiny import make_tiny_chat_model as make
 
     return make(lima_texts(shared_data / "sft/lima.json", 400), folder, sequence_classifier=sequence_classifier)
 

@@ -11,7 +11,6 @@ from typing import Any
 import orjson
 import pyarrow.parquet as pq
 
-
 M64 = (1 << 64) - 1
 
 

@@ -21,7 +21,7 @@ INJECTED: list[tuple[str, bytes]] = [
     ("empty_content", b'{"id": "bad-empty", "conversations": [{"from": "human", "value": "   "}, {"from": "gpt", "value": "ok"}]}'),
     ("invalid_utf8", b'{"id": "bad-utf8", "conversations": [{"from": "human", "value": "caf\xe9"}, {"from": "gpt", "value": "ok"}]}'),
     ("missing_field", b'{"id": "bad-missing", "dialogue": []}'),
-    ("wrong_type", b'[1, 2, 3]'),
+    ("wrong_type", b"[1, 2, 3]"),
     ("missing_turn", b'{"id": "bad-noreply", "conversations": [{"from": "human", "value": "anyone?"}]}'),
     ("wrong_type", b'{"id": "bad-content-type", "conversations": [{"from": "human", "value": 42}, {"from": "gpt", "value": "ok"}]}'),
 ]
@@ -97,12 +97,7 @@ def test_cli_exit_codes_and_messages(dirty_file, tmp_path: Path) -> None:
 def test_csv_rows_with_wrong_field_count_and_bad_utf8(tmp_path: Path) -> None:
     path = tmp_path / "qa.csv"
     path.write_bytes(
-        b"question,answer\n"
-        b"What is 2+2?,4\n"
-        b'"A quoted, multi-line\nquestion?",yes\n'
-        b"too,many,fields\n"
-        b"caf\xe9?,no\n"
-        b"Capital of France?,Paris\n"
+        b'question,answer\nWhat is 2+2?,4\n"A quoted, multi-line\nquestion?",yes\ntoo,many,fields\ncaf\xe9?,no\nCapital of France?,Paris\n'
     )
     report = convert([str(path)], tmp_path / "o.jsonl", on_error="quarantine")
     assert (report.total.rows_in, report.total.rows_out) == (5, 3)

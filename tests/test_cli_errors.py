@@ -35,19 +35,29 @@ def _cases(tmp: Path, data: Path) -> dict[tuple[str, ...], list[tuple[list[str],
     typo_train = tmp / "sft.yaml"
     typo_train.write_text("model: m\ndata: {train: t}\noptim: {lrr: 1.0e-5}\noutput_dir: o\n", encoding="utf-8")
     typo_pipeline = tmp / "pipeline.yaml"
-    typo_pipeline.write_text(f"stages:\n  - name: d\n    run: dedup\n    inputs: [{data / 'sft/lima.json'}]\n"
-                             "    options: {methodz: exact}\n", encoding="utf-8")
+    typo_pipeline.write_text(
+        f"stages:\n  - name: d\n    run: dedup\n    inputs: [{data / 'sft/lima.json'}]\n    options: {{methodz: exact}}\n", encoding="utf-8"
+    )
     out = str(tmp / "out")
     audit = ["--train", missing, "--bench", "gsm8k", "--out", out]
     return {
         ("version",): [(["--bogus"], 2)],
         ("formats",): [(["--bogus"], 2)],
-        ("convert",): [([missing, "--out", str(tmp / "c.parquet")], EXIT_BAD_INPUT), ([str(bad_row), "--out", str(tmp / "c.parquet")], EXIT_BAD_ROW)],
+        ("convert",): [
+            ([missing, "--out", str(tmp / "c.parquet")], EXIT_BAD_INPUT),
+            ([str(bad_row), "--out", str(tmp / "c.parquet")], EXIT_BAD_ROW),
+        ],
         ("inspect",): [([missing], EXIT_BAD_INPUT)],
-        ("dedup",): [([missing, "--out", out], EXIT_BAD_INPUT), ([str(data / "sft/lima.json"), "--out", out, "--method", "minhsh"], EXIT_BAD_INPUT),
-                     ([str(bad_row), "--out", out], EXIT_BAD_ROW)],
+        ("dedup",): [
+            ([missing, "--out", out], EXIT_BAD_INPUT),
+            ([str(data / "sft/lima.json"), "--out", out, "--method", "minhsh"], EXIT_BAD_INPUT),
+            ([str(bad_row), "--out", out], EXIT_BAD_ROW),
+        ],
         ("benchmarks",): [(["--bogus"], 2)],
-        ("audit",): [(audit, EXIT_BAD_INPUT), (["--train", str(bad_row), "--bench", "gsm8k", "--out", out, "--methods", "ngrm"], EXIT_BAD_INPUT)],
+        ("audit",): [
+            (audit, EXIT_BAD_INPUT),
+            (["--train", str(bad_row), "--bench", "gsm8k", "--out", out, "--methods", "ngrm"], EXIT_BAD_INPUT),
+        ],
         ("decontaminate",): [(audit, EXIT_BAD_INPUT)],
         ("mix",): [([missing, "--out", out], EXIT_BAD_INPUT), ([str(typo_mix), "--out", out], EXIT_BAD_INPUT)],
         ("synth",): [([missing, "--out", out], EXIT_BAD_INPUT)],
@@ -77,8 +87,8 @@ def test_every_command_answers_a_mistake_with_one_error_line_and_its_exit_code(s
 @pytest.mark.parametrize(("error", "code"), [(RowError("x", "bad"), 1), (InputError("bad"), 2), (SpecError("bad"), 2)])
 def test_every_user_error_is_a_thresher_error_with_its_exit_code(error: ThresherError, code: int) -> None:
     from thresher.mixing.apportion import MixError
-    from thresher.pipeline.run import StageError
     from thresher.pipeline.registry import OptionError
+    from thresher.pipeline.run import StageError
     from thresher.train.chat import TemplateError
     from thresher.train.loop import NonFiniteError
 

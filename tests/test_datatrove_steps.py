@@ -29,8 +29,9 @@ def _rows(shared_data: Path) -> tuple[list[dict], list[dict]]:
             words = [w.upper() for w in words]
         else:  # unrelated
             words = lima[100 + i % 50]["output"].split()
-        second.append({"id": f"b{i}", "instruction": r["instruction"] if i % 3 != 2 else lima[100 + i % 50]["instruction"],
-                       "output": " ".join(words)})
+        second.append(
+            {"id": f"b{i}", "instruction": r["instruction"] if i % 3 != 2 else lima[100 + i % 50]["instruction"], "output": " ".join(words)}
+        )
     return first, second
 
 
@@ -39,8 +40,9 @@ def test_datatrove_local_executor_matches_single_process(shared_data: Path, tmp_
     docs, canonical = tmp_path / "docs", []
     docs.mkdir()
     for name, rows in (("0-first", first), ("1-second", second)):
-        (docs / f"{name}.jsonl").write_text("".join(
-            json.dumps({"id": r["id"], "text": r["instruction"] + "\n" + r["output"], "source": name}) + "\n" for r in rows))
+        (docs / f"{name}.jsonl").write_text(
+            "".join(json.dumps({"id": r["id"], "text": r["instruction"] + "\n" + r["output"], "source": name}) + "\n" for r in rows)
+        )
         raw = tmp_path / f"{name}.jsonl"
         raw.write_text("".join(json.dumps(r) + "\n" for r in rows))
         canonical.append(str(tmp_path / f"{name}.parquet"))
@@ -58,9 +60,14 @@ def test_datatrove_local_executor_matches_single_process(shared_data: Path, tmp_
     LocalPipelineExecutor([reader, DedupSignatures(str(work), config)], tasks=2, workers=2, logging_dir=str(logs / "1")).run()
     LocalPipelineExecutor([DedupClusters(str(work), config)], tasks=1, logging_dir=str(logs / "2")).run()
     LocalPipelineExecutor(
-        [JsonlReader(str(docs)), DedupFilter(str(work), exclusion_writer=JsonlWriter(str(tmp_path / "removed"), compression=None)),
-         JsonlWriter(str(tmp_path / "kept"), compression=None)],
-        tasks=2, workers=2, logging_dir=str(logs / "3"),
+        [
+            JsonlReader(str(docs)),
+            DedupFilter(str(work), exclusion_writer=JsonlWriter(str(tmp_path / "removed"), compression=None)),
+            JsonlWriter(str(tmp_path / "kept"), compression=None),
+        ],
+        tasks=2,
+        workers=2,
+        logging_dir=str(logs / "3"),
     ).run()
     got = {}
     for path in (tmp_path / "removed").glob("*.jsonl"):

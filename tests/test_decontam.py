@@ -40,8 +40,23 @@ LOCAL = {  # registered benchmark -> (file or folder in ../shared/data, items)
 
 
 def test_registry_has_the_promised_benchmarks() -> None:
-    promised = {"gsm8k", "math", "math500", "humaneval", "mbpp", "mmlu", "ifeval", "bbh", "truthfulqa", "alpacaeval",
-                "mt_bench", "arc", "gpqa", "aime", "amc"}
+    promised = {
+        "gsm8k",
+        "math",
+        "math500",
+        "humaneval",
+        "mbpp",
+        "mmlu",
+        "ifeval",
+        "bbh",
+        "truthfulqa",
+        "alpacaeval",
+        "mt_bench",
+        "arc",
+        "gpqa",
+        "aime",
+        "amc",
+    }
     assert promised <= set(REGISTRY)
     assert all(REGISTRY[name].hub for name in promised)
 
@@ -72,17 +87,37 @@ def test_fields_are_the_documented_ones(shared_data: Path) -> None:
 
 def test_arc_and_gpqa_in_their_release_formats(tmp_path: Path) -> None:
     arc = tmp_path / "ARC-Challenge-Test.jsonl"
-    arc.write_text(json.dumps({"id": "Mercury_7175875", "question": {"stem": "An astronomer observes that a planet rotates faster after a "
-                   "meteorite impact. Which is the most likely effect of this increase in rotation?", "choices": [
-                       {"text": "Planetary density will decrease.", "label": "A"}, {"text": "Planetary years will become longer.", "label": "B"},
-                       {"text": "Planetary days will become shorter.", "label": "C"}, {"text": "Planetary gravity will become stronger.", "label": "D"}]},
-                   "answerKey": "C"}) + "\n")
+    arc.write_text(
+        json.dumps(
+            {
+                "id": "Mercury_7175875",
+                "question": {
+                    "stem": "An astronomer observes that a planet rotates faster after a "
+                    "meteorite impact. Which is the most likely effect of this increase in rotation?",
+                    "choices": [
+                        {"text": "Planetary density will decrease.", "label": "A"},
+                        {"text": "Planetary years will become longer.", "label": "B"},
+                        {"text": "Planetary days will become shorter.", "label": "C"},
+                        {"text": "Planetary gravity will become stronger.", "label": "D"},
+                    ],
+                },
+                "answerKey": "C",
+            }
+        )
+        + "\n"
+    )
     item = load_benchmark("arc", str(arc)).items.row(0, named=True)
     assert item["bench_id"] == "Mercury_7175875" and item["answer"] == "Planetary days will become shorter."
     assert item["question"].startswith("An astronomer observes")
     gpqa = tmp_path / "gpqa_main.csv"
-    pl.DataFrame({"Record ID": ["rec1"], "Question": ["Two quantum states with energies E1 and E2 have lifetimes of 1e-9 s and 1e-8 s."],
-                  "Correct Answer": ["1e-4 eV"], "Incorrect Answer 1": ["1e-11 eV"]}).write_csv(gpqa)
+    pl.DataFrame(
+        {
+            "Record ID": ["rec1"],
+            "Question": ["Two quantum states with energies E1 and E2 have lifetimes of 1e-9 s and 1e-8 s."],
+            "Correct Answer": ["1e-4 eV"],
+            "Incorrect Answer 1": ["1e-11 eV"],
+        }
+    ).write_csv(gpqa)
     row = load_benchmark("gpqa", str(gpqa)).items.row(0, named=True)
     assert row["bench_id"] == "rec1" and row["answer"] == "1e-4 eV"
 
@@ -143,8 +178,17 @@ def test_ngram_coverage_matches_a_plain_python_reference(idf: bool) -> None:
             row[rng.randint(0, len(row)) :] = item[lo : lo + rng.randint(1, len(item))] + row[rng.randint(0, len(row)) :]
         rows.append(row)
     n, min_words = 4, 6
-    config = NgramConfig(n=n, threshold=0.5, answer_weight=0.0, max_bench_df=10**6, max_train_df=10**6, floor=1e-9, min_tokens=1,
-                         min_words=min_words, idf=idf)
+    config = NgramConfig(
+        n=n,
+        threshold=0.5,
+        answer_weight=0.0,
+        max_bench_df=10**6,
+        max_train_df=10**6,
+        floor=1e-9,
+        min_tokens=1,
+        min_words=min_words,
+        idf=idf,
+    )
     frame = pl.DataFrame({"question": [" ".join(i) for i in items], "answer": [""] * len(items)})
     detector = NgramDetector(frame, config)
     detector.scan(TrainBatch.of(pl.Series([" ".join(r) for r in rows]), 0))
@@ -210,11 +254,19 @@ def test_templated_items_count_only_what_is_distinctive(shared_data: Path) -> No
     generic stem with made-up options, matches nothing."""
     mmlu = load_benchmark("mmlu", str(shared_data / "mmlu/data")).items
     moral = mmlu.filter(pl.col("bench_id").str.starts_with("moral_scenarios")).head(20)
-    with_options = [q + "\n" + "\n".join(f"{'ABCD'[j]}. {o}" for j, o in enumerate(opts.split("\n")))
-                    for q, opts in moral.select("question", "options").iter_rows()]
+    with_options = [
+        q + "\n" + "\n".join(f"{'ABCD'[j]}. {o}" for j, o in enumerate(opts.split("\n")))
+        for q, opts in moral.select("question", "options").iter_rows()
+    ]
     template = moral["question"][0].split("Scenario 1")[0]
-    rows = pl.Series([*moral["question"].to_list(), *with_options, template,
-                      "Which of the following is true?\nA. The sky is green\nB. Cats bark\nC. Water is dry\nD. None of these"])
+    rows = pl.Series(
+        [
+            *moral["question"].to_list(),
+            *with_options,
+            template,
+            "Which of the following is true?\nA. The sky is green\nB. Cats bark\nC. Water is dry\nD. None of these",
+        ]
+    )
     detector = NgramDetector(mmlu)
     detector.scan(TrainBatch.of(rows, 0))
     found = detector.finish().filter(pl.col("score") >= 0.5)
@@ -230,9 +282,13 @@ def test_a_shared_phrase_is_not_a_copy(shared_data: Path) -> None:
     match needs min_words shared words or all of a shorter item. Negative control: without the rule and
     without rarity weights the same rows are flagged."""
     mbpp = load_benchmark("mbpp", str(shared_data / "mbpp/mbpp.jsonl")).items
-    rows = pl.Series(["Create a function to find the depth of a given binary tree.",  # MBPP: "... the depth of a dictionary."
-                      "Build a function to convert a given string to uppercase letters.",  # MBPP: "... to a tuple."
-                      "Write a python function to check whether a list of words is sorted by length or not."])
+    rows = pl.Series(
+        [
+            "Create a function to find the depth of a given binary tree.",  # MBPP: "... the depth of a dictionary."
+            "Build a function to convert a given string to uppercase letters.",  # MBPP: "... to a tuple."
+            "Write a python function to check whether a list of words is sorted by length or not.",
+        ]
+    )
     strict = NgramDetector(mbpp)
     strict.scan(TrainBatch.of(rows, 0))
     assert strict.finish().filter(pl.col("score") >= 0.5).is_empty()
@@ -254,8 +310,12 @@ def test_code_alpaca_against_mbpp_and_humaneval_matches_hand_labels(shared_data:
     benches = load_benchmarks([f"mbpp={shared_data / 'mbpp/mbpp.jsonl'}", f"humaneval={shared_data / 'humaneval/HumanEval.jsonl.gz'}"])
 
     def precision(config: NgramConfig) -> tuple[int, float]:
-        result = run_audit([str(shared_data / "sft/code_alpaca_2k.json")], benches, AuditConfig(ngram=config),
-                           quarantine=QuarantineWriter(tmp_path / "q.jsonl"))
+        result = run_audit(
+            [str(shared_data / "sft/code_alpaca_2k.json")],
+            benches,
+            AuditConfig(ngram=config),
+            quarantine=QuarantineWriter(tmp_path / "q.jsonl"),
+        )
         flagged = result.matches.filter("flagged").select("train_id", "bench_id").unique()
         right = flagged.join(labels.filter(pl.col("same_task") == 1), on=["train_id", "bench_id"]).height
         return flagged.height, right / max(flagged.height, 1)
@@ -277,8 +337,13 @@ def test_gsm8k_train_rarely_flags_against_gsm8k_test(shared_data: Path) -> None:
 def test_train_texts_by_field() -> None:
     from thresher.records import MESSAGES
 
-    table = pa.table({"id": ["a"], "source": ["s"], "messages": pa.array([[{"role": "user", "content": "U"},
-                                                                            {"role": "assistant", "content": "A"}]], type=MESSAGES)})
+    table = pa.table(
+        {
+            "id": ["a"],
+            "source": ["s"],
+            "messages": pa.array([[{"role": "user", "content": "U"}, {"role": "assistant", "content": "A"}]], type=MESSAGES),
+        }
+    )
     assert train_texts(table, Kind.SFT, "prompt").to_list() == ["U"]
     assert train_texts(table, Kind.SFT, "response").to_list() == ["A"]
     assert train_texts(table, Kind.SFT, "all").to_list() == ["U\nA"]
@@ -289,7 +354,9 @@ def _write_training_file(path: Path, shared_data: Path) -> dict[str, int]:
     lima = json.loads((shared_data / "sft/lima.json").read_text())[:300]
     q = _gsm8k(shared_data)["question"].to_list()
     rows = [{"messages": [{"role": "user", "content": r["instruction"]}, {"role": "assistant", "content": r["output"]}]} for r in lima]
-    rows.insert(10, {"messages": [{"role": "user", "content": "Solve this: " + q[5]}, {"role": "assistant", "content": "The answer is 64."}]})
+    rows.insert(
+        10, {"messages": [{"role": "user", "content": "Solve this: " + q[5]}, {"role": "assistant", "content": "The answer is 64."}]}
+    )
     rows.insert(50, {"messages": [{"role": "user", "content": "Give me a practice problem."}, {"role": "assistant", "content": q[7]}]})
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     return {"in_prompt": 10, "in_response": 50, "rows": len(rows)}
@@ -303,8 +370,11 @@ def test_audit_fields_choose_the_turns(shared_data: Path, tmp_path: Path) -> Non
     for fields in ("prompt", "response", "all"):
         result = run_audit([str(train)], benches, AuditConfig(fields=fields))  # type: ignore[arg-type]
         found[fields] = set(result.flagged_rows()["train_row"].to_list())
-    assert found == {"prompt": {planted["in_prompt"]}, "response": {planted["in_response"]},
-                     "all": {planted["in_prompt"], planted["in_response"]}}
+    assert found == {
+        "prompt": {planted["in_prompt"]},
+        "response": {planted["in_response"]},
+        "all": {planted["in_prompt"], planted["in_response"]},
+    }
 
 
 @pytest.mark.slow
@@ -312,8 +382,10 @@ def test_minhash_and_embedding_methods(shared_data: Path) -> None:
     from thresher.decontam.similarity import EmbeddingDetector, MinhashDetector
 
     items = _gsm8k(shared_data)
-    rephrased = [orjson.loads(line)["text"] for line in
-                 (shared_data / "contamination/llm-decontaminator/rephrase/rephrase_gsm8k.jsonl").read_bytes().splitlines()[:20]]
+    rephrased = [
+        orjson.loads(line)["text"]
+        for line in (shared_data / "contamination/llm-decontaminator/rephrase/rephrase_gsm8k.jsonl").read_bytes().splitlines()[:20]
+    ]
     verbatim = (items["question"] + "\n" + items["answer"]).head(20)
     minhash = MinhashDetector(items)
     minhash.scan(TrainBatch.of(verbatim, 0))
@@ -335,12 +407,20 @@ def tiny_judge(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     texts = [r["question"] for r in (orjson.loads(x) for x in (shared_data / "gsm8k/train.jsonl").read_bytes().splitlines()[:2000])]
     tok = Tokenizer(models.BPE(unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.train_from_iterator(texts + ["Yes No yes no"] * 50, trainers.BpeTrainer(vocab_size=1000, special_tokens=["[UNK]", "</s>"],
-                                                                                 show_progress=False))
+    tok.train_from_iterator(
+        texts + ["Yes No yes no"] * 50, trainers.BpeTrainer(vocab_size=1000, special_tokens=["[UNK]", "</s>"], show_progress=False)
+    )
     folder = tmp_path_factory.mktemp("judge")
     PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", eos_token="</s>").save_pretrained(str(folder))
-    config = LlamaConfig(vocab_size=tok.get_vocab_size(), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=4096)
+    config = LlamaConfig(
+        vocab_size=tok.get_vocab_size(),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+    )
     import torch
 
     torch.manual_seed(0)
@@ -358,8 +438,9 @@ def test_judge_reads_yes_no_probabilities_from_a_local_model(tiny_judge: Path, s
     first = judge.same_problem(pairs)
     assert first.shape == (3,) and ((first > 0) & (first < 1)).all()
     np.testing.assert_allclose(judge.same_problem(pairs), first, rtol=1e-5)  # deterministic, and batching does not change it
-    np.testing.assert_allclose(TransformersJudge(JudgeConfig(str(tiny_judge), max_chars=300, batch_size=1)).same_problem(pairs),
-                               first, rtol=1e-4)
+    np.testing.assert_allclose(
+        TransformersJudge(JudgeConfig(str(tiny_judge), max_chars=300, batch_size=1)).same_problem(pairs), first, rtol=1e-4
+    )
     assert len(set(np.round(first, 6))) > 1  # it reads the prompt: different pairs, different answers
 
 
@@ -378,17 +459,30 @@ def test_audit_with_the_judge(tiny_judge: Path, shared_data: Path, tmp_path: Pat
 
 
 def test_decontaminate_command_end_to_end(shared_data: Path, tmp_path: Path) -> None:
-    from tests.helpers import read_rows
-    from tests.helpers import thresher
+    from tests.helpers import read_rows, thresher
 
     train = tmp_path / "train.jsonl"
     planted = _write_training_file(train, shared_data)
     with train.open("a") as f:
         f.write('{"messages": [{"role": "narrator", "content": "x"}]}\n')  # a bad row, quarantined
     out = tmp_path / "out"
-    done = thresher("decontaminate", "--train", str(train), "--train", str(shared_data / "sft/alpaca_en_demo.json"),
-                    "--bench", f"gsm8k={shared_data / 'gsm8k/test.jsonl'}", "--bench", f"humaneval={shared_data / 'humaneval/HumanEval.jsonl.gz'}",
-                    "--out", str(out), "--methods", "ngram,minhash", "--on-error", "quarantine")
+    done = thresher(
+        "decontaminate",
+        "--train",
+        str(train),
+        "--train",
+        str(shared_data / "sft/alpaca_en_demo.json"),
+        "--bench",
+        f"gsm8k={shared_data / 'gsm8k/test.jsonl'}",
+        "--bench",
+        f"humaneval={shared_data / 'humaneval/HumanEval.jsonl.gz'}",
+        "--out",
+        str(out),
+        "--methods",
+        "ngram,minhash",
+        "--on-error",
+        "quarantine",
+    )
     assert done.returncode == 0, done.stderr
     summary = json.loads((out / "summary.json").read_text())
     d = summary["decontamination"]
@@ -414,15 +508,20 @@ def test_multiple_choice_items_match_with_or_without_options(shared_data: Path) 
     detector = NgramDetector(items)
     short = items.filter(pl.col("bench_id") == "conceptual_physics_test/125").row(0, named=True)  # stem: "Sound travels in"
     long = items.filter(pl.col("bench_id") == "abstract_algebra_test/1").row(0, named=True)
-    rows = pl.Series([
-        "Why does my voice sound different? Because sound travels in your bones.",  # only the short stem: not evidence
-        f"Quiz time!\n{short['question']}\n{short['options']}",  # the short stem with its options
-        long["question"],  # a long stem without its options
-        f"{long['question']}\n" + "\n".join(f"({c}) {o}" for c, o in zip("abcd", long["options"].splitlines(), strict=True)),
-    ])
+    rows = pl.Series(
+        [
+            "Why does my voice sound different? Because sound travels in your bones.",  # only the short stem: not evidence
+            f"Quiz time!\n{short['question']}\n{short['options']}",  # the short stem with its options
+            long["question"],  # a long stem without its options
+            f"{long['question']}\n" + "\n".join(f"({c}) {o}" for c, o in zip("abcd", long["options"].splitlines(), strict=True)),
+        ]
+    )
     detector.scan(TrainBatch.of(rows, 0))
-    found = detector.finish().filter(pl.col("score") >= 0.5).join(items.with_row_index("item").with_columns(pl.col("item").cast(pl.Int64))
-                                                                  .select("item", "bench_id"), on="item")
+    found = (
+        detector.finish()
+        .filter(pl.col("score") >= 0.5)
+        .join(items.with_row_index("item").with_columns(pl.col("item").cast(pl.Int64)).select("item", "bench_id"), on="item")
+    )
     hits = {r: set(found.filter(pl.col("row") == r)["bench_id"].to_list()) for r in range(4)}
     assert "conceptual_physics_test/125" not in hits[0]
     assert "conceptual_physics_test/125" in hits[1]
@@ -439,8 +538,13 @@ def test_final_ask_after_a_passage(shared_data: Path) -> None:
     assert _final_ask("Options:\n- Yes\n- No") == ""  # a short last line is no question of its own
 
 
-LABEL_STYLES = (lambda i, o: f"{'ABCD'[i]}. {o}", lambda i, o: f"({'abcd'[i]}) {o}", lambda i, o: f"{'ABCD'[i]}) {o}",
-                lambda i, o: f"[{'ABCD'[i]}] {o}", lambda i, o: o)
+LABEL_STYLES = (
+    lambda i, o: f"{'ABCD'[i]}. {o}",
+    lambda i, o: f"({'abcd'[i]}) {o}",
+    lambda i, o: f"{'ABCD'[i]}) {o}",
+    lambda i, o: f"[{'ABCD'[i]}] {o}",
+    lambda i, o: o,
+)
 
 
 def test_short_multiple_choice_items_match_whatever_the_option_labels(shared_data: Path) -> None:
@@ -477,9 +581,11 @@ def test_evidence_points_into_the_original_texts(shared_data: Path, tmp_path: Pa
     items = load_benchmark("mmlu", str(shared_data / "mmlu/data")).items.with_row_index("item").with_columns(pl.col("item").cast(pl.Int64))
     item = items.filter(pl.col("bench_id") == "abstract_algebra_test/1").row(0, named=True)
     options = item["options"].split("\n")
-    text = ("Quiz!!  " + item["question"].upper().replace(" ", "   ") + "\n" + "\n".join(f"({'abcd'[i]}) {o}" for i, o in enumerate(options)))
-    rows = [{"messages": [{"role": "user", "content": text}, {"role": "assistant", "content": "ok"}]},
-            {"messages": [{"role": "user", "content": "½ " + item["question"]}, {"role": "assistant", "content": "ok"}]}]
+    text = "Quiz!!  " + item["question"].upper().replace(" ", "   ") + "\n" + "\n".join(f"({'abcd'[i]}) {o}" for i, o in enumerate(options))
+    rows = [
+        {"messages": [{"role": "user", "content": text}, {"role": "assistant", "content": "ok"}]},
+        {"messages": [{"role": "user", "content": "½ " + item["question"]}, {"role": "assistant", "content": "ok"}]},
+    ]
     train = tmp_path / "t.jsonl"
     train.write_text("".join(json.dumps(r) + "\n" for r in rows))
     result = run_audit([str(train)], [load_benchmark("mmlu", str(shared_data / "mmlu/data"))], AuditConfig())
@@ -492,8 +598,8 @@ def test_evidence_points_into_the_original_texts(shared_data: Path, tmp_path: Pa
     prompt = item["question"] + "\n" + item["options"]
     for span in first["char_spans"]:
         original = {"question": item["question"], "prompt": prompt, "answer": item["answer"]}[span["part"]]
-        written = words(first["train_text"][span["train_start"]:span["train_end"]])
-        assert written and written == words(original[span["bench_start"]:span["bench_end"]])
+        written = words(first["train_text"][span["train_start"] : span["train_end"]])
+        assert written and written == words(original[span["bench_start"] : span["bench_end"]])
     covered = sum(s["bench_end"] - s["bench_start"] for s in first["char_spans"] if s["part"] == "prompt")
     assert covered >= 0.9 * len(prompt)
     second = result.matches.filter(pl.col("train_row") == 1)
@@ -502,4 +608,6 @@ def test_evidence_points_into_the_original_texts(shared_data: Path, tmp_path: Pa
     shifted = first["spans"][0] | {"train_start": first["spans"][0]["train_start"] + 1, "train_end": first["spans"][0]["train_end"] + 1}
     moved = char_spans(pl.DataFrame({"train_text": [first["train_text"]], "item": [first["item"]], "spans": [[shifted]]}), items)[0]
     bench_part = {"question": item["question"], "prompt": prompt}[shifted["part"]]
-    assert words(first["train_text"][moved[0]["train_start"]:moved[0]["train_end"]]) != words(bench_part[moved[0]["bench_start"]:moved[0]["bench_end"]])
+    assert words(first["train_text"][moved[0]["train_start"] : moved[0]["train_end"]]) != words(
+        bench_part[moved[0]["bench_start"] : moved[0]["bench_end"]]
+    )

@@ -21,14 +21,15 @@ from thresher.decontam.variants import VARIANTS, item_text
 
 
 def _benches(shared_data: Path) -> list[str]:
-    return [f"gsm8k={shared_data / 'gsm8k/test.jsonl'}", f"mbpp={shared_data / 'mbpp/mbpp.jsonl'}",
-            f"mmlu={shared_data / 'mmlu/data'}"]
+    return [f"gsm8k={shared_data / 'gsm8k/test.jsonl'}", f"mbpp={shared_data / 'mbpp/mbpp.jsonl'}", f"mmlu={shared_data / 'mmlu/data'}"]
 
 
 def test_every_variant_changes_the_text_as_it_says() -> None:
     rng = random.Random(0)
-    question = ("Janet has 16 ducks that lay 3 eggs each day. She eats 2 for breakfast and bakes muffins with 4. "
-                "How many eggs does she sell at the market every day if she sells the rest?")
+    question = (
+        "Janet has 16 ducks that lay 3 eggs each day. She eats 2 for breakfast and bakes muffins with 4. "
+        "How many eggs does she sell at the market every day if she sells the rest?"
+    )
     mc = item_text("Which of these snakes is poisonous?", "Python\nCobra\nBoa\nCorn snake")
     assert mc.splitlines()[1:] == ["A. Python", "B. Cobra", "C. Boa", "D. Corn snake"]
     outs = {name: make(question, rng) for name, make in VARIANTS.items()}
@@ -36,8 +37,9 @@ def test_every_variant_changes_the_text_as_it_says() -> None:
     assert outs["noisy"] != question and outs["noisy"].lower().split()[:2] != []
     assert question.startswith(outs["partial"]) and 0.55 * len(question) <= len(outs["partial"]) <= 0.8 * len(question)
     assert outs["reformatted"].startswith("> ") and outs["reformatted"].replace("> ", "").split() == question.split()
-    assert outs["numbers"] != question and [w for w in outs["numbers"].split() if not w[0].isdigit()] == \
-        [w for w in question.split() if not w[0].isdigit()]
+    assert outs["numbers"] != question and [w for w in outs["numbers"].split() if not w[0].isdigit()] == [
+        w for w in question.split() if not w[0].isdigit()
+    ]
     assert outs["rephrased"] and outs["rephrased"] != question and "How many" not in outs["rephrased"]
     relabeled = VARIANTS["reformatted"](mc, rng)
     assert relabeled and "A. Python" not in relabeled and "Python" in relabeled
@@ -66,8 +68,18 @@ def test_the_row_sample_is_the_same_whatever_the_batches() -> None:
 
 def test_calibration_measures_recall_per_variant_and_plants_nothing_in_outputs(shared_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    done = thresher("decontaminate", "--train", str(shared_data / "sft/alpaca_en_demo.json"), *sum((["-b", b] for b in _benches(shared_data)), []),
-                    "--calibrate", "240", "--out", str(out), "--on-error", "quarantine")
+    done = thresher(
+        "decontaminate",
+        "--train",
+        str(shared_data / "sft/alpaca_en_demo.json"),
+        *sum((["-b", b] for b in _benches(shared_data)), []),
+        "--calibrate",
+        "240",
+        "--out",
+        str(out),
+        "--on-error",
+        "quarantine",
+    )
     assert done.returncode == 0, done.stderr
     assert "calibration (240 planted rows)" in " ".join(done.stdout.split())
     summary = json.loads((out / "summary.json").read_text())
@@ -91,8 +103,12 @@ def test_calibration_follows_the_detector_it_measures(shared_data: Path, tmp_pat
     benches = load_benchmarks(_benches(shared_data))
 
     def recall(config: NgramConfig) -> dict:
-        result = run_audit([str(shared_data / "sft/code_alpaca_2k.json")], benches, AuditConfig(ngram=config, calibrate=150),
-                           quarantine=QuarantineWriter(tmp_path / "q.jsonl"))
+        result = run_audit(
+            [str(shared_data / "sft/code_alpaca_2k.json")],
+            benches,
+            AuditConfig(ngram=config, calibrate=150),
+            quarantine=QuarantineWriter(tmp_path / "q.jsonl"),
+        )
         return result.notes["calibration"]["recall"]
 
     default, strict = recall(NgramConfig()), recall(NgramConfig(threshold=1.0))

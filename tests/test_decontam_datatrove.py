@@ -25,8 +25,9 @@ def test_datatrove_steps_drop_what_the_audit_flags(shared_data: Path, tmp_path: 
     raw.write_text("".join(json.dumps(r) + "\n" for r in rows))
     for part in range(2):
         chunk = rows[part::2]
-        (docs / f"{part}.jsonl").write_text("".join(
-            json.dumps({"id": r["id"], "text": r["instruction"] + "\n" + r["output"]}) + "\n" for r in chunk))
+        (docs / f"{part}.jsonl").write_text(
+            "".join(json.dumps({"id": r["id"], "text": r["instruction"] + "\n" + r["output"]}) + "\n" for r in chunk)
+        )
     benches = [f"gsm8k={shared_data / 'gsm8k/test.jsonl'}", f"humaneval={shared_data / 'humaneval/HumanEval.jsonl.gz'}"]
     config = AuditConfig(methods=("ngram", "minhash"))
 
@@ -36,8 +37,12 @@ def test_datatrove_steps_drop_what_the_audit_flags(shared_data: Path, tmp_path: 
 
     work, logs, kept, removed = tmp_path / "work", tmp_path / "logs", tmp_path / "kept", tmp_path / "removed"
     LocalPipelineExecutor([DecontamIndex(str(work), benches, config=config)], tasks=1, logging_dir=str(logs / "1")).run()
-    LocalPipelineExecutor([JsonlReader(str(docs)), DecontamFilter(str(work), config, exclusion_writer=JsonlWriter(str(removed))),
-                           JsonlWriter(str(kept))], tasks=2, workers=2, logging_dir=str(logs / "2")).run()
+    LocalPipelineExecutor(
+        [JsonlReader(str(docs)), DecontamFilter(str(work), config, exclusion_writer=JsonlWriter(str(removed))), JsonlWriter(str(kept))],
+        tasks=2,
+        workers=2,
+        logging_dir=str(logs / "2"),
+    ).run()
 
     def ids(folder: Path) -> list[dict]:
         import gzip

@@ -17,15 +17,26 @@ from thresher.decontam.rephrase import FEATURES, features, fit, item_rarity, sho
 
 
 def test_features_match_a_plain_python_reference() -> None:
-    items = pl.DataFrame({"question": ["Janet has 16 ducks. They lay 3 eggs and 16 more on Sunday.", "Which gas do plants absorb?",
-                                       "Write a function that reverses a linked list."],
-                          "answer": ["She sells 16 + 3 = 19.\n#### 19", "carbon dioxide", "def rev(head): ..."], "options": ["", "", ""]})
-    rows = ["Janet owns 16 ducks laying 3 eggs, plus 16 on Sundays. Answer: 19",
-            "A farmer has 16 cows and 5 goats.",
-            "Plants take in carbon dioxide from the air; which gas is it?",
-            "Reverse a singly linked list in place."]
+    items = pl.DataFrame(
+        {
+            "question": [
+                "Janet has 16 ducks. They lay 3 eggs and 16 more on Sunday.",
+                "Which gas do plants absorb?",
+                "Write a function that reverses a linked list.",
+            ],
+            "answer": ["She sells 16 + 3 = 19.\n#### 19", "carbon dioxide", "def rev(head): ..."],
+            "options": ["", "", ""],
+        }
+    )
+    rows = [
+        "Janet owns 16 ducks laying 3 eggs, plus 16 on Sundays. Answer: 19",
+        "A farmer has 16 cows and 5 goats.",
+        "Plants take in carbon dioxide from the air; which gas is it?",
+        "Reverse a singly linked list in place.",
+    ]
     pairs = pl.DataFrame({"train_text": rows, "item": [0, 0, 1, 2], "cosine": [0.9, 0.7, 0.8, 0.75]}).join(
-        items.with_row_index("item").with_columns(pl.col("item").cast(pl.Int64)), on="item", how="left", maintain_order="left")
+        items.with_row_index("item").with_columns(pl.col("item").cast(pl.Int64)), on="item", how="left", maintain_order="left"
+    )
     pairs = pairs.with_columns(short_answer(pairs["answer"]))
     rarity = item_rarity(items)
     got = features(pairs.select("train_text", "question", "short_answer", "cosine"), rarity)
@@ -68,8 +79,10 @@ def test_rephrase_method_finds_held_out_rephrases_and_spares_gsm8k_train(shared_
     from thresher.decontam.audit import AuditConfig, run_audit
     from thresher.decontam.benchmarks import load_benchmarks
 
-    rephrased = [orjson.loads(line)["text"] for line in
-                 (shared_data / "contamination/llm-decontaminator/rephrase/rephrase_gsm8k.jsonl").read_bytes().splitlines()]
+    rephrased = [
+        orjson.loads(line)["text"]
+        for line in (shared_data / "contamination/llm-decontaminator/rephrase/rephrase_gsm8k.jsonl").read_bytes().splitlines()
+    ]
     held_out = list(range(1, 121, 2))
     train = [orjson.loads(line) for line in (shared_data / "gsm8k/train.jsonl").read_bytes().splitlines()[:400]]
     rows = [{"messages": [{"role": "user", "content": rephrased[i]}, {"role": "assistant", "content": "Let me see."}]} for i in held_out]
@@ -85,7 +98,9 @@ def test_rephrase_method_finds_held_out_rephrases_and_spares_gsm8k_train(shared_
     assert flagged.filter(pl.col("train_row") >= len(held_out))["train_row"].n_unique() <= 2  # <= 0.5% of 400 GSM8K-train rows
     assert found["evidence"].str.contains("numbers shared").all()
     # negative control: scored against the wrong items, the same rows are not flagged
-    wrong = sum(int(b) == held_out[(r + 1) % len(held_out)] for r, b in zip(found["train_row"].to_list(), found["bench_id"].to_list(), strict=True))
+    wrong = sum(
+        int(b) == held_out[(r + 1) % len(held_out)] for r, b in zip(found["train_row"].to_list(), found["bench_id"].to_list(), strict=True)
+    )
     assert wrong == 0
 
 
@@ -95,10 +110,17 @@ def test_calibration_measures_the_rephrase_method_too(shared_data: Path, tmp_pat
 
     train = [orjson.loads(line) for line in (shared_data / "gsm8k/train.jsonl").read_bytes().splitlines()[:150]]
     path = tmp_path / "train.jsonl"
-    path.write_text("".join(json.dumps({"messages": [{"role": "user", "content": r["question"]},
-                                                     {"role": "assistant", "content": r["answer"]}]}) + "\n" for r in train))
-    result = run_audit([str(path)], load_benchmarks([f"gsm8k={shared_data / 'gsm8k/test.jsonl'}"]),
-                       AuditConfig(methods=("ngram", "rephrase"), calibrate=70))
+    path.write_text(
+        "".join(
+            json.dumps({"messages": [{"role": "user", "content": r["question"]}, {"role": "assistant", "content": r["answer"]}]}) + "\n"
+            for r in train
+        )
+    )
+    result = run_audit(
+        [str(path)],
+        load_benchmarks([f"gsm8k={shared_data / 'gsm8k/test.jsonl'}"]),
+        AuditConfig(methods=("ngram", "rephrase"), calibrate=70),
+    )
     calibration = result.notes["calibration"]
     assert set(calibration["variants"]) == {"verbatim", "embedded", "noisy", "partial", "reformatted", "numbers", "rephrased"}
     recall = calibration["recall"]

@@ -77,7 +77,8 @@ def test_minhash_dedup_links_each_copy_to_its_original(injected: dict) -> None:
     # nothing lost: every input id is in exactly one output
     assert summary["in"] == injected["n"] == kept.height + removed.height
     assert sorted(kept["id"].to_list() + removed["id"].to_list()) == sorted(
-        _read(injected["paths"]["originals"])["id"].to_list() + _read(injected["paths"]["copies"])["id"].to_list())
+        _read(injected["paths"]["originals"])["id"].to_list() + _read(injected["paths"]["copies"])["id"].to_list()
+    )
     links = dict(zip(removed["id"].to_list(), removed["duplicate_of"].to_list(), strict=True))
     methods = dict(zip(removed["id"].to_list(), removed["method"].to_list(), strict=True))
     scores = dict(zip(removed["id"].to_list(), removed["score"].to_list(), strict=True))
@@ -90,8 +91,13 @@ def test_minhash_dedup_links_each_copy_to_its_original(injected: dict) -> None:
     assert set(links.values()) <= set(kept["id"].to_list())
     assert summary["removed_by_method"] == {"exact": 20, "minhash": 20}
     assert summary["removed_across_sources"] == 40
-    assert summary["sources"]["copies"] == {"in": 80, "kept": 40, "removed": 40,
-                                            "removed_by_method": {"exact": 20, "minhash": 20}, "removed_across_sources": 40}
+    assert summary["sources"]["copies"] == {
+        "in": 80,
+        "kept": 40,
+        "removed": 40,
+        "removed_by_method": {"exact": 20, "minhash": 20},
+        "removed_across_sources": 40,
+    }
 
 
 def test_dedup_is_deterministic_and_verify_gives_true_jaccard(injected: dict) -> None:
@@ -150,7 +156,11 @@ def test_embedding_dedup_finds_paraphrases(tmp_path: Path) -> None:
         {"id": "q1", "instruction": "How do I boil an egg?", "output": "Put the egg in boiling water for about nine minutes."},
         {"id": "q2", "instruction": "How can I boil an egg?", "output": "Place the egg in boiling water for roughly nine minutes."},
         {"id": "q3", "instruction": "What is the capital of France?", "output": "Paris is the capital of France."},
-        {"id": "q4", "instruction": "Write a haiku about autumn leaves.", "output": "Red leaves drift and fall / the wind hums a quiet tune / branches wait for snow"},
+        {
+            "id": "q4",
+            "instruction": "Write a haiku about autumn leaves.",
+            "output": "Red leaves drift and fall / the wind hums a quiet tune / branches wait for snow",
+        },
     ]
     path = tmp_path / "rows.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -171,15 +181,19 @@ def test_cli_dedup_quarantines_bad_rows_and_balances(injected: dict, tmp_path: P
     lines = [json.dumps({"instruction": "Say hi", "output": "hi"}), "{not json", json.dumps({"instruction": "say hi!", "output": "Hi."})]
     raw.write_text("\n".join(lines) + "\n")
     out = tmp_path / "cli"
-    run = subprocess.run([sys.executable, "-m", "thresher.cli", "dedup", str(raw), "--out", str(out), "--method", "exact",
-                          "--on-error", "quarantine"], capture_output=True, text=True)
+    run = subprocess.run(
+        [sys.executable, "-m", "thresher.cli", "dedup", str(raw), "--out", str(out), "--method", "exact", "--on-error", "quarantine"],
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 0, run.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["in"], summary["kept"], summary["removed"], summary["quarantined"]) == (3, 1, 1, 1)
     assert summary["balanced"]
     bad = [json.loads(line) for line in (out / "quarantine.jsonl").read_text().splitlines()]
     assert bad[0]["line"] == 2 and bad[0]["category"] == "malformed_json"
-    failed = subprocess.run([sys.executable, "-m", "thresher.cli", "dedup", str(raw), "--out", str(tmp_path / "fail")],
-                            capture_output=True, text=True)
+    failed = subprocess.run(
+        [sys.executable, "-m", "thresher.cli", "dedup", str(raw), "--out", str(tmp_path / "fail")], capture_output=True, text=True
+    )
     assert failed.returncode == 1 and "dirty.jsonl:2" in failed.stderr
     assert not (tmp_path / "fail" / "kept.parquet").exists()

@@ -10,7 +10,9 @@ import pytest
 from thresher.models import resolve_embedding_model
 
 
-@pytest.mark.parametrize("module", ["polars", "pyarrow", "datasketch", "datatrove", "faiss", "sentence_transformers", "transformers", "typer"])
+@pytest.mark.parametrize(
+    "module", ["polars", "pyarrow", "datasketch", "datatrove", "faiss", "sentence_transformers", "transformers", "typer"]
+)
 def test_dependency_imports(module: str) -> None:
     importlib.import_module(module)
 
@@ -20,7 +22,11 @@ def test_default_embedding_model_is_offline_and_meaningful() -> None:
 
     model = SentenceTransformer(resolve_embedding_model(), device="cpu")
     emb = model.encode(
-        ["How many eggs does the duck lay each day?", "What is the daily number of eggs laid by the duck?", "Compile the kernel with clang."],
+        [
+            "How many eggs does the duck lay each day?",
+            "What is the daily number of eggs laid by the duck?",
+            "Compile the kernel with clang.",
+        ],
         normalize_embeddings=True,
     )
     assert emb.shape == (3, 384)

@@ -54,8 +54,9 @@ def snapshot(folder: Path) -> dict[str, Any] | None:
 
 
 def leftovers(out: Path) -> list[str]:
-    return sorted(p.name for p in out.parent.iterdir()
-                  if p.name.startswith(f".{out.name}.") or p.name.endswith(".tmp") or ".partial" in p.name)
+    return sorted(
+        p.name for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.") or p.name.endswith(".tmp") or ".partial" in p.name
+    )
 
 
 def run(args: list[str]) -> float:
@@ -76,8 +77,7 @@ def kill_and_rerun(command: Callable[[str], list[str]], out: Path, view: Callabl
         run(command("a"))  # back to the old output
         assert view(out) == old
         delay = random.Random(seed).uniform(0.1, 0.9) * seconds
-        proc = subprocess.Popen([sys.executable, "-m", "thresher.cli", *command("b")],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen([sys.executable, "-m", "thresher.cli", *command("b")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -93,14 +93,33 @@ def test_killed_dedup_and_decontaminate(shared_data: Path, tmp_path: Path) -> No
     lima = str(shared_data / "sft/lima.json")
     out = tmp_path / "dedup"
     threshold = {"a": "0.5", "b": "0.8"}
-    kill_and_rerun(lambda s: ["dedup", lima, "--out", str(out), "--threshold", threshold[s], "--on-error", "quarantine",
-                              "--overwrite"], out, snapshot)
+    kill_and_rerun(
+        lambda s: ["dedup", lima, "--out", str(out), "--threshold", threshold[s], "--on-error", "quarantine", "--overwrite"], out, snapshot
+    )
     out = tmp_path / "decontaminate"
     gsm8k = f"gsm8k={shared_data / 'gsm8k/test.jsonl'}"
     train = str(shared_data / "sft/code_alpaca_2k.json")
     ngram = {"a": "6", "b": "8"}
-    kill_and_rerun(lambda s: ["decontaminate", "-t", train, "-b", gsm8k, "-b", f"mbpp={shared_data / 'mbpp/mbpp.jsonl'}",
-                              "--ngram", ngram[s], "--out", str(out), "--on-error", "quarantine", "--overwrite"], out, snapshot)
+    kill_and_rerun(
+        lambda s: [
+            "decontaminate",
+            "-t",
+            train,
+            "-b",
+            gsm8k,
+            "-b",
+            f"mbpp={shared_data / 'mbpp/mbpp.jsonl'}",
+            "--ngram",
+            ngram[s],
+            "--out",
+            str(out),
+            "--on-error",
+            "quarantine",
+            "--overwrite",
+        ],
+        out,
+        snapshot,
+    )
 
 
 @pytest.mark.slow

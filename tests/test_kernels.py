@@ -15,8 +15,9 @@ from thresher.kernels.linear_logprobs import linear_logprobs, triton, triton_usa
 from thresher.kernels.reference import linear_logprobs_reference, rms_norm_reference, rope_reference, swiglu_reference
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-needs_triton = pytest.mark.skipif(triton is None or not triton_usable(DEVICE),
-                                  reason="Triton needs CUDA or TRITON_INTERPRET=1 (the Makefile sets it)")
+needs_triton = pytest.mark.skipif(
+    triton is None or not triton_usable(DEVICE), reason="Triton needs CUDA or TRITON_INTERPRET=1 (the Makefile sets it)"
+)
 TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 1e-2, torch.float16: 1e-2}
 
 
@@ -54,8 +55,9 @@ def _linear_case(dtype: torch.dtype, n: int, h: int, v: int) -> tuple[torch.Tens
     return hidden, weight, targets, torch.randn(n, device=DEVICE), torch.randn(n, device=DEVICE)
 
 
-def _linear_reference(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, g_logp: torch.Tensor,
-                      g_ent: torch.Tensor, temperature: float) -> list[torch.Tensor]:
+def _linear_reference(
+    hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, g_logp: torch.Tensor, g_ent: torch.Tensor, temperature: float
+) -> list[torch.Tensor]:
     h64, w64 = _leaves(hidden, weight)
     logp, entropy = linear_logprobs_reference(h64, w64, targets, temperature)
     grads = torch.autograd.grad((logp * g_logp.double()).sum() + (entropy * g_ent.double()).sum(), (h64, w64))
@@ -120,8 +122,9 @@ def test_linear_logprobs_negative_control_a_perturbed_kernel_fails(seed: int) ->
 @needs_triton
 def test_linear_logprobs_empty_and_one_token() -> None:
     weight = torch.randn(20, 16, device=DEVICE)
-    empty, entropy = linear_logprobs(torch.zeros(0, 16, device=DEVICE), weight, torch.zeros(0, dtype=torch.long, device=DEVICE),
-                                     backend="triton")
+    empty, entropy = linear_logprobs(
+        torch.zeros(0, 16, device=DEVICE), weight, torch.zeros(0, dtype=torch.long, device=DEVICE), backend="triton"
+    )
     assert empty.shape == entropy.shape == (0,)
     one, _ = linear_logprobs(torch.randn(1, 16, device=DEVICE), weight, torch.tensor([3], device=DEVICE), backend="triton")
     assert one.shape == (1,) and float(one[0]) < 0
@@ -201,9 +204,16 @@ def test_patched_models_give_the_same_loss_and_gradients(family: str, seed: int,
     from thresher.kernels import patch as patching
 
     names = {"llama": "Llama", "qwen2": "Qwen2", "mistral": "Mistral"}[family]
-    config = getattr(transformers, f"{names}Config")(vocab_size=101, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-                                                     num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                                                     attn_implementation="sdpa")
+    config = getattr(transformers, f"{names}Config")(
+        vocab_size=101,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        attn_implementation="sdpa",
+    )
     model_class = getattr(transformers, f"{names}ForCausalLM")
     modeling = importlib.import_module(model_class.__module__)
     monkeypatch.setattr(modeling, "apply_rotary_pos_emb", modeling.apply_rotary_pos_emb)  # undone after the test

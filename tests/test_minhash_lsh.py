@@ -25,6 +25,7 @@ from thresher.curation.minhash import EMPTY, MinHashParams, empty_rows, estimate
 from thresher.curation.ngrams import NGrams, ngram_hashes
 from thresher.curation.normalize import word_tokens
 
+
 def ref_signature(hashes: list[int], num_perm: int, seed: int, densify: bool = True) -> list[int]:
     """One-permutation hashing with optimal densification, one n-gram and one bin at a time."""
     empty = 0xFFFFFFFF

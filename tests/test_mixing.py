@@ -10,11 +10,10 @@ import numpy as np
 import polars as pl
 import pytest
 
+from tests.helpers import thresher
 from thresher.mixing.pipeline import run_mix
 from thresher.mixing.skills import knn_vote, rule_skills
 from thresher.mixing.spec import SpecError, parse_spec
-
-from tests.helpers import thresher
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -32,8 +31,11 @@ def inputs(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     (folder / "math.jsonl").write_text("".join(_lines(shared_data / "gsm8k/train.jsonl", 0, 300)))
     mixed = _lines(shared_data / "gsm8k/train.jsonl", 300, 170) + _lines(shared_data / "gsm8k/test.jsonl", 0, 30)
     (folder / "mixed_math.jsonl").write_text("".join(mixed))
-    for name, src, n in (("chat.json", "sft/lima.json", 200), ("code.json", "sft/code_alpaca_2k.json", 250),
-                         ("general.json", "sft/alpaca_en_demo.json", 120)):
+    for name, src, n in (
+        ("chat.json", "sft/lima.json", 200),
+        ("code.json", "sft/code_alpaca_2k.json", 250),
+        ("general.json", "sft/alpaca_en_demo.json", 120),
+    ):
         (folder / name).write_text(json.dumps(json.loads((shared_data / src).read_text())[:n]))
     (folder / "gsm8k_test.jsonl").write_text("".join(_lines(shared_data / "gsm8k/test.jsonl", 0, 1319)))
     return folder
@@ -82,8 +84,9 @@ def check_balanced(manifest: dict) -> None:
                 assert removed["rows"] == sum(removed["by_reason"].values())
     outs = [s for s in manifest["stages"] if "per_source" in s and s["stage"] != "sample"]
     for before, after in zip(outs, outs[1:], strict=False):  # each stage starts with what the last one kept
-        assert {k: v["out"]["rows"] for k, v in before["per_source"].items() if v["out"]["rows"]} == \
-               {k: v["in"]["rows"] for k, v in after["per_source"].items()}
+        assert {k: v["out"]["rows"] for k, v in before["per_source"].items() if v["out"]["rows"]} == {
+            k: v["in"]["rows"] for k, v in after["per_source"].items()
+        }
 
 
 def test_mix_end_to_end_is_balanced_exact_and_byte_identical(inputs: Path, tmp_path: Path) -> None:
@@ -94,8 +97,15 @@ def test_mix_end_to_end_is_balanced_exact_and_byte_identical(inputs: Path, tmp_p
     assert second.returncode == 0, second.stderr
     names = sorted(p.name for p in (tmp_path / "a").iterdir() if p.is_file() and p.name != ".thresher.json")
     assert json.loads((tmp_path / "a/.thresher.json").read_text())["command"] == "mix"  # written last, when complete
-    assert names == ["manifest.json", "mixture-00000-of-00003.parquet", "mixture-00001-of-00003.parquet",
-                     "mixture-00002-of-00003.parquet", "quarantine.jsonl", "removed.parquet", "report.html"]
+    assert names == [
+        "manifest.json",
+        "mixture-00000-of-00003.parquet",
+        "mixture-00001-of-00003.parquet",
+        "mixture-00002-of-00003.parquet",
+        "quarantine.jsonl",
+        "removed.parquet",
+        "report.html",
+    ]
     for name in names:  # two runs with separate caches: identical bytes
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     manifest = json.loads((tmp_path / "a/manifest.json").read_text())
@@ -109,7 +119,8 @@ def test_mix_end_to_end_is_balanced_exact_and_byte_identical(inputs: Path, tmp_p
     assert {"source", "skill", "skill_from", "provenance", "copy"} <= set(mixture.columns)
     assert mixture["provenance"].struct.field("file").str.contains(r"\.jsonl?$").all()
     assert (mixture["source"] == "general").sum() > 0 and mixture.filter(pl.col("source") == "general")["skill_from"].str.contains(
-        "^(rule:|default$)").all()
+        "^(rule:|default$)"
+    ).all()
     # not the first rows of any source, and shuffled across sources
     math_rows = mixture.filter(pl.col("source") == "math")["provenance"].struct.field("row").sort().to_numpy()
     assert not np.array_equal(math_rows, np.arange(len(math_rows)))
@@ -126,8 +137,10 @@ def test_contaminated_source_loses_exactly_the_flagged_rows(inputs: Path, tmp_pa
     from thresher.decontam.benchmarks import load_benchmarks
 
     spec = inputs / "decontam_only.yaml"
-    spec.write_text("kind: sft\nsources:\n  - {name: mixed_math, path: mixed_math.jsonl, amount: {fraction: 1.0}}\n"
-                    "steps:\n  - decontaminate: {benchmarks: [gsm8k=gsm8k_test.jsonl]}\n")
+    spec.write_text(
+        "kind: sft\nsources:\n  - {name: mixed_math, path: mixed_math.jsonl, amount: {fraction: 1.0}}\n"
+        "steps:\n  - decontaminate: {benchmarks: [gsm8k=gsm8k_test.jsonl]}\n"
+    )
     result = run_mix(spec, tmp_path / "out", tmp_path / "cache")
     removed = pl.read_parquet(tmp_path / "out/removed.parquet").filter(pl.col("stage") == "1:decontaminate")
     audit = run_audit([str(inputs / "mixed_math.jsonl")], load_benchmarks([f"gsm8k={inputs / 'gsm8k_test.jsonl'}"]))
@@ -153,26 +166,17 @@ def test_cache_recomputes_only_what_a_change_touches(inputs: Path, tmp_path: Pat
 
 
 def test_spec_errors_name_the_line_and_the_field() -> None:
-    cases = {
-        "kind: sft\nsources:\n  - name: a\n    path: x.jsonl\n    amount: {count: 1, fraction: 0.5}\n":
-            r"<spec>:5: sources\[0\]\.amount: give exactly one of count, fraction, weight, tokens \(got count, fraction\)",
-        "kind: sft\nsources:\n  - {name: a, path: x, amount: {count: 1}}\nsteps:\n  - dedup:\n      method: minhashx\n":
-            r"<spec>:6: steps\[0\]\.dedup\.method: Input should be 'exact', 'minhash' or 'embedding'",
-        "kind: sft\nsources:\n  - {name: a, path: x, amount: {count: 1}}\nsteps:\n  - dedupe: {}\n":
-            r"<spec>:5: steps\[0\]\.dedupe: unknown field",
-        "kind: sft\ntotal: {tokens: 100}\nsources:\n  - {name: a, path: x, amount: {weight: 1}}\n":
-            r"<spec>:1: \(top level\): token amounts, token totals and token length limits need a tokenizer",
-        "kind: sft\nsources:\n  - {name: a, path: x}\n":
-            r"sources \['a'\] have no amount",
-        "kind: sft\nsources:\n  - {name: a, path: x, amount: {weight: 1}}\nskills:\n  targets: {chat: 0.5, math: 0.4}\n":
-            r"<spec>:5: skills\.targets: Value error|<spec>:5: skills\.targets: shares must add up to 1, they add up to 0\.9",
+    cases = {  # one spec text and the error it must give, per line
+        "kind: sft\nsources:\n  - name: a\n    path: x.jsonl\n    amount: {count: 1, fraction: 0.5}\n": r"<spec>:5: sources\[0\]\.amount: give exactly one of count, fraction, weight, tokens \(got count, fraction\)",
+        "kind: sft\nsources:\n  - {name: a, path: x, amount: {count: 1}}\nsteps:\n  - dedup:\n      method: minhashx\n": r"<spec>:6: steps\[0\]\.dedup\.method: Input should be 'exact', 'minhash' or 'embedding'",
+        "kind: sft\nsources:\n  - {name: a, path: x, amount: {count: 1}}\nsteps:\n  - dedupe: {}\n": r"<spec>:5: steps\[0\]\.dedupe: unknown field",
+        "kind: sft\ntotal: {tokens: 100}\nsources:\n  - {name: a, path: x, amount: {weight: 1}}\n": r"<spec>:1: \(top level\): token amounts, token totals and token length limits need a tokenizer",
+        "kind: sft\nsources:\n  - {name: a, path: x}\n": r"sources \['a'\] have no amount",
+        "kind: sft\nsources:\n  - {name: a, path: x, amount: {weight: 1}}\nskills:\n  targets: {chat: 0.5, math: 0.4}\n": r"<spec>:5: skills\.targets: Value error|<spec>:5: skills\.targets: shares must add up to 1, they add up to 0\.9",
         "kind: sft\nsources:\n  - name: a\n    path: x\n   amount: 1\n": r"<spec>:5: not valid YAML",
-        "kind: sft\ntotal: 10\nsources:\n  - {name: a, path: x}\nskills:\n  targets: {math: 1.0}\n":
-            r"skills.classifier.default 'chat' has no target share; name one of math",
-        "kind: sft\nsources:\n  - {name: a, path: x, skill: math}\nskills:\n  targets: {math: 1.0}\n":
-            r"skill targets are shares of the total: set 'total'",
-        "kind: sft\nsources:\n  - {name: a, path: x, amount: {count: 1}}\n  - {name: a, path: y, amount: {count: 1}}\n":
-            r"source names must be unique; repeated: a",
+        "kind: sft\ntotal: 10\nsources:\n  - {name: a, path: x}\nskills:\n  targets: {math: 1.0}\n": r"skills.classifier.default 'chat' has no target share; name one of math",
+        "kind: sft\nsources:\n  - {name: a, path: x, skill: math}\nskills:\n  targets: {math: 1.0}\n": r"skill targets are shares of the total: set 'total'",
+        "kind: sft\nsources:\n  - {name: a, path: x, amount: {count: 1}}\n  - {name: a, path: y, amount: {count: 1}}\n": r"source names must be unique; repeated: a",
     }
     for text, pattern in cases.items():
         with pytest.raises(SpecError, match=pattern):
@@ -181,8 +185,10 @@ def test_spec_errors_name_the_line_and_the_field() -> None:
 
 def test_cli_errors_name_the_source_and_the_numbers(inputs: Path, tmp_path: Path) -> None:
     short = inputs / "short.yaml"
-    short.write_text("kind: sft\ntotal: 1000\nsources:\n  - {name: chat, path: chat.json, amount: {weight: 1}}\n"
-                     "  - {name: code, path: code.json, amount: {weight: 1}, max_repetition: 1.5}\n")
+    short.write_text(
+        "kind: sft\ntotal: 1000\nsources:\n  - {name: chat, path: chat.json, amount: {weight: 1}}\n"
+        "  - {name: code, path: code.json, amount: {weight: 1}, max_repetition: 1.5}\n"
+    )
     done = thresher("mix", str(short), "--out", str(tmp_path / "o"))
     assert done.returncode == 2
     assert "'chat' is asked for 500 rows but has 200 (max_repetition 1 allows at most 200)" in done.stderr
@@ -204,7 +210,7 @@ def test_filters_field_maps_tokens_and_upsampling(inputs: Path, tmp_path: Path, 
 kind: sft
 seed: 3
 total: {{tokens: 30000}}
-tokenizer: {tokenizer_dir / 'tokenizer.json'}
+tokenizer: {tokenizer_dir / "tokenizer.json"}
 sources:
   - name: arithmetic
     path: renamed.jsonl
@@ -235,9 +241,16 @@ sources:
 
 
 def test_skill_rules_and_nearest_neighbour_vote() -> None:
-    prompts = pl.Series(["Write a Python function that reverses a linked list.", "Solve for x: 3x + 5 = 20.",
-                         "Describe your favourite city in exactly 3 sentences.", "How do I make a bomb at home?",
-                         "Translate 'good morning' into French.", "What is a nice name for a dog?"])
+    prompts = pl.Series(
+        [
+            "Write a Python function that reverses a linked list.",
+            "Solve for x: 3x + 5 = 20.",
+            "Describe your favourite city in exactly 3 sentences.",
+            "How do I make a bomb at home?",
+            "Translate 'good morning' into French.",
+            "What is a nice name for a dog?",
+        ]
+    )
     assert rule_skills(prompts, None).to_list() == ["code", "math", "precise_if", "safety", "multilingual", None]
     assert rule_skills(prompts, {"math", "chat"}).to_list() == [None, "math", None, None, None, None]
     rng = np.random.default_rng(0)
@@ -269,15 +282,21 @@ skills:
   classifier: {method: knn, k: 5, seeds_per_skill: 60}
 """)
     unlabeled = {
-        "math": ["A farmer has 17 sheep and buys 8 more each week. After 5 weeks, how many sheep does he have?",
-                 "Sara reads 12 pages a day. How many days will she need for a 300 page book?",
-                 "Tom had 45 marbles and gave a third of them to his sister. How many are left?"],
-        "code": ["Write a program that prints the numbers from 1 to 100, replacing multiples of three with Fizz.",
-                 "Create a function that checks whether a string is a palindrome.",
-                 "Generate a SQL query to find the top 5 customers by total order value."],
-        "chat": ["What are some tips for staying motivated while learning to paint?",
-                 "Can you recommend a few classic novels for a long holiday?",
-                 "How should I prepare for my first marathon?"],
+        "math": [
+            "A farmer has 17 sheep and buys 8 more each week. After 5 weeks, how many sheep does he have?",
+            "Sara reads 12 pages a day. How many days will she need for a 300 page book?",
+            "Tom had 45 marbles and gave a third of them to his sister. How many are left?",
+        ],
+        "code": [
+            "Write a program that prints the numbers from 1 to 100, replacing multiples of three with Fizz.",
+            "Create a function that checks whether a string is a palindrome.",
+            "Generate a SQL query to find the top 5 customers by total order value.",
+        ],
+        "chat": [
+            "What are some tips for staying motivated while learning to paint?",
+            "Can you recommend a few classic novels for a long holiday?",
+            "How should I prepare for my first marathon?",
+        ],
     }
     rows = [{"instruction": p, "output": "..."} for prompts in unlabeled.values() for p in prompts]
     (inputs / "unlabeled.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -293,8 +312,9 @@ EXAMPLES = sorted((REPO / "examples/mixes").glob("*.yaml"))
 
 @pytest.mark.slow
 @pytest.mark.parametrize("example", EXAMPLES, ids=[p.stem for p in EXAMPLES])
-def test_examples_build_and_their_manifests_balance(example: Path, shared_data: Path, tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_examples_build_and_their_manifests_balance(
+    example: Path, shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("THRESHER_SHARED_DATA", str(shared_data))
     result = run_mix(example, tmp_path / "out", tmp_path / "cache")
     check_balanced(result.manifest)
@@ -313,19 +333,25 @@ def test_token_counts_of_the_rendered_chat(inputs: Path, tmp_path: Path, tokeniz
     tok.chat_template = "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}\n{% endfor %}"
     tok.save_pretrained(str(tmp_path / "templated"))
     spec = inputs / "template.yaml"
-    spec.write_text(f"kind: sft\ntokenizer: {{path: {tmp_path / 'templated'}, chat_template: true}}\n"
-                    "sources:\n  - {name: chat, path: chat.json, amount: {count: 40}}\n")
+    spec.write_text(
+        f"kind: sft\ntokenizer: {{path: {tmp_path / 'templated'}, chat_template: true}}\n"
+        "sources:\n  - {name: chat, path: chat.json, amount: {count: 40}}\n"
+    )
     result = run_mix(spec, tmp_path / "out", tmp_path / "cache")
     mixture = pl.read_parquet(result.files[0])
     rendered = tok.apply_chat_template(mixture["messages"].to_list(), tokenize=False)
     expected = [len(ids) for ids in tok(rendered, add_special_tokens=False)["input_ids"]]
     assert mixture["tokens"].to_list() == expected
-    bare = [len(tok(t, add_special_tokens=False)["input_ids"]) for t in
-            mixture["messages"].list.eval(pl.element().struct.field("content")).list.join("\n").to_list()]
+    bare = [
+        len(tok(t, add_special_tokens=False)["input_ids"])
+        for t in mixture["messages"].list.eval(pl.element().struct.field("content")).list.join("\n").to_list()
+    ]
     assert sum(expected) > sum(bare)  # the template's role markers are counted too
     assert result.manifest["stages"][0]["per_source"]["chat"]["out"]["tokens"] > 0
     no_template = inputs / "no_template.yaml"
-    no_template.write_text(f"kind: sft\ntokenizer: {{path: {tokenizer_dir / 'tokenizer.json'}, chat_template: true}}\n"
-                           "sources:\n  - {name: chat, path: chat.json, amount: {count: 4}}\n")
+    no_template.write_text(
+        f"kind: sft\ntokenizer: {{path: {tokenizer_dir / 'tokenizer.json'}, chat_template: true}}\n"
+        "sources:\n  - {name: chat, path: chat.json, amount: {count: 4}}\n"
+    )
     with pytest.raises(SpecError, match="chat_template is set but the tokenizer has no chat template"):
         run_mix(no_template, tmp_path / "out2", tmp_path / "cache")

@@ -52,9 +52,11 @@ def test_token_budgets() -> None:
     assert got <= 20_000 and 20_000 - got < tokens.max()  # as close as the next row allows, never over
     assert draw.tokens == got and len(np.unique(draw.indices)) == len(draw.indices)
     # a token total shared by weights; a count source's tokens are taken off the total first
-    pools = [Pool("fixed", 100, rng.integers(1, 50, 100), amount="count", value=10),
-             Pool("a", 400, rng.integers(10, 100, 400), amount="weight", value=1),
-             Pool("b", 400, rng.integers(10, 100, 400), amount="weight", value=1)]
+    pools = [
+        Pool("fixed", 100, rng.integers(1, 50, 100), amount="count", value=10),
+        Pool("a", 400, rng.integers(10, 100, 400), amount="weight", value=1),
+        Pool("b", 400, rng.integers(10, 100, 400), amount="weight", value=1),
+    ]
     draws = allocate(pools, seed=1, unit="tokens", total=10_000)
     fixed = int(draws["fixed"].tokens or 0)
     assert draws["a"].asked + draws["b"].asked == 10_000 - fixed and abs(draws["a"].asked - draws["b"].asked) <= 1

@@ -14,6 +14,7 @@ from tests.helpers import M64, ref_fmix
 from thresher.curation.ngrams import hash_strings, ngram_hashes
 from thresher.curation.normalize import NormalizeConfig, normalize, word_tokens, words_of
 
+
 def ref_hash(s: str, seed: int = 0) -> int:
     """The token hash written out byte by byte, the way a reader would check it."""
     h, power = 0, 1
@@ -104,6 +105,9 @@ def test_normalization_steps() -> None:
 def test_words_of_normalized_text_equal_word_tokens(shared_data: Path) -> None:
     rows = json.loads((shared_data / "sft/lima.json").read_text())
     texts = [r["instruction"] + "\n" + r["output"] for r in rows] + ["  Café  Ñandú, l’été!! ＡＢＣ x_1 ½ ²"]
-    for config in (NormalizeConfig(), NormalizeConfig(digits_to_zero=True, strip_diacritics=False),
-                   NormalizeConfig(punctuation_to_space=False, collapse_whitespace=False, lowercase=False)):
+    for config in (
+        NormalizeConfig(),
+        NormalizeConfig(digits_to_zero=True, strip_diacritics=False),
+        NormalizeConfig(punctuation_to_space=False, collapse_whitespace=False, lowercase=False),
+    ):
         assert words_of(normalize(texts, config)).to_list() == word_tokens(texts, config).to_list()

@@ -13,9 +13,14 @@ import pytest
 from thresher.curation.embeddings import encode, load_encoder
 from thresher.curation.onnx_encoder import OnnxEncoder, supports
 
-TEXTS = ["How many eggs does Janet sell at the farmers' market every day?", "Write a function to reverse a linked list.",
-         "Résumé: naïve café, 東京, emoji 🙂 and symbols ∑ ≤ ∞", "short", "",
-         "The quick brown fox jumps over the lazy dog. " * 80]  # longer than the model's 256 tokens: truncated alike
+TEXTS = [
+    "How many eggs does Janet sell at the farmers' market every day?",
+    "Write a function to reverse a linked list.",
+    "Résumé: naïve café, 東京, emoji 🙂 and symbols ∑ ≤ ∞",
+    "short",
+    "",
+    "The quick brown fox jumps over the lazy dog. " * 80,
+]  # longer than the model's 256 tokens: truncated alike
 
 
 @pytest.fixture(scope="module")

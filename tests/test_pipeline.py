@@ -83,8 +83,9 @@ seed: 3
 
 def _write_inputs(folder: Path, shared: Path, model: Path, rm: Path, out: Path) -> Path:
     lima = json.loads((shared / "sft/lima.json").read_text())[:60]
-    chats = [{"messages": [{"role": "user", "content": r["instruction"]}, {"role": "assistant", "content": r["output"][:400]}]}
-             for r in lima]
+    chats = [
+        {"messages": [{"role": "user", "content": r["instruction"]}, {"role": "assistant", "content": r["output"][:400]}]} for r in lima
+    ]
     gsm8k = [json.loads(line) for line in (shared / "gsm8k/test.jsonl").read_text().splitlines()[:6]]
     leaked = [{"messages": [{"role": "user", "content": r["question"]}, {"role": "assistant", "content": r["answer"]}]} for r in gsm8k]
     rows = chats + chats[:8] + leaked  # 8 exact duplicates and 6 benchmark questions
@@ -110,8 +111,12 @@ def _weights(folder: Path) -> dict[str, torch.Tensor]:
 def _run_and_kill_in_sft(pipeline: Path) -> None:
     """Start the pipeline and SIGKILL it as soon as the SFT stage has written its checkpoint-4."""
     out = Path(pipeline.read_text().split("\n")[0].split(": ", 1)[1])
-    process = subprocess.Popen([sys.executable, "-m", "thresher.cli", "run", str(pipeline), "-q"], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, env={**os.environ, "COLUMNS": "200"})
+    process = subprocess.Popen(
+        [sys.executable, "-m", "thresher.cli", "run", str(pipeline), "-q"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "COLUMNS": "200"},
+    )
     deadline = time.monotonic() + 400
     try:
         while time.monotonic() < deadline:
@@ -132,8 +137,9 @@ def _run_and_kill_in_sft(pipeline: Path) -> None:
     assert not (sft / "stage.json").exists() and not (sft / "final").exists(), "killed before SFT finished"
 
 
-def test_pipeline_killed_in_sft_resumes_to_the_uninterrupted_result(tiny_chat_model: Path, tiny_reward_model: Path,
-                                                                   shared_data: Path, tmp_path: Path) -> None:
+def test_pipeline_killed_in_sft_resumes_to_the_uninterrupted_result(
+    tiny_chat_model: Path, tiny_reward_model: Path, shared_data: Path, tmp_path: Path
+) -> None:
     whole = _write_inputs(tmp_path, shared_data, tiny_chat_model, tiny_reward_model, tmp_path / "whole")
     done = thresher("run", str(whole), "-q")
     assert done.returncode == 0, done.stderr[-4000:]
@@ -180,8 +186,9 @@ def test_pipeline_killed_in_sft_resumes_to_the_uninterrupted_result(tiny_chat_mo
             else:
                 import polars as pl
 
-                assert pl.read_parquet(left).drop("provenance", strict=False).equals(
-                    pl.read_parquet(right).drop("provenance", strict=False)), file
+                assert (
+                    pl.read_parquet(left).drop("provenance", strict=False).equals(pl.read_parquet(right).drop("provenance", strict=False))
+                ), file
     # negative control: training moved the weights away from the starting model
     from safetensors.torch import load_file
 
@@ -190,8 +197,9 @@ def test_pipeline_killed_in_sft_resumes_to_the_uninterrupted_result(tiny_chat_mo
     assert max(float((rlvr[k] - start[k]).abs().max()) for k in start) > 1e-3
 
 
-def test_a_failing_stage_is_named_and_the_rest_is_kept(tiny_chat_model: Path, tiny_reward_model: Path, shared_data: Path,
-                                                      tmp_path: Path) -> None:
+def test_a_failing_stage_is_named_and_the_rest_is_kept(
+    tiny_chat_model: Path, tiny_reward_model: Path, shared_data: Path, tmp_path: Path
+) -> None:
     pipeline = _write_inputs(tmp_path, shared_data, tiny_chat_model, tiny_reward_model, tmp_path / "out")
     text = pipeline.read_text()
     stages = text.split("  - name: synth")[0]  # curate, audit, mix
@@ -200,12 +208,15 @@ def test_a_failing_stage_is_named_and_the_rest_is_kept(tiny_chat_model: Path, ti
     refused = thresher("run", str(pipeline), "-q")  # a bad setting is caught when the pipeline is planned: nothing runs
     assert refused.returncode == 2 and "set optim.lr: Input should be greater than 0" in " ".join(refused.stderr.split())
     assert not (tmp_path / "out").exists()
-    broken = stages + f'  - name: sft\n    run: sft\n    spec: sft.yaml\n    set: {{data.train: "{{{{mix}}}}", model: {tmp_path / "no-model"}}}\n'
+    broken = (
+        stages
+        + f'  - name: sft\n    run: sft\n    spec: sft.yaml\n    set: {{data.train: "{{{{mix}}}}", model: {tmp_path / "no-model"}}}\n'
+    )
     pipeline.write_text(broken)
     failed = thresher("run", str(pipeline), "-q")  # a failure only running can show: the earlier stages are kept
     assert failed.returncode == 1
     assert "stage sft (sft) failed" in failed.stderr and "no-model" in failed.stderr
-    pipeline.write_text(broken.replace(f', model: {tmp_path / "no-model"}', ", max_steps: 2"))
+    pipeline.write_text(broken.replace(f", model: {tmp_path / 'no-model'}", ", max_steps: 2"))
     fixed = thresher("run", str(pipeline))
     assert fixed.returncode == 0, fixed.stderr[-3000:]
     for name in ("curate", "audit", "mix"):
@@ -229,7 +240,8 @@ def test_references_overrides_and_keys(tmp_path: Path) -> None:
     (tmp_path / "mix.yaml").write_text("kind: sft\nsources:\n  - {name: s, path: nowhere.jsonl, amount: {weight: 1}}\n")
     (tmp_path / "p.yaml").write_text(
         "output_dir: out\nstages:\n  - {name: c, run: dedup, inputs: [a.jsonl]}\n"
-        "  - {name: m, run: mix, spec: mix.yaml, set: {sources.0.path: '{{c.removed}}', total: 5}}\n")
+        "  - {name: m, run: mix, spec: mix.yaml, set: {sources.0.path: '{{c.removed}}', total: 5}}\n"
+    )
     stages = plan(load_pipeline(tmp_path / "p.yaml"), tmp_path)
     assert stages[0].resolved["inputs"] == [str(tmp_path / "a.jsonl")]
     source = stages[1].resolved["spec"]["sources"][0]
@@ -254,7 +266,7 @@ def test_option_typos_fail_the_dry_run_with_file_line_and_a_suggestion(tmp_path:
     from tests.helpers import thresher
 
     pipeline = tmp_path / "p.yaml"
-    pipeline.write_text(f"""output_dir: {tmp_path / 'out'}
+    pipeline.write_text(f"""output_dir: {tmp_path / "out"}
 stages:
   - name: dd
     run: dedup
@@ -288,21 +300,25 @@ def test_a_yaml_alias_bomb_is_refused_quickly(tmp_path: Path) -> None:
 
     levels = "\n".join(f"  l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]" for i in range(1, 10))
     bomb = tmp_path / "bomb.yaml"
-    bomb.write_text(f"output_dir: out\nanchors:\n  l0: &l0 [lol]\n{levels}\nstages:\n  - {{name: a, run: dedup, inputs: [x], "
-                    "options: {seed: *l9}}\n")
+    bomb.write_text(
+        f"output_dir: out\nanchors:\n  l0: &l0 [lol]\n{levels}\nstages:\n  - {{name: a, run: dedup, inputs: [x], options: {{seed: *l9}}}}\n"
+    )
     started = time.perf_counter()
     done = thresher("run", str(bomb), "--dry-run")
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "YAML aliases here expand to more than 1,000,000 values" in " ".join(done.stderr.split())
     assert time.perf_counter() - started < 30
     # negative control: a few honest aliases are fine (the spec fails later, for its own reasons)
-    bomb.write_text("output_dir: out\nstages:\n  - {name: a, run: dedup, inputs: &files [x.jsonl], options: {}}\n"
-                    "  - {name: b, run: dedup, inputs: *files}\n")
+    bomb.write_text(
+        "output_dir: out\nstages:\n  - {name: a, run: dedup, inputs: &files [x.jsonl], options: {}}\n"
+        "  - {name: b, run: dedup, inputs: *files}\n"
+    )
     assert "aliases" not in thresher("run", str(bomb), "--dry-run").stderr
 
 
-def test_spec_typos_in_any_stage_fail_the_dry_run_before_anything_runs(tmp_path: Path, shared_data: Path,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_spec_typos_in_any_stage_fail_the_dry_run_before_anything_runs(
+    tmp_path: Path, shared_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A typo in an inline training config, in a referenced mix spec and in a referenced synth spec, all reported
     at once with the file and line each comes from; nothing runs."""
     from tests.helpers import thresher
@@ -312,17 +328,23 @@ def test_spec_typos_in_any_stage_fail_the_dry_run_before_anything_runs(tmp_path:
     text = demo.read_text()
     assert "optim: {lr: 2.0e-3" in text
     synth_spec = tmp_path / "synth.yaml"
-    synth_spec.write_text("seed: 0\nprompts:\n  - {name: g, path: train.jsonl, verifier: gsm8k}\ngenerator:\n  backend: transformers\n"
-                          "  model: policy\n  samplingg: {n: 2}\nscorers: [verifier]\n")
+    synth_spec.write_text(
+        "seed: 0\nprompts:\n  - {name: g, path: train.jsonl, verifier: gsm8k}\ngenerator:\n  backend: transformers\n"
+        "  model: policy\n  samplingg: {n: 2}\nscorers: [verifier]\n"
+    )
     mix_spec = tmp_path / "mix.yaml"
     mix_spec.write_text("kind: sft\nsede: 1\nsources:\n  - {name: a, path: a.json}\n")
     lines = text.splitlines()
     start = next(i for i, line in enumerate(lines) if "- name: mix" in line)
     end = next(i for i, line in enumerate(lines) if "- name: sft" in line)
-    pipeline_text = "\n".join(lines[:start] + [f"  - name: mix\n    run: mix\n    spec: {mix_spec}\n",
-                                               f"  - name: synth\n    run: synth\n    spec: {synth_spec}\n"] + lines[end:])
+    pipeline_text = "\n".join(
+        lines[:start]
+        + [f"  - name: mix\n    run: mix\n    spec: {mix_spec}\n", f"  - name: synth\n    run: synth\n    spec: {synth_spec}\n"]
+        + lines[end:]
+    )
     pipeline_text = pipeline_text.replace("optim: {lr: 2.0e-3", "optim: {lrr: 2.0e-3").replace(
-        "output_dir: ../../out/demo/pipeline", f"output_dir: {tmp_path / 'out'}")
+        "output_dir: ../../out/demo/pipeline", f"output_dir: {tmp_path / 'out'}"
+    )
     pipeline = demo.parent / f"_typo_{tmp_path.name}.yaml"  # beside the demo, so its relative paths hold
     pipeline.write_text(pipeline_text)
     try:

@@ -44,7 +44,8 @@ def shout() -> Iterator[type[StageKind]]:
 def _pipeline(tmp_path: Path, options: str = "{suffix: '!'}") -> Path:
     (tmp_path / "hello.txt").write_text("hello ", encoding="utf-8")
     path = tmp_path / "pipeline.yaml"
-    path.write_text(f"""output_dir: out
+    path.write_text(
+        f"""output_dir: out
 stages:
   - name: first
     run: shout
@@ -53,7 +54,9 @@ stages:
   - name: second
     run: shout
     inputs: ["{{{{first}}}}", "{{{{first.count}}}}"]
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
     return path
 
 

@@ -24,8 +24,10 @@ def alpaca_rows(shared_data: Path) -> list[dict]:
 
 
 def _write_all_containers(rows: list[dict], folder: Path) -> dict[str, Path]:
-    paths = {name: folder / f"rows{suffix}" for name, suffix in
-             [("jsonl", ".jsonl"), ("jsonl_gz", ".jsonl.gz"), ("json", ".json"), ("parquet", ".parquet"), ("csv", ".csv")]}
+    paths = {
+        name: folder / f"rows{suffix}"
+        for name, suffix in [("jsonl", ".jsonl"), ("jsonl_gz", ".jsonl.gz"), ("json", ".json"), ("parquet", ".parquet"), ("csv", ".csv")]
+    }
     lines = "".join(json.dumps(r) + "\n" for r in rows)
     paths["jsonl"].write_text(lines)
     paths["jsonl_gz"].write_bytes(gzip.compress(lines.encode()))
@@ -79,13 +81,22 @@ def test_streaming_reads_lazily(tmp_path: Path) -> None:
 
 def test_shapes_convert_to_the_expected_messages(tmp_path: Path) -> None:
     cases = {
-        "openai.jsonl": ({"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": [{"type": "text", "text": "u"}]},
-                                        {"role": "assistant", "content": "a"}]},
-                         [("system", "s"), ("user", "u"), ("assistant", "a")]),
+        "openai.jsonl": (
+            {
+                "messages": [
+                    {"role": "system", "content": "s"},
+                    {"role": "user", "content": [{"type": "text", "text": "u"}]},
+                    {"role": "assistant", "content": "a"},
+                ]
+            },
+            [("system", "s"), ("user", "u"), ("assistant", "a")],
+        ),
         "pc.jsonl": ({"prompt": "Say hi", "completion": "hi"}, [("user", "Say hi"), ("assistant", "hi")]),
         "qa.jsonl": ({"question": "2+2?", "answer": 4}, [("user", "2+2?"), ("assistant", "4")]),
-        "sharegpt.jsonl": ({"system": "be brief", "conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]},
-                           [("system", "be brief"), ("user", "q"), ("assistant", "a")]),
+        "sharegpt.jsonl": (
+            {"system": "be brief", "conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]},
+            [("system", "be brief"), ("user", "q"), ("assistant", "a")],
+        ),
     }
     for name, (row, expected) in cases.items():
         path = tmp_path / name

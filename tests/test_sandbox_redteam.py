@@ -143,10 +143,13 @@ def test_the_verifier_survives_a_program_that_kills_parents(verifier: CodeVerifi
 
 
 def test_a_lying_object_is_a_handle_that_compares_only_to_itself(verifier: CodeVerifier) -> None:
-    tests = json.dumps({"tests": "r = make()\nassert r == r\nassert r != 0\nassert r.value == 3\nassert len(r) == 2\n"
-                                 "assert list(r) == [1, 2]\n"})
-    program = ("class Box:\n    value = 3\n    def __eq__(self, o): return True\n    def __len__(self): return 2\n"
-               "    def __iter__(self): return iter([1, 2])\ndef make():\n    return Box()\n")
+    tests = json.dumps(
+        {"tests": "r = make()\nassert r == r\nassert r != 0\nassert r.value == 3\nassert len(r) == 2\nassert list(r) == [1, 2]\n"}
+    )
+    program = (
+        "class Box:\n    value = 3\n    def __eq__(self, o): return True\n    def __len__(self): return 2\n"
+        "    def __iter__(self): return iter([1, 2])\ndef make():\n    return Box()\n"
+    )
     assert verifier.verify_batch([program], [tests])[0].score == 1.0
 
 
@@ -168,8 +171,7 @@ def double(x):
     time.sleep(0.3)
     assert _processes_with(stamp) == []
     t0 = time.monotonic()
-    raw = run_python(program.replace("def double", "double = None\ndef _") + "\ntime.sleep(40)\n",
-                     SandboxLimits(timeout_s=3, cpu_s=3))
+    raw = run_python(program.replace("def double", "double = None\ndef _") + "\ntime.sleep(40)\n", SandboxLimits(timeout_s=3, cpu_s=3))
     assert raw.timed_out and time.monotonic() - t0 < 10
     time.sleep(0.3)
     assert _processes_with(stamp) == []
@@ -242,9 +244,12 @@ def test_fork_bomb_is_capped_and_the_machine_keeps_working() -> None:
     before = _process_count()
     bomb = run_python("import ctypes\nlibc = ctypes.CDLL(None)\nwhile True:\n    libc.fork()\n", SandboxLimits(timeout_s=3))
     assert not bomb.ok
-    counted = run_python("import os\nn = 0\nfor _ in range(100):\n    try:\n        if os.fork() == 0:\n"
-                         "            import time; time.sleep(5); os._exit(0)\n        n += 1\n    except OSError:\n"
-                         "        break\nprint(n)\n", SandboxLimits(timeout_s=8, processes=16))
+    counted = run_python(
+        "import os\nn = 0\nfor _ in range(100):\n    try:\n        if os.fork() == 0:\n"
+        "            import time; time.sleep(5); os._exit(0)\n        n += 1\n    except OSError:\n"
+        "        break\nprint(n)\n",
+        SandboxLimits(timeout_s=8, processes=16),
+    )
     if counted.process_cap == "cgroup":  # where this process may create a pids cgroup (else the deadline bounds it)
         assert counted.stdout.strip() and int(counted.stdout.strip()) < 16, counted
     time.sleep(0.5)
@@ -257,20 +262,25 @@ def _process_count() -> int:
 
 
 def test_filling_the_scratch_disk_is_contained() -> None:
-    fill = run_python("import os\ni = 0\ntry:\n    while True:\n        with open(f'f{i}', 'wb') as f:\n"
-                      "            f.write(b'x' * (4 << 20))\n        i += 1\nexcept OSError as e:\n"
-                      "    print('stopped', i, e.errno)\n", SandboxLimits(timeout_s=20, disk_mb=32, file_mb=16))
+    fill = run_python(
+        "import os\ni = 0\ntry:\n    while True:\n        with open(f'f{i}', 'wb') as f:\n"
+        "            f.write(b'x' * (4 << 20))\n        i += 1\nexcept OSError as e:\n"
+        "    print('stopped', i, e.errno)\n",
+        SandboxLimits(timeout_s=20, disk_mb=32, file_mb=16),
+    )
     assert "stopped" in fill.stdout, fill
     if isolation() == "bwrap":
         assert int(fill.stdout.split()[1]) <= 8  # 32 MB of scratch, 4 MB files
 
 
 def test_runs_cannot_read_each_others_files() -> None:
-    first = run_python("import os\nopen('secret.txt', 'w').write('run-one')\nopen('/tmp/secret2.txt', 'w').write('x')\n"
-                       "print(os.getcwd())\n")
+    first = run_python(
+        "import os\nopen('secret.txt', 'w').write('run-one')\nopen('/tmp/secret2.txt', 'w').write('x')\nprint(os.getcwd())\n"
+    )
     assert first.ok, first
-    second = run_python(f"import os, glob\nprint(glob.glob('/tmp/*') + glob.glob({tempfile.gettempdir() + '/thresher-*/**'!r}, "
-                        "recursive=True))\n")
+    second = run_python(
+        f"import os, glob\nprint(glob.glob('/tmp/*') + glob.glob({tempfile.gettempdir() + '/thresher-*/**'!r}, recursive=True))\n"
+    )
     assert "secret" not in second.stdout, second
 
 

@@ -44,8 +44,12 @@ def test_transformers_backend_batches_samples_and_seeds(tiny_chat_model: Path) -
 
 
 def test_http_backend_against_thresher_serve_matches_in_process(tiny_chat_model: Path) -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "thresher.cli", "serve", str(tiny_chat_model), "--port", "0", "--name", "tiny",
-                             "--device", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "thresher.cli", "serve", str(tiny_chat_model), "--port", "0", "--name", "tiny", "--device", "cpu"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = proc.stdout.readline() if proc.stdout else ""
         assert "serving tiny on http://" in line, proc.stderr.read() if proc.stderr else line
@@ -79,11 +83,14 @@ def test_cache_reuses_and_extends_samples(tiny_chat_model: Path, tmp_path: Path)
 
 
 def _prompt_files(folder: Path, shared_data: Path) -> None:
-    letters = [{"messages": [{"role": "user", "content": f"Write a word with the letter {c}."}], "ground_truth": c,
-                "verifier": "regex"} for c in "abcdefghijkl"]
+    letters = [
+        {"messages": [{"role": "user", "content": f"Write a word with the letter {c}."}], "ground_truth": c, "verifier": "regex"}
+        for c in "abcdefghijkl"
+    ]
     (folder / "letters.jsonl").write_text("".join(json.dumps(r) + "\n" for r in letters))
-    (folder / "bad.jsonl").write_text('{"messages": [{"role": "user", "content": "ok"}], "ground_truth": "o", "verifier": "regex"}\n'
-                                      "{not json\n")
+    (folder / "bad.jsonl").write_text(
+        '{"messages": [{"role": "user", "content": "ok"}], "ground_truth": "o", "verifier": "regex"}\n{not json\n'
+    )
 
 
 SPEC = """\
@@ -126,8 +133,7 @@ def _spec(folder: Path, shared_data: Path, model: Path, rm: Path, n: int = 4, ma
 
 
 @pytest.mark.slow
-def test_synth_end_to_end_outputs_and_accounting(tiny_chat_model: Path, tiny_reward_model: Path, shared_data: Path,
-                                                 tmp_path: Path) -> None:
+def test_synth_end_to_end_outputs_and_accounting(tiny_chat_model: Path, tiny_reward_model: Path, shared_data: Path, tmp_path: Path) -> None:
     spec = _spec(tmp_path, shared_data, tiny_chat_model, tiny_reward_model)
     result = thresher("synth", str(spec), "--out", str(tmp_path / "out"))
     assert result.returncode == 0, result.stderr
@@ -145,7 +151,11 @@ def test_synth_end_to_end_outputs_and_accounting(tiny_chat_model: Path, tiny_rew
     assert samples.height == prompts * 4
     # SFT: prompt + the completion with the highest combined score.
     sft = pl.read_parquet(out / "sft.parquet")
-    best = samples.sort(["id", "score", "sample"], descending=[False, True, False], nulls_last=True).group_by("id", maintain_order=True).first()
+    best = (
+        samples.sort(["id", "score", "sample"], descending=[False, True, False], nulls_last=True)
+        .group_by("id", maintain_order=True)
+        .first()
+    )
     by_id = dict(zip(best["id"].to_list(), best["text"].to_list(), strict=True))
     for row in sft.iter_rows(named=True):
         assert row["messages"][-1] == {"role": "assistant", "content": by_id[row["id"]]}
@@ -173,16 +183,19 @@ def test_synth_end_to_end_outputs_and_accounting(tiny_chat_model: Path, tiny_rew
 
 
 def test_the_cpu_path_never_imports_vllm(tiny_chat_model: Path) -> None:
-    code = ("import sys\nfrom thresher.synth.pipeline import run_synth\nfrom thresher.synth.backends import make_backend, BackendSpec\n"
-            f"make_backend(BackendSpec(model={str(tiny_chat_model)!r}))\nassert 'vllm' not in sys.modules\nprint('ok')")
+    code = (
+        "import sys\nfrom thresher.synth.pipeline import run_synth\nfrom thresher.synth.backends import make_backend, BackendSpec\n"
+        f"make_backend(BackendSpec(model={str(tiny_chat_model)!r}))\nassert 'vllm' not in sys.modules\nprint('ok')"
+    )
     got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert got.stdout.strip() == "ok", got.stderr[-2000:]
 
 
 def test_spec_errors_name_the_line_and_field(tmp_path: Path) -> None:
     spec = tmp_path / "s.yaml"
-    spec.write_text("prompts:\n  - name: a\n    path: x.jsonl\n    verifier: nope\ngenerator:\n  model: m\n"
-                    "  sampling: {n: 0}\nscorers: [verifier]\n")
+    spec.write_text(
+        "prompts:\n  - name: a\n    path: x.jsonl\n    verifier: nope\ngenerator:\n  model: m\n  sampling: {n: 0}\nscorers: [verifier]\n"
+    )
     got = thresher("synth", str(spec), "--out", str(tmp_path / "o"))
     assert got.returncode == 2
     assert "s.yaml:2: prompts[0]: unknown verifier 'nope'" in got.stderr
@@ -200,13 +213,16 @@ def _stored(db: Path) -> int:
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_without_regenerating(tiny_chat_model: Path, tiny_reward_model: Path, shared_data: Path,
-                                                 tmp_path: Path) -> None:
+def test_killed_run_resumes_without_regenerating(tiny_chat_model: Path, tiny_reward_model: Path, shared_data: Path, tmp_path: Path) -> None:
     spec = _spec(tmp_path, shared_data, tiny_chat_model, tiny_reward_model, n=4, max_tokens=48, batch=1)
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "thresher.cli", "synth", str(spec), "--out", str(out), "-q"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "thresher.cli", "synth", str(spec), "--out", str(out), "-q"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
     deadline = time.monotonic() + 240
     db = out / "cache" / "requests.sqlite"
     while not db.exists() and time.monotonic() < deadline and proc.poll() is None:
@@ -221,8 +237,9 @@ def test_killed_run_resumes_without_regenerating(tiny_chat_model: Path, tiny_rew
     most = 3 + 27 * 4 + 6 * 4 + 27 * 4  # persona prompts, completions, dropped-constraint answers, judge answers
     assert 40 <= before < most - 20, f"kill landed at {before} of {most}"
     assert not out.exists()  # a killed run leaves no output folder, only its staging folder with the cache
-    resumed = subprocess.run([sys.executable, "-m", "thresher.cli", "synth", str(spec), "--out", str(out)], capture_output=True,
-                             text=True, env=env, timeout=600)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "thresher.cli", "synth", str(spec), "--out", str(out)], capture_output=True, text=True, env=env, timeout=600
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     manifest = json.loads((out / "manifest.json").read_text())
     reused = sum(g["reused"] for g in manifest["generation"].values())
@@ -250,8 +267,11 @@ def test_reward_model_scores_are_the_sigmoid_of_its_logits(tiny_reward_model: Pa
     model = AutoModelForSequenceClassification.from_pretrained(str(tiny_reward_model)).eval()
     for p, conv in enumerate(convs):
         for i, text in enumerate(answers[p]):
-            ids = tok(tok.apply_chat_template(conv + [{"role": "assistant", "content": text}], tokenize=False),
-                      return_tensors="pt", add_special_tokens=False)
+            ids = tok(
+                tok.apply_chat_template(conv + [{"role": "assistant", "content": text}], tokenize=False),
+                return_tensors="pt",
+                add_special_tokens=False,
+            )
             with torch.no_grad():
                 logit = model(**ids).logits[0, 0].item()
             assert table.scores[p][i] == pytest.approx(1 / (1 + np.exp(-logit)), abs=1e-5)
@@ -317,8 +337,7 @@ outputs: [sft, rlvr]
     got = thresher("synth", str(spec), "--out", str(tmp_path / "out"), "-q")
     assert got.returncode == 0, got.stderr
     manifest = json.loads((tmp_path / "out/manifest.json").read_text())
-    assert manifest["samples_per_prompt"] == 5 and set(manifest["generation"]) == {
-        f"completions:{tiny_chat_model}", f"completions:{other}"}
+    assert manifest["samples_per_prompt"] == 5 and set(manifest["generation"]) == {f"completions:{tiny_chat_model}", f"completions:{other}"}
     samples = pl.read_parquet(tmp_path / "out/samples.parquet")
     assert dict(samples.group_by("model").len().iter_rows()) == {str(tiny_chat_model): 12 * 2, str(other): 12 * 3}
     # The RLVR pass rate is the first (policy) model's: a multiple of 1/2.

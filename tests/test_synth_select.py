@@ -65,8 +65,9 @@ def test_verifier_failures_drop_even_when_a_reward_model_likes_them() -> None:
 
 def test_pass_rate_window_keeps_intermediate_difficulty() -> None:
     verifier = np.array([[1, 1, 1, 1], [1, 0, 0, 0], [0, 0, 0, 0], [1, 1, 0, 0], [NAN, NAN, NAN, NAN]], dtype=float)
-    d = decide(_texts(5, 4), [verifier], [1.0], SelectConfig(pass_rate_min=0.25, pass_rate_max=0.75, drop_all_fail=False),
-               verifier_scores=verifier)
+    d = decide(
+        _texts(5, 4), [verifier], [1.0], SelectConfig(pass_rate_min=0.25, pass_rate_max=0.75, drop_all_fail=False), verifier_scores=verifier
+    )
     assert np.allclose(d.pass_rate[:4], [1.0, 0.25, 0.0, 0.5]) and np.isnan(d.pass_rate[4])
     assert d.rlvr_reason == ["too easy (pass rate 1.00)", "", "too hard (pass rate 0.00)", "", "no ground truth to verify"]
 
@@ -84,10 +85,19 @@ def test_combine_ignores_unscored_entries() -> None:
     assert got[0, 0] == pytest.approx(0.75) and got[0, 1] == pytest.approx(0.5) and np.isnan(got[0, 2])
 
 
-@pytest.mark.parametrize(("text", "want"), [
-    ("The response is fine.\nRating: 4", 4.0), ("**Rating:** 5", 5.0), ("Rating: 2\nOn reflection... Rating: 3", 3.0),
-    ("I'd give it 4/5.", 4.0), ("Score: 2 out of 5", 2.0), ("Solid answer.\n\n3", 3.0), ("Rating: 9", None),
-    ("no number here", None), ("Rating: 4.5", 4.5),
-])
+@pytest.mark.parametrize(
+    ("text", "want"),
+    [
+        ("The response is fine.\nRating: 4", 4.0),
+        ("**Rating:** 5", 5.0),
+        ("Rating: 2\nOn reflection... Rating: 3", 3.0),
+        ("I'd give it 4/5.", 4.0),
+        ("Score: 2 out of 5", 2.0),
+        ("Solid answer.\n\n3", 3.0),
+        ("Rating: 9", None),
+        ("no number here", None),
+        ("Rating: 4.5", 4.5),
+    ],
+)
 def test_judge_ratings_parse_robustly(text: str, want: float | None) -> None:
     assert parse_rating(text, 5) == want

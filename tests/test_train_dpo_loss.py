@@ -10,9 +10,9 @@ import torch
 from thresher.train.preference_loss import LOSS_TYPES, preference_loss, sequence_logprobs
 
 
-def _reference(loss_type: str, beta: float, pc: float, pr: float, lc: float, lr: float, rc: float, rr: float,
-               gamma: float) -> float:
+def _reference(loss_type: str, beta: float, pc: float, pr: float, lc: float, lr: float, rc: float, rr: float, gamma: float) -> float:
     """One pair's loss, scalar float64 math, straight from the formulas (DPO, Tülu 3 dpo_norm, IPO, SimPO)."""
+
     def log_sigmoid(x: float) -> float:
         return -math.log1p(math.exp(-x)) if x > 0 else x - math.log1p(math.exp(x))
 
@@ -35,13 +35,24 @@ def test_losses_match_the_formulas_and_their_gradients(loss_type: str) -> None:
     rc, rr = -torch.rand(n) * 80, -torch.rand(n) * 80
     out = preference_loss(loss_type, beta, pc, pr, lc, lr, rc, rr, simpo_gamma=gamma)  # type: ignore[arg-type]
     out.losses.sum().backward()
-    ref = torch.tensor([_reference(loss_type, beta, *(float(t[i].detach()) for t in (pc, pr, lc, lr, rc, rr)), gamma) for i in range(n)],
-                       dtype=torch.float64)
+    ref = torch.tensor(
+        [_reference(loss_type, beta, *(float(t[i].detach()) for t in (pc, pr, lc, lr, rc, rr)), gamma) for i in range(n)],
+        dtype=torch.float64,
+    )
     assert float((out.losses.double() - ref).norm() / ref.norm()) < 1e-5
     # Gradients against float64 autograd of the same formulas.
     pc64, pr64 = pc.detach().double().requires_grad_(), pr.detach().double().requires_grad_()
-    ref64 = preference_loss(loss_type, beta, pc64, pr64, lc.double(), lr.double(), rc.double(), rr.double(),  # type: ignore[arg-type]
-                            simpo_gamma=gamma).losses
+    ref64 = preference_loss(
+        loss_type,
+        beta,
+        pc64,
+        pr64,
+        lc.double(),
+        lr.double(),
+        rc.double(),
+        rr.double(),  # type: ignore[arg-type]
+        simpo_gamma=gamma,
+    ).losses
     assert float((ref64.detach() - ref).norm() / ref.norm()) < 1e-12  # the float64 path is the formula
     ref64.sum().backward()
     for got, want in ((pc.grad, pc64.grad), (pr.grad, pr64.grad)):
@@ -52,8 +63,16 @@ def test_losses_match_the_formulas_and_their_gradients(loss_type: str) -> None:
 
 
 def test_metrics_and_required_reference() -> None:
-    out = preference_loss("sigmoid", 0.1, torch.tensor([-10.0, -20.0]), torch.tensor([-12.0, -15.0]), torch.ones(2), torch.ones(2),
-                          torch.tensor([-11.0, -18.0]), torch.tensor([-11.0, -18.0]))
+    out = preference_loss(
+        "sigmoid",
+        0.1,
+        torch.tensor([-10.0, -20.0]),
+        torch.tensor([-12.0, -15.0]),
+        torch.ones(2),
+        torch.ones(2),
+        torch.tensor([-11.0, -18.0]),
+        torch.tensor([-11.0, -18.0]),
+    )
     m = out.metrics()
     assert m["reward_accuracy"] == 0.5 and m["chosen_reward"] == pytest.approx(0.1 * (1 + -2) / 2)
     with pytest.raises(ValueError, match="needs the reference"):

@@ -38,8 +38,9 @@ def _records(folder: Path) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_dpo_raises_held_out_reward_accuracy_and_caches_reference_logprobs(tiny_chat_model: Path, shared_data: Path,
-                                                                           tmp_path: Path) -> None:
+def test_dpo_raises_held_out_reward_accuracy_and_caches_reference_logprobs(
+    tiny_chat_model: Path, shared_data: Path, tmp_path: Path
+) -> None:
     config = _config(tmp_path, tiny_chat_model, shared_data)
     done = thresher("train", "dpo", str(config), "-q")
     assert done.returncode == 0, done.stderr[-3000:]
@@ -52,8 +53,16 @@ def test_dpo_raises_held_out_reward_accuracy_and_caches_reference_logprobs(tiny_
     # measured: 0.0 (policy = reference, no margin) → 0.613 at step 20 → 0.613 at step 40, on 300 held-out pairs
     assert len(accuracy) == 3 and accuracy[-1] >= 0.56 and margins[-1] > 0, accuracy
     steps = [r for r in records if "loss" in r]
-    assert len(steps) == 24 and {"reward_accuracy", "reward_margin", "chosen_logps", "rejected_logps", "pairs",
-                                 "tokens_per_s", "peak_memory_mb", "grad_norm"} <= set(steps[0])
+    assert len(steps) == 24 and {
+        "reward_accuracy",
+        "reward_margin",
+        "chosen_logps",
+        "rejected_logps",
+        "pairs",
+        "tokens_per_s",
+        "peak_memory_mb",
+        "grad_norm",
+    } <= set(steps[0])
     cache = list((tmp_path / "cache").glob("*.npy"))
     assert len(cache) == 2 and sum(f.stat().st_size for f in cache) == 8 * (2003 + 300) + 2 * 128  # 8 bytes a pair + .npy headers
 
@@ -71,13 +80,15 @@ def test_packed_pairs_give_the_same_logprobs_as_padded_rows(tiny_chat_model: Pat
 
     base = {"model": str(tiny_chat_model), "data": {"train": "unused"}, "max_length": 128, "rows_per_micro_batch": 3}
     tokenizer, pad_id = load_tokenizer(TrainConfig(**base))
-    pairs = [p for p in encode_pairs(tokenizer, load_pairs(str(shared_data / "preference/hh-rlhf_harmless-base_test.jsonl.gz"))[:6],
-                                     128) if p is not None]
+    pairs = [
+        p
+        for p in encode_pairs(tokenizer, load_pairs(str(shared_data / "preference/hh-rlhf_harmless-base_test.jsonl.gz"))[:6], 128)
+        if p is not None
+    ]
     model = load_causal_lm(str(tiny_chat_model), "cpu", torch.float32)
 
-    from thresher.train.runtime import Runtime
-
     from thresher.train.loss import TargetLogprobs
+    from thresher.train.runtime import Runtime
 
     runtime = Runtime("cpu", torch.float32, 0, 1, model, TargetLogprobs(model), tokenizer, pad_id)
     item = [[0, 1, 2]]
@@ -89,8 +100,11 @@ def test_packed_pairs_give_the_same_logprobs_as_padded_rows(tiny_chat_model: Pat
     from thresher.train.reference import cache_key
 
     tokenizer.chat_template = tokenizer.chat_template.replace("<|end|>", "<|end|>\n")
-    retemplated = [p for p in encode_pairs(tokenizer, load_pairs(str(shared_data / "preference/hh-rlhf_harmless-base_test.jsonl.gz"))[:6],
-                                           128) if p is not None]
+    retemplated = [
+        p
+        for p in encode_pairs(tokenizer, load_pairs(str(shared_data / "preference/hh-rlhf_harmless-base_test.jsonl.gz"))[:6], 128)
+        if p is not None
+    ]
     key = cache_key(str(tiny_chat_model), torch.float32, pairs)
     assert key == cache_key(str(tiny_chat_model), torch.float32, list(pairs))
     assert key != cache_key(str(tiny_chat_model), torch.float32, retemplated)

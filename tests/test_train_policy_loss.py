@@ -28,8 +28,19 @@ def test_group_advantages_grpo_and_dr_grpo() -> None:
         group_advantages(rewards, 5)
 
 
-def _reference(logp: list[torch.Tensor], old: list[torch.Tensor], adv: list[float], ref: list[torch.Tensor], gen: list[torch.Tensor],
-               lo: float, hi: float, beta: float, estimator: str, cap: float, aggregation: str) -> torch.Tensor:
+def _reference(
+    logp: list[torch.Tensor],
+    old: list[torch.Tensor],
+    adv: list[float],
+    ref: list[torch.Tensor],
+    gen: list[torch.Tensor],
+    lo: float,
+    hi: float,
+    beta: float,
+    estimator: str,
+    cap: float,
+    aggregation: str,
+) -> torch.Tensor:
     """Per completion and per token, as the formulas read."""
     per_seq, all_tokens = [], []
     for lp, ol, a, rf, gn in zip(logp, old, adv, ref, gen, strict=True):
@@ -59,8 +70,21 @@ def test_policy_loss_matches_the_formulas_with_gradients(estimator: str, aggrega
     ref = logp.detach() + 0.2 * torch.randn(n, dtype=torch.float64)
     gen = old + 0.5 * torch.randn(n, dtype=torch.float64)  # some importance weights hit the cap
     adv = torch.tensor([1.2, -0.7, 0.4, -1.5], dtype=torch.float64)
-    out = policy_loss(logp, old, adv, segment, 4, clip_low=0.2, clip_high=0.28, kl_beta=beta, ref_logp=ref, kl_estimator=estimator,
-                      generation_logp=gen, importance_cap=1.5, aggregation=aggregation)  # type: ignore[arg-type]
+    out = policy_loss(
+        logp,
+        old,
+        adv,
+        segment,
+        4,
+        clip_low=0.2,
+        clip_high=0.28,
+        kl_beta=beta,
+        ref_logp=ref,
+        kl_estimator=estimator,
+        generation_logp=gen,
+        importance_cap=1.5,
+        aggregation=aggregation,
+    )  # type: ignore[arg-type]
     (grad,) = torch.autograd.grad(out.loss, logp)
     leaf = logp.detach().clone().requires_grad_()
     split = lambda t: list(torch.split(t, lengths))  # noqa: E731
@@ -70,11 +94,36 @@ def test_policy_loss_matches_the_formulas_with_gradients(estimator: str, aggrega
     torch.testing.assert_close(grad, expected_grad, rtol=1e-10, atol=1e-12)
     assert 0 < out.clip_fraction < 1 and out.importance_weight_mean < 1.5
     # negative controls: swapped clip bounds, and the other aggregation, give other losses
-    swapped = policy_loss(logp, old, adv, segment, 4, clip_low=0.28, clip_high=0.2, kl_beta=beta, ref_logp=ref, kl_estimator=estimator,
-                          generation_logp=gen, importance_cap=1.5, aggregation=aggregation)  # type: ignore[arg-type]
-    other = policy_loss(logp, old, adv, segment, 4, clip_low=0.2, clip_high=0.28, kl_beta=beta, ref_logp=ref, kl_estimator=estimator,
-                        generation_logp=gen, importance_cap=1.5,
-                        aggregation="token" if aggregation == "sequence" else "sequence")
+    swapped = policy_loss(
+        logp,
+        old,
+        adv,
+        segment,
+        4,
+        clip_low=0.28,
+        clip_high=0.2,
+        kl_beta=beta,
+        ref_logp=ref,
+        kl_estimator=estimator,
+        generation_logp=gen,
+        importance_cap=1.5,
+        aggregation=aggregation,
+    )  # type: ignore[arg-type]
+    other = policy_loss(
+        logp,
+        old,
+        adv,
+        segment,
+        4,
+        clip_low=0.2,
+        clip_high=0.28,
+        kl_beta=beta,
+        ref_logp=ref,
+        kl_estimator=estimator,
+        generation_logp=gen,
+        importance_cap=1.5,
+        aggregation="token" if aggregation == "sequence" else "sequence",
+    )
     assert float(swapped.loss) != pytest.approx(float(expected), rel=1e-6)
     assert float(other.loss) != pytest.approx(float(expected), rel=1e-6)
 

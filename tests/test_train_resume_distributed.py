@@ -18,9 +18,18 @@ from thresher.train.config import load_config
 
 def _config(tmp_path: Path, model: Path, shared_data: Path, **extra: object) -> Path:
     path = tmp_path / "sft.yaml"
-    lines = [f"model: {model}", f"data: {{train: {shared_data}/sft/lima.json}}", "max_length: 128", "pack_length: 512",
-             "gradient_accumulation: 2", "optim: {lr: 0.002, warmup_ratio: 0.2, schedule: cosine}", "max_steps: 6",
-             "seed: 3", f"output_dir: {tmp_path / 'run'}", *(f"{k}: {v}" for k, v in extra.items())]
+    lines = [
+        f"model: {model}",
+        f"data: {{train: {shared_data}/sft/lima.json}}",
+        "max_length: 128",
+        "pack_length: 512",
+        "gradient_accumulation: 2",
+        "optim: {lr: 0.002, warmup_ratio: 0.2, schedule: cosine}",
+        "max_steps: 6",
+        "seed: 3",
+        f"output_dir: {tmp_path / 'run'}",
+        *(f"{k}: {v}" for k, v in extra.items()),
+    ]
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -44,8 +53,9 @@ def test_resume_continues_the_identical_loss_curve(tiny_chat_model: Path, shared
     resumed = _losses(tmp_path / "run")  # metrics.jsonl is appended: steps 4-6 again, from the resumed run
     lines = (tmp_path / "run/metrics.jsonl").read_text().splitlines()
     assert any("resumed_from" in line for line in lines)
-    again = [json.loads(line)["loss"] for line in lines[lines.index(next(x for x in lines if "resumed_from" in x)) + 1 :]
-             if '"loss"' in line]
+    again = [
+        json.loads(line)["loss"] for line in lines[lines.index(next(x for x in lines if "resumed_from" in x)) + 1 :] if '"loss"' in line
+    ]
     assert again == [straight[4], straight[5], straight[6]] and resumed[6] == straight[6]
 
     # negative control: the same checkpoint with a fresh optimizer drifts after its first step
@@ -65,20 +75,49 @@ def test_two_gloo_processes_under_fsdp2_equal_one_process(tiny_chat_model: Path,
 
     config = _config(tmp_path, tiny_chat_model, shared_data, device="cpu")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    one = subprocess.run([sys.executable, "-m", "thresher.cli", "train", "sft", str(config), f"output_dir={tmp_path / 'one'}", "-q"],
-                         capture_output=True, text=True, timeout=600, env=env)
+    one = subprocess.run(
+        [sys.executable, "-m", "thresher.cli", "train", "sft", str(config), f"output_dir={tmp_path / 'one'}", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert one.returncode == 0, one.stderr[-3000:]
     # two processes, one micro-batch each per step: the same 2 micro-batches per step as one process accumulating 2
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          "-m", "thresher.cli", "train", "sft", str(config), "gradient_accumulation=1", "save_every=3",
-                          f"output_dir={tmp_path / 'two'}", "-q"], capture_output=True, text=True, timeout=600, env=env)
+    two = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "thresher.cli",
+            "train",
+            "sft",
+            str(config),
+            "gradient_accumulation=1",
+            "save_every=3",
+            f"output_dir={tmp_path / 'two'}",
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert two.returncode == 0, two.stderr[-5000:]
     a, b = _losses(tmp_path / "one"), _losses(tmp_path / "two")
     assert sorted(a) == sorted(b) == [1, 2, 3, 4, 5, 6]
     torch.testing.assert_close(torch.tensor(list(b.values())), torch.tensor(list(a.values())), rtol=1e-5, atol=1e-6)
     # the gradient itself, not only Adam's scale-free step: a wrongly averaged gradient shows here
-    torch.testing.assert_close(torch.tensor(list(_losses(tmp_path / "two", "grad_norm").values())),
-                               torch.tensor(list(_losses(tmp_path / "one", "grad_norm").values())), rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(
+        torch.tensor(list(_losses(tmp_path / "two", "grad_norm").values())),
+        torch.tensor(list(_losses(tmp_path / "one", "grad_norm").values())),
+        rtol=1e-4,
+        atol=1e-7,
+    )
     wa, wb = load_file(tmp_path / "one/final/model.safetensors"), load_file(tmp_path / "two/final/model.safetensors")
     assert wa.keys() == wb.keys()
     for key in wa:
@@ -100,14 +139,34 @@ def test_training_with_the_triton_kernels_equals_the_pytorch_path(tiny_chat_mode
     config = _config(tmp_path, tiny_chat_model, shared_data, device="cpu")
     runs = {}
     for backend in ("torch", "triton"):
-        done = subprocess.run([sys.executable, "-m", "thresher.cli", "train", "sft", str(config), f"kernels={backend}", "max_steps=2",
-                               "gradient_accumulation=1", "max_length=40", "pack_length=80", f"output_dir={tmp_path / backend}", "-q"],
-                              capture_output=True, text=True, timeout=600, env={**os.environ, "TRITON_INTERPRET": "1"})
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "thresher.cli",
+                "train",
+                "sft",
+                str(config),
+                f"kernels={backend}",
+                "max_steps=2",
+                "gradient_accumulation=1",
+                "max_length=40",
+                "pack_length=80",
+                f"output_dir={tmp_path / backend}",
+                "-q",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={**os.environ, "TRITON_INTERPRET": "1"},
+        )
         assert done.returncode == 0, done.stderr[-3000:]
         intro = json.loads((tmp_path / backend / "metrics.jsonl").read_text().splitlines()[0])
         assert intro["kernels"] == backend
         runs[backend] = (_losses(tmp_path / backend), _losses(tmp_path / backend, "grad_norm"))
-    torch.testing.assert_close(torch.tensor(list(runs["triton"][0].values())), torch.tensor(list(runs["torch"][0].values())),
-                               rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(torch.tensor(list(runs["triton"][1].values())), torch.tensor(list(runs["torch"][1].values())),
-                               rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(
+        torch.tensor(list(runs["triton"][0].values())), torch.tensor(list(runs["torch"][0].values())), rtol=1e-5, atol=1e-6
+    )
+    torch.testing.assert_close(
+        torch.tensor(list(runs["triton"][1].values())), torch.tensor(list(runs["torch"][1].values())), rtol=1e-4, atol=1e-6
+    )

@@ -23,8 +23,10 @@ from thresher.train.sft import batch_inputs
 @pytest.fixture(scope="module")
 def task_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("rlvr-parts")
-    return {"model": make_addition_model(root / "model", hidden=32, layers=2),
-            **write_addition_data(root / "data", sft=10, rlvr=64, held_out=16, digits=2)}
+    return {
+        "model": make_addition_model(root / "model", hidden=32, layers=2),
+        **write_addition_data(root / "data", sft=10, rlvr=64, held_out=16, digits=2),
+    }
 
 
 def tokenizer_and_model(folder: Path) -> tuple:
@@ -37,8 +39,10 @@ def test_engine_logprobs_equal_the_trainers(task_files: dict[str, Path]) -> None
     """The log-probs the engine reports for its samples equal the trainer's recomputation at the same temperature
     (so the importance ratio is 1 up to numerics); at another temperature they do not (negative control)."""
     tokenizer, model = tokenizer_and_model(task_files["model"])
-    prompts = [tokenizer.apply_chat_template([{"role": "user", "content": f"{a}+{b}"}], tokenize=False, add_generation_prompt=True)
-               for a, b in [(3, 45), (12, 7), (99, 1)]]
+    prompts = [
+        tokenizer.apply_chat_template([{"role": "user", "content": f"{a}+{b}"}], tokenize=False, add_generation_prompt=True)
+        for a, b in [(3, 45), (12, 7), (99, 1)]
+    ]
     ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     engine = TransformersEngine(model, tokenizer, tokenizer.pad_token_id, batch_prompts=2)
     samples = engine.generate(ids, Sampling(n=4, max_new_tokens=8, temperature=0.7, seed=3))
@@ -50,8 +54,7 @@ def test_engine_logprobs_equal_the_trainers(task_files: dict[str, Path]) -> None
     engine_logp = torch.tensor([x for _, s in flat for x in s.logprobs])
     with torch.no_grad():
         for temperature, close in ((0.7, True), (1.0, False)):
-            logp, _, entropy = target_terms(model, **batch_inputs(batch, "cpu", torch.float32), temperature=temperature,
-                                            with_entropy=True)
+            logp, _, entropy = target_terms(model, **batch_inputs(batch, "cpu", torch.float32), temperature=temperature, with_entropy=True)
             error = float((logp - engine_logp).norm() / engine_logp.norm())
             assert (error < 1e-5) == close, (temperature, error)
             assert entropy is not None and entropy.shape == logp.shape and bool((entropy >= 0).all())
@@ -69,8 +72,15 @@ def test_rewards_weighted_verifiers_format_length_and_truncation() -> None:
     lengths = np.array([2.0, 16.0, 2.0, 8.0])
     base = score(texts, truths, ["gsm8k"] * 4, [""] * 4, finished, lengths, RLVRConfig(), {})
     assert base.rewards.tolist() == [1.0, 1.0, 0.0, 1.0] and base.solved.tolist() == [True, True, False, True]
-    config = RLVRConfig(verifiers={"gsm8k": 1.0, "exact": 0.5}, format_pattern=r"^\d+$", format_weight=0.25,
-                        length_weight=0.1, max_new_tokens=16, truncated="penalize", truncated_penalty=1.0)
+    config = RLVRConfig(
+        verifiers={"gsm8k": 1.0, "exact": 0.5},
+        format_pattern=r"^\d+$",
+        format_weight=0.25,
+        length_weight=0.1,
+        max_new_tokens=16,
+        truncated="penalize",
+        truncated_penalty=1.0,
+    )
     got = score(texts, truths, [None] * 4, [""] * 4, finished, lengths, config, {})
     expected = [1 + 0.5 + 0.25 - 0.1 * 2 / 16, 1 + 0 + 0 - 0.1, 0 + 0 + 0.25 - 0.1 * 2 / 16, 1 + 0 + 0 - 0.1 * 8 / 16 - 1]
     np.testing.assert_allclose(got.rewards, expected)
@@ -81,12 +91,26 @@ def test_rewards_weighted_verifiers_format_length_and_truncation() -> None:
 
 
 def _config(task_files: dict[str, Path], out: Path, **rlvr: object) -> TrainConfig:
-    return TrainConfig.model_validate({
-        "model": str(task_files["model"]), "data": {"train": str(task_files["rlvr"]), "eval": str(task_files["held_out"])},
-        "max_length": 32, "pack_length": 128, "optim": {"lr": 1e-3, "warmup_ratio": 0.0, "schedule": "constant"},
-        "output_dir": str(out), "seed": 5,
-        "rlvr": {"group_size": 4, "prompts_per_rollout": 8, "rollouts": 3, "max_new_tokens": 6, "length_weight": 1.0,
-                 "temperature": 1.0, **rlvr}})
+    return TrainConfig.model_validate(
+        {
+            "model": str(task_files["model"]),
+            "data": {"train": str(task_files["rlvr"]), "eval": str(task_files["held_out"])},
+            "max_length": 32,
+            "pack_length": 128,
+            "optim": {"lr": 1e-3, "warmup_ratio": 0.0, "schedule": "constant"},
+            "output_dir": str(out),
+            "seed": 5,
+            "rlvr": {
+                "group_size": 4,
+                "prompts_per_rollout": 8,
+                "rollouts": 3,
+                "max_new_tokens": 6,
+                "length_weight": 1.0,
+                "temperature": 1.0,
+                **rlvr,
+            },
+        }
+    )
 
 
 def _rows(out: Path) -> list[dict]:
@@ -105,15 +129,21 @@ def test_build_batch_filters_and_accounts(task_files: dict[str, Path], tmp_path:
         return Sample(ids, [-0.5] * len(ids), finished, text)
 
     prompts = [Prompt([2, 6, 7], "1+2", "3", "gsm8k"), Prompt([2, 6, 8], "1+3", "4", "gsm8k")]
-    samples = [[sample("3"), sample("4"), sample("3", finished=False), sample("3")],  # mixed: informative
-               [sample("5"), sample("5"), sample("6"), sample("7")]]  # all wrong: zero variance
+    samples = [
+        [sample("3"), sample("4"), sample("3", finished=False), sample("3")],  # mixed: informative
+        [sample("5"), sample("5"), sample("6"), sample("7")],
+    ]  # all wrong: zero variance
     for mode, trained, truncated in (("mask", 3, 1), ("keep", 4, 0), ("penalize", 4, 0)):
         config = _config(task_files, tmp_path, group_size=4, truncated=mode, length_weight=0.0)
         task = RLVRTask(config, None, [], [], None)  # type: ignore[arg-type]
         stats = build_batch(task, prompts, samples, seed=0)
         r = stats.record
-        assert (r["completions"], r["completions_trained"], r["removed_zero_variance"], r["removed_truncated"]) == \
-            (8, trained, 4, truncated), (mode, r)
+        assert (r["completions"], r["completions_trained"], r["removed_zero_variance"], r["removed_truncated"]) == (
+            8,
+            trained,
+            4,
+            truncated,
+        ), (mode, r)
         assert r["zero_variance_groups"] == 1 and r["solved"] == pytest.approx(3 / 8)
         assert len(task.batch.examples) == trained
         first = task.batch.examples[0]
@@ -146,7 +176,8 @@ def test_several_updates_with_kl_log_ratios_and_resume(task_files: dict[str, Pat
     assert len([r for r in rows if "eval_pass@1" in r]) == 2  # at the start and the end (eval_every unset)
 
     resumed_config = _config(task_files, tmp_path / "whole", **extra).model_copy(
-        update={"resume_from": str(tmp_path / "whole" / "checkpoint-4"), "output_dir": str(tmp_path / "whole")})
+        update={"resume_from": str(tmp_path / "whole" / "checkpoint-4"), "output_dir": str(tmp_path / "whole")}
+    )
     final = load_file(str(tmp_path / "whole" / "final" / "model.safetensors"))
     resumed = run_rlvr(resumed_config)
     assert resumed.steps == 12
@@ -162,8 +193,9 @@ def test_rows_with_an_unknown_verifier_are_an_error(task_files: dict[str, Path],
     rows[3]["verifier"] = "gsm8kk"
     bad = tmp_path / "bad.jsonl"
     bad.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
-    config = _config(task_files, tmp_path / "out").model_copy(update={"data": TrainConfig.model_validate(
-        {"model": "m", "data": {"train": str(bad)}}).data})
+    config = _config(task_files, tmp_path / "out").model_copy(
+        update={"data": TrainConfig.model_validate({"model": "m", "data": {"train": str(bad)}}).data}
+    )
     with pytest.raises(ValueError, match=r"bad\.jsonl: line 4: unknown verifier 'gsm8kk'"):
         run_rlvr(config)
     fine = config.model_copy(update={"rlvr": config.rlvr.model_copy(update={"verifiers": {"gsm8k": 1.0}, "rollouts": 1})})
@@ -187,12 +219,35 @@ def test_two_gloo_processes_under_fsdp2_equal_one_process(task_files: dict[str, 
     path = tmp_path / "rlvr.yaml"
     path.write_text(yaml.safe_dump(data))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    one = subprocess.run([sys.executable, "-m", "thresher.cli", "train", "rlvr", str(path), f"output_dir={tmp_path / 'one'}", "-q"],
-                         capture_output=True, text=True, timeout=600, env=env)
+    one = subprocess.run(
+        [sys.executable, "-m", "thresher.cli", "train", "rlvr", str(path), f"output_dir={tmp_path / 'one'}", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert one.returncode == 0, one.stderr[-3000:]
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
-                          "thresher.cli", "train", "rlvr", str(path), f"output_dir={tmp_path / 'two'}", "-q"],
-                         capture_output=True, text=True, timeout=600, env=env)
+    two = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "thresher.cli",
+            "train",
+            "rlvr",
+            str(path),
+            f"output_dir={tmp_path / 'two'}",
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert two.returncode == 0, two.stderr[-5000:]
     a = [r for r in _rows(tmp_path / "one") if "loss" in r]
     b = [r for r in _rows(tmp_path / "two") if "loss" in r]
@@ -211,8 +266,9 @@ def test_two_gloo_processes_under_fsdp2_equal_one_process(task_files: dict[str, 
 
 
 @pytest.mark.parametrize("aggregation", ["token", "sequence", "dr_grpo"])
-def test_micro_batch_sums_over_the_step_normalizer_give_each_aggregation(task_files: dict[str, Path], tmp_path: Path,
-                                                                          aggregation: str) -> None:
+def test_micro_batch_sums_over_the_step_normalizer_give_each_aggregation(
+    task_files: dict[str, Path], tmp_path: Path, aggregation: str
+) -> None:
     """With the policy that sampled (ratio 1, no clipping) the step loss is −(mean advantage) under each aggregation's
     weighting: per token (DAPO), per completion (GRPO), per completion × max_new_tokens (Dr GRPO). Split into
     micro-batches, the sums over the step's normalizer give the same value (float64 formula)."""
@@ -236,6 +292,9 @@ def test_micro_batch_sums_over_the_step_normalizer_give_each_aggregation(task_fi
     a, n = advantages.numpy(), np.array(lengths, dtype=np.float64)
     expected = {"token": -(a * n).sum() / n.sum(), "sequence": -a.mean(), "dr_grpo": -(a * n).sum() / (len(n) * 6)}[aggregation]
     assert total == pytest.approx(expected, rel=1e-5, abs=1e-7)
-    others = {k: v for k, v in {"token": -(a * n).sum() / n.sum(), "sequence": -a.mean(),
-                                "dr_grpo": -(a * n).sum() / (len(n) * 6)}.items() if k != aggregation}
+    others = {
+        k: v
+        for k, v in {"token": -(a * n).sum() / n.sum(), "sequence": -a.mean(), "dr_grpo": -(a * n).sum() / (len(n) * 6)}.items()
+        if k != aggregation
+    }
     assert all(abs(total - v) > 1e-3 for v in others.values())  # the three weightings differ on these lengths

@@ -56,8 +56,7 @@ def addition(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     done = thresher("train", "sft", str(config), "-q")
     assert done.returncode == 0, done.stderr[-3000:]
     config = root / "rlvr.yaml"
-    config.write_text(RLVR_CONFIG.format(model=root / "sft" / "final", rlvr=paths["rlvr"], held_out=paths["held_out"],
-                                         out="OUT"))
+    config.write_text(RLVR_CONFIG.format(model=root / "sft" / "final", rlvr=paths["rlvr"], held_out=paths["held_out"], out="OUT"))
     return {"root": root, "config": config, **paths}
 
 
@@ -80,10 +79,24 @@ def test_rlvr_raises_held_out_pass_at_1(addition: dict[str, Path]) -> None:
     steps = [r for r in rows if "completions" in r]
     assert len(steps) == 40
     for r in steps:  # every completion is trained on or removed with a reason
-        assert r["completions"] == 256 == (r["completions_trained"] + r["removed_zero_variance"] + r["removed_truncated"]
-                                           + r["removed_empty"])
-        for key in ("reward_mean", "reward/gsm8k", "solved", "kl", "clip_fraction", "entropy", "response_length",
-                    "importance_ratio", "importance_weight", "generation_s", "generation_tokens_per_s", "loss", "grad_norm"):
+        assert (
+            r["completions"] == 256 == (r["completions_trained"] + r["removed_zero_variance"] + r["removed_truncated"] + r["removed_empty"])
+        )
+        for key in (
+            "reward_mean",
+            "reward/gsm8k",
+            "solved",
+            "kl",
+            "clip_fraction",
+            "entropy",
+            "response_length",
+            "importance_ratio",
+            "importance_weight",
+            "generation_s",
+            "generation_tokens_per_s",
+            "loss",
+            "grad_norm",
+        ):
             assert key in r, key
     # the training reward rises with the held-out score
     first, last = steps[:10], steps[-10:]

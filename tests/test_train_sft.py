@@ -18,8 +18,12 @@ from thresher.train.packing import block_causal_mask, collate, first_fit
 def _chats(shared_data: Path, count: int = 6) -> list[list[dict[str, str]]]:
     rows = json.loads((shared_data / "sft/lima.json").read_text())[:count]
     chats = [[{"role": "user", "content": r["instruction"][:300]}, {"role": "assistant", "content": r["output"][:300]}] for r in rows]
-    chats[0] = [{"role": "system", "content": "Be brief."}, *chats[0],
-                {"role": "user", "content": "And again?"}, {"role": "assistant", "content": "Once more, briefly."}]
+    chats[0] = [
+        {"role": "system", "content": "Be brief."},
+        *chats[0],
+        {"role": "user", "content": "And again?"},
+        {"role": "assistant", "content": "Once more, briefly."},
+    ]
     return chats
 
 
@@ -61,8 +65,14 @@ def test_first_fit_and_the_block_mask() -> None:
         first_fit([1, 9], 8)
     mask = block_causal_mask([2, 3], 6)
     allowed = (mask == 0).int().tolist()
-    assert allowed == [[1, 0, 0, 0, 0, 0], [1, 1, 0, 0, 0, 0], [0, 0, 1, 0, 0, 0], [0, 0, 1, 1, 0, 0], [0, 0, 1, 1, 1, 0],
-                       [0, 0, 0, 0, 0, 1]]
+    assert allowed == [
+        [1, 0, 0, 0, 0, 0],
+        [1, 1, 0, 0, 0, 0],
+        [0, 0, 1, 0, 0, 0],
+        [0, 0, 1, 1, 0, 0],
+        [0, 0, 1, 1, 1, 0],
+        [0, 0, 0, 0, 0, 1],
+    ]
 
 
 def _model(folder: Path) -> torch.nn.Module:
@@ -115,7 +125,11 @@ def test_packed_padded_and_micro_batched_give_the_same_loss_and_gradients(tiny_c
     flat = collate([[examples[i] for i in p] for p in packs], pad, varlen=True)
     assert flat.attention_mask is None and flat.input_ids.shape == (1, sum(len(e.input_ids) for e in examples))
     starts = (flat.position_ids[0] == 0).nonzero()[:, 0].tolist() + [flat.input_ids.shape[1]]
-    assert [b - a for a, b in zip(starts, starts[1:], strict=False)] == flat.seq_lens[0] == [len(examples[i].input_ids) for p in packs for i in p]
+    assert (
+        [b - a for a, b in zip(starts, starts[1:], strict=False)]
+        == flat.seq_lens[0]
+        == [len(examples[i].input_ids) for p in packs for i in p]
+    )
     flat.attention_mask = block_causal_mask(flat.seq_lens[0], flat.input_ids.shape[1])[None, None]
     loss_flat, grads_flat = _loss_and_grads(model, [flat], total)
     assert loss_flat == pytest.approx(loss_padded, rel=1e-5) and _close(grads_flat, grads_padded)

@@ -14,9 +14,14 @@ trl = pytest.importorskip("trl", reason="TRL is a [dev] dependency")
 
 
 def _pairs() -> list[dict]:
-    return [{"prompt": [{"role": "user", "content": f"What is {i} plus {i}?"}],
-             "chosen": [{"role": "assistant", "content": f"It is {2 * i}."}],
-             "rejected": [{"role": "assistant", "content": f"Maybe {i} or so, I am not sure at all."}]} for i in range(4)]
+    return [
+        {
+            "prompt": [{"role": "user", "content": f"What is {i} plus {i}?"}],
+            "chosen": [{"role": "assistant", "content": f"It is {2 * i}."}],
+            "rejected": [{"role": "assistant", "content": f"Maybe {i} or so, I am not sure at all."}],
+        }
+        for i in range(4)
+    ]
 
 
 def _sequence_logprobs(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -40,10 +45,17 @@ def test_dpo_losses_equal_trls(tiny_chat_model: Path, tmp_path: Path, trl_type: 
     with torch.no_grad():
         for p in policy.parameters():
             p.add_(torch.randn_like(p) * 0.05)  # the policy has moved away from the reference
-    args = trl.DPOConfig(output_dir=str(tmp_path), loss_type=[trl_type], beta=0.5, report_to=[], per_device_train_batch_size=4,
-                         use_cpu=True, bf16=False, max_length=128)
-    trainer = trl.DPOTrainer(model=policy, ref_model=reference, args=args, train_dataset=Dataset.from_list(_pairs()),
-                             processing_class=tok)
+    args = trl.DPOConfig(
+        output_dir=str(tmp_path),
+        loss_type=[trl_type],
+        beta=0.5,
+        report_to=[],
+        per_device_train_batch_size=4,
+        use_cpu=True,
+        bf16=False,
+        max_length=128,
+    )
+    trainer = trl.DPOTrainer(model=policy, ref_model=reference, args=args, train_dataset=Dataset.from_list(_pairs()), processing_class=tok)
     batch = next(iter(trainer.get_train_dataloader()))
     policy.eval()
     with torch.no_grad():
@@ -73,10 +85,22 @@ def test_sft_masks_and_loss_equal_trls_sft_trainer(tiny_chat_model: Path, tmp_pa
     tok = AutoTokenizer.from_pretrained(str(tiny_chat_model))
     model = AutoModelForCausalLM.from_pretrained(str(tiny_chat_model), dtype=torch.float32)
     model.config._attn_implementation = "sdpa"
-    rows = [{"prompt": [{"role": "user", "content": f"What is {i} plus {i}?" + " Think." * i}],
-             "completion": [{"role": "assistant", "content": f"It is {2 * i}, of course." + " Yes." * (3 - i)}]} for i in range(4)]
-    args = trl.SFTConfig(output_dir=str(tmp_path), report_to=[], per_device_train_batch_size=4, use_cpu=True, bf16=False,
-                         max_length=128, completion_only_loss=True)
+    rows = [
+        {
+            "prompt": [{"role": "user", "content": f"What is {i} plus {i}?" + " Think." * i}],
+            "completion": [{"role": "assistant", "content": f"It is {2 * i}, of course." + " Yes." * (3 - i)}],
+        }
+        for i in range(4)
+    ]
+    args = trl.SFTConfig(
+        output_dir=str(tmp_path),
+        report_to=[],
+        per_device_train_batch_size=4,
+        use_cpu=True,
+        bf16=False,
+        max_length=128,
+        completion_only_loss=True,
+    )
     trainer = trl.SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok)
     batch = next(iter(trainer.get_train_dataloader()))
     ours = {tuple(e.input_ids): e for e in (encode_chat(tok, r["prompt"] + r["completion"]) for r in rows)}
@@ -93,6 +117,9 @@ def test_sft_masks_and_loss_equal_trls_sft_trainer(tiny_chat_model: Path, tmp_pa
         summed, count = sft_loss_sum(model, b.input_ids, b.labels, b.position_ids, b.attention_mask)
     assert float(summed) / count == pytest.approx(theirs, rel=1e-5)
     # negative control: the mean of per-row means (what a per-row normalization gives) differs on unequal rows
-    per_row = [float(sft_loss_sum(model, *(t[i : i + 1] for t in (b.input_ids, b.labels, b.position_ids, b.attention_mask)))[0])
-               / (order[i].targets) for i in range(4)]
+    per_row = [
+        float(sft_loss_sum(model, *(t[i : i + 1] for t in (b.input_ids, b.labels, b.position_ids, b.attention_mask)))[0])
+        / (order[i].targets)
+        for i in range(4)
+    ]
     assert sum(per_row) / 4 != pytest.approx(theirs, rel=1e-4)

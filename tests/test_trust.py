@@ -39,8 +39,7 @@ def _error_line(done: subprocess.CompletedProcess[str]) -> str:
 # ---- 4: an output path equal to an input is refused before anything is read
 def test_outputs_equal_to_an_input_are_refused_and_the_input_survives(shared_data: Path, tmp_path: Path) -> None:
     source = tmp_path / "q.jsonl"
-    rows = [json.dumps({"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": "a"}]})
-            for i in range(10_001)]
+    rows = [json.dumps({"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": "a"}]}) for i in range(10_001)]
     rows[5000] = "{broken"
     source.write_text("\n".join(rows) + "\n")
     before = source.read_bytes()
@@ -134,8 +133,7 @@ def test_canonical_parquet_is_held_to_the_converters_rules(canonical: Path, shar
 # ---- 8: silent losses
 def test_bom_csv_duplicate_headers_and_repeated_ids(canonical: Path, tmp_path: Path) -> None:
     bom = tmp_path / "bom.jsonl"
-    lines = [json.dumps({"messages": [{"role": "user", "content": f"hi {i}"}, {"role": "assistant", "content": "yo"}]})
-             for i in range(3)]
+    lines = [json.dumps({"messages": [{"role": "user", "content": f"hi {i}"}, {"role": "assistant", "content": "yo"}]}) for i in range(3)]
     bom.write_bytes(b"\xef\xbb\xbf" + "\n".join(lines).encode() + b"\n")
     done = thresher("convert", str(bom), "--out", str(tmp_path / "bom.parquet"))
     assert done.returncode == 0, done.stderr
@@ -156,9 +154,13 @@ def test_bom_csv_duplicate_headers_and_repeated_ids(canonical: Path, tmp_path: P
 
 # ---- 9: one line, exit 2, for every user mistake
 def test_user_mistakes_get_one_line_errors(canonical: Path, shared_data: Path, tmp_path: Path) -> None:
-    data = b"".join(json.dumps({"messages": [{"role": "user", "content": f"question {i} " * 20},
-                                             {"role": "assistant", "content": "answer " * 20}]}).encode() + b"\n"
-                    for i in range(3000))
+    data = b"".join(
+        json.dumps(
+            {"messages": [{"role": "user", "content": f"question {i} " * 20}, {"role": "assistant", "content": "answer " * 20}]}
+        ).encode()
+        + b"\n"
+        for i in range(3000)
+    )
     truncated = tmp_path / "t.jsonl.gz"
     truncated.write_bytes(gzip.compress(data)[:4000])
     fake = tmp_path / "fake.parquet"
@@ -171,7 +173,10 @@ def test_user_mistakes_get_one_line_errors(canonical: Path, shared_data: Path, t
         "ngram 0": (["dedup", str(canonical), "--out", out, "--ngram", "0"], "--ngram must be at least 1"),
         "bands 0x0": (["dedup", str(canonical), "--out", out, "--bands", "0x0"], "at least 1 band"),
         "bands 200x200": (["dedup", str(canonical), "--out", out, "--bands", "200x200"], "but --num-perm is 128"),
-        "decontam ngram 0": (["decontaminate", "-t", str(canonical), "-b", f"gsm8k={shared_data / 'gsm8k/test.jsonl'}", "--out", out, "--ngram", "0"], "n must be at least 1"),
+        "decontam ngram 0": (
+            ["decontaminate", "-t", str(canonical), "-b", f"gsm8k={shared_data / 'gsm8k/test.jsonl'}", "--out", out, "--ngram", "0"],
+            "n must be at least 1",
+        ),
         "hub dataset offline": (["dedup", "hf:nobody/nothing", "--out", out], "offline"),
         "hub model offline": (["dedup", str(canonical), "--out", out, "--method", "embedding", "--model", "nobody/no-model"], "offline"),
     }
@@ -188,11 +193,14 @@ def test_user_mistakes_get_one_line_errors(canonical: Path, shared_data: Path, t
 
 
 def test_offline_hub_check_is_fast() -> None:
-    code = ("import time; from thresher.hub import require_hub; from thresher.errors import InputError\n"
-            "t = time.monotonic()\ntry:\n    require_hub('nobody/nothing', 'model')\nexcept InputError as e:\n"
-            "    print(round(time.monotonic() - t, 2), e)\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    code = (
+        "import time; from thresher.hub import require_hub; from thresher.errors import InputError\n"
+        "t = time.monotonic()\ntry:\n    require_hub('nobody/nothing', 'model')\nexcept InputError as e:\n"
+        "    print(round(time.monotonic() - t, 2), e)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+    )
     seconds, message = done.stdout.split(" ", 1)
     assert float(seconds) < 5 and "HF_HUB_OFFLINE is set" in message and "local path" in message
 
@@ -229,8 +237,9 @@ output_dir: {tmp_path / "run"}
 def test_a_second_training_run_into_the_same_folder_is_refused(tiny_chat_model: Path, shared_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     config = tmp_path / "sft.yaml"
-    config.write_text(f"model: {tiny_chat_model}\ndata: {{train: {shared_data}/sft/lima.json}}\nmax_length: 64\n"
-                      f"max_steps: 1\noutput_dir: {out}\n")
+    config.write_text(
+        f"model: {tiny_chat_model}\ndata: {{train: {shared_data}/sft/lima.json}}\nmax_length: 64\nmax_steps: 1\noutput_dir: {out}\n"
+    )
     with locked(out):
         done = thresher("train", "sft", str(config), "-q")
     assert done.returncode == 2 and "another thresher run" in _error_line(done)

@@ -31,8 +31,9 @@ def test_gsm8k_reference_answers_score_one_and_wrong_ones_zero(shared_data: Path
     assert all(x.score == 1.0 for x in v.verify_batch(truths, truths))
     # Each solution checked against the next question's answer: right only where the two numbers agree.
     shifted = v.verify_batch(truths, truths[1:] + truths[:1])
-    agree = [last_number(truths[i].split("####")[-1]) == last_number(truths[(i + 1) % len(truths)].split("####")[-1])
-             for i in range(len(truths))]
+    agree = [
+        last_number(truths[i].split("####")[-1]) == last_number(truths[(i + 1) % len(truths)].split("####")[-1]) for i in range(len(truths))
+    ]
     assert [x.score == 1.0 for x in shifted] == agree and sum(agree) < 40
 
 
@@ -75,8 +76,7 @@ def test_math_answer_extraction_and_equivalence() -> None:
     assert extract_answer(r"we get $3$ and then $\sqrt{2}$") == r"\sqrt{2}"
     v = get_verifier("math")
     try:
-        got = v.verify_batch([r"$\boxed{0.5}$", r"the answer is $\frac{2}{4}$", r"\boxed{\frac{1}{3}}", "nothing"],
-                             [r"\frac12"] * 4)
+        got = v.verify_batch([r"$\boxed{0.5}$", r"the answer is $\frac{2}{4}$", r"\boxed{\frac{1}{3}}", "nothing"], [r"\frac12"] * 4)
     finally:
         v.close()
     assert [x.score for x in got] == [1.0, 1.0, 0.0, 0.0]
@@ -110,13 +110,22 @@ def test_math_checks_that_overrun_are_cut_off_and_their_workers_replaced() -> No
 
 IFEVAL_CASES = [
     ({"instruction_id_list": ["change_case:english_lowercase"], "kwargs": [{}]}, "all lower case here.", "ALL CAPS HERE."),
-    ({"instruction_id_list": ["detectable_format:number_bullet_lists"], "kwargs": [{"num_bullets": 2}]},
-     "* one\n* two", "* one\n* two\n* three"),
-    ({"instruction_id_list": ["length_constraints:number_sentences"], "kwargs": [{"relation": "less than", "num_sentences": 3}]},
-     "Dr. Smith met Mr. Jones. They talked.", "One. Two. Three. Four."),
+    (
+        {"instruction_id_list": ["detectable_format:number_bullet_lists"], "kwargs": [{"num_bullets": 2}]},
+        "* one\n* two",
+        "* one\n* two\n* three",
+    ),
+    (
+        {"instruction_id_list": ["length_constraints:number_sentences"], "kwargs": [{"relation": "less than", "num_sentences": 3}]},
+        "Dr. Smith met Mr. Jones. They talked.",
+        "One. Two. Three. Four.",
+    ),
     ({"instruction_id_list": ["keywords:existence"], "kwargs": [{"keywords": ["tea", "cup"]}]}, "A cup of tea.", "A mug of coffee."),
-    ({"instruction_id_list": ["startend:end_checker"], "kwargs": [{"end_phrase": "Is there anything else?"}]},
-     "Done. Is there anything else?", "Done."),
+    (
+        {"instruction_id_list": ["startend:end_checker"], "kwargs": [{"end_phrase": "Is there anything else?"}]},
+        "Done. Is there anything else?",
+        "Done.",
+    ),
     ({"instruction_id_list": ["detectable_format:json_format"], "kwargs": [{}]}, '{"a": 1}', "a: 1"),
     ({"instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}]}, "No commas here.", "Commas, here."),
 ]
@@ -175,8 +184,10 @@ def test_sandbox_refuses_network_even_below_the_prelude() -> None:
     server.listen(1)
     port = server.getsockname()[1]
     try:
-        for code in (f"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=2)",
-                     f"import _socket; s = _socket.socket(); s.settimeout(2); s.connect(('127.0.0.1', {port}))"):
+        for code in (
+            f"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=2)",
+            f"import _socket; s = _socket.socket(); s.settimeout(2); s.connect(('127.0.0.1', {port}))",
+        ):
             result = run_python(code, SandboxLimits(timeout_s=10))
             assert result.returncode != 0 and not result.timed_out, result
         server.settimeout(0.2)
@@ -197,8 +208,9 @@ def test_sandbox_survives_infinite_loop_fork_bomb_and_memory_bomb() -> None:
     # A fork bomb below Python's os.fork (which the prelude removes), straight through libc.
     bomb = run_python("import ctypes\nlibc = ctypes.CDLL(None)\nwhile True:\n    libc.fork()\n", SandboxLimits(timeout_s=3))
     assert not bomb.ok and bomb.timed_out
-    memory = run_python("blocks = []\nwhile True:\n    blocks.append(bytearray(64 * 1024 * 1024))\n",
-                        SandboxLimits(timeout_s=20, memory_mb=512))
+    memory = run_python(
+        "blocks = []\nwhile True:\n    blocks.append(bytearray(64 * 1024 * 1024))\n", SandboxLimits(timeout_s=20, memory_mb=512)
+    )
     assert not memory.ok and "MemoryError" in memory.stderr, memory
     time.sleep(0.5)
     assert _process_count() <= before + 2  # nothing left behind
@@ -208,17 +220,27 @@ def test_sandbox_survives_infinite_loop_fork_bomb_and_memory_bomb() -> None:
 def test_code_verifier_reasons() -> None:
     v = get_verifier("code")
     tests = json.dumps({"tests": "def check(f):\n    assert f(2) == 4\n", "entry_point": "double"})
-    got = v.verify_batch(["def double(x):\n    return 2 * x\n", "def double(x):\n    return x\n",
-                          "def double(x):\n    while True: pass\n", "import sys\nsys.exit(0)\n"], [tests] * 4)
+    got = v.verify_batch(
+        [
+            "def double(x):\n    return 2 * x\n",
+            "def double(x):\n    return x\n",
+            "def double(x):\n    while True: pass\n",
+            "import sys\nsys.exit(0)\n",
+        ],
+        [tests] * 4,
+    )
     assert [x.score for x in got] == [1.0, 0.0, 0.0, 0.0]
     assert got[3].reason == "the program failed before the tests: SystemExit: 0"
-    assert "AssertionError" in got[1].reason and got[2].reason.startswith(("timed out", "the program ended before the tests finished: killed by SIG"))
+    assert "AssertionError" in got[1].reason and got[2].reason.startswith(
+        ("timed out", "the program ended before the tests finished: killed by SIG")
+    )
     assert "check" not in program_of("x", tests)  # the tests never enter the sandbox
 
 
 def test_exact_regex_and_rows_with_mixed_verifiers() -> None:
-    got = verify_rows(["Paris ", "b", "The year 1969.", "12"], ["paris", "a", r"\b19\d\d\b", "#### 12"],
-                      ["exact", "exact", "regex", "gsm8k"])
+    got = verify_rows(
+        ["Paris ", "b", "The year 1969.", "12"], ["paris", "a", r"\b19\d\d\b", "#### 12"], ["exact", "exact", "regex", "gsm8k"]
+    )
     assert [x.score for x in got] == [1.0, 0.0, 1.0, 1.0]
     with pytest.raises(ValueError, match="unknown verifier"):
         get_verifier("nope")

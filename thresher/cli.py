@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, cast
 
 import typer
 from rich.markup import escape
@@ -15,6 +15,7 @@ from thresher import __version__
 from thresher.accounting import StageCounts
 from thresher.cli_common import EXIT_BAD_INPUT, EXIT_CANNOT_GO_ON, Handled, err_console, out_console
 from thresher.cli_common import fail as _fail
+from thresher.convert import OnError
 from thresher.decontam.commands import register as register_decontam_commands
 from thresher.errors import InputError
 from thresher.formats.shapes import SHAPES, ConvertOptions
@@ -99,8 +100,15 @@ def convert(
             progress.update(task, advance=rows, description=f"converting {Path(path).name}")
 
         report = run_convert(
-            inputs, out, kind=kind, on_error=on_error, quarantine=quarantine,  # type: ignore[arg-type]
-            shape_name=format, source=source, split=split, options=ConvertOptions(verifier=verifier),
+            inputs,
+            out,
+            kind=kind,
+            on_error=cast(OnError, on_error),
+            quarantine=quarantine,
+            shape_name=format,
+            source=source,
+            split=split,
+            options=ConvertOptions(verifier=verifier),
             on_batch=advance,
         )
         write_atomic(summary_path, (json.dumps(report.as_dict(), indent=2) + "\n").encode())
@@ -120,7 +128,7 @@ def _sample_text(row: dict[str, object], limit: int = 400) -> str:
     """A row as a person reads it: one line per message, long contents shortened."""
     lines = []
     for name in ("messages", "prompt", "chosen", "rejected"):
-        for m in row.get(name) or []:  # type: ignore[union-attr]
+        for m in cast(list[dict[str, str]], row.get(name) or []):
             content = m["content"] if len(m["content"]) <= limit else m["content"][:limit] + " …"
             lines.append(f"[bold]{name}.{m['role']}:[/] {escape(content)}")
     for name in ("ground_truth", "verifier", "metadata"):
@@ -166,8 +174,8 @@ def inspect(
             for row in table.iter_rows():
                 rich_table.add_row(*[str(v) for v in row])
             out_console.print(rich_table)
-        for row in frame.sample(n=min(samples, frame.height), seed=seed).to_dicts() if samples else []:
-            out_console.print(Panel(_sample_text(row), title=f"{row['id']} ({row['source']})", title_align="left"))
+        for sample in frame.sample(n=min(samples, frame.height), seed=seed).to_dicts() if samples else []:
+            out_console.print(Panel(_sample_text(sample), title=f"{sample['id']} ({sample['source']})", title_align="left"))
         result[path] = entry
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
@@ -207,9 +215,21 @@ def dedup(
             _fail(f"--bands must look like 9x13, not {bands!r}", EXIT_BAD_INPUT)
     if on_error not in ("fail", "quarantine"):
         _fail(f"--on-error must be fail or quarantine, not {on_error!r}", EXIT_BAD_INPUT)
-    config = DedupConfig(method=method, threshold=threshold, keep=keep, text_field=field, ngram=ngram,  # type: ignore[arg-type]
-                         num_perm=num_perm, seed=seed, bands=bands_n, rows_per_band=rows_n, verify=verify,
-                         embedding_model=model, cache_dir=str(cache_dir) if cache_dir else None, device=device)
+    config = DedupConfig(  # method, keep and field are checked by DedupConfig itself
+        method=cast(Any, method),
+        threshold=threshold,
+        keep=cast(Any, keep),
+        text_field=cast(Any, field),
+        ngram=ngram,
+        num_perm=num_perm,
+        seed=seed,
+        bands=bands_n,
+        rows_per_band=rows_n,
+        verify=verify,
+        embedding_model=model,
+        cache_dir=str(cache_dir) if cache_dir else None,
+        device=device,
+    )
     with progress_bar() as progress:
         task = progress.add_task("dedup: reading", total=None, rate="")
 
@@ -217,7 +237,7 @@ def dedup(
             progress.update(task, advance=rows, description=f"dedup: {'reading' if stage == 'scan' else 'writing'}")
 
         with committed_folder(out, "dedup", inputs, overwrite) as staging:
-            report = run_dedup(inputs, staging, config, kind=kind, on_error=on_error, on_rows=advance)  # type: ignore[arg-type]
+            report = run_dedup(inputs, staging, config, kind=kind, on_error=cast(OnError, on_error), on_rows=advance)
     summary = report.as_dict()
     table = Table(title=f"dedup ({config.method}, threshold {config.resolved_threshold}, keep {config.keep}) → {out}", title_justify="left")
     for name in ("source", "in", "kept", "removed", "by method", "across sources"):
@@ -227,11 +247,16 @@ def dedup(
         table.add_row(source, str(row["in"]), str(row["kept"]), str(row["removed"]), methods, str(row["removed_across_sources"]))
     out_console.print(table)
     if summary["repeated_ids"]["count"]:
-        err_console.print(f"[yellow]warning:[/] {summary['repeated_ids']['count']} ids are used by more than one row "
-                          f"(e.g. {', '.join(summary['repeated_ids']['examples'][:3])}); removed.parquet names the kept "
-                          "row by duplicate_of_input and duplicate_of_row too", highlight=False)
-    out_console.print(f"in {summary['in']} = kept {summary['kept']} + removed {summary['removed']} + quarantined {summary['quarantined']}"
-                      f" ({summary['seconds']} s); summary: {out / 'summary.json'}")
+        err_console.print(
+            f"[yellow]warning:[/] {summary['repeated_ids']['count']} ids are used by more than one row "
+            f"(e.g. {', '.join(summary['repeated_ids']['examples'][:3])}); removed.parquet names the kept "
+            "row by duplicate_of_input and duplicate_of_row too",
+            highlight=False,
+        )
+    out_console.print(
+        f"in {summary['in']} = kept {summary['kept']} + removed {summary['removed']} + quarantined {summary['quarantined']}"
+        f" ({summary['seconds']} s); summary: {out / 'summary.json'}"
+    )
     if not summary["balanced"]:
         _fail(f"row accounting does not balance: {summary}", EXIT_CANNOT_GO_ON)
 

@@ -150,8 +150,9 @@ def iter_canonical(
         yield to_record(raw, plan, opts)
 
 
-def good_records(rows: list[RawRow], plan: InputPlan, options: ConvertOptions, counts: StageCounts,
-                 set_aside: Callable[[Outcome], None]) -> list[dict[str, Any]]:
+def good_records(
+    rows: list[RawRow], plan: InputPlan, options: ConvertOptions, counts: StageCounts, set_aside: Callable[[Outcome], None]
+) -> list[dict[str, Any]]:
     """The records of the rows that convert; each bad one goes to ``set_aside`` (which may raise) and is counted."""
     records = []
     for raw in rows:
@@ -217,8 +218,15 @@ def open_parquet(path: str) -> pq.ParquetFile:
         raise InputError(f"{path}: not a readable Parquet file ({str(e).splitlines()[0]})") from None
 
 
-def _canonical_parquet(spec: InputSpec, file: pq.ParquetFile, kind: Kind, counts: StageCounts,
-                       quarantine: QuarantineWriter | None, batch_rows: int, skip_bad: bool) -> Iterator[tuple[Kind, pa.Table]]:
+def _canonical_parquet(
+    spec: InputSpec,
+    file: pq.ParquetFile,
+    kind: Kind,
+    counts: StageCounts,
+    quarantine: QuarantineWriter | None,
+    batch_rows: int,
+    skip_bad: bool,
+) -> Iterator[tuple[Kind, pa.Table]]:
     """A canonical Parquet file in batches, held to the converter's rules: rows the column-wise check
     suspects are judged by the converter and, when bad, set aside like any other input's bad rows."""
     schema = schema_for(kind)
@@ -229,8 +237,7 @@ def _canonical_parquet(spec: InputSpec, file: pq.ParquetFile, kind: Kind, counts
         try:
             table = pa.Table.from_batches([batch]).cast(schema)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as e:
-            raise InputError(f"{spec.path}: columns do not have the canonical {kind.value} types "
-                             f"({str(e).splitlines()[0]})") from None
+            raise InputError(f"{spec.path}: columns do not have the canonical {kind.value} types ({str(e).splitlines()[0]})") from None
         counts.rows_in += table.num_rows
         suspects = np.flatnonzero(suspect_rows(table, kind))
         if len(suspects):
@@ -316,6 +323,7 @@ def convert(
                 report.kind = plan.kind
             if writer is None:
                 writer = open_writer(out, plan.kind)
+
             def set_aside(outcome: Outcome) -> None:
                 assert outcome.error is not None
                 if on_error == "fail":

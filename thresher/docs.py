@@ -60,8 +60,11 @@ def _default(field: Any) -> str:
 def model_table(model: type[BaseModel], title: str) -> str:
     comments = _comments(model)
     doc = inspect.cleandoc(model.__doc__ or "") if model.__doc__ and "Usage docs" not in model.__doc__ else ""
-    lines = [f"#### {title}", ""] + ([" ".join(doc.split()), ""] if doc else []) + \
-        ["| field | type | default | meaning |", "| --- | --- | --- | --- |"]
+    lines = (
+        [f"#### {title}", ""]
+        + ([" ".join(doc.split()), ""] if doc else [])
+        + ["| field | type | default | meaning |", "| --- | --- | --- | --- |"]
+    )
     for name, field in model.model_fields.items():
         meaning = (field.description or comments.get(name, "")).replace("|", "\\|")
         lines.append(f"| `{name}` | {_type_name(field.annotation)} | {_default(field)} | {meaning} |")
@@ -92,8 +95,12 @@ def reference() -> str:
     from thresher.synth.spec import SynthSpec
     from thresher.train.config import TrainConfig
 
-    parts = [("Pipeline (`thresher run`)", PipelineSpec), ("Mixture spec (`thresher mix`)", MixSpec),
-             ("Synthesis spec (`thresher synth`)", SynthSpec), ("Training config (`thresher train sft|dpo|rlvr`)", TrainConfig)]
+    parts: list[tuple[str, type[BaseModel]]] = [
+        ("Pipeline (`thresher run`)", PipelineSpec),
+        ("Mixture spec (`thresher mix`)", MixSpec),
+        ("Synthesis spec (`thresher synth`)", SynthSpec),
+        ("Training config (`thresher train sft|dpo|rlvr`)", TrainConfig),
+    ]
     return "\n\n".join(f"### {title}\n\n" + reference_for(model, title.split(" (")[0]) for title, model in parts)
 
 

@@ -50,5 +50,4 @@ def require_hub(name: str, what: str) -> None:
         return
     setting = offline_setting()
     why = f"{setting} is set" if setting else f"{HUB_HOST} cannot be reached"
-    raise InputError(f"{name}: the {what} would come from the Hugging Face hub, which is offline here ({why}); "
-                     f"give a local path instead")
+    raise InputError(f"{name}: the {what} would come from the Hugging Face hub, which is offline here ({why}); give a local path instead")

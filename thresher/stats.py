@@ -38,8 +38,9 @@ def message_fields(kind: Kind) -> list[str]:
 
 def chars_expr(kind: Kind) -> pl.Expr:
     """Characters of all message contents of a row."""
-    return pl.sum_horizontal([pl.col(f).list.eval(pl.element().struct.field("content").str.len_chars()).list.sum()
-                              for f in message_fields(kind)])
+    return pl.sum_horizontal(
+        [pl.col(f).list.eval(pl.element().struct.field("content").str.len_chars()).list.sum() for f in message_fields(kind)]
+    )
 
 
 def turns_expr(kind: Kind) -> pl.Expr:

@@ -10,14 +10,25 @@ import argparse
 import json
 from pathlib import Path
 
-CHAT_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
-                 "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
 SPECIALS = ["[UNK]", "<|end|>", "<|user|>", "<|assistant|>", "<|system|>"]
 
 
-def make_tiny_chat_model(texts: list[str], folder: Path, hidden: int = 32, layers: int = 2, vocab: int = 1000,
-                         intermediate: int | None = None, heads: int = 4, kv_heads: int = 2, max_positions: int = 512,
-                         specials: list[str] | None = None, sequence_classifier: bool = False) -> Path:
+def make_tiny_chat_model(
+    texts: list[str],
+    folder: Path,
+    hidden: int = 32,
+    layers: int = 2,
+    vocab: int = 1000,
+    intermediate: int | None = None,
+    heads: int = 4,
+    kv_heads: int = 2,
+    max_positions: int = 512,
+    specials: list[str] | None = None,
+    sequence_classifier: bool = False,
+) -> Path:
     """A random Llama (seed 0) with a chat-templated byte-level BPE tokenizer trained on ``texts``, saved to ``folder``."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -30,10 +41,19 @@ def make_tiny_chat_model(texts: list[str], folder: Path, hidden: int = 32, layer
     hf = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", eos_token="<|end|>", pad_token="[UNK]")
     hf.chat_template = CHAT_TEMPLATE
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=tok.get_vocab_size(), hidden_size=hidden, intermediate_size=intermediate or 2 * hidden,
-                         num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
-                         max_position_embeddings=max_positions, eos_token_id=hf.eos_token_id, pad_token_id=hf.pad_token_id,
-                         bos_token_id=None, num_labels=1)
+    config = LlamaConfig(  # type: ignore[call-arg]  # num_labels goes to PretrainedConfig's kwargs
+        vocab_size=tok.get_vocab_size(),
+        hidden_size=hidden,
+        intermediate_size=intermediate or 2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=max_positions,
+        eos_token_id=hf.eos_token_id,
+        pad_token_id=hf.pad_token_id,
+        bos_token_id=None,
+        num_labels=1,
+    )
     model = LlamaForSequenceClassification(config) if sequence_classifier else LlamaForCausalLM(config)
     model.save_pretrained(str(folder))
     hf.save_pretrained(str(folder))

@@ -33,13 +33,24 @@ def minilm_shaped(folder: Path, texts: list[str]) -> object:
     tok = Tokenizer(WordPiece(unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.train_from_iterator(texts[:5000], trainers.WordPieceTrainer(vocab_size=30522, special_tokens=[
-        "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"], show_progress=False))
-    hf = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-                                 sep_token="[SEP]", mask_token="[MASK]")
+    tok.train_from_iterator(
+        texts[:5000],
+        trainers.WordPieceTrainer(vocab_size=30522, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"], show_progress=False),
+    )
+    hf = PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]"
+    )
     torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
-                         intermediate_size=1536, max_position_embeddings=512)).save_pretrained(str(folder))
+    BertModel(
+        BertConfig(
+            vocab_size=30522,
+            hidden_size=384,
+            num_hidden_layers=6,
+            num_attention_heads=12,
+            intermediate_size=1536,
+            max_position_embeddings=512,
+        )
+    ).save_pretrained(str(folder))
     hf.save_pretrained(str(folder))
     word = models.Transformer(str(folder), max_seq_length=256)
     return SentenceTransformer(modules=[word, models.Pooling(word.get_word_embedding_dimension(), "mean")])
@@ -82,8 +93,21 @@ def main() -> None:
     print("| stage | engine | seconds | per second |\n| --- | --- | ---: | ---: |")
     print(f"| encode | sentence-transformers ({device}) | {encode_s:.2f} | {len(texts) / encode_s:,.0f} texts |")
     print(f"| k-NN search | {engine} | {search_s:.2f} | {len(texts) / search_s:,.0f} queries |")
-    print("RESULT " + json.dumps({"embedding": {"device": device, "texts": len(texts), "encode_s": encode_s, "search_s": search_s,
-                                                "search_engine": engine, "neighbours": list(ids.shape)}}))
+    print(
+        "RESULT "
+        + json.dumps(
+            {
+                "embedding": {
+                    "device": device,
+                    "texts": len(texts),
+                    "encode_s": encode_s,
+                    "search_s": search_s,
+                    "search_engine": engine,
+                    "neighbours": list(ids.shape),
+                }
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

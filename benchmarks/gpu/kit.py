@@ -41,45 +41,194 @@ def steps() -> list[Step]:
     py = lambda *a: [str(x) for x in a]  # noqa: E731
     return [
         Step("environment", 40, [py(GPU / "probe.py")], [py(GPU / "probe.py", "--dry-run")]),
-        Step("cuda_correctness", 120,
-             [py("-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_kernels.py", "tests/test_device.py",
-                 "tests/test_minhash_lsh.py", "-k", "kernel or linear or rms or rope or swiglu or gpu or device or signature"),
-              py(GPU / "train_parity.py")],
-             [py("-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_kernels.py", "-k", "empty or rms_norm"),
-              py(GPU / "train_parity.py", "--dry-run")],
-             goals=[("kernels=triton and kernels=torch bf16 losses agree", "figures['parity']['agree']")]),
-        Step("kernels_linear", 150,
-             [py(BENCH / "kernels_linear_logprobs.py", "--tokens", 8192, 32768, "--hidden", 896, "--vocab", 151936,
-                 "--dtype", "bf16", "--repeats", 5),
-              py(BENCH / "kernels_linear_logprobs.py", "--tokens", 8192, "--hidden", 4096, "--vocab", 128256,
-                 "--dtype", "bf16", "--repeats", 5)],
-             [py(BENCH / "kernels_linear_logprobs.py", "--tokens", 128, "--hidden", 32, "--vocab", 500, "--dtype", "fp32",
-                 "--repeats", 1)],
-             goals=[("fused linear log-probs: time ≤ 0.8× Liger", "ratio('thresher-triton', 'liger', 'ms') <= 0.8"),
-                    ("fused linear log-probs: memory ≤ Liger's", "ratio('thresher-triton', 'liger', 'peak MB (beyond inputs)') <= 1.0")]),
-        Step("kernels_elementwise", 60,
-             [py(BENCH / "kernels_elementwise.py", "--tokens", 16384, "--hidden", 4096, "--intermediate", 14336, "--heads", 32)],
-             [py(BENCH / "kernels_elementwise.py", "--tokens", 32, "--hidden", 32, "--intermediate", 64, "--heads", 2,
-                 "--dtype", "fp32", "--repeats", 1, "--dry-run")]),
-        Step("trainer", 170,
-             [py(BENCH / "bench_train_cpu.py", "--device", "cuda", "--precision", "bf16", "--liger", "--shape", "qwen2.5-0.5b",
-                 "--max-length", 4096, "--rows", 400, "--pairs", 64, "--packed-only")],
-             [py(BENCH / "bench_train_cpu.py", "--rows", 8, "--pairs", 4, "--hidden", 32, "--layers", 1, "--max-length", 96,
-                 "--packed-only")],
-             goals=[("SFT ≥ 1.3× TRL+Liger tokens/s", "row('sft', 'thresher')['vs TRL'] >= 1.3"),
-                    ("SFT ≤ 0.6× TRL+Liger memory", "row('sft', 'thresher')['vs TRL_2'] <= 0.6"),
-                    ("SFT MFU ≥ 40%", "row('sft', 'thresher')['MFU'] >= 40"),
-                    ("DPO ≥ 1.3× TRL+Liger tokens/s", "row('dpo', 'thresher')['vs TRL'] >= 1.3"),
-                    ("DPO ≤ 0.6× TRL+Liger memory", "row('dpo', 'thresher')['vs TRL_2'] <= 0.6"),
-                    ("DPO MFU ≥ 40%", "row('dpo', 'thresher')['MFU'] >= 40")]),
-        Step("rlvr", 90,
-             [py(BENCH / "bench_rlvr.py", "--device", "cuda", "--hidden", 896, "--layers", 24, "--steps", 3, "--prompts", 8,
-                 "--group", 8, "--new-tokens", 128, "--micro", 16, "--thresher-only")],
-             [py(BENCH / "bench_rlvr.py", "--hidden", 32, "--layers", 1, "--steps", 2, "--prompts", 2, "--group", 2,
-                 "--new-tokens", 8, "--micro", 4, "--thresher-only")]),
-        Step("minhash", 90, [py(GPU / "minhash_gpu.py", "--docs", 1_000_000)], [py(GPU / "minhash_gpu.py", "--docs", 2000)],
-             goals=[("CPU and CUDA signatures equal", "figures['minhash']['equal']"),
-                    ("≥ 500k docs/s on CUDA", "figures['minhash']['docs_per_s'] >= 500_000")]),
+        Step(
+            "cuda_correctness",
+            120,
+            [
+                py(
+                    "-m",
+                    "pytest",
+                    "-q",
+                    "-p",
+                    "no:cacheprovider",
+                    "tests/test_kernels.py",
+                    "tests/test_device.py",
+                    "tests/test_minhash_lsh.py",
+                    "-k",
+                    "kernel or linear or rms or rope or swiglu or gpu or device or signature",
+                ),
+                py(GPU / "train_parity.py"),
+            ],
+            [
+                py("-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_kernels.py", "-k", "empty or rms_norm"),
+                py(GPU / "train_parity.py", "--dry-run"),
+            ],
+            goals=[("kernels=triton and kernels=torch bf16 losses agree", "figures['parity']['agree']")],
+        ),
+        Step(
+            "kernels_linear",
+            150,
+            [
+                py(
+                    BENCH / "kernels_linear_logprobs.py",
+                    "--tokens",
+                    8192,
+                    32768,
+                    "--hidden",
+                    896,
+                    "--vocab",
+                    151936,
+                    "--dtype",
+                    "bf16",
+                    "--repeats",
+                    5,
+                ),
+                py(
+                    BENCH / "kernels_linear_logprobs.py",
+                    "--tokens",
+                    8192,
+                    "--hidden",
+                    4096,
+                    "--vocab",
+                    128256,
+                    "--dtype",
+                    "bf16",
+                    "--repeats",
+                    5,
+                ),
+            ],
+            [py(BENCH / "kernels_linear_logprobs.py", "--tokens", 128, "--hidden", 32, "--vocab", 500, "--dtype", "fp32", "--repeats", 1)],
+            goals=[
+                ("fused linear log-probs: time ≤ 0.8× Liger", "ratio('thresher-triton', 'liger', 'ms') <= 0.8"),
+                ("fused linear log-probs: memory ≤ Liger's", "ratio('thresher-triton', 'liger', 'peak MB (beyond inputs)') <= 1.0"),
+            ],
+        ),
+        Step(
+            "kernels_elementwise",
+            60,
+            [py(BENCH / "kernels_elementwise.py", "--tokens", 16384, "--hidden", 4096, "--intermediate", 14336, "--heads", 32)],
+            [
+                py(
+                    BENCH / "kernels_elementwise.py",
+                    "--tokens",
+                    32,
+                    "--hidden",
+                    32,
+                    "--intermediate",
+                    64,
+                    "--heads",
+                    2,
+                    "--dtype",
+                    "fp32",
+                    "--repeats",
+                    1,
+                    "--dry-run",
+                )
+            ],
+        ),
+        Step(
+            "trainer",
+            170,
+            [
+                py(
+                    BENCH / "bench_train_cpu.py",
+                    "--device",
+                    "cuda",
+                    "--precision",
+                    "bf16",
+                    "--liger",
+                    "--shape",
+                    "qwen2.5-0.5b",
+                    "--max-length",
+                    4096,
+                    "--rows",
+                    400,
+                    "--pairs",
+                    64,
+                    "--packed-only",
+                )
+            ],
+            [
+                py(
+                    BENCH / "bench_train_cpu.py",
+                    "--rows",
+                    8,
+                    "--pairs",
+                    4,
+                    "--hidden",
+                    32,
+                    "--layers",
+                    1,
+                    "--max-length",
+                    96,
+                    "--packed-only",
+                )
+            ],
+            goals=[
+                ("SFT ≥ 1.3× TRL+Liger tokens/s", "row('sft', 'thresher')['vs TRL'] >= 1.3"),
+                ("SFT ≤ 0.6× TRL+Liger memory", "row('sft', 'thresher')['vs TRL_2'] <= 0.6"),
+                ("SFT MFU ≥ 40%", "row('sft', 'thresher')['MFU'] >= 40"),
+                ("DPO ≥ 1.3× TRL+Liger tokens/s", "row('dpo', 'thresher')['vs TRL'] >= 1.3"),
+                ("DPO ≤ 0.6× TRL+Liger memory", "row('dpo', 'thresher')['vs TRL_2'] <= 0.6"),
+                ("DPO MFU ≥ 40%", "row('dpo', 'thresher')['MFU'] >= 40"),
+            ],
+        ),
+        Step(
+            "rlvr",
+            90,
+            [
+                py(
+                    BENCH / "bench_rlvr.py",
+                    "--device",
+                    "cuda",
+                    "--hidden",
+                    896,
+                    "--layers",
+                    24,
+                    "--steps",
+                    3,
+                    "--prompts",
+                    8,
+                    "--group",
+                    8,
+                    "--new-tokens",
+                    128,
+                    "--micro",
+                    16,
+                    "--thresher-only",
+                )
+            ],
+            [
+                py(
+                    BENCH / "bench_rlvr.py",
+                    "--hidden",
+                    32,
+                    "--layers",
+                    1,
+                    "--steps",
+                    2,
+                    "--prompts",
+                    2,
+                    "--group",
+                    2,
+                    "--new-tokens",
+                    8,
+                    "--micro",
+                    4,
+                    "--thresher-only",
+                )
+            ],
+        ),
+        Step(
+            "minhash",
+            90,
+            [py(GPU / "minhash_gpu.py", "--docs", 1_000_000)],
+            [py(GPU / "minhash_gpu.py", "--docs", 2000)],
+            goals=[
+                ("CPU and CUDA signatures equal", "figures['minhash']['equal']"),
+                ("≥ 500k docs/s on CUDA", "figures['minhash']['docs_per_s'] >= 500_000"),
+            ],
+        ),
         Step("embedding", 60, [py(GPU / "embed_knn.py", "--texts", 200_000)], [py(GPU / "embed_knn.py", "--texts", 120)]),
     ]
 
@@ -151,8 +300,9 @@ def run_step(step: Step, dry: bool, left_s: float, env: dict[str, str], log: Any
         log.write(f"\n=== {step.name}: {' '.join(command)}\n")
         log.flush()
         try:
-            done = subprocess.run([sys.executable, *command], cwd=REPO, env=env, capture_output=True, text=True, check=False,
-                                  timeout=remaining)
+            done = subprocess.run(
+                [sys.executable, *command], cwd=REPO, env=env, capture_output=True, text=True, check=False, timeout=remaining
+            )
             text = done.stdout + ("\n" + done.stderr if done.returncode else "")
             if done.returncode != 0:
                 record["status"] = "failed"
@@ -186,9 +336,15 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     data = REPO / ".gpu_data"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-           "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-           "TOKENIZERS_PARALLELISM": "false"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+        "PYTHONUNBUFFERED": "1",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
     if data.is_dir() and "THRESHER_SHARED_DATA" not in os.environ:
         env["THRESHER_SHARED_DATA"] = str(data)  # the slice fetch_wheels.sh copied (../shared does not travel)
     if args.dry_run:
@@ -201,13 +357,21 @@ def main() -> None:
                 continue
             record = run_step(step, args.dry_run, deadline - time.monotonic(), env, log)
             records.append(record)
-            goals = ", ".join(f"{g['goal']}: {'met' if g['met'] else 'not measured' if g['met'] is None else 'MISSED'}"
-                              for g in record["goals"])
-            print(f"{step.name}: {record['status']} in {record['seconds']} s" + (f" ({record.get('error')})" if "error" in record else "")
-                  + (f"; {goals}" if goals else ""), flush=True)
-            (out / "gpu_results.json").write_text(json.dumps(  # rewritten after every step: a kill keeps what was done
-                {"dry_run": args.dry_run, "host": platform.node(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-                 "steps": records}, indent=2))
+            goals = ", ".join(
+                f"{g['goal']}: {'met' if g['met'] else 'not measured' if g['met'] is None else 'MISSED'}" for g in record["goals"]
+            )
+            print(
+                f"{step.name}: {record['status']} in {record['seconds']} s"
+                + (f" ({record.get('error')})" if "error" in record else "")
+                + (f"; {goals}" if goals else ""),
+                flush=True,
+            )
+            (out / "gpu_results.json").write_text(
+                json.dumps(  # rewritten after every step: a kill keeps what was done
+                    {"dry_run": args.dry_run, "host": platform.node(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "steps": records},
+                    indent=2,
+                )
+            )
     failed = [r["step"] for r in records if r["status"] != "ok"]
     print(f"results: {out / 'gpu_results.json'}; log: {out / 'gpu_log.txt'}" + (f"; not ok: {', '.join(failed)}" if failed else ""))
     sys.exit(1 if failed and args.dry_run else 0)

@@ -41,8 +41,21 @@ def main() -> None:
     print(f"# {device}: {len(texts):,} docs of ~1 KB, num_perm {args.num_perm}, word 5-grams (corpus built in {made:.1f} s)")
     print("| device | docs | seconds | docs/s | CPU == device on |\n| --- | ---: | ---: | ---: | ---: |")
     print(f"| {device} | {len(texts)} | {seconds:.2f} | {rate:,.0f} | {len(check)} docs: {'equal' if equal else 'DIFFERENT'} |")
-    print("RESULT " + json.dumps({"minhash": {"device": device, "docs": len(texts), "seconds": seconds, "docs_per_s": rate,
-                                              "equal": equal, "shape": list(signatures.shape)}}))
+    print(
+        "RESULT "
+        + json.dumps(
+            {
+                "minhash": {
+                    "device": device,
+                    "docs": len(texts),
+                    "seconds": seconds,
+                    "docs_per_s": rate,
+                    "equal": equal,
+                    "shape": list(signatures.shape),
+                }
+            }
+        )
+    )
     if not equal:
         raise SystemExit("CPU and device signatures differ")
 

@@ -41,8 +41,13 @@ def main() -> None:
     if cuda:
         found["gpu"] = torch.cuda.get_device_name(0)
         try:
-            found["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                                             capture_output=True, text=True, timeout=20, check=False).stdout.strip()
+            found["driver"] = subprocess.run(
+                ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                capture_output=True,
+                text=True,
+                timeout=20,
+                check=False,
+            ).stdout.strip()
         except (OSError, subprocess.TimeoutExpired):
             found["driver"] = None
     n = (1 << 28) if cuda and not args.dry_run else (1 << 20)  # 512 MB of bf16 on the GPU

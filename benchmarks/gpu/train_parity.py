@@ -31,12 +31,13 @@ def main() -> None:
         for kernels in ("triton", "torch"):
             out = folder / kernels
             config = folder / f"{kernels}.yaml"
-            config.write_text(f"model: {model}\ndata: {{train: {SHARED_DATA / 'sft/lima.json'}}}\nmax_length: {length}\n"
-                              f"packing: true\npack_length: {2 * length}\nmax_steps: {steps}\nprecision: {precision}\n"
-                              f"kernels: {kernels}\noptim: {{lr: 1.0e-3, warmup_ratio: 0.0, schedule: constant}}\n"
-                              f"seed: 1\noutput_dir: {out}\n")
-            done = subprocess.run([sys.executable, "-m", "thresher.cli", "train", "sft", str(config), "-q"],
-                                  capture_output=True, text=True)
+            config.write_text(
+                f"model: {model}\ndata: {{train: {SHARED_DATA / 'sft/lima.json'}}}\nmax_length: {length}\n"
+                f"packing: true\npack_length: {2 * length}\nmax_steps: {steps}\nprecision: {precision}\n"
+                f"kernels: {kernels}\noptim: {{lr: 1.0e-3, warmup_ratio: 0.0, schedule: constant}}\n"
+                f"seed: 1\noutput_dir: {out}\n"
+            )
+            done = subprocess.run([sys.executable, "-m", "thresher.cli", "train", "sft", str(config), "-q"], capture_output=True, text=True)
             if done.returncode:
                 raise SystemExit(f"kernels={kernels}: {done.stderr[-2000:]}")
             records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -47,8 +48,9 @@ def main() -> None:
     print("| step | kernels=triton | kernels=torch | relative gap |\n| ---: | ---: | ---: | ---: |")
     for i, (a, b, g) in enumerate(zip(losses["triton"], losses["torch"], gaps, strict=True), start=1):
         print(f"| {i} | {a:.5f} | {b:.5f} | {g:.2e} |")
-    print("RESULT " + json.dumps({"parity": {"agree": agree, "max_relative_gap": max(gaps), "tolerance": tolerance,
-                                             "precision": precision}}))
+    print(
+        "RESULT " + json.dumps({"parity": {"agree": agree, "max_relative_gap": max(gaps), "tolerance": tolerance, "precision": precision}})
+    )
     if not agree:
         raise SystemExit(f"losses differ by up to {max(gaps):.2e} (tolerance {tolerance})")
 

@@ -15,7 +15,7 @@ Rows are ordered by (rank, position in the task), which is what ``keep="first"``
 from __future__ import annotations
 
 import io
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import polars as pl
@@ -32,7 +32,7 @@ DEFAULT_CONFIG = DedupConfig()
 
 def _save(folder: Any, name: str, **arrays: np.ndarray) -> None:
     buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
+    np.savez(buffer, **cast(dict[str, Any], arrays))
     with folder.open(name, "wb") as f:
         f.write(buffer.getvalue())
 
@@ -74,8 +74,15 @@ class DedupSignatures(PipelineStep):
             self._flush(batch, rank, features)
         arrays = features.finish()
         signature = arrays.signature if arrays.signature is not None else np.zeros((len(arrays), 0), np.uint32)
-        _save(self.folder, f"features/{rank:05d}.npz", ids=arrays.ids.to_numpy().astype(str),
-              sources=arrays.source.to_numpy().astype(str), length=arrays.length, exact=arrays.exact, signature=signature)
+        _save(
+            self.folder,
+            f"features/{rank:05d}.npz",
+            ids=arrays.ids.to_numpy().astype(str),
+            sources=arrays.source.to_numpy().astype(str),
+            length=arrays.length,
+            exact=arrays.exact,
+            signature=signature,
+        )
         return
         yield
 
@@ -112,8 +119,13 @@ class DedupClusters(PipelineStep):
         for part, r in zip(parts, ranks, strict=True):
             stop = start + len(part["ids"])
             dup = decisions.duplicate_of[start:stop]
-            _save(self.folder, f"decisions/{r:05d}.npz", duplicate_of=np.where(dup == KEPT, "", ids[np.maximum(dup, 0)]),
-                  method=decisions.method[start:stop].astype(str), score=decisions.score[start:stop])
+            _save(
+                self.folder,
+                f"decisions/{r:05d}.npz",
+                duplicate_of=np.where(dup == KEPT, "", ids[np.maximum(dup, 0)]),
+                method=decisions.method[start:stop].astype(str),
+                score=decisions.score[start:stop],
+            )
             self.stat_update("removed", value=int((dup != KEPT).sum()))
             start = stop
         return
@@ -138,8 +150,9 @@ class DedupFilter(BaseFilter):
         duplicate_of = str(self._decisions["duplicate_of"][i])
         if not duplicate_of:
             return True
-        doc.metadata.update(duplicate_of=duplicate_of, dedup_method=str(self._decisions["method"][i]),
-                            dedup_score=float(self._decisions["score"][i]))
+        doc.metadata.update(
+            duplicate_of=duplicate_of, dedup_method=str(self._decisions["method"][i]), dedup_score=float(self._decisions["score"][i])
+        )
         return False, "duplicate"
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:

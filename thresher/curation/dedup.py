@@ -85,8 +85,10 @@ class DedupConfig:
             if self.bands < 1 or self.rows_per_band < 1:
                 raise InputError(f"--bands needs at least 1 band of at least 1 row, got {self.bands}x{self.rows_per_band}")
             if self.bands * self.rows_per_band > self.num_perm:
-                raise InputError(f"--bands {self.bands}x{self.rows_per_band} needs {self.bands * self.rows_per_band} "
-                                 f"signature values, but --num-perm is {self.num_perm}")
+                raise InputError(
+                    f"--bands {self.bands}x{self.rows_per_band} needs {self.bands * self.rows_per_band} "
+                    f"signature values, but --num-perm is {self.num_perm}"
+                )
 
     @property
     def resolved_threshold(self) -> float:
@@ -172,8 +174,7 @@ def _grams(normalized: pl.Series, config: DedupConfig) -> NGrams:
     return ngram_hashes(words_of(normalized).to_arrow(), config.ngram, short_rows="whole")
 
 
-def add_text_features(texts: pl.Series, ids: list[str], sources: list[str], input_index: int, config: DedupConfig,
-                      into: Features) -> None:
+def add_text_features(texts: pl.Series, ids: list[str], sources: list[str], input_index: int, config: DedupConfig, into: Features) -> None:
     """Append the features of one batch of texts (the shared core of every execution path)."""
     normalized = normalize(texts, config.normalize)
     into.input_index.append(np.full(len(texts), input_index, dtype=np.int64))
@@ -194,8 +195,14 @@ def _batch_features(table: pa.Table, kind: Kind, input_index: int, config: Dedup
     add_text_features(texts, table.column("id").to_pylist(), table.column("source").to_pylist(), input_index, config, into)
 
 
-def iter_inputs(inputs: list[str], kind: Kind | None, counts: dict[str, StageCounts], quarantine: QuarantineWriter | None,
-                batch_rows: int, skip_bad: bool = False) -> Iterator[tuple[int, Kind, pa.Table]]:
+def iter_inputs(
+    inputs: list[str],
+    kind: Kind | None,
+    counts: dict[str, StageCounts],
+    quarantine: QuarantineWriter | None,
+    batch_rows: int,
+    skip_bad: bool = False,
+) -> Iterator[tuple[int, Kind, pa.Table]]:
     """Canonical batches of every input in order, checking they are all of one kind."""
     seen_kind = kind
     for index, name in enumerate(inputs):
@@ -209,8 +216,13 @@ def iter_inputs(inputs: list[str], kind: Kind | None, counts: dict[str, StageCou
             yield index, found, table
 
 
-def scan(inputs: list[str], config: DedupConfig, kind: Kind | None = None, quarantine: QuarantineWriter | None = None,
-         on_batch: Callable[[int], None] | None = None) -> tuple[Kind, FeatureArrays, dict[str, StageCounts]]:
+def scan(
+    inputs: list[str],
+    config: DedupConfig,
+    kind: Kind | None = None,
+    quarantine: QuarantineWriter | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> tuple[Kind, FeatureArrays, dict[str, StageCounts]]:
     """First pass: features of every row."""
     counts: dict[str, StageCounts] = {}
     features = Features()
@@ -257,8 +269,9 @@ def _exact_labels(features: FeatureArrays) -> np.ndarray:
 Scorer = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (rows, kept rows) -> similarity of each pair
 
 
-def _near_pairs(features: FeatureArrays, alive: np.ndarray, config: DedupConfig,
-                ngram_sets_of: Callable[[np.ndarray], pl.DataFrame] | None) -> tuple[np.ndarray, Scorer]:
+def _near_pairs(
+    features: FeatureArrays, alive: np.ndarray, config: DedupConfig, ngram_sets_of: Callable[[np.ndarray], pl.DataFrame] | None
+) -> tuple[np.ndarray, Scorer]:
     """Near-duplicate edges among the ``alive`` rows (global ordinals), and how to score a pair of rows."""
     rows = np.flatnonzero(alive)
     if config.method == "minhash":
@@ -285,8 +298,7 @@ def _near_pairs(features: FeatureArrays, alive: np.ndarray, config: DedupConfig,
     return (rows[pairs] if len(pairs) else pairs), lambda a, b: np.einsum("ij,ij->i", vectors[local[a]], vectors[local[b]])
 
 
-def decide(features: FeatureArrays, config: DedupConfig,
-           ngram_sets_of: Callable[[np.ndarray], pl.DataFrame] | None = None) -> Decisions:
+def decide(features: FeatureArrays, config: DedupConfig, ngram_sets_of: Callable[[np.ndarray], pl.DataFrame] | None = None) -> Decisions:
     """Which rows stay, and for each removed row the kept row it duplicates."""
     n = len(features)
     rank = keeper_rank(features, config.keep)
@@ -315,8 +327,13 @@ def decide(features: FeatureArrays, config: DedupConfig,
 
 
 # duplicate_of is the kept row's id; ids need not be unique across inputs, so its input and row say which row it is
-REMOVED_EXTRA = [pa.field("duplicate_of", pa.string()), pa.field("method", pa.string()), pa.field("score", pa.float64()),
-                 pa.field("duplicate_of_input", pa.string()), pa.field("duplicate_of_row", pa.int64())]
+REMOVED_EXTRA = [
+    pa.field("duplicate_of", pa.string()),
+    pa.field("method", pa.string()),
+    pa.field("score", pa.float64()),
+    pa.field("duplicate_of_input", pa.string()),
+    pa.field("duplicate_of_row", pa.int64()),
+]
 
 
 @dataclass
@@ -350,12 +367,14 @@ class DedupReport:
 def summarize(features: FeatureArrays, decisions: Decisions, counts: dict[str, StageCounts]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Counts per source (the rows' ``source``) and in total: in, kept, removed by method."""
     removed = decisions.duplicate_of != KEPT
-    frame = pl.DataFrame({
-        "source": features.source,
-        "removed": removed,
-        "method": [m or None for m in decisions.method.tolist()],
-        "across": removed & (features.source.to_numpy() != features.source.to_numpy()[np.where(removed, decisions.duplicate_of, 0)]),
-    })
+    frame = pl.DataFrame(
+        {
+            "source": features.source,
+            "removed": removed,
+            "method": [m or None for m in decisions.method.tolist()],
+            "across": removed & (features.source.to_numpy() != features.source.to_numpy()[np.where(removed, decisions.duplicate_of, 0)]),
+        }
+    )
     per_source: dict[str, dict[str, Any]] = {}
     for (source,), part in frame.group_by("source", maintain_order=True):
         methods = Counter(m for m in part["method"].to_list() if m)
@@ -381,8 +400,15 @@ def summarize(features: FeatureArrays, decisions: Decisions, counts: dict[str, S
     return per_source, total
 
 
-def write_outputs(inputs: list[str], kind: Kind, features: FeatureArrays, decisions: Decisions, out_dir: Path,
-                  config: DedupConfig, on_batch: Callable[[int], None] | None = None) -> None:
+def write_outputs(
+    inputs: list[str],
+    kind: Kind,
+    features: FeatureArrays,
+    decisions: Decisions,
+    out_dir: Path,
+    config: DedupConfig,
+    on_batch: Callable[[int], None] | None = None,
+) -> None:
     """Second pass: every row to kept.parquet or removed.parquet, in input order, atomically."""
     schema = schema_for(kind)
     kept = open_writer(out_dir / "kept.parquet", kind)
@@ -441,8 +467,14 @@ def ngram_sets_reader(inputs: list[str], kind: Kind, config: DedupConfig) -> Cal
     return read
 
 
-def dedup(inputs: list[str], out_dir: str | Path, config: DedupConfig = DedupConfig(), kind: Kind | None = None,
-          on_error: Literal["fail", "quarantine"] = "fail", on_rows: Callable[[str, int], None] | None = None) -> DedupReport:
+def dedup(
+    inputs: list[str],
+    out_dir: str | Path,
+    config: DedupConfig = DedupConfig(),
+    kind: Kind | None = None,
+    on_error: Literal["fail", "quarantine"] = "fail",
+    on_rows: Callable[[str, int], None] | None = None,
+) -> DedupReport:
     """Deduplicate ``inputs`` (within and across them) into ``out_dir``: kept/removed Parquet and summary.json.
 
     ``on_rows(stage, rows)`` is called after each batch of the "scan" and "write" passes.

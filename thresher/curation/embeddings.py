@@ -65,11 +65,13 @@ class EmbeddingCache:
         if not len(keys):
             return
         dim = vectors.shape[1]
-        table = pa.table({
-            "k0": pa.array(keys[:, 0], type=pa.uint64()),
-            "k1": pa.array(keys[:, 1], type=pa.uint64()),
-            "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.astype(np.float32).ravel()), dim),
-        })
+        table = pa.table(
+            {
+                "k0": pa.array(keys[:, 0], type=pa.uint64()),
+                "k1": pa.array(keys[:, 1], type=pa.uint64()),
+                "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.astype(np.float32).ravel()), dim),
+            }
+        )
         count = len(list(self.dir.glob("shard-*.parquet")))
         tmp = self.dir / f".shard-{count:06d}.{os.getpid()}.tmp"
         pq.write_table(table, tmp)
@@ -105,8 +107,15 @@ def load_encoder(model: str | None = None, device: str = "auto", backend: str = 
     return OnnxEncoder(encoder, name, cache_root(), int8=backend == "onnx-int8")
 
 
-def encode(texts: list[str], model: str | None = None, cache_dir: str | Path | None = None,
-           batch_size: int = ENCODE_BATCH, device: str = "auto", encoder: Any = None, show_progress: bool = True) -> np.ndarray:
+def encode(
+    texts: list[str],
+    model: str | None = None,
+    cache_dir: str | Path | None = None,
+    batch_size: int = ENCODE_BATCH,
+    device: str = "auto",
+    encoder: Any = None,
+    show_progress: bool = True,
+) -> np.ndarray:
     """``[n, dim]`` float32 unit vectors of ``texts``; cached ones are read, new ones written to the cache."""
     name = resolve_embedding_model(model)
     keys = text_keys(texts)
@@ -125,8 +134,11 @@ def encode(texts: list[str], model: str | None = None, cache_dir: str | Path | N
             task = bar.add_task("embedding", total=len(missing), rate="")
             for lo in range(0, len(missing), batch_size * 16):
                 chunk = [texts[i] for i in missing[lo : lo + batch_size * 16]]
-                parts.append(encoder.encode(chunk, batch_size=batch_size, normalize_embeddings=True,
-                                            convert_to_numpy=True, show_progress_bar=False).astype(np.float32))
+                parts.append(
+                    encoder.encode(
+                        chunk, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+                    ).astype(np.float32)
+                )
                 bar.advance(task, len(chunk))
         fresh = np.concatenate(parts)
         if cache:
@@ -150,6 +162,7 @@ class EmbeddingIndex:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         n, dim = vectors.shape
         self.kind = "flat" if n <= exact_limit else "ivf"
+        index: Any
         if self.kind == "flat":
             index = faiss.IndexFlatIP(dim)
         else:

@@ -34,8 +34,7 @@ class Banding:
         return 1.0 - (1.0 - np.asarray(jaccard, dtype=np.float64) ** self.rows) ** self.bands
 
 
-def optimal_banding(threshold: float, num_perm: int, false_positive_weight: float = 0.5,
-                    false_negative_weight: float = 0.5) -> Banding:
+def optimal_banding(threshold: float, num_perm: int, false_positive_weight: float = 0.5, false_negative_weight: float = 0.5) -> Banding:
     """The bands x rows (with ``bands * rows <= num_perm``) minimizing the weighted false positive
     area (below ``threshold``) plus false negative area (above it) of the S-curve."""
     if not 0.0 < threshold < 1.0:
@@ -59,7 +58,9 @@ def band_keys(signatures: np.ndarray, banding: Banding) -> np.ndarray:
     """``[n, bands]`` uint64 keys: a hash of each band's values and the band's index."""
     n, width = signatures.shape
     if banding.bands * banding.rows > width:
-        raise ValueError(f"{banding.bands} bands x {banding.rows} rows needs {banding.bands * banding.rows} values, signatures have {width}")
+        raise ValueError(
+            f"{banding.bands} bands x {banding.rows} rows needs {banding.bands * banding.rows} values, signatures have {width}"
+        )
     used = signatures[:, : banding.bands * banding.rows].astype(_U64).reshape(n, banding.bands, banding.rows)
     keys = np.broadcast_to(np.arange(banding.bands, dtype=_U64) * _U64(_BAND_MIX), (n, banding.bands)).copy()
     for r in range(banding.rows):

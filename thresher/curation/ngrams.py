@@ -11,6 +11,7 @@ encoding); integer token ids (tokenizer-token mode) are mixed directly.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeAlias
 
 import numpy as np
 import polars as pl
@@ -173,7 +174,7 @@ class NGrams:
         return len(self.hash)
 
 
-Tokens = pa.ListArray | pa.LargeListArray | pa.ChunkedArray | HashedTokens
+Tokens: TypeAlias = pa.ListArray | pa.LargeListArray | pa.ChunkedArray | HashedTokens
 
 
 def _token_hashes(tokens: Tokens, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -191,8 +192,7 @@ def _token_hashes(tokens: Tokens, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return token_hash, offsets - offsets[0]
 
 
-def ngram_hashes(tokens: Tokens, n: int, seed: int = 0,
-                 short_rows: str = "whole") -> NGrams:
+def ngram_hashes(tokens: Tokens, n: int, seed: int = 0, short_rows: str = "whole") -> NGrams:
     """Hashes of every run of ``n`` consecutive tokens in each row of a list column (strings or token ids).
 
     The n-gram hash is ``fmix64(sum_k t[i+k] * C**(n-1-k) ^ length * L ^ seed)`` over the token
@@ -243,8 +243,9 @@ def prefix_key(first: np.ndarray, second: np.ndarray) -> np.ndarray:
     return (first * _U64(_COMBINE) + second) & _U64((1 << PREFIX_BITS) - 1)
 
 
-def window_hashes(tokens: Tokens, lengths: list[int], seed: int = 0, prefix_screen: np.ndarray | None = None,
-                  screen_below: int = 0) -> dict[int, NGrams]:
+def window_hashes(
+    tokens: Tokens, lengths: list[int], seed: int = 0, prefix_screen: np.ndarray | None = None, screen_below: int = 0
+) -> dict[int, NGrams]:
     """For each ``L`` in ``lengths``, the hashes of every run of exactly ``L`` tokens inside a row.
 
     One pass of the same polynomial as ``ngram_hashes`` yields every length on the way, so a window
@@ -277,8 +278,9 @@ def window_hashes(tokens: Tokens, lengths: list[int], seed: int = 0, prefix_scre
             keep &= screened[:windows]
         start = np.flatnonzero(keep)
         mixed = poly[start] ^ _U64(size * _LENGTH_MIX & 0xFFFFFFFFFFFFFFFF) ^ _U64(seed & 0xFFFFFFFFFFFFFFFF)
-        out[size] = NGrams(row=row_of[start], position=position_of[start], length=np.full(len(start), size, dtype=np.int64),
-                           hash=fmix64(mixed))
+        out[size] = NGrams(
+            row=row_of[start], position=position_of[start], length=np.full(len(start), size, dtype=np.int64), hash=fmix64(mixed)
+        )
     return out
 
 

@@ -34,7 +34,8 @@ def supports(model: Any) -> bool:
     if isinstance(mode, str):
         return mode == "mean"
     return bool(getattr(pooling, "pooling_mode_mean_tokens", False)) and not any(
-        getattr(pooling, name, False) for name in ("pooling_mode_cls_token", "pooling_mode_max_tokens", "pooling_mode_lasttoken"))
+        getattr(pooling, name, False) for name in ("pooling_mode_cls_token", "pooling_mode_max_tokens", "pooling_mode_lasttoken")
+    )
 
 
 def _export(model: Any, path: Path) -> None:
@@ -56,14 +57,25 @@ def _export(model: Any, path: Path) -> None:
     sample = tokenizer(["an example", "another example text"], return_tensors="pt", padding=True)
     if "token_type_ids" not in sample:
         sample["token_type_ids"] = torch.zeros_like(sample["input_ids"])
-    axes = {"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"}, "token_type_ids": {0: "batch", 1: "seq"},
-            "pooled": {0: "batch"}}
+    axes = {
+        "input_ids": {0: "batch", 1: "seq"},
+        "attention_mask": {0: "batch", 1: "seq"},
+        "token_type_ids": {0: "batch", 1: "seq"},
+        "pooled": {0: "batch"},
+    }
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's tracer warnings are about the traced code, not ours
-        torch.onnx.export(Pooled(), (sample["input_ids"], sample["attention_mask"], sample["token_type_ids"]), str(tmp),
-                          input_names=["input_ids", "attention_mask", "token_type_ids"], output_names=["pooled"],
-                          dynamic_axes=axes, opset_version=17, dynamo=False)
+        torch.onnx.export(
+            Pooled(),
+            (sample["input_ids"], sample["attention_mask"], sample["token_type_ids"]),
+            str(tmp),
+            input_names=["input_ids", "attention_mask", "token_type_ids"],
+            output_names=["pooled"],
+            dynamic_axes=axes,
+            opset_version=17,
+            dynamo=False,
+        )
     os.replace(tmp, path)
 
 
@@ -107,17 +119,27 @@ class OnnxEncoder:
         self.normalize = len(list(model)) > 2 and type(list(model)[2]).__name__ == "Normalize"
         self.cache_tag = "onnx-int8" if int8 else ""  # int8 vectors differ: they get a cache of their own
 
-    def encode(self, texts: list[str], batch_size: int = 64, normalize_embeddings: bool = True, convert_to_numpy: bool = True,
-               show_progress_bar: bool = False) -> np.ndarray:
+    def encode(
+        self,
+        texts: list[str],
+        batch_size: int = 64,
+        normalize_embeddings: bool = True,
+        convert_to_numpy: bool = True,
+        show_progress_bar: bool = False,
+    ) -> np.ndarray:
         order = np.argsort([-len(t) for t in texts], kind="stable")
         out: np.ndarray | None = None
         for lo in range(0, len(texts), batch_size):
             at = order[lo : lo + batch_size]
-            batch = self.tokenizer([texts[i] for i in at], padding=True, truncation=True, max_length=self.max_seq_length,
-                                   return_tensors="np")
+            batch = self.tokenizer(
+                [texts[i] for i in at], padding=True, truncation=True, max_length=self.max_seq_length, return_tensors="np"
+            )
             ids = batch["input_ids"].astype(np.int64)
-            feed = {"input_ids": ids, "attention_mask": batch["attention_mask"].astype(np.int64),
-                    "token_type_ids": batch.get("token_type_ids", np.zeros_like(ids)).astype(np.int64)}
+            feed = {
+                "input_ids": ids,
+                "attention_mask": batch["attention_mask"].astype(np.int64),
+                "token_type_ids": batch.get("token_type_ids", np.zeros_like(ids)).astype(np.int64),
+            }
             vectors = self.session.run(None, feed)[0]
             if out is None:
                 out = np.zeros((len(texts), vectors.shape[1]), dtype=np.float32)

@@ -132,8 +132,14 @@ def combined_items(benches: list[BenchmarkItems]) -> pl.DataFrame:
     return pl.concat([b.items for b in benches]).with_row_index("item").with_columns(pl.col("item").cast(pl.Int64))
 
 
-LEDGER_SCHEMA = {"row": pl.Int64, "train_input": pl.String, "train_row": pl.Int64, "train_id": pl.String,
-                 "train_source": pl.String, "train_text": pl.String}
+LEDGER_SCHEMA = {
+    "row": pl.Int64,
+    "train_input": pl.String,
+    "train_row": pl.Int64,
+    "train_id": pl.String,
+    "train_source": pl.String,
+    "train_text": pl.String,
+}
 
 
 @dataclass
@@ -149,14 +155,19 @@ class RowLedger:
         if not len(rows):
             return
         take = pa.array(rows)
-        self.frames.append(pl.DataFrame({
-            "row": rows + batch.offset,
-            "train_input": input_name,
-            "train_row": rows + first_in_input,
-            "train_id": table.column("id").take(take).to_pylist(),
-            "train_source": table.column("source").take(take).to_pylist(),
-            "train_text": batch.texts.gather(rows),
-        }, schema=LEDGER_SCHEMA))
+        self.frames.append(
+            pl.DataFrame(
+                {
+                    "row": rows + batch.offset,
+                    "train_input": input_name,
+                    "train_row": rows + first_in_input,
+                    "train_id": table.column("id").take(take).to_pylist(),
+                    "train_source": table.column("source").take(take).to_pylist(),
+                    "train_text": batch.texts.gather(rows),
+                },
+                schema=LEDGER_SCHEMA,
+            )
+        )
 
     def table(self) -> pl.DataFrame:
         if not self.frames:
@@ -181,8 +192,7 @@ class AuditResult:
 
     def flagged_rows(self) -> pl.DataFrame:
         """Each contaminated row (global ordinal) with its strongest flagged match."""
-        return (self.matches.filter("flagged").sort(["row", "score"], descending=[False, True])
-                .unique("row", keep="first").sort("row"))
+        return self.matches.filter("flagged").sort(["row", "score"], descending=[False, True]).unique("row", keep="first").sort("row")
 
 
 def bench_texts(items: pl.DataFrame) -> pl.Expr:
@@ -198,17 +208,18 @@ def _judge(matches: pl.DataFrame, items: pl.DataFrame, ledger: pl.DataFrame, con
     candidates = matches.filter((pl.col("method") == "embedding") & (pl.col("score") >= config.candidates_from))
     if candidates.is_empty():
         return candidates.head(0).with_columns(pl.lit("judge").alias("method"))
-    texts = candidates.join(ledger.select("row", "train_text"), on="row").join(
-        items.select("item", bench_texts(items)), on="item")
+    texts = candidates.join(ledger.select("row", "train_text"), on="row").join(items.select("item", bench_texts(items)), on="item")
     judge = TransformersJudge(config)
     probability = judge.same_problem(list(zip(texts["train_text"].to_list(), texts["bench_text"].to_list(), strict=True)))
     return texts.select(candidates.columns).with_columns(pl.lit("judge").alias("method"), pl.Series("score", probability))
 
 
-def _enrich(matches: pl.DataFrame, items: pl.DataFrame, ledger: pl.DataFrame, words: list[pl.Series] | None,
-            config: AuditConfig) -> pl.DataFrame:
-    thresholds = pl.DataFrame({"method": list(METHODS), "threshold": [config.threshold(m) if m != "judge" or config.judge else 1.0
-                                                                       for m in METHODS]})
+def _enrich(
+    matches: pl.DataFrame, items: pl.DataFrame, ledger: pl.DataFrame, words: list[pl.Series] | None, config: AuditConfig
+) -> pl.DataFrame:
+    thresholds = pl.DataFrame(
+        {"method": list(METHODS), "threshold": [config.threshold(m) if m != "judge" or config.judge else 1.0 for m in METHODS]}
+    )
     evidence = span_evidence(matches, words) if words is not None else pl.Series("evidence", [""] * matches.height)
     enriched = (
         matches.with_columns(evidence.alias("evidence"))
@@ -219,14 +230,35 @@ def _enrich(matches: pl.DataFrame, items: pl.DataFrame, ledger: pl.DataFrame, wo
     )
     enriched = enriched.with_columns(char_spans(enriched, items))
     return enriched.select(
-        "row", "train_input", "train_row", "train_id", "train_source", "bench", "bench_id", "item", "method", "score",
-        "flagged", "question_score", "answer_score", "spans", "char_spans", "evidence", "train_text", "bench_text",
+        "row",
+        "train_input",
+        "train_row",
+        "train_id",
+        "train_source",
+        "bench",
+        "bench_id",
+        "item",
+        "method",
+        "score",
+        "flagged",
+        "question_score",
+        "answer_score",
+        "spans",
+        "char_spans",
+        "evidence",
+        "train_text",
+        "bench_text",
     ).sort("row", "bench", "bench_id", "method")
 
 
-def run_audit(train: list[str], benches: list[BenchmarkItems], config: AuditConfig = AuditConfig(),
-              quarantine: QuarantineWriter | None = None, kind: Kind | None = None,
-              on_rows: Callable[[int], None] | None = None) -> AuditResult:
+def run_audit(
+    train: list[str],
+    benches: list[BenchmarkItems],
+    config: AuditConfig = AuditConfig(),
+    quarantine: QuarantineWriter | None = None,
+    kind: Kind | None = None,
+    on_rows: Callable[[int], None] | None = None,
+) -> AuditResult:
     """Audit the training inputs ``train`` against ``benches``."""
     started = time.perf_counter()
     if not benches:
@@ -264,12 +296,18 @@ def run_audit(train: list[str], benches: list[BenchmarkItems], config: AuditConf
     ngram = next((d for d in detectors if isinstance(d, NgramDetector)), None)
     enriched = _enrich(matches, items, rows_table, ngram.index.words if ngram else None, config)
     if evidence is not None:  # the rephrase method's features, as its evidence
-        enriched = (enriched.join(evidence, on=["row", "item", "method"], how="left")
-                    .with_columns(pl.coalesce("features", "evidence").alias("evidence")).drop("features"))
+        enriched = (
+            enriched.join(evidence, on=["row", "item", "method"], how="left")
+            .with_columns(pl.coalesce("features", "evidence").alias("evidence"))
+            .drop("features")
+        )
     if ngram is not None:
-        notes["ngram"] = {"indexed_ngrams": len(ngram.index.keys), "boilerplate_ngrams_skipped": ngram.index.boilerplate,
-                          "boilerplate_ngrams_in_training": int((ngram.train_df > config.ngram.max_train_df).sum()),
-                          "questions_too_short": ngram.index.unindexed_questions}
+        notes["ngram"] = {
+            "indexed_ngrams": len(ngram.index.keys),
+            "boilerplate_ngrams_skipped": ngram.index.boilerplate,
+            "boilerplate_ngrams_in_training": int((ngram.train_df > config.ngram.max_train_df).sum()),
+            "questions_too_short": ngram.index.unindexed_questions,
+        }
     if any(m in config.methods for m in ("embedding", *_ON_EMBEDDINGS)):
         where = config.embedding.cache_dir
         notes["embedding_cache"] = {"path": where, "megabytes": folder_megabytes(Path(where)) if where else 0.0}
@@ -277,7 +315,13 @@ def run_audit(train: list[str], benches: list[BenchmarkItems], config: AuditConf
         rescorers = {}
         if "rephrase" in config.methods:
             rescorers["rephrase"] = lambda found, texts: rephrase_matches(found, items, texts, config.rephrase)[0]
-        notes["calibration"] = calibrate(detectors, items, sample, config.calibrate,
-                                         {m: config.threshold(m) for m in [*(d.name for d in detectors), *rescorers]},
-                                         config.calibrate_seed, rescorers)
+        notes["calibration"] = calibrate(
+            detectors,
+            items,
+            sample,
+            config.calibrate,
+            {m: config.threshold(m) for m in [*(d.name for d in detectors), *rescorers]},
+            config.calibrate_seed,
+            rescorers,
+        )
     return AuditResult(config, benches, items, enriched, dict(ledger.rows_per_source), counts, notes, time.perf_counter() - started)

@@ -110,8 +110,9 @@ def _mc_options(row: Row) -> str:
 
 
 def _gpqa_options(row: Row) -> str:
-    return "\n".join(_text(row[k]) for k in ("Correct Answer", "Incorrect Answer 1", "Incorrect Answer 2", "Incorrect Answer 3")
-                     if row.get(k))
+    return "\n".join(
+        _text(row[k]) for k in ("Correct Answer", "Incorrect Answer 1", "Incorrect Answer 2", "Incorrect Answer 3") if row.get(k)
+    )
 
 
 def _gpqa_question(row: Row) -> str:
@@ -142,61 +143,205 @@ class Benchmark:
     options: Extract | None = None  # multiple choice: the options, matched together with the question too
 
 
-REGISTRY: dict[str, Benchmark] = {b.name: b for b in [
-    Benchmark("gsm8k", "Grade-school math word problems (test, 1319)", first_of("question"), _gsm8k_answer,
-              hub="openai/gsm8k", hub_configs=("main",), question_fields="question",
-              answer_fields="answer (without <<calc>> annotations)"),
-    Benchmark("math", "MATH competition problems (Hendrycks; test, 5000)", first_of("problem"), first_of("solution"),
-              id_field="unique_id", hub="EleutherAI/hendrycks_math",
-              hub_configs=("algebra", "counting_and_probability", "geometry", "intermediate_algebra",
-                           "number_theory", "prealgebra", "precalculus"),
-              local_pattern="*.json*", question_fields="problem", answer_fields="solution"),
-    Benchmark("math500", "MATH-500 (OpenAI PRM800K split of MATH test)", first_of("problem"), first_of("solution", "answer"),
-              id_field="unique_id", hub="HuggingFaceH4/MATH-500", question_fields="problem", answer_fields="solution"),
-    Benchmark("humaneval", "HumanEval Python functions (164)", first_of("prompt"), first_of("canonical_solution"),
-              id_field="task_id", hub="openai/openai_humaneval", local_pattern="*.jsonl*",
-              question_fields="prompt", answer_fields="canonical_solution"),
-    Benchmark("mbpp", "Mostly Basic Python Problems", first_of("text", "prompt"), first_of("code"),
-              id_field="task_id", hub="google-research-datasets/mbpp", hub_configs=("full",),
-              question_fields="text", answer_fields="code"),
-    Benchmark("mmlu", "MMLU multiple choice, 57 subjects (test, 14042)", _mc_question, _mc_answer,
-              hub="cais/mmlu", hub_configs=("all",), local_pattern="*_test.csv",
-              csv_columns=("question", "A", "B", "C", "D", "answer"),
-              question_fields="question", answer_fields="correct option", options=_mc_options),
-    Benchmark("ifeval", "IFEval verifiable instructions (541)", first_of("prompt"), lambda row: "",
-              id_field="key", hub="google/IFEval", hub_split="train", question_fields="prompt"),
-    Benchmark("bbh", "BIG-Bench Hard, 27 tasks", first_of("input"), first_of("target"),
-              hub="lukaemon/bbh", local_pattern="*.json", question_fields="input", answer_fields="target"),
-    Benchmark("truthfulqa", "TruthfulQA questions", first_of("Question", "question"), first_of("Best Answer", "best_answer"),
-              hub="truthfulqa/truthful_qa", hub_configs=("generation",), hub_split="validation",
-              local_pattern="*.csv", question_fields="Question", answer_fields="Best Answer"),
-    Benchmark("alpacaeval", "AlpacaEval instructions (805) with reference outputs", first_of("instruction"), first_of("output"),
-              hub="tatsu-lab/alpaca_eval", hub_configs=("alpaca_eval",), hub_split="eval", local_pattern="*.json",
-              question_fields="instruction", answer_fields="output (reference model)"),
-    Benchmark("mt_bench", "MT-Bench two-turn questions (80)", first_of("turns", "prompt"), _mt_bench_answer,
-              id_field="question_id", hub="HuggingFaceH4/mt_bench_prompts", hub_split="train",
-              question_fields="turns", answer_fields="reference"),
-    Benchmark("arc", "AI2 Reasoning Challenge (Challenge and Easy)", _mc_question, _mc_answer,
-              id_field="id", hub="allenai/ai2_arc", hub_configs=("ARC-Challenge", "ARC-Easy"),
-              question_fields="question stem", answer_fields="correct option", options=_mc_options),
-    Benchmark("gpqa", "GPQA graduate-level science questions", _gpqa_question, first_of("Correct Answer"),
-              id_field="Record ID", hub="Idavidrein/gpqa", hub_configs=("gpqa_main",), hub_split="train",
-              local_pattern="*.csv", question_fields="Question", answer_fields="Correct Answer", options=_gpqa_options),
-    Benchmark("aime", "AIME problems (2024: 30)", first_of("problem", "question"), first_of("solution", "answer"),
-              id_field="id", hub="HuggingFaceH4/aime_2024", hub_split="train",
-              question_fields="problem", answer_fields="solution (else answer)"),
-    Benchmark("amc", "AMC 12 problems (2023: 40)", first_of("problem", "question"), first_of("answer"),
-              id_field="id", hub="AI-MO/aimo-validation-amc", hub_split="train",
-              question_fields="problem", answer_fields="answer"),
-]}
+REGISTRY: dict[str, Benchmark] = {
+    b.name: b
+    for b in [
+        Benchmark(
+            "gsm8k",
+            "Grade-school math word problems (test, 1319)",
+            first_of("question"),
+            _gsm8k_answer,
+            hub="openai/gsm8k",
+            hub_configs=("main",),
+            question_fields="question",
+            answer_fields="answer (without <<calc>> annotations)",
+        ),
+        Benchmark(
+            "math",
+            "MATH competition problems (Hendrycks; test, 5000)",
+            first_of("problem"),
+            first_of("solution"),
+            id_field="unique_id",
+            hub="EleutherAI/hendrycks_math",
+            hub_configs=(
+                "algebra",
+                "counting_and_probability",
+                "geometry",
+                "intermediate_algebra",
+                "number_theory",
+                "prealgebra",
+                "precalculus",
+            ),
+            local_pattern="*.json*",
+            question_fields="problem",
+            answer_fields="solution",
+        ),
+        Benchmark(
+            "math500",
+            "MATH-500 (OpenAI PRM800K split of MATH test)",
+            first_of("problem"),
+            first_of("solution", "answer"),
+            id_field="unique_id",
+            hub="HuggingFaceH4/MATH-500",
+            question_fields="problem",
+            answer_fields="solution",
+        ),
+        Benchmark(
+            "humaneval",
+            "HumanEval Python functions (164)",
+            first_of("prompt"),
+            first_of("canonical_solution"),
+            id_field="task_id",
+            hub="openai/openai_humaneval",
+            local_pattern="*.jsonl*",
+            question_fields="prompt",
+            answer_fields="canonical_solution",
+        ),
+        Benchmark(
+            "mbpp",
+            "Mostly Basic Python Problems",
+            first_of("text", "prompt"),
+            first_of("code"),
+            id_field="task_id",
+            hub="google-research-datasets/mbpp",
+            hub_configs=("full",),
+            question_fields="text",
+            answer_fields="code",
+        ),
+        Benchmark(
+            "mmlu",
+            "MMLU multiple choice, 57 subjects (test, 14042)",
+            _mc_question,
+            _mc_answer,
+            hub="cais/mmlu",
+            hub_configs=("all",),
+            local_pattern="*_test.csv",
+            csv_columns=("question", "A", "B", "C", "D", "answer"),
+            question_fields="question",
+            answer_fields="correct option",
+            options=_mc_options,
+        ),
+        Benchmark(
+            "ifeval",
+            "IFEval verifiable instructions (541)",
+            first_of("prompt"),
+            lambda row: "",
+            id_field="key",
+            hub="google/IFEval",
+            hub_split="train",
+            question_fields="prompt",
+        ),
+        Benchmark(
+            "bbh",
+            "BIG-Bench Hard, 27 tasks",
+            first_of("input"),
+            first_of("target"),
+            hub="lukaemon/bbh",
+            local_pattern="*.json",
+            question_fields="input",
+            answer_fields="target",
+        ),
+        Benchmark(
+            "truthfulqa",
+            "TruthfulQA questions",
+            first_of("Question", "question"),
+            first_of("Best Answer", "best_answer"),
+            hub="truthfulqa/truthful_qa",
+            hub_configs=("generation",),
+            hub_split="validation",
+            local_pattern="*.csv",
+            question_fields="Question",
+            answer_fields="Best Answer",
+        ),
+        Benchmark(
+            "alpacaeval",
+            "AlpacaEval instructions (805) with reference outputs",
+            first_of("instruction"),
+            first_of("output"),
+            hub="tatsu-lab/alpaca_eval",
+            hub_configs=("alpaca_eval",),
+            hub_split="eval",
+            local_pattern="*.json",
+            question_fields="instruction",
+            answer_fields="output (reference model)",
+        ),
+        Benchmark(
+            "mt_bench",
+            "MT-Bench two-turn questions (80)",
+            first_of("turns", "prompt"),
+            _mt_bench_answer,
+            id_field="question_id",
+            hub="HuggingFaceH4/mt_bench_prompts",
+            hub_split="train",
+            question_fields="turns",
+            answer_fields="reference",
+        ),
+        Benchmark(
+            "arc",
+            "AI2 Reasoning Challenge (Challenge and Easy)",
+            _mc_question,
+            _mc_answer,
+            id_field="id",
+            hub="allenai/ai2_arc",
+            hub_configs=("ARC-Challenge", "ARC-Easy"),
+            question_fields="question stem",
+            answer_fields="correct option",
+            options=_mc_options,
+        ),
+        Benchmark(
+            "gpqa",
+            "GPQA graduate-level science questions",
+            _gpqa_question,
+            first_of("Correct Answer"),
+            id_field="Record ID",
+            hub="Idavidrein/gpqa",
+            hub_configs=("gpqa_main",),
+            hub_split="train",
+            local_pattern="*.csv",
+            question_fields="Question",
+            answer_fields="Correct Answer",
+            options=_gpqa_options,
+        ),
+        Benchmark(
+            "aime",
+            "AIME problems (2024: 30)",
+            first_of("problem", "question"),
+            first_of("solution", "answer"),
+            id_field="id",
+            hub="HuggingFaceH4/aime_2024",
+            hub_split="train",
+            question_fields="problem",
+            answer_fields="solution (else answer)",
+        ),
+        Benchmark(
+            "amc",
+            "AMC 12 problems (2023: 40)",
+            first_of("problem", "question"),
+            first_of("answer"),
+            id_field="id",
+            hub="AI-MO/aimo-validation-amc",
+            hub_split="train",
+            question_fields="problem",
+            answer_fields="answer",
+        ),
+    ]
+}
 
 
 def custom_benchmark(name: str, question: list[str], answer: list[str], id_field: str | None = None) -> Benchmark:
     """A benchmark from any file: ``question`` and ``answer`` name the fields (joined by newlines)."""
     if not question:
         raise InputError(f"benchmark {name!r}: name at least one question field")
-    return Benchmark(name, f"custom ({'+'.join(question)} / {'+'.join(answer) or '-'})", joined(*question), joined(*answer),
-                     id_field=id_field, local_pattern="*", question_fields="+".join(question), answer_fields="+".join(answer))
+    return Benchmark(
+        name,
+        f"custom ({'+'.join(question)} / {'+'.join(answer) or '-'})",
+        joined(*question),
+        joined(*answer),
+        id_field=id_field,
+        local_pattern="*",
+        question_fields="+".join(question),
+        answer_fields="+".join(answer),
+    )
 
 
 def _local_files(path: Path, bench: Benchmark) -> list[Path]:
@@ -271,9 +416,11 @@ def _hub_rows(bench: Benchmark, name: str) -> Iterator[tuple[str, Row]]:
         try:
             ds = datasets.load_dataset(name, config, split=bench.hub_split)
         except Exception as e:  # offline, gated, renamed: say which benchmark and how to pass a local copy
-            raise InputError(f"benchmark {bench.name}: could not load {name}"
-                             f"{'@' + config if config else ''} from the hub ({type(e).__name__}: {e}); "
-                             f"pass a local copy as {bench.name}=PATH") from None
+            raise InputError(
+                f"benchmark {bench.name}: could not load {name}"
+                f"{'@' + config if config else ''} from the hub ({type(e).__name__}: {e}); "
+                f"pass a local copy as {bench.name}=PATH"
+            ) from None
         for index, row in enumerate(ds):
             yield f"{name}{'@' + config if config else ''}[{index}]", row
 
@@ -298,8 +445,10 @@ def load_benchmark(name: str, path: str | None = None, bench: Benchmark | None =
     """Items of benchmark ``name``: from ``path`` (a file or folder in its original format) or the hub."""
     bench = bench or REGISTRY.get(name)
     if bench is None:
-        raise InputError(f"unknown benchmark {name!r}: registered are {', '.join(sorted(REGISTRY))}; "
-                         "a custom one needs a path and its fields (see `thresher benchmarks`)")
+        raise InputError(
+            f"unknown benchmark {name!r}: registered are {', '.join(sorted(REGISTRY))}; "
+            "a custom one needs a path and its fields (see `thresher benchmarks`)"
+        )
     ids: list[str] = []
     questions: list[str] = []
     answers: list[str] = []
@@ -308,7 +457,8 @@ def load_benchmark(name: str, path: str | None = None, bench: Benchmark | None =
     if path is not None:
         files = _local_files(Path(path), bench)
         sources: Iterator[tuple[str, Iterator[tuple[str, Row]]]] = (
-            (f"{p.stem.split('.')[0]}/" if len(files) > 1 else "", _file_rows(p, bench)) for p in files)
+            (f"{p.stem.split('.')[0]}/" if len(files) > 1 else "", _file_rows(p, bench)) for p in files
+        )
         origin = path
     else:
         if bench.hub is None:
@@ -329,9 +479,10 @@ def load_benchmark(name: str, path: str | None = None, bench: Benchmark | None =
             questions.append(question)
             answers.append(answer)
             options.append(choices)
-    items = pl.DataFrame({"bench": [bench.name] * len(ids), "bench_id": ids, "question": questions, "answer": answers,
-                          "options": options},
-                         schema=ITEM_SCHEMA)
+    items = pl.DataFrame(
+        {"bench": [bench.name] * len(ids), "bench_id": ids, "question": questions, "answer": answers, "options": options},
+        schema=ITEM_SCHEMA,
+    )
     if items.is_empty():
         raise InputError(f"{origin}: benchmark {bench.name} has no items with text")
     return BenchmarkItems(bench.name, items, origin, skipped)
@@ -376,8 +527,10 @@ def load_benchmarks(specs: list[str], field_maps: list[str] | None = None) -> li
         seen.add(name)
         bench = custom.get(name) or REGISTRY.get(name)
         if bench is None:
-            raise InputError(f"unknown benchmark {name!r}: registered are {', '.join(sorted(REGISTRY))}; "
-                             f"for a custom one add --bench-fields {name}:question=FIELD,answer=FIELD")
+            raise InputError(
+                f"unknown benchmark {name!r}: registered are {', '.join(sorted(REGISTRY))}; "
+                f"for a custom one add --bench-fields {name}:question=FIELD,answer=FIELD"
+            )
         if name in custom and path is None:
             raise InputError(f"custom benchmark {name} needs a path: --bench {name}=PATH")
         loaded.append(load_benchmark(name, path, bench))

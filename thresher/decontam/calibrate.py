@@ -54,7 +54,9 @@ class RowSample:
         self.turns = [merged_turns[i] for i in keep]
 
 
-def plant(items: pl.DataFrame, hosts: Sequence[list[str]], count: int, variants: Sequence[str], seed: int = 0) -> tuple[list[list[str]], pl.DataFrame]:
+def plant(
+    items: pl.DataFrame, hosts: Sequence[list[str]], count: int, variants: Sequence[str], seed: int = 0
+) -> tuple[list[list[str]], pl.DataFrame]:
     """``count`` planted rows (turn lists) and their labels (``variant``, ``item``): variants in turn,
     benchmarks in turn, a random item of that benchmark the variant applies to, a random host row."""
     rng = random.Random(seed)
@@ -86,8 +88,9 @@ def plant(items: pl.DataFrame, hosts: Sequence[list[str]], count: int, variants:
 Rescorer = Callable[[pl.DataFrame, pl.DataFrame], pl.DataFrame]  # (matches, row texts) -> matches of its own method
 
 
-def _flagged(detectors: list[Detector], turns: list[list[str]], thresholds: dict[str, float],
-             rescorers: dict[str, Rescorer]) -> pl.DataFrame:
+def _flagged(
+    detectors: list[Detector], turns: list[list[str]], thresholds: dict[str, float], rescorers: dict[str, Rescorer]
+) -> pl.DataFrame:
     """(row, item, method) flagged by fresh copies of ``detectors`` over ``turns``, and by the methods that
     re-score their matches (``rephrase``)."""
     if not turns:
@@ -106,8 +109,15 @@ def _flagged(detectors: list[Detector], turns: list[list[str]], thresholds: dict
     return flagged.filter(pl.col("score") >= pl.col("threshold")).select("row", "item", "method")
 
 
-def calibrate(detectors: list[Detector], items: pl.DataFrame, sample: RowSample, count: int, thresholds: dict[str, float],
-              seed: int = 0, rescorers: dict[str, Rescorer] | None = None) -> dict[str, Any]:
+def calibrate(
+    detectors: list[Detector],
+    items: pl.DataFrame,
+    sample: RowSample,
+    count: int,
+    thresholds: dict[str, float],
+    seed: int = 0,
+    rescorers: dict[str, Rescorer] | None = None,
+) -> dict[str, Any]:
     """Plant ``count`` variants into copies of the sampled rows and measure what each method finds."""
     rescorers = rescorers or {}
     methods = [d.name for d in detectors] + list(rescorers)
@@ -119,14 +129,21 @@ def calibrate(detectors: list[Detector], items: pl.DataFrame, sample: RowSample,
     for variant in variants:
         planted = max(labels.filter(pl.col("variant") == variant).height, 1)
         hit = right.filter(pl.col("variant") == variant)
-        recall[variant] = {"rows": labels.filter(pl.col("variant") == variant).height,
-                           **{m: round(hit.filter(pl.col("method") == m)["row"].n_unique() / planted, 4) for m in methods},
-                           "any": round(hit["row"].n_unique() / planted, 4)}
+        recall[variant] = {
+            "rows": labels.filter(pl.col("variant") == variant).height,
+            **{m: round(hit.filter(pl.col("method") == m)["row"].n_unique() / planted, 4) for m in methods},
+            "any": round(hit["row"].n_unique() / planted, 4),
+        }
     untouched = _flagged(detectors, sample.turns, thresholds, rescorers)
     size = len(sample.turns)
     return {
-        "planted": len(rows), "seed": seed, "variants": variants, "recall": recall,
+        "planted": len(rows),
+        "seed": seed,
+        "variants": variants,
+        "recall": recall,
         "unplanted_rows": size,
-        "unplanted_flagged": {**{m: round(untouched.filter(pl.col("method") == m)["row"].n_unique() / max(size, 1), 4) for m in methods},
-                              "any": round(untouched["row"].n_unique() / max(size, 1), 4)},
+        "unplanted_flagged": {
+            **{m: round(untouched.filter(pl.col("method") == m)["row"].n_unique() / max(size, 1), 4) for m in methods},
+            "any": round(untouched["row"].n_unique() / max(size, 1), 4),
+        },
     }

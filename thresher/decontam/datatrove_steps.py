@@ -44,8 +44,9 @@ class DecontamIndex(PipelineStep):
     name = "thresher decontam: index"
     type = STEP_TYPE
 
-    def __init__(self, folder: DataFolderLike, benches: list[str], bench_fields: list[str] | None = None,
-                 config: AuditConfig = DEFAULT_CONFIG) -> None:
+    def __init__(
+        self, folder: DataFolderLike, benches: list[str], bench_fields: list[str] | None = None, config: AuditConfig = DEFAULT_CONFIG
+    ) -> None:
         super().__init__()
         self.folder = get_datafolder(folder)
         self.benches = benches
@@ -72,8 +73,9 @@ class DecontamFilter(BaseFilter):
     name = "thresher decontam: filter"
     type = STEP_TYPE
 
-    def __init__(self, folder: DataFolderLike, config: AuditConfig = DEFAULT_CONFIG, exclusion_writer: Any = None,
-                 batch_size: int = 4096) -> None:
+    def __init__(
+        self, folder: DataFolderLike, config: AuditConfig = DEFAULT_CONFIG, exclusion_writer: Any = None, batch_size: int = 4096
+    ) -> None:
         super().__init__(exclusion_writer, batch_size=batch_size)
         self.folder = get_datafolder(folder)
         self.config = _with_cache(config, self.folder)
@@ -111,13 +113,23 @@ class DecontamFilter(BaseFilter):
         results: list[bool | tuple[bool, str]] = [True] * len(batch)
         if not found:
             return results
-        best = (pl.concat(found).sort(["row", "score"], descending=[False, True]).unique("row", keep="first")
-                .join(self._items.select("item", "bench", "bench_id"), on="item"))
+        best = (
+            pl.concat(found)
+            .sort(["row", "score"], descending=[False, True])
+            .unique("row", keep="first")
+            .join(self._items.select("item", "bench", "bench_id"), on="item")
+        )
         for row, bench, bench_id, method, score, evidence in best.select(
-                "row", "bench", "bench_id", "method", "score", "evidence").iter_rows():
+            "row", "bench", "bench_id", "method", "score", "evidence"
+        ).iter_rows():
             doc = batch[row - train.offset]
-            doc.metadata.update(contaminated_bench=bench, contaminated_id=bench_id, contamination_method=method,
-                                contamination_score=float(score), contamination_evidence=evidence)
+            doc.metadata.update(
+                contaminated_bench=bench,
+                contaminated_id=bench_id,
+                contamination_method=method,
+                contamination_score=float(score),
+                contamination_evidence=evidence,
+            )
             self.stat_update(f"contaminated_{bench}")
             results[row - train.offset] = (False, "contaminated")
         return results

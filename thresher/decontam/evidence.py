@@ -19,8 +19,7 @@ from thresher.decontam.matching import OPTION_LABEL, PARTS, without_option_label
 
 _WORD = re.compile(r"[^\W_]+")
 _LABEL = re.compile(OPTION_LABEL)
-CHAR_SPAN = pl.Struct({"part": pl.String, "train_start": pl.Int64, "train_end": pl.Int64,
-                       "bench_start": pl.Int64, "bench_end": pl.Int64})
+CHAR_SPAN = pl.Struct({"part": pl.String, "train_start": pl.Int64, "train_end": pl.Int64, "bench_start": pl.Int64, "bench_end": pl.Int64})
 
 
 def word_offsets(text: str) -> list[tuple[int, int]]:
@@ -56,13 +55,24 @@ def char_spans(matches: pl.DataFrame, items: pl.DataFrame) -> pl.Series:
     has = matches["spans"].list.len().fill_null(0) > 0
     if not has.any():
         return empty
-    chosen = matches.filter(has).select("train_text", "item", "spans").join(
-        items.select("item", "question", "answer", pl.col("options") if "options" in items.columns else pl.lit("").alias("options")),
-        on="item", how="left", maintain_order="left")
+    chosen = (
+        matches.filter(has)
+        .select("train_text", "item", "spans")
+        .join(
+            items.select("item", "question", "answer", pl.col("options") if "options" in items.columns else pl.lit("").alias("options")),
+            on="item",
+            how="left",
+            maintain_order="left",
+        )
+    )
     train = _aligned(chosen["train_text"].fill_null("").to_list())
-    part_texts = {"question": chosen["question"].fill_null("").to_list(), "answer": chosen["answer"].fill_null("").to_list(),
-                  "prompt": [q + "\n" + o for q, o in zip(chosen["question"].fill_null("").to_list(),
-                                                          chosen["options"].fill_null("").to_list(), strict=True)]}
+    part_texts = {
+        "question": chosen["question"].fill_null("").to_list(),
+        "answer": chosen["answer"].fill_null("").to_list(),
+        "prompt": [
+            q + "\n" + o for q, o in zip(chosen["question"].fill_null("").to_list(), chosen["options"].fill_null("").to_list(), strict=True)
+        ],
+    }
     bench = {part: _aligned(part_texts[part]) for part in PARTS}
     values: list[list[dict[str, Any]] | None] = []
     for i, spans in enumerate(chosen["spans"].to_list()):
@@ -71,8 +81,15 @@ def char_spans(matches: pl.DataFrame, items: pl.DataFrame) -> pl.Series:
             t, b = train[i], bench[s["part"]][i]
             if t is None or b is None or s["train_end"] > len(t) or s["bench_end"] > len(b):
                 break
-            row.append({"part": s["part"], "train_start": t[s["train_start"]][0], "train_end": t[s["train_end"] - 1][1],
-                        "bench_start": b[s["bench_start"]][0], "bench_end": b[s["bench_end"] - 1][1]})
+            row.append(
+                {
+                    "part": s["part"],
+                    "train_start": t[s["train_start"]][0],
+                    "train_end": t[s["train_end"] - 1][1],
+                    "bench_start": b[s["bench_start"]][0],
+                    "bench_end": b[s["bench_end"] - 1][1],
+                }
+            )
         values.append(row if len(row) == len(spans) else None)
     filled = iter(values)
     return pl.Series("char_spans", [next(filled) if h else None for h in has.to_list()], dtype=pl.List(CHAR_SPAN))

@@ -71,7 +71,7 @@ class TransformersJudge:
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
-        self.model = AutoModelForCausalLM.from_pretrained(config.model, torch_dtype=torch.float32).to(self.device).eval()
+        self.model = AutoModelForCausalLM.from_pretrained(config.model, torch_dtype=torch.float32).to(self.device).eval()  # type: ignore[arg-type]
         self.yes = _answer_token(self.tokenizer, (" Yes", "Yes", " yes", "yes"))
         self.no = _answer_token(self.tokenizer, (" No", "No", " no", "no"))
         if not self.yes or not self.no or set(self.yes) & set(self.no):
@@ -80,7 +80,8 @@ class TransformersJudge:
     def prompt(self, train: str, bench: str) -> str:
         text = PROMPT.format(train=train[: self.config.max_chars], bench=bench[: self.config.max_chars])
         if getattr(self.tokenizer, "chat_template", None):
-            return self.tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True)
+            rendered = self.tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True)
+            return str(rendered)
         return text + "\nAnswer:"
 
     def same_problem(self, pairs: list[tuple[str, str]]) -> np.ndarray:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 import polars as pl
@@ -14,8 +14,7 @@ from thresher.curation.normalize import NormalizeConfig, normalize, words_of
 
 PARTS = ("question", "answer", "prompt")  # prompt: a multiple-choice question with its options
 DEFAULT_NORMALIZE = NormalizeConfig()
-SPAN = pl.Struct({"part": pl.String, "train_start": pl.Int64, "train_end": pl.Int64,
-                  "bench_start": pl.Int64, "bench_end": pl.Int64})
+SPAN = pl.Struct({"part": pl.String, "train_start": pl.Int64, "train_end": pl.Int64, "bench_start": pl.Int64, "bench_end": pl.Int64})
 MATCH_SCHEMA = {
     "row": pl.Int64,  # global ordinal of the training row
     "item": pl.Int64,  # index of the benchmark item in the audit's item table
@@ -45,7 +44,7 @@ def word_rarity(owners: pl.DataFrame, items: int) -> pl.DataFrame:
 
 
 def empty_matches() -> pl.DataFrame:
-    return pl.DataFrame(schema=MATCH_SCHEMA)
+    return pl.DataFrame(schema=cast(Any, MATCH_SCHEMA))
 
 
 @dataclass

@@ -84,10 +84,17 @@ class NgramIndex:
             usable = (counts >= shortest) & (config.weights[part] > 0) & (has_options if part == 2 else True)
             grams = ngram_hashes(words, n, short_rows="whole")
             keep = usable[grams.row]
-            frames.append(pl.DataFrame({
-                "hash": grams.hash[keep], "item": grams.row[keep], "part": np.full(int(keep.sum()), part, np.int8),
-                "position": grams.position[keep], "length": grams.length[keep].astype(np.int8),
-            }))
+            frames.append(
+                pl.DataFrame(
+                    {
+                        "hash": grams.hash[keep],
+                        "item": grams.row[keep],
+                        "part": np.full(int(keep.sum()), part, np.int8),
+                        "position": grams.position[keep],
+                        "length": grams.length[keep].astype(np.int8),
+                    }
+                )
+            )
         postings = pl.concat(frames)
         item_df = postings.group_by("hash").agg(pl.col("item").n_unique().alias("df"))
         self.boilerplate = int((item_df["df"] > config.max_bench_df).sum())
@@ -106,12 +113,14 @@ class NgramIndex:
         self.lengths = sorted({n, *(int(x) for x in short["length"].unique().to_list())})
         # the first two words of every short item: training windows shorter than n are hashed only where they start so
         self.prefix_screen = np.zeros(1 << PREFIX_BITS, dtype=bool)
-        for part, frame in short.group_by("part"):
-            hashes, offsets = _token_hashes(self.words[int(part[0])].to_arrow(), 0)
+        for (index,), frame in short.group_by("part"):
+            hashes, offsets = _token_hashes(self.words[int(index)].to_arrow(), 0)
             first = offsets[frame["item"].to_numpy()]
             self.prefix_screen[prefix_key(hashes[first], hashes[first + 1])] = True
-        self.unindexed_questions = int(((self.part_tokens[:, 0] < config.min_tokens) & ~has_options).sum()
-                                       + (self.part_tokens[:, 2] < config.min_tokens)[has_options].sum())
+        self.unindexed_questions = int(
+            ((self.part_tokens[:, 0] < config.min_tokens) & ~has_options).sum()
+            + (self.part_tokens[:, 2] < config.min_tokens)[has_options].sum()
+        )
 
     def _weigh_positions(self, postings: pl.DataFrame, count: int) -> None:
         """The weight of every word position of every (item, part): 0 where only boilerplate n-grams cover it
@@ -150,10 +159,16 @@ class NgramIndex:
             at = np.minimum(np.searchsorted(self.keys, grams.hash[maybe]), len(self.keys) - 1)
             hit = self.keys[at] == grams.hash[maybe]
             found = maybe[hit]
-            frames.append(pl.DataFrame({
-                "row": grams.row[found], "train_position": grams.position[found],
-                "train_length": np.full(len(found), length, np.int8), "gram": at[hit].astype(np.int64),
-            }))
+            frames.append(
+                pl.DataFrame(
+                    {
+                        "row": grams.row[found],
+                        "train_position": grams.position[found],
+                        "train_length": np.full(len(found), length, np.int8),
+                        "gram": at[hit].astype(np.int64),
+                    }
+                )
+            )
         if not frames:
             return pl.DataFrame(schema={"row": pl.Int64, "train_position": pl.Int64, "train_length": pl.Int8, "gram": pl.Int64})
         return pl.concat(frames)
@@ -164,7 +179,9 @@ def _coverage(hits: pl.DataFrame, index: NgramIndex) -> pl.DataFrame:
     joined = hits.join(index.postings, on="gram")
     positions = (
         joined.select("row", "item", "part", pl.int_ranges("position", pl.col("position") + pl.col("length")).alias("pos"))
-        .explode("pos").unique().sort("row", "item", "part", "pos")
+        .explode("pos")
+        .unique()
+        .sort("row", "item", "part", "pos")
     )
     keys = positions.select("row", "item", "part")
     key_array = keys.to_numpy()
@@ -174,23 +191,34 @@ def _coverage(hits: pl.DataFrame, index: NgramIndex) -> pl.DataFrame:
     first = np.flatnonzero(np.r_[True, np.any(key_array[1:] != key_array[:-1], axis=1)]) if len(keys) else np.zeros(0, np.int64)
     covered = keys[first].with_columns(
         pl.Series("covered", np.add.reduceat(weight, first) if len(first) else np.zeros(0)),
-        pl.Series("words", np.add.reduceat((weight > 0).astype(np.int64), first) if len(first) else np.zeros(0, np.int64)))
-    totals = pl.DataFrame({"item": np.repeat(np.arange(len(index.part_weight)), len(PARTS)),
-                           "part": np.tile(np.arange(len(PARTS), dtype=np.int8), len(index.part_weight)),
-                           "total": index.part_weight.ravel(),
-                           "informative": index.part_informative.ravel()})
+        pl.Series("words", np.add.reduceat((weight > 0).astype(np.int64), first) if len(first) else np.zeros(0, np.int64)),
+    )
+    totals = pl.DataFrame(
+        {
+            "item": np.repeat(np.arange(len(index.part_weight)), len(PARTS)),
+            "part": np.tile(np.arange(len(PARTS), dtype=np.int8), len(index.part_weight)),
+            "total": index.part_weight.ravel(),
+            "informative": index.part_informative.ravel(),
+        }
+    )
     wq, wa, _ = index.config.weights
     needed = pl.min_horizontal(pl.col("informative"), index.config.min_words)
     share = covered.join(totals, on=["item", "part"]).with_columns(
-        pl.when((pl.col("total") <= 0) | (pl.col("words") < needed)).then(0.0)
-        .when(pl.col("words") >= pl.col("informative")).then(1.0)  # all of it (exactly 1, whatever the float sum says)
-        .otherwise(pl.col("covered") / pl.col("total")).clip(0, 1).alias("share"))
+        pl.when((pl.col("total") <= 0) | (pl.col("words") < needed))
+        .then(0.0)
+        .when(pl.col("words") >= pl.col("informative"))
+        .then(1.0)  # all of it (exactly 1, whatever the float sum says)
+        .otherwise(pl.col("covered") / pl.col("total"))
+        .clip(0, 1)
+        .alias("share")
+    )
     wide = share.group_by("row", "item").agg(
         pl.col("share").filter(pl.col("part") != 1).max().alias("question_score"),  # the question, alone or with its options
         pl.col("share").filter(pl.col("part") == 1).max().alias("answer_score"),
     )
-    return wide.with_columns(pl.max_horizontal(pl.col("question_score").fill_null(0) * wq,
-                                               pl.col("answer_score").fill_null(0) * wa).clip(0, 1).alias("score"))
+    return wide.with_columns(
+        pl.max_horizontal(pl.col("question_score").fill_null(0) * wq, pl.col("answer_score").fill_null(0) * wa).clip(0, 1).alias("score")
+    )
 
 
 def _spans(hits: pl.DataFrame, index: NgramIndex, pairs: pl.DataFrame) -> pl.DataFrame:
@@ -198,22 +226,29 @@ def _spans(hits: pl.DataFrame, index: NgramIndex, pairs: pl.DataFrame) -> pl.Dat
     joined = hits.join(index.postings, on="gram").join(pairs.select("row", "item"), on=["row", "item"])
     keys = ["row", "item", "part", "diagonal"]
     runs = (
-        joined.with_columns((pl.col("train_position") - pl.col("position")).alias("diagonal"),
-                            (pl.col("position") + pl.col("length").cast(pl.Int64)).alias("end"))
+        joined.with_columns(
+            (pl.col("train_position") - pl.col("position")).alias("diagonal"),
+            (pl.col("position") + pl.col("length").cast(pl.Int64)).alias("end"),
+        )
         .sort([*keys, "position"])
         .with_columns(pl.col("end").cum_max().shift(1).over(keys).alias("reach"))
         .with_columns((pl.col("reach").is_null() | (pl.col("position") > pl.col("reach"))).cum_sum().over(keys).alias("run"))
-        .group_by([*keys, "run"]).agg(pl.col("position").min().alias("bench_start"), pl.col("end").max().alias("bench_end"))
+        .group_by([*keys, "run"])
+        .agg(pl.col("position").min().alias("bench_start"), pl.col("end").max().alias("bench_end"))
         .sort(["row", "item", "part", "bench_start", "diagonal"])  # unique keys: the same order every run
     )
     spans = runs.select(
-        "row", "item",
+        "row",
+        "item",
         pl.struct(
             pl.col("part").replace_strict(dict(enumerate(PARTS)), return_dtype=pl.String).alias("part"),
             (pl.col("bench_start") + pl.col("diagonal")).alias("train_start"),
             (pl.col("bench_end") + pl.col("diagonal")).alias("train_end"),
-            "bench_start", "bench_end",
-        ).cast(SPAN).alias("span"),
+            "bench_start",
+            "bench_end",
+        )
+        .cast(SPAN)
+        .alias("span"),
     )
     return spans.group_by("row", "item", maintain_order=True).agg(pl.col("span").alias("spans"))
 
@@ -278,8 +313,12 @@ def span_evidence(matches: pl.DataFrame, words: list[pl.Series]) -> pl.Series:
     """Benchmark words under each match's spans (``words[part][item]``), runs joined by " … "."""
     if matches.is_empty():
         return pl.Series("evidence", [], dtype=pl.String)
-    exploded = (matches.select(pl.int_range(pl.len()).alias("match"), "item", "spans").explode("spans")
-                .unnest("spans").filter(pl.col("part").is_not_null()))
+    exploded = (
+        matches.select(pl.int_range(pl.len()).alias("match"), "item", "spans")
+        .explode("spans")
+        .unnest("spans")
+        .filter(pl.col("part").is_not_null())
+    )
     texts = []
     for part_index, part in enumerate(PARTS):
         sel = exploded.filter(pl.col("part") == part)

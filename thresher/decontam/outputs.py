@@ -42,29 +42,57 @@ def summary(result: AuditResult) -> dict[str, Any]:
         for bench, items in items_per_bench.items():
             hits = flagged.filter((pl.col("train_source") == source) & (pl.col("bench") == bench))
             leaked, contaminated = hits["item"].n_unique(), hits["row"].n_unique()
-            table.append({"source": source, "bench": bench, "items_leaked": leaked, "items": items,
-                          "items_leaked_share": _share(leaked, items), "rows_contaminated": contaminated, "rows": rows,
-                          "rows_contaminated_share": _share(contaminated, rows)})
+            table.append(
+                {
+                    "source": source,
+                    "bench": bench,
+                    "items_leaked": leaked,
+                    "items": items,
+                    "items_leaked_share": _share(leaked, items),
+                    "rows_contaminated": contaminated,
+                    "rows": rows,
+                    "rows_contaminated_share": _share(contaminated, rows),
+                }
+            )
     by_method = {}
     for method in result.config.methods:
         part = result.matches.filter(pl.col("method") == method)
         hit = part.filter("flagged")
-        by_method[method] = {"threshold": result.config.threshold(method), "matches_recorded": part.height,
-                             "flagged": hit.height, "rows_contaminated": hit["row"].n_unique(), "items_leaked": hit["item"].n_unique()}
+        by_method[method] = {
+            "threshold": result.config.threshold(method),
+            "matches_recorded": part.height,
+            "flagged": hit.height,
+            "rows_contaminated": hit["row"].n_unique(),
+            "items_leaked": hit["item"].n_unique(),
+        }
     quarantined = sum(c.quarantined_total for c in result.counts.values())
     total_rows = result.rows
     contaminated = flagged["row"].n_unique()
     return {
-        "benchmarks": {b.name: {"items": b.items.height, "origin": b.origin, "skipped_without_text": b.skipped_empty,
-                                "items_leaked": flagged.filter(pl.col("bench") == b.name)["item"].n_unique()}
-                       for b in result.benches},
-        "sources": {s: {"rows": n, "rows_contaminated": flagged.filter(pl.col("train_source") == s)["row"].n_unique()}
-                    for s, n in sorted(result.rows_per_source.items())},
+        "benchmarks": {
+            b.name: {
+                "items": b.items.height,
+                "origin": b.origin,
+                "skipped_without_text": b.skipped_empty,
+                "items_leaked": flagged.filter(pl.col("bench") == b.name)["item"].n_unique(),
+            }
+            for b in result.benches
+        },
+        "sources": {
+            s: {"rows": n, "rows_contaminated": flagged.filter(pl.col("train_source") == s)["row"].n_unique()}
+            for s, n in sorted(result.rows_per_source.items())
+        },
         "table": table,
         "methods": by_method,
-        "totals": {"rows_in": total_rows + quarantined, "rows_audited": total_rows, "rows_quarantined": quarantined,
-                   "rows_contaminated": contaminated, "rows_contaminated_share": _share(contaminated, total_rows),
-                   "items": sum(items_per_bench.values()), "items_leaked": flagged["item"].n_unique()},
+        "totals": {
+            "rows_in": total_rows + quarantined,
+            "rows_audited": total_rows,
+            "rows_quarantined": quarantined,
+            "rows_contaminated": contaminated,
+            "rows_contaminated_share": _share(contaminated, total_rows),
+            "items": sum(items_per_bench.values()),
+            "items_leaked": flagged["item"].n_unique(),
+        },
         "notes": result.notes,
         "config": asdict(result.config),
         "inputs": {name: c.as_dict() for name, c in result.counts.items()},
@@ -72,8 +100,13 @@ def summary(result: AuditResult) -> dict[str, Any]:
     }
 
 
-REMOVED_EXTRA = [pa.field("bench", pa.string()), pa.field("bench_id", pa.string()), pa.field("method", pa.string()),
-                 pa.field("score", pa.float64()), pa.field("evidence", pa.string())]
+REMOVED_EXTRA = [
+    pa.field("bench", pa.string()),
+    pa.field("bench_id", pa.string()),
+    pa.field("method", pa.string()),
+    pa.field("score", pa.float64()),
+    pa.field("evidence", pa.string()),
+]
 
 
 def write_split(result: AuditResult, train: list[str], out_dir: Path, kind: Kind | None = None) -> dict[str, int]:
@@ -86,14 +119,18 @@ def write_split(result: AuditResult, train: list[str], out_dir: Path, kind: Kind
     start = written_clean = written_removed = 0
     try:
         for name in train:
-            for batch_kind, table in canonical_batches(resolve_input(name), found_kind, None, None, result.config.batch_rows, skip_bad=True):
+            for batch_kind, table in canonical_batches(
+                resolve_input(name), found_kind, None, None, result.config.batch_rows, skip_bad=True
+            ):
                 if found_kind is None or clean is None:
                     found_kind = batch_kind
                     clean = open_writer(out_dir / "clean.parquet", batch_kind)
                     removed = open_writer(out_dir / "removed.parquet", batch_kind, pa.schema(list(schema_for(batch_kind)) + REMOVED_EXTRA))
                 if batch_kind != found_kind:
-                    raise InputError(f"{name}: rows are {batch_kind.value}, but earlier inputs are {found_kind.value}; "
-                                     "decontaminate one kind at a time (audit takes mixed kinds)")
+                    raise InputError(
+                        f"{name}: rows are {batch_kind.value}, but earlier inputs are {found_kind.value}; "
+                        "decontaminate one kind at a time (audit takes mixed kinds)"
+                    )
                 stop = start + table.num_rows
                 lo, hi = np.searchsorted(removed_rows, [start, stop])
                 is_removed = np.zeros(table.num_rows, dtype=bool)
@@ -129,9 +166,18 @@ def write_json(data: dict[str, Any], path: Path) -> None:
     path.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
 
 
-def audit_to_folder(train: list[str], bench: list[str], out: Path, bench_fields: list[str] | None, config: Any,
-                    kind: Kind | None = None, on_error: str = "fail", top: int = 40, split: bool = True,
-                    on_rows: Any = None) -> dict[str, Any]:
+def audit_to_folder(
+    train: list[str],
+    bench: list[str],
+    out: Path,
+    bench_fields: list[str] | None,
+    config: Any,
+    kind: Kind | None = None,
+    on_error: str = "fail",
+    top: int = 40,
+    split: bool = True,
+    on_rows: Any = None,
+) -> dict[str, Any]:
     """Audit ``train`` against the benchmarks ``bench`` and write matches.parquet, summary.json and report.html into
     ``out``; with ``split`` also clean.parquet and removed.parquet (every row accounted for). The summary."""
     from thresher.accounting import QuarantineWriter
@@ -152,7 +198,10 @@ def audit_to_folder(train: list[str], bench: list[str], out: Path, bench_fields:
         written = write_split(result, train, out, kind)
         quarantined = report["totals"]["rows_quarantined"]
         report["decontamination"] = {
-            "in": report["totals"]["rows_in"], "clean": written["clean"], "removed": written["removed"], "quarantined": quarantined,
+            "in": report["totals"]["rows_in"],
+            "clean": written["clean"],
+            "removed": written["removed"],
+            "quarantined": quarantined,
             "balanced": report["totals"]["rows_in"] == written["clean"] + written["removed"] + quarantined,
         }
     write_matches(result, out / "matches.parquet")

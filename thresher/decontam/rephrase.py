@@ -48,8 +48,11 @@ class RephraseConfig:
 
 def item_rarity(items: pl.DataFrame) -> pl.DataFrame:
     """``word`` → ``rarity`` over the items' questions (with options)."""
-    texts = items.select(pl.concat_str([pl.col("question"), pl.col("options") if "options" in items.columns else pl.lit("")],
-                                       separator="\n", ignore_nulls=True))["question"]
+    texts = items.select(
+        pl.concat_str(
+            [pl.col("question"), pl.col("options") if "options" in items.columns else pl.lit("")], separator="\n", ignore_nulls=True
+        )
+    )["question"]
     owners = pl.DataFrame({"item": np.arange(items.height), "word": words_of(normalize(texts))}).explode("word").drop_nulls()
     return word_rarity(owners, items.height)
 
@@ -71,31 +74,49 @@ def features(pairs: pl.DataFrame, rarity: pl.DataFrame) -> pl.DataFrame:
     row_nums = pid.select("pair", pl.col("train_text").str.extract_all(_NUMBER).alias("n")).explode("n").drop_nulls()
     item_counts = item_nums.group_by("pair", "n").agg(pl.len().alias("a"))
     row_counts = row_nums.group_by("pair", "n").agg(pl.len().alias("b"))
-    shared = (item_counts.join(row_counts, on=["pair", "n"], how="left").with_columns(pl.col("b").fill_null(0))
-              .group_by("pair").agg((pl.min_horizontal("a", "b").sum() / pl.col("a").sum()).alias("shared_numbers")))
+    shared = (
+        item_counts.join(row_counts, on=["pair", "n"], how="left")
+        .with_columns(pl.col("b").fill_null(0))
+        .group_by("pair")
+        .agg((pl.min_horizontal("a", "b").sum() / pl.col("a").sum()).alias("shared_numbers"))
+    )
     # rare words
     normalized_row = normalize(pid["train_text"])
     item_words = pid.select("pair", words_of(normalize(pid["question"])).alias("word")).explode("word").drop_nulls().unique()
     row_words = pid.select("pair", words_of(normalized_row).alias("word")).explode("word").drop_nulls().unique()
     present = row_words.with_columns(pl.lit(True).alias("present"))
-    weighted = (item_words.join(rarity, on="word", how="left").with_columns(pl.col("rarity").fill_null(float(np.log1p(1e6))))
-                .join(present, on=["pair", "word"], how="left")
-                .group_by("pair").agg((pl.col("rarity").filter(pl.col("present").fill_null(False)).sum() / pl.col("rarity").sum())
-                                      .alias("rare_words"), pl.len().alias("item_words")))
+    weighted = (
+        item_words.join(rarity, on="word", how="left")
+        .with_columns(pl.col("rarity").fill_null(float(np.log1p(1e6))))
+        .join(present, on=["pair", "word"], how="left")
+        .group_by("pair")
+        .agg(
+            (pl.col("rarity").filter(pl.col("present").fill_null(False)).sum() / pl.col("rarity").sum()).alias("rare_words"),
+            pl.len().alias("item_words"),
+        )
+    )
     row_len = row_words.group_by("pair").agg(pl.len().alias("row_words"))
     answer = normalize(pid["short_answer"])
-    out = (pid.select("pair", "cosine")
-           .join(shared, on="pair", how="left").join(weighted, on="pair", how="left").join(row_len, on="pair", how="left")
-           .sort("pair")
-           .with_columns(
-               pl.col("shared_numbers").fill_null(0.0),
-               pl.col("pair").is_in(item_nums["pair"].unique().implode()).cast(pl.Float64).alias("has_numbers"),
-               pl.col("rare_words").fill_null(0.0),
-               pl.DataFrame({"row": normalized_row, "answer": answer}).select(
-                   ((pl.col("answer") != "") & (" " + pl.col("row") + " ").str.contains(" " + pl.col("answer") + " ", literal=True))
-                   .cast(pl.Float64).alias("answer_in_row")).to_series(),
-               ((pl.col("row_words").fill_null(0) + 1) / (pl.col("item_words").fill_null(0) + 1)).log().clip(-3, 3).alias("length_ratio"),
-           ))
+    out = (
+        pid.select("pair", "cosine")
+        .join(shared, on="pair", how="left")
+        .join(weighted, on="pair", how="left")
+        .join(row_len, on="pair", how="left")
+        .sort("pair")
+        .with_columns(
+            pl.col("shared_numbers").fill_null(0.0),
+            pl.col("pair").is_in(item_nums["pair"].unique().implode()).cast(pl.Float64).alias("has_numbers"),
+            pl.col("rare_words").fill_null(0.0),
+            pl.DataFrame({"row": normalized_row, "answer": answer})
+            .select(
+                ((pl.col("answer") != "") & (" " + pl.col("row") + " ").str.contains(" " + pl.col("answer") + " ", literal=True))
+                .cast(pl.Float64)
+                .alias("answer_in_row")
+            )
+            .to_series(),
+            ((pl.col("row_words").fill_null(0) + 1) / (pl.col("item_words").fill_null(0) + 1)).log().clip(-3, 3).alias("length_ratio"),
+        )
+    )
     return out.select(*FEATURES)
 
 
@@ -120,22 +141,29 @@ def fit(x: np.ndarray, y: np.ndarray, l2: float = 1e-3, steps: int = 50) -> np.n
     return w
 
 
-def rephrase_matches(matches: pl.DataFrame, items: pl.DataFrame, ledger: pl.DataFrame,
-                     config: RephraseConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
+def rephrase_matches(
+    matches: pl.DataFrame, items: pl.DataFrame, ledger: pl.DataFrame, config: RephraseConfig
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The ``rephrase`` matches of embedding candidates from ``candidates_from`` on, and their features as
     readable evidence (``row``, ``item``, ``method``, ``features``)."""
     candidates = matches.filter((pl.col("method") == "embedding") & (pl.col("score") >= config.candidates_from))
     options = pl.col("options") if "options" in items.columns else pl.lit("").alias("options")
-    pairs = (candidates.join(ledger.select("row", "train_text"), on="row")
-             .join(items.select("item", "question", "answer", options), on="item")
-             .with_columns(pl.col("score").alias("cosine")))
+    pairs = (
+        candidates.join(ledger.select("row", "train_text"), on="row")
+        .join(items.select("item", "question", "answer", options), on="item")
+        .with_columns(pl.col("score").alias("cosine"))
+    )
     pairs = pairs.with_columns(short_answer(pairs["answer"]))
     x = features(pairs.select("train_text", "question", "short_answer", "cosine"), item_rarity(items))
     p = probability(x)
     scored = pairs.select(candidates.columns).with_columns(pl.lit("rephrase").alias("method"), pl.Series("score", p))
     evidence = pl.concat([pairs.select("row", "item"), x], how="horizontal").select(
-        "row", "item", pl.lit("rephrase").alias("method"),
-        pl.format("cosine {}, numbers shared {}, rare words {}, answer in row {}, length ratio {}",
-                  *[pl.col(f).round(2) for f in ("cosine", "shared_numbers", "rare_words", "answer_in_row", "length_ratio")])
-        .alias("features"))
+        "row",
+        "item",
+        pl.lit("rephrase").alias("method"),
+        pl.format(
+            "cosine {}, numbers shared {}, rare words {}, answer in row {}, length ratio {}",
+            *[pl.col(f).round(2) for f in ("cosine", "shared_numbers", "rare_words", "answer_in_row", "length_ratio")],
+        ).alias("features"),
+    )
     return scored, evidence

@@ -23,8 +23,12 @@ def _leak_table(summary: dict[str, Any]) -> str:
         style = ["", ""]
         for bench in benches:
             cell = cells[(source, bench)]
-            row.append(Markup(f"{100 * cell['items_leaked_share']:.1f}% <span class='muted'>({cell['items_leaked']})</span>"
-                              f"<br>{100 * cell['rows_contaminated_share']:.2f}% <span class='muted'>({cell['rows_contaminated']} rows)</span>"))
+            row.append(
+                Markup(
+                    f"{100 * cell['items_leaked_share']:.1f}% <span class='muted'>({cell['items_leaked']})</span>"
+                    f"<br>{100 * cell['rows_contaminated_share']:.2f}% <span class='muted'>({cell['rows_contaminated']} rows)</span>"
+                )
+            )
             style.append(heat(cell["items_leaked_share"]))
         rows.append(row)
         styles.append(style)
@@ -37,8 +41,12 @@ def _words(texts: pl.Series) -> list[list[str]]:
 
 
 def _pairs(matches: pl.DataFrame, items: pl.DataFrame, top: int) -> str:
-    flagged = (matches.filter("flagged").sort("score", descending=True)
-               .unique(["train_id", "bench", "bench_id"], keep="first", maintain_order=True).head(top))
+    flagged = (
+        matches.filter("flagged")
+        .sort("score", descending=True)
+        .unique(["train_id", "bench", "bench_id"], keep="first", maintain_order=True)
+        .head(top)
+    )
     if flagged.is_empty():
         return "<p>No flagged matches.</p>"
     parts = flagged.select("item").join(items, on="item", how="left")
@@ -74,7 +82,8 @@ def _pairs(matches: pl.DataFrame, items: pl.DataFrame, top: int) -> str:
         blocks.append(
             f"<h3>{escape(m['bench'])} / {escape(m['bench_id'])} ← {escape(m['train_source'])} / {escape(m['train_id'])}"
             f" <span class='muted'>{escape(m['method'])}, {scores}</span></h3>"
-            f"<div class='pair'><pre>{left}</pre><pre>{right}</pre></div>")
+            f"<div class='pair'><pre>{left}</pre><pre>{right}</pre></div>"
+        )
     return "".join(blocks)
 
 
@@ -93,45 +102,67 @@ def _calibration(summary: dict[str, Any]) -> str:
         return ""
     methods = [m for m in calibration["unplanted_flagged"] if m != "any"]
     rows = [[variant, r["rows"], *[f"{r[m]:.3f}" for m in methods], f"{r['any']:.3f}"] for variant, r in calibration["recall"].items()]
-    rows.append(["untouched sampled rows flagged", calibration["unplanted_rows"],
-                 *[f"{calibration['unplanted_flagged'][m]:.2%}" for m in [*methods, "any"]]])
-    return ("<h2>Calibration on this corpus</h2><p class='muted'>Controlled variants of benchmark items planted into copies of "
-            f"{calibration['unplanted_rows']} sampled training rows ({calibration['planted']} planted, seed {calibration['seed']}), "
-            "scanned by the same detectors: the share of each variant each method finds. The last row: the share of the sampled "
-            "rows, untouched, that are flagged (an upper bound on false positives: some may be real leaks). Planted rows are "
-            "never written out.</p>" + table(["variant", "planted", *methods, "any method"], rows))
+    rows.append(
+        [
+            "untouched sampled rows flagged",
+            calibration["unplanted_rows"],
+            *[f"{calibration['unplanted_flagged'][m]:.2%}" for m in [*methods, "any"]],
+        ]
+    )
+    return (
+        "<h2>Calibration on this corpus</h2><p class='muted'>Controlled variants of benchmark items planted into copies of "
+        f"{calibration['unplanted_rows']} sampled training rows ({calibration['planted']} planted, seed {calibration['seed']}), "
+        "scanned by the same detectors: the share of each variant each method finds. The last row: the share of the sampled "
+        "rows, untouched, that are flagged (an upper bound on false positives: some may be real leaks). Planted rows are "
+        "never written out.</p>" + table(["variant", "planted", *methods, "any method"], rows)
+    )
 
 
 def write_report(summary: dict[str, Any], matches: pl.DataFrame, items: pl.DataFrame, path: Path, top: int = 40) -> None:
     """The audit report as one self-contained HTML file."""
     totals = summary["totals"]
     methods = ", ".join(f"{m} (≥ {v['threshold']})" for m, v in summary["methods"].items())
-    intro = (f"<p>{totals['rows_audited']} training rows ({totals['rows_quarantined']} quarantined) against "
-             f"{totals['items']} benchmark items; <b>{totals['rows_contaminated']}</b> rows "
-             f"({100 * totals['rows_contaminated_share']:.2f}%) match <b>{totals['items_leaked']}</b> items. "
-             f"Methods: {escape(methods)}. "
-             f"{summary['seconds']} s.{_cache_note(summary)}</p>")
-    method_table = table(["method", "threshold", "matches recorded", "flagged", "rows contaminated", "items leaked"],
-                         [[m, v["threshold"], v["matches_recorded"], v["flagged"], v["rows_contaminated"], v["items_leaked"]]
-                          for m, v in summary["methods"].items()])
+    intro = (
+        f"<p>{totals['rows_audited']} training rows ({totals['rows_quarantined']} quarantined) against "
+        f"{totals['items']} benchmark items; <b>{totals['rows_contaminated']}</b> rows "
+        f"({100 * totals['rows_contaminated_share']:.2f}%) match <b>{totals['items_leaked']}</b> items. "
+        f"Methods: {escape(methods)}. "
+        f"{summary['seconds']} s.{_cache_note(summary)}</p>"
+    )
+    method_table = table(
+        ["method", "threshold", "matches recorded", "flagged", "rows contaminated", "items leaked"],
+        [
+            [m, v["threshold"], v["matches_recorded"], v["flagged"], v["rows_contaminated"], v["items_leaked"]]
+            for m, v in summary["methods"].items()
+        ],
+    )
     plots = []
     for method, info in summary["methods"].items():
         scores = matches.filter(pl.col("method") == method)["score"].to_numpy()
         plots.append(histogram(scores, f"{method}: scores of recorded matches", threshold=info["threshold"]))
     sources = list(summary["sources"])
-    source_bars = bars(sources, [summary["sources"][s]["rows_contaminated"] / max(summary["sources"][s]["rows"], 1) for s in sources],
-                       "contaminated rows per training source")
+    source_bars = bars(
+        sources,
+        [summary["sources"][s]["rows_contaminated"] / max(summary["sources"][s]["rows"], 1) for s in sources],
+        "contaminated rows per training source",
+    )
     bench_names = list(summary["benchmarks"])
-    bench_bars = bars(bench_names, [summary["benchmarks"][b]["items_leaked"] / max(summary["benchmarks"][b]["items"], 1)
-                                    for b in bench_names], "leaked items per benchmark")
+    bench_bars = bars(
+        bench_names,
+        [summary["benchmarks"][b]["items_leaked"] / max(summary["benchmarks"][b]["items"], 1) for b in bench_names],
+        "leaked items per benchmark",
+    )
     body = (
-        intro
-        + "<h2>Leakage by training source and benchmark</h2><p class='muted'>Each cell: share of the benchmark's items "
-          "found in the source (count), and share of the source's rows that contain one (count).</p>" + _leak_table(summary)
-        + "<h2>Methods</h2>" + method_table + f"<div class='plots'>{''.join(plots)}</div>" + _calibration(summary)
+        intro + "<h2>Leakage by training source and benchmark</h2><p class='muted'>Each cell: share of the benchmark's items "
+        "found in the source (count), and share of the source's rows that contain one (count).</p>"
+        + _leak_table(summary)
+        + "<h2>Methods</h2>"
+        + method_table
+        + f"<div class='plots'>{''.join(plots)}</div>"
+        + _calibration(summary)
         + f"<h2>Sources and benchmarks</h2><div class='plots'>{source_bars}{bench_bars}</div>"
         + f"<h2>Strongest matches (top {top})</h2><p class='muted'>Left: the training row, right: the benchmark item. "
-          "For n-gram matches both are shown normalized, shared runs marked.</p>" + _pairs(matches, items, top)
+        "For n-gram matches both are shown normalized, shared runs marked.</p>" + _pairs(matches, items, top)
     )
     partial = path.with_name(path.name + ".partial")
     partial.write_text(page("Thresher contamination audit", body), encoding="utf-8")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import polars as pl
@@ -27,10 +27,19 @@ from thresher.errors import InputError
 
 
 def _as_matches(rows: np.ndarray, items: np.ndarray, scores: np.ndarray, method: str) -> pl.DataFrame:
-    frame = pl.DataFrame({"row": rows.astype(np.int64), "item": items.astype(np.int64), "method": method,
-                          "score": np.clip(scores.astype(np.float64), 0.0, 1.0)})
-    return frame.with_columns(pl.lit(None).alias("question_score"), pl.lit(None).alias("answer_score"),
-                              pl.lit(None).alias("spans")).select(list(MATCH_SCHEMA)).cast(MATCH_SCHEMA)  # type: ignore[arg-type]
+    frame = pl.DataFrame(
+        {
+            "row": rows.astype(np.int64),
+            "item": items.astype(np.int64),
+            "method": method,
+            "score": np.clip(scores.astype(np.float64), 0.0, 1.0),
+        }
+    )
+    return (
+        frame.with_columns(pl.lit(None).alias("question_score"), pl.lit(None).alias("answer_score"), pl.lit(None).alias("spans"))
+        .select(list(MATCH_SCHEMA))
+        .cast(cast(Any, MATCH_SCHEMA))
+    )
 
 
 class _Collected:
@@ -107,7 +116,6 @@ class MinhashDetector(_Collected):
         return np.unique(rows[keep])
 
 
-
 @dataclass(frozen=True)
 class EmbeddingMatchConfig:
     model: str | None = None  # path or hub id; default: the offline all-MiniLM-L6-v2
@@ -154,8 +162,9 @@ class EmbeddingDetector(_Collected):
         asks = [_final_ask(q) for q in questions]
         after_passage = [i for i, ask in enumerate(asks) if ask]
         texts = questions + [with_answer[i] for i in answered] + [asks[i] for i in after_passage]
-        self.vector_item = np.concatenate([np.arange(len(questions)), np.array(answered, dtype=np.int64),
-                                           np.array(after_passage, dtype=np.int64)]).astype(np.int64)
+        self.vector_item = np.concatenate(
+            [np.arange(len(questions)), np.array(answered, dtype=np.int64), np.array(after_passage, dtype=np.int64)]
+        ).astype(np.int64)
         vectors = encode(texts, config.model, config.cache_dir, device=config.device, encoder=self.encoder, show_progress=False)
         self.index = EmbeddingIndex(vectors, exact_limit=max(len(texts), 1))
         self.k = min(3 * config.neighbours, len(texts))  # an item's three vectors may all be near
@@ -170,8 +179,9 @@ class EmbeddingDetector(_Collected):
             owner, texts = np.arange(len(batch)), batch.texts.to_list()
         if not texts:
             return np.zeros(0, dtype=np.int64)
-        vectors = self._encode(texts, self.config.model, self.config.cache_dir, device=self.config.device,
-                               encoder=self.encoder, show_progress=False)
+        vectors = self._encode(
+            texts, self.config.model, self.config.cache_dir, device=self.config.device, encoder=self.encoder, show_progress=False
+        )
         sims, ids = self.index.search(vectors, self.k)
         rows = np.repeat(owner.astype(np.int64), self.k)
         keep = (ids.ravel() >= 0) & (sims.ravel() >= self.config.floor)

@@ -13,20 +13,50 @@ import random
 import re
 from collections.abc import Callable
 
-PREAMBLES = ["I'm studying for an exam and got stuck on this one.", "Can you help me with my homework?",
-             "Here is a problem from a worksheet my teacher gave us:", "Please solve the following and explain each step."]
+PREAMBLES = [
+    "I'm studying for an exam and got stuck on this one.",
+    "Can you help me with my homework?",
+    "Here is a problem from a worksheet my teacher gave us:",
+    "Please solve the following and explain each step.",
+]
 POSTAMBLES = ["Thanks a lot, I really appreciate the help!", "Please show your reasoning.", "Explain it like I'm twelve.", ""]
 _WORDS = re.compile(r"[^\W_]+")
 _NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?![\w.]*\d)")
 # word-for-word substitutions a rephrasing template makes: not a paraphrase model, but the kind of
 # edit that leaves few 8-grams intact while keeping the meaning
 _SYNONYMS = {
-    "how many": "what number of", "what is": "determine", "find": "work out", "calculate": "compute", "write": "implement",
-    "function": "routine", "return": "give back", "returns": "gives back", "given": "provided", "each": "every",
-    "total": "overall", "which of the following": "which one of these", "the number of": "the count of", "buy": "purchase",
-    "bought": "purchased", "has": "owns", "have": "own", "more": "additional", "than": "compared with", "if": "when",
-    "correct": "right", "statement": "claim", "true": "accurate", "list": "sequence", "string": "text", "number": "value",
-    "many": "lots of", "uses": "makes use of", "each day": "daily", "per": "for each", "makes": "produces", "wants": "would like",
+    "how many": "what number of",
+    "what is": "determine",
+    "find": "work out",
+    "calculate": "compute",
+    "write": "implement",
+    "function": "routine",
+    "return": "give back",
+    "returns": "gives back",
+    "given": "provided",
+    "each": "every",
+    "total": "overall",
+    "which of the following": "which one of these",
+    "the number of": "the count of",
+    "buy": "purchase",
+    "bought": "purchased",
+    "has": "owns",
+    "have": "own",
+    "more": "additional",
+    "than": "compared with",
+    "if": "when",
+    "correct": "right",
+    "statement": "claim",
+    "true": "accurate",
+    "list": "sequence",
+    "string": "text",
+    "number": "value",
+    "many": "lots of",
+    "uses": "makes use of",
+    "each day": "daily",
+    "per": "for each",
+    "makes": "produces",
+    "wants": "would like",
 }
 _SYNONYM = re.compile(r"\b(" + "|".join(sorted(map(re.escape, _SYNONYMS), key=len, reverse=True)) + r")\b", re.IGNORECASE)
 LABEL_STYLES = ("{}. ", "({}) ", "{}) ", "[{}] ")
@@ -81,8 +111,9 @@ def reformatted(text: str, rng: random.Random) -> str | None:
     lines re-wrapped and quoted."""
     lines = text.split("\n")
     style = rng.choice(LABEL_STYLES[1:])
-    relabeled = [re.sub(r"^([A-J])\. ", lambda m: style.format(m.group(1).lower() if rng.random() < 0.5 else m.group(1)), line)
-                 for line in lines]
+    relabeled = [
+        re.sub(r"^([A-J])\. ", lambda m: style.format(m.group(1).lower() if rng.random() < 0.5 else m.group(1)), line) for line in lines
+    ]
     out = "\n".join(relabeled)
     out = re.sub(r"^( {4})+", lambda m: "  " * (len(m.group(0)) // 4), out, flags=re.MULTILINE)  # 4-space code to 2-space
     out = re.sub(r"\$([^$\n]+)\$", r"\\(\1\\)", out)
@@ -120,6 +151,7 @@ def numbers(text: str, rng: random.Random) -> str | None:
 def rephrased(text: str, rng: random.Random) -> str | None:
     """A template rephrasing: common words and phrases swapped for synonyms, and the last sentence moved to
     the front when there are several (a question first, then its setting)."""
+
     def swap(m: re.Match[str]) -> str:
         new = _SYNONYMS[m.group(0).lower()]
         return new[0].upper() + new[1:] if m.group(0)[0].isupper() else new
@@ -132,7 +164,12 @@ def rephrased(text: str, rng: random.Random) -> str | None:
 
 
 VARIANTS: dict[str, Callable[[str, random.Random], str | None]] = {
-    "verbatim": verbatim, "embedded": embedded, "noisy": noisy, "partial": partial, "reformatted": reformatted,
-    "numbers": numbers, "rephrased": rephrased,
+    "verbatim": verbatim,
+    "embedded": embedded,
+    "noisy": noisy,
+    "partial": partial,
+    "reformatted": reformatted,
+    "numbers": numbers,
+    "rephrased": rephrased,
 }
 LITERAL = ("verbatim", "embedded", "noisy", "partial", "reformatted")  # copies: what the n-gram method must find

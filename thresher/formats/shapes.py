@@ -287,25 +287,53 @@ def _has(*keys: str) -> Callable[[set[str]], bool]:
 
 
 SHAPES: tuple[Shape, ...] = (
-    Shape("canonical", (Kind.SFT, Kind.PREFERENCE, Kind.RLVR), lambda c: kind_of_columns(c) is not None,
-          _canonical, "Thresher's own rows (id, source, provenance, content)"),
-    Shape("pairwise_annotation", (Kind.PREFERENCE,), _has("instruction", "output_1", "output_2", "preference"),
-          _pairwise_annotation, "AlpacaEval judge annotations: instruction, output_1, output_2, preference"),
-    Shape("pair", (Kind.PREFERENCE,), _has("chosen", "rejected"),
-          _pair, "chosen/rejected with prompt, conversations or messages; or HH-RLHF transcripts"),
-    Shape("messages", (Kind.SFT, Kind.RLVR), _has("messages"),
-          _messages_with, "OpenAI messages [{role, content}] (+ ground_truth for RLVR)"),
-    Shape("sharegpt", (Kind.SFT,), _has("conversations"),
-          _sharegpt, "ShareGPT conversations [{from, value}] (+ system)"),
-    Shape("self_instruct", (Kind.SFT,), _has("instruction", "instances"),
-          _self_instruct, "Self-Instruct tasks: instruction + instances [{input, output}]"),
-    Shape("alpaca", (Kind.SFT,), lambda c: "instruction" in c and bool({"output", "response"} & c),
-          _alpaca, "Alpaca instruction/input/output (+ history, system)"),
-    Shape("prompt_completion", (Kind.SFT,), _has("prompt", "completion"),
-          _prompt_completion, "prompt + completion"),
-    Shape("question_answer", (Kind.SFT, Kind.RLVR),
-          lambda c: bool(set(PROMPT_KEYS) & c) and bool({"ground_truth", *ANSWER_KEYS} & c),
-          _question_answer, "question/problem + answer/solution (GSM8K, MATH, ...)"),
+    Shape(
+        "canonical",
+        (Kind.SFT, Kind.PREFERENCE, Kind.RLVR),
+        lambda c: kind_of_columns(c) is not None,
+        _canonical,
+        "Thresher's own rows (id, source, provenance, content)",
+    ),
+    Shape(
+        "pairwise_annotation",
+        (Kind.PREFERENCE,),
+        _has("instruction", "output_1", "output_2", "preference"),
+        _pairwise_annotation,
+        "AlpacaEval judge annotations: instruction, output_1, output_2, preference",
+    ),
+    Shape(
+        "pair",
+        (Kind.PREFERENCE,),
+        _has("chosen", "rejected"),
+        _pair,
+        "chosen/rejected with prompt, conversations or messages; or HH-RLHF transcripts",
+    ),
+    Shape(
+        "messages", (Kind.SFT, Kind.RLVR), _has("messages"), _messages_with, "OpenAI messages [{role, content}] (+ ground_truth for RLVR)"
+    ),
+    Shape("sharegpt", (Kind.SFT,), _has("conversations"), _sharegpt, "ShareGPT conversations [{from, value}] (+ system)"),
+    Shape(
+        "self_instruct",
+        (Kind.SFT,),
+        _has("instruction", "instances"),
+        _self_instruct,
+        "Self-Instruct tasks: instruction + instances [{input, output}]",
+    ),
+    Shape(
+        "alpaca",
+        (Kind.SFT,),
+        lambda c: "instruction" in c and bool({"output", "response"} & c),
+        _alpaca,
+        "Alpaca instruction/input/output (+ history, system)",
+    ),
+    Shape("prompt_completion", (Kind.SFT,), _has("prompt", "completion"), _prompt_completion, "prompt + completion"),
+    Shape(
+        "question_answer",
+        (Kind.SFT, Kind.RLVR),
+        lambda c: bool(set(PROMPT_KEYS) & c) and bool({"ground_truth", *ANSWER_KEYS} & c),
+        _question_answer,
+        "question/problem + answer/solution (GSM8K, MATH, ...)",
+    ),
 )
 SHAPES_BY_NAME = {shape.name: shape for shape in SHAPES}
 

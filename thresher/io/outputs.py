@@ -71,8 +71,9 @@ def locked(out: Path) -> Iterator[None]:
             holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
             os.close(fd)
             if e.errno in (errno.EAGAIN, errno.EACCES):
-                raise InputError(f"{out}: another thresher run (pid {holder}) is writing this folder; "
-                                 f"wait for it or choose another output") from None
+                raise InputError(
+                    f"{out}: another thresher run (pid {holder}) is writing this folder; wait for it or choose another output"
+                ) from None
             raise
         try:
             same = os.fstat(fd).st_ino == os.stat(lock).st_ino  # not a lock file a finished run just unlinked
@@ -108,8 +109,9 @@ def check_replaceable(out: Path, command: str, inputs: list[str], overwrite: boo
         return
     marker = read_marker(out)
     if marker is None:
-        raise InputError(f"{out}: exists and is not the output of a complete thresher run; "
-                         "use --overwrite to replace it, or choose another --out")
+        raise InputError(
+            f"{out}: exists and is not the output of a complete thresher run; use --overwrite to replace it, or choose another --out"
+        )
     if marker.get("command") != command or marker.get("inputs") != inputs:
         was = f"`{marker.get('command')}` on {', '.join(marker.get('inputs') or []) or 'no inputs'}"
         raise InputError(f"{out}: holds the output of {was}; use --overwrite to replace it, or choose another --out")
@@ -129,8 +131,9 @@ def _stale(out: Path) -> list[Path]:
 
 
 @contextlib.contextmanager
-def committed_folder(out: str | Path, command: str, inputs: Sequence[str | Path], overwrite: bool = False,
-                     carry: Sequence[str] = ()) -> Iterator[Path]:
+def committed_folder(
+    out: str | Path, command: str, inputs: Sequence[str | Path], overwrite: bool = False, carry: Sequence[str] = ()
+) -> Iterator[Path]:
     """Yield a staging folder; on success it becomes ``out`` whole, on failure nothing changes."""
     out = Path(os.path.abspath(os.path.expanduser(str(out))))
     named = [str(p) for p in local_paths(inputs)] + [str(p) for p in inputs if str(p).startswith(REMOTE_PREFIXES)]

@@ -15,7 +15,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 import orjson
 
@@ -56,7 +56,7 @@ def _strip_suffixes(name: str) -> str:
 
 
 def _open_binary(path: Path) -> BinaryIO:
-    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")  # noqa: SIM115
+    return cast(BinaryIO, gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb"))  # noqa: SIM115
 
 
 def _sniff_json(path: Path) -> str:
@@ -73,9 +73,7 @@ def _sniff_json(path: Path) -> str:
     if rest.strip():
         return "jsonl"
     # One line only: a wrapper object holding a list of rows is a document, anything else one row.
-    wraps_rows = isinstance(first, dict) and any(
-        isinstance(v, list) and v and all(isinstance(x, dict) for x in v) for v in first.values()
-    )
+    wraps_rows = isinstance(first, dict) and any(isinstance(v, list) and v and all(isinstance(x, dict) for x in v) for v in first.values())
     return "json" if wraps_rows else "jsonl"
 
 
@@ -134,7 +132,11 @@ def _read_jsonl(path: Path) -> Iterator[RawRow]:
             try:
                 text = line.decode("utf-8")
             except UnicodeDecodeError as e:
-                yield RawRow(location, error=RowError("invalid_utf8", f"invalid UTF-8 at byte {e.start} of the line"), raw=line.decode("utf-8", "replace"))
+                yield RawRow(
+                    location,
+                    error=RowError("invalid_utf8", f"invalid UTF-8 at byte {e.start} of the line"),
+                    raw=line.decode("utf-8", "replace"),
+                )
                 continue
             try:
                 value = orjson.loads(text)
@@ -190,8 +192,10 @@ def _read_csv(path: Path, delimiter: str) -> Iterator[RawRow]:
             return
         repeated = sorted({name for name in header if header.count(name) > 1})
         if repeated:
-            raise InputError(f"{path}:1: the header names {', '.join(map(repr, repeated))} more than once, so one "
-                             "column's values would be lost; rename the columns")
+            raise InputError(
+                f"{path}:1: the header names {', '.join(map(repr, repeated))} more than once, so one "
+                "column's values would be lost; rename the columns"
+            )
         row = 0
         start_line = reader.line_num + 1
         for fields in reader:
@@ -204,7 +208,11 @@ def _read_csv(path: Path, delimiter: str) -> Iterator[RawRow]:
             if any(_has_surrogates(value) for value in fields):
                 yield RawRow(location, error=RowError("invalid_utf8", "invalid UTF-8"), raw=raw.encode("utf-8", "replace").decode())
             elif len(fields) != len(header):
-                yield RawRow(location, error=RowError("malformed_csv", f"expected {len(header)} fields (header {header}), got {len(fields)}"), raw=raw)
+                yield RawRow(
+                    location,
+                    error=RowError("malformed_csv", f"expected {len(header)} fields (header {header}), got {len(fields)}"),
+                    raw=raw,
+                )
             else:
                 yield RawRow(location, data=dict(zip(header, fields, strict=True)))
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import gzip
 import os
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 import orjson
 import pyarrow as pa
@@ -77,7 +77,7 @@ class JsonlRecordWriter(RecordWriter):
     def __init__(self, path: str | Path, kind: Kind, schema: pa.Schema | None = None) -> None:
         super().__init__(path, kind, schema)
         raw = open(self._tmp, "wb")  # noqa: SIM115
-        self._file: BinaryIO = gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) if self.path.suffix == ".gz" else raw
+        self._file = cast(BinaryIO, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) if self.path.suffix == ".gz" else raw)
         self._raw = raw
 
     def write(self, records: list[dict[str, Any]]) -> None:

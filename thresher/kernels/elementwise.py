@@ -32,8 +32,7 @@ if triton is not None:
         tl.store(rstd_ptr + row, rstd)
 
     @triton.jit
-    def _rms_backward(dy_ptr, x_ptr, w_ptr, rstd_ptr, dx_ptr, dw_part_ptr, M, D, ROWS_PER_PROGRAM: tl.constexpr,
-                      BLOCK_D: tl.constexpr):
+    def _rms_backward(dy_ptr, x_ptr, w_ptr, rstd_ptr, dx_ptr, dw_part_ptr, M, D, ROWS_PER_PROGRAM: tl.constexpr, BLOCK_D: tl.constexpr):
         program = tl.program_id(0)
         cols = tl.arange(0, BLOCK_D)
         ok = cols < D
@@ -115,8 +114,9 @@ class _RMSNorm(torch.autograd.Function):
         programs = triton.cdiv(m, rows)
         dx = output_like(x2)
         dw_parts = output_like(x2, (programs, d), torch.float32)
-        _rms_backward[(programs,)](dy.reshape(-1, d).contiguous(), x2, weight, rstd, dx, dw_parts, m, d,
-                                   ROWS_PER_PROGRAM=rows, BLOCK_D=_block(d))
+        _rms_backward[(programs,)](
+            dy.reshape(-1, d).contiguous(), x2, weight, rstd, dx, dw_parts, m, d, ROWS_PER_PROGRAM=rows, BLOCK_D=_block(d)
+        )
         return dx.reshape(dy.shape), dw_parts.sum(0).to(weight.dtype), None
 
 

@@ -41,8 +41,16 @@ def triton_usable(device: torch.device) -> bool:
 Terms = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # log p(target), entropy, uniform cross-entropy (lse − mean z)
 
 
-def _chunk(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor, temperature: float,
-           ignore_index: int, with_entropy: bool, with_uniform: bool) -> Terms:
+def _chunk(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    targets: torch.Tensor,
+    temperature: float,
+    ignore_index: int,
+    with_entropy: bool,
+    with_uniform: bool,
+) -> Terms:
     logits = hidden @ weight.t()
     if bias is not None:
         logits = logits + bias
@@ -54,15 +62,22 @@ def _chunk(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     return logp, entropy, uniform
 
 
-def linear_terms_torch(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0,
-                       ignore_index: int = -100, chunk: int = 1024, bias: torch.Tensor | None = None,
-                       with_entropy: bool = True, with_uniform: bool = False) -> Terms:
+def linear_terms_torch(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    temperature: float = 1.0,
+    ignore_index: int = -100,
+    chunk: int = 1024,
+    bias: torch.Tensor | None = None,
+    with_entropy: bool = True,
+    with_uniform: bool = False,
+) -> Terms:
     """Chunked PyTorch: at most ``chunk`` × vocab logits at a time, recomputed in backward (entropy and the
     uniform term are zeros unless asked for)."""
     parts: list[Terms] = []
     for lo in range(0, hidden.shape[0], chunk):
-        args = (hidden[lo : lo + chunk], weight, bias, targets[lo : lo + chunk], temperature, ignore_index, with_entropy,
-                with_uniform)
+        args = (hidden[lo : lo + chunk], weight, bias, targets[lo : lo + chunk], temperature, ignore_index, with_entropy, with_uniform)
         if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad):
             parts.append(checkpoint(_chunk, *args, use_reentrant=False))
         else:
@@ -78,9 +93,23 @@ def linear_terms_torch(hidden: torch.Tensor, weight: torch.Tensor, targets: torc
 if triton is not None:
 
     @triton.jit
-    def _logits_tile(h_ptr, w_ptr, rows, cols, row_ok, col_ok, H, stride_hn, stride_wv, inv_temp,
-                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr,
-                     DOT_FP32: tl.constexpr):
+    def _logits_tile(
+        h_ptr,
+        w_ptr,
+        rows,
+        cols,
+        row_ok,
+        col_ok,
+        H,
+        stride_hn,
+        stride_wv,
+        inv_temp,
+        BLOCK_M: tl.constexpr,
+        BLOCK_N: tl.constexpr,
+        BLOCK_K: tl.constexpr,
+        PRECISION: tl.constexpr,
+        DOT_FP32: tl.constexpr,
+    ):
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         for k0 in range(0, H, BLOCK_K):
             ks = k0 + tl.arange(0, BLOCK_K)
@@ -93,9 +122,27 @@ if triton is not None:
         return acc * inv_temp
 
     @triton.jit
-    def _forward_kernel(h_ptr, w_ptr, t_ptr, lse_ptr, logp_ptr, ent_ptr, uni_ptr, N, V, H, stride_hn, stride_wv, inv_temp, ignore_index,
-                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr,
-                        DOT_FP32: tl.constexpr):
+    def _forward_kernel(
+        h_ptr,
+        w_ptr,
+        t_ptr,
+        lse_ptr,
+        logp_ptr,
+        ent_ptr,
+        uni_ptr,
+        N,
+        V,
+        H,
+        stride_hn,
+        stride_wv,
+        inv_temp,
+        ignore_index,
+        BLOCK_M: tl.constexpr,
+        BLOCK_N: tl.constexpr,
+        BLOCK_K: tl.constexpr,
+        PRECISION: tl.constexpr,
+        DOT_FP32: tl.constexpr,
+    ):
         rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
         row_ok = rows < N
         target = tl.load(t_ptr + rows, mask=row_ok, other=ignore_index)
@@ -107,8 +154,9 @@ if triton is not None:
         for v0 in range(0, V, BLOCK_N):
             cols = v0 + tl.arange(0, BLOCK_N)
             col_ok = cols < V
-            z = _logits_tile(h_ptr, w_ptr, rows, cols, row_ok, col_ok, H, stride_hn, stride_wv, inv_temp,
-                             BLOCK_M, BLOCK_N, BLOCK_K, PRECISION, DOT_FP32)
+            z = _logits_tile(
+                h_ptr, w_ptr, rows, cols, row_ok, col_ok, H, stride_hn, stride_wv, inv_temp, BLOCK_M, BLOCK_N, BLOCK_K, PRECISION, DOT_FP32
+            )
             z = tl.where(col_ok[None, :], z, float("-inf"))
             new_max = tl.maximum(run_max, tl.max(z, axis=1))
             rescale = tl.exp(run_max - new_max)
@@ -127,9 +175,30 @@ if triton is not None:
         tl.store(uni_ptr + rows, lse - sum_z / V, mask=row_ok)
 
     @triton.jit
-    def _backward_kernel(h_ptr, w_ptr, t_ptr, lse_ptr, ent_ptr, g_logp_ptr, g_ent_ptr, g_uni_ptr, dh_ptr, dw_ptr, N, V, H, stride_hn, stride_wv,
-                         inv_temp, ignore_index, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                         PRECISION: tl.constexpr, DOT_FP32: tl.constexpr):
+    def _backward_kernel(
+        h_ptr,
+        w_ptr,
+        t_ptr,
+        lse_ptr,
+        ent_ptr,
+        g_logp_ptr,
+        g_ent_ptr,
+        g_uni_ptr,
+        dh_ptr,
+        dw_ptr,
+        N,
+        V,
+        H,
+        stride_hn,
+        stride_wv,
+        inv_temp,
+        ignore_index,
+        BLOCK_M: tl.constexpr,
+        BLOCK_N: tl.constexpr,
+        BLOCK_K: tl.constexpr,
+        PRECISION: tl.constexpr,
+        DOT_FP32: tl.constexpr,
+    ):
         rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
         row_ok = rows < N
         target = tl.load(t_ptr + rows, mask=row_ok, other=ignore_index)
@@ -142,8 +211,9 @@ if triton is not None:
         for v0 in range(0, V, BLOCK_N):
             cols = v0 + tl.arange(0, BLOCK_N)
             col_ok = cols < V
-            z = _logits_tile(h_ptr, w_ptr, rows, cols, row_ok, col_ok, H, stride_hn, stride_wv, inv_temp,
-                             BLOCK_M, BLOCK_N, BLOCK_K, PRECISION, DOT_FP32)
+            z = _logits_tile(
+                h_ptr, w_ptr, rows, cols, row_ok, col_ok, H, stride_hn, stride_wv, inv_temp, BLOCK_M, BLOCK_N, BLOCK_K, PRECISION, DOT_FP32
+            )
             p = tl.exp(z - lse[:, None])
             onehot = tl.where(cols[None, :] == target[:, None], 1.0, 0.0)
             grad = g_logp[:, None] * (onehot - p) - g_ent[:, None] * p * (z - mean_z[:, None]) + g_uni[:, None] * (p - 1.0 / V)
@@ -176,8 +246,14 @@ def _blocks(n: int, v: int, h: int) -> tuple[int, int, int]:
 
 class _LinearLogprobs(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, temperature: float,  # type: ignore[override]
-                ignore_index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        ctx,
+        hidden: torch.Tensor,
+        weight: torch.Tensor,
+        targets: torch.Tensor,
+        temperature: float,  # type: ignore[override]
+        ignore_index: int,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         hidden, weight, targets = hidden.contiguous(), weight.contiguous(), targets.contiguous()
         n, h = hidden.shape
         v = weight.shape[0]
@@ -188,9 +264,27 @@ class _LinearLogprobs(torch.autograd.Function):
         # fp32 inputs use exact fp32 dots; the interpreter (no tensor cores, numpy) upcasts 16-bit tiles too
         dot_fp32 = hidden.dtype == torch.float32 or hidden.device.type != "cuda"
         if n:
-            _forward_kernel[(triton.cdiv(n, bm),)](hidden, weight, targets, lse, logp, entropy, uniform, n, v, h, hidden.stride(0),
-                                                   weight.stride(0), 1.0 / temperature, ignore_index,
-                                                   BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, PRECISION=precision, DOT_FP32=dot_fp32)
+            _forward_kernel[(triton.cdiv(n, bm),)](
+                hidden,
+                weight,
+                targets,
+                lse,
+                logp,
+                entropy,
+                uniform,
+                n,
+                v,
+                h,
+                hidden.stride(0),
+                weight.stride(0),
+                1.0 / temperature,
+                ignore_index,
+                BLOCK_M=bm,
+                BLOCK_N=bn,
+                BLOCK_K=bk,
+                PRECISION=precision,
+                DOT_FP32=dot_fp32,
+            )
         ctx.save_for_backward(hidden, weight, targets, lse, entropy)
         ctx.settings = (temperature, ignore_index, bm, bn, bk, precision, dot_fp32)
         return logp, entropy, uniform
@@ -207,14 +301,36 @@ class _LinearLogprobs(torch.autograd.Function):
         dh = torch.zeros((n, h), dtype=torch.float32, device=hidden.device)
         dw = torch.zeros((v, h), dtype=torch.float32, device=hidden.device)
         if n:
-            _backward_kernel[(triton.cdiv(n, bm),)](hidden, weight, targets, lse, entropy, g_logp, g_entropy, g_uniform, dh, dw, n, v, h,
-                                                    hidden.stride(0), weight.stride(0), 1.0 / temperature, ignore_index,
-                                                    BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, PRECISION=precision, DOT_FP32=dot_fp32)
+            _backward_kernel[(triton.cdiv(n, bm),)](
+                hidden,
+                weight,
+                targets,
+                lse,
+                entropy,
+                g_logp,
+                g_entropy,
+                g_uniform,
+                dh,
+                dw,
+                n,
+                v,
+                h,
+                hidden.stride(0),
+                weight.stride(0),
+                1.0 / temperature,
+                ignore_index,
+                BLOCK_M=bm,
+                BLOCK_N=bn,
+                BLOCK_K=bk,
+                PRECISION=precision,
+                DOT_FP32=dot_fp32,
+            )
         return dh.to(hidden.dtype), dw.to(weight.dtype), None, None, None
 
 
-def linear_terms_triton(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0,
-                        ignore_index: int = -100) -> Terms:
+def linear_terms_triton(
+    hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0, ignore_index: int = -100
+) -> Terms:
     """The fused Triton kernels (see the module docstring)."""
     if triton is None:
         raise RuntimeError("the Triton path needs the triton package")
@@ -226,14 +342,25 @@ def use_triton(backend: str, device: torch.device) -> bool:
     if backend not in ("auto", "triton", "torch"):
         raise ValueError(f"kernel backend must be auto, triton or torch, not {backend!r}")
     if backend == "triton" and not triton_usable(device):
-        raise RuntimeError(f"the Triton kernels cannot run on {device.type} here: they need CUDA, or TRITON_INTERPRET=1 "
-                           "on the CPU (slow; for tests), and the triton package")
+        raise RuntimeError(
+            f"the Triton kernels cannot run on {device.type} here: they need CUDA, or TRITON_INTERPRET=1 "
+            "on the CPU (slow; for tests), and the triton package"
+        )
     return backend == "triton" or (backend == "auto" and device.type == "cuda" and triton_usable(device))
 
 
-def linear_terms(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0,
-                 ignore_index: int = -100, backend: str = "auto", chunk: int = 1024, bias: torch.Tensor | None = None,
-                 with_entropy: bool = True, with_uniform: bool = False) -> Terms:
+def linear_terms(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    temperature: float = 1.0,
+    ignore_index: int = -100,
+    backend: str = "auto",
+    chunk: int = 1024,
+    bias: torch.Tensor | None = None,
+    with_entropy: bool = True,
+    with_uniform: bool = False,
+) -> Terms:
     """The per-token terms by the chosen backend; a head with a bias takes the torch path (whose entropy and
     uniform terms are zeros unless asked for; the kernel always gives them)."""
     if bias is None and use_triton(backend, hidden.device):
@@ -241,24 +368,41 @@ def linear_terms(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tens
     return linear_terms_torch(hidden, weight, targets, temperature, ignore_index, chunk, bias, with_entropy, with_uniform)
 
 
-def linear_logprobs(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0,
-                    ignore_index: int = -100, backend: str = "auto", chunk: int = 1024, bias: torch.Tensor | None = None,
-                    with_entropy: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def linear_logprobs(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    temperature: float = 1.0,
+    ignore_index: int = -100,
+    backend: str = "auto",
+    chunk: int = 1024,
+    bias: torch.Tensor | None = None,
+    with_entropy: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token log p(target) (0 where ``targets == ignore_index``) and entropy, in fp32, for ``hidden`` (N, H)
     and an LM head ``weight`` (V, H). ``backend``: ``triton``, ``torch`` (chunked), or ``auto`` (Triton on CUDA)."""
     logp, entropy, _ = linear_terms(hidden, weight, targets, temperature, ignore_index, backend, chunk, bias, with_entropy)
     return logp, entropy
 
 
-def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100,
-                         label_smoothing: float = 0.0, reduction: str = "mean", temperature: float = 1.0, backend: str = "auto",
-                         chunk: int = 1024) -> torch.Tensor:
+def linear_cross_entropy(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
+    reduction: str = "mean",
+    temperature: float = 1.0,
+    backend: str = "auto",
+    chunk: int = 1024,
+) -> torch.Tensor:
     """Fused linear cross-entropy, as ``F.cross_entropy(hidden @ weight.T / T, targets, ...)`` defines it:
     (1 − ε)·NLL + ε·(uniform cross-entropy), over the non-ignored tokens; ``reduction``: mean, sum or none."""
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"reduction must be mean, sum or none, not {reduction!r}")
-    logp, _, uniform = linear_terms(hidden, weight, targets, temperature, ignore_index, backend, chunk,
-                                    with_entropy=False, with_uniform=label_smoothing > 0)
+    logp, _, uniform = linear_terms(
+        hidden, weight, targets, temperature, ignore_index, backend, chunk, with_entropy=False, with_uniform=label_smoothing > 0
+    )
     keep = targets != ignore_index
     losses = (-(1.0 - label_smoothing) * logp + label_smoothing * uniform) * keep
     if reduction == "none":

@@ -32,8 +32,9 @@ def _mlp_forward(self: Any, x: torch.Tensor) -> torch.Tensor:
 
 
 def _rope_function(original: Callable[..., Any]) -> Callable[..., Any]:
-    def apply_rotary_pos_emb(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, unsqueeze_dim: int = 1,
-                             *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    def apply_rotary_pos_emb(
+        q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, unsqueeze_dim: int = 1, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         d = q.shape[-1]
         if args or kwargs or unsqueeze_dim != 1 or cos.shape[-1] != d or not triton_usable(q.device):
             return original(q, k, cos, sin, unsqueeze_dim, *args, **kwargs)
@@ -42,6 +43,12 @@ def _rope_function(original: Callable[..., Any]) -> Callable[..., Any]:
 
     apply_rotary_pos_emb._thresher_original = original  # type: ignore[attr-defined]
     return apply_rotary_pos_emb
+
+
+def _replace_forward(module: Any, forward: Callable[..., Any]) -> None:
+    """Keep ``module``'s forward (to undo) and bind ``forward`` in its place."""
+    module._thresher_original_forward = module.forward
+    module.forward = types.MethodType(forward, module)
 
 
 def _is_silu(act: Any) -> bool:
@@ -56,13 +63,14 @@ def patch_model(model: torch.nn.Module) -> list[str]:
         if hasattr(module, "_thresher_original_forward"):
             continue
         if name.endswith("RMSNorm") and hasattr(module, "variance_epsilon") and hasattr(module, "weight"):
-            module._thresher_original_forward = module.forward
-            module.forward = types.MethodType(_rms_forward, module)
+            _replace_forward(module, _rms_forward)
             patched.add("rms_norm")
-        elif name.endswith("MLP") and all(hasattr(module, a) for a in ("gate_proj", "up_proj", "down_proj")) \
-                and _is_silu(getattr(module, "act_fn", None)):
-            module._thresher_original_forward = module.forward
-            module.forward = types.MethodType(_mlp_forward, module)
+        elif (
+            name.endswith("MLP")
+            and all(hasattr(module, a) for a in ("gate_proj", "up_proj", "down_proj"))
+            and _is_silu(getattr(module, "act_fn", None))
+        ):
+            _replace_forward(module, _mlp_forward)
             patched.add("swiglu")
     modeling = sys.modules.get(type(model).__module__)
     original = getattr(modeling, "apply_rotary_pos_emb", None)

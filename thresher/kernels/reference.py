@@ -6,8 +6,9 @@ from __future__ import annotations
 import torch
 
 
-def linear_logprobs_reference(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0,
-                              ignore_index: int = -100) -> tuple[torch.Tensor, torch.Tensor]:
+def linear_logprobs_reference(
+    hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0, ignore_index: int = -100
+) -> tuple[torch.Tensor, torch.Tensor]:
     """log p(target) and the entropy of softmax(hidden @ weight.T / temperature), per token; log p is 0 where ignored."""
     logits = (hidden @ weight.t()) / temperature
     logp_all = torch.log_softmax(logits, dim=-1)

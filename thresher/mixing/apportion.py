@@ -72,8 +72,7 @@ def sample_rows(available: int, want: int, rng: np.random.Generator, max_repetit
     return np.sort(np.concatenate(parts), kind="stable")
 
 
-def draw_tokens(tokens: np.ndarray, budget: int, rng: np.random.Generator, max_repetition: float = 1.0,
-                name: str = "source") -> np.ndarray:
+def draw_tokens(tokens: np.ndarray, budget: int, rng: np.random.Generator, max_repetition: float = 1.0, name: str = "source") -> np.ndarray:
     """Sorted row indices whose tokens add up to at most ``budget``, as close to it as a random order
     allows: rows are taken in random passes (each row once per pass) until the next would overshoot."""
     available = len(tokens)
@@ -86,8 +85,9 @@ def draw_tokens(tokens: np.ndarray, budget: int, rng: np.random.Generator, max_r
     order = np.concatenate([rng.permutation(available) for _ in range(passes)])[:most]
     reach = int(tokens[order].sum())
     if reach < budget:
-        raise MixError(f"{name} is asked for {budget} tokens but has {int(tokens.sum())}"
-                       f" (max_repetition {max_repetition:g} allows at most {reach})")
+        raise MixError(
+            f"{name} is asked for {budget} tokens but has {int(tokens.sum())} (max_repetition {max_repetition:g} allows at most {reach})"
+        )
     taken = int(np.searchsorted(np.cumsum(tokens[order]), budget, side="right"))
     return np.sort(order[:taken], kind="stable")
 
@@ -137,8 +137,10 @@ def _draw(pool: Pool, want: float, unit: str, rng: np.random.Generator) -> Draw:
     else:
         most = int(np.floor(pool.rows * pool.max_repetition + 1e-9))
         if want > most:
-            raise MixError(f"{pool.name!r} is asked for {int(want)} rows but has {pool.rows}"
-                           f" (max_repetition {pool.max_repetition:g} allows at most {most})")
+            raise MixError(
+                f"{pool.name!r} is asked for {int(want)} rows but has {pool.rows}"
+                f" (max_repetition {pool.max_repetition:g} allows at most {most})"
+            )
         indices = sample_rows(pool.rows, int(want), rng, pool.max_repetition)
     return Draw(indices, want, unit, _drawn_tokens(pool, indices))
 
@@ -158,6 +160,7 @@ def allocate(pools: list[Pool], seed: int, unit: str = "rows", total: int | None
             draws[pool.name] = _draw(pool, _rows_for(pool), "rows", rng)
         elif pool.amount == "tokens":
             draws[pool.name] = _draw(pool, pool.value, "tokens", rng)
+
     def used(draw: Draw) -> int:
         return len(draw.indices) if unit == "rows" else int(draw.tokens or 0)
 
@@ -175,9 +178,11 @@ def allocate(pools: list[Pool], seed: int, unit: str = "rows", total: int | None
         return {name: draws[name] for name in names}
     natural = [p.name for p in shared if p.amount == "natural"]
     if natural and len(natural) < len(shared):
-        raise MixError(f"{what}: {natural} have no amount (drawn in proportion to their size) while "
-                       f"{[p.name for p in shared if p.amount == 'weight']} have weights; a weight cannot be compared with a size: "
-                       "give all of them weights, or none")
+        raise MixError(
+            f"{what}: {natural} have no amount (drawn in proportion to their size) while "
+            f"{[p.name for p in shared if p.amount == 'weight']} have weights; a weight cannot be compared with a size: "
+            "give all of them weights, or none"
+        )
     if natural:
         shares = fill_by_size(shared, total - fixed, unit, what)
     else:
@@ -192,8 +197,10 @@ def fill_by_size(pools: list[Pool], budget: int, unit: str, what: str) -> list[i
     ``max_repetition``) stops there and the others share the rest, in proportion again."""
     caps = [int(np.floor(p.size(unit) * p.max_repetition + 1e-9)) for p in pools]
     if sum(caps) < budget:
-        raise MixError(f"{what} needs {budget} {unit} but its sources have at most {sum(caps)} "
-                       f"({', '.join(f'{p.name!r}: {c}' for p, c in zip(pools, caps, strict=True))}); raise max_repetition or lower the share")
+        raise MixError(
+            f"{what} needs {budget} {unit} but its sources have at most {sum(caps)} "
+            f"({', '.join(f'{p.name!r}: {c}' for p, c in zip(pools, caps, strict=True))}); raise max_repetition or lower the share"
+        )
     shares = [0] * len(pools)
     open_pools = [i for i, c in enumerate(caps) if c > 0]
     left = budget

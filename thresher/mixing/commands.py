@@ -21,12 +21,19 @@ def _print_summary(manifest: dict[str, Any], out: Path, seconds: float, cached: 
         table.add_column(name, justify="left" if name == "skill" else "right")
     for skill, got in manifest["achieved"]["per_skill"].items():
         want = targets.get(skill, {}).get("share")
-        table.add_row(skill, f"{100 * want:.1f}%" if want is not None else "-", f"{100 * (got[share_key] or 0):.1f}%",
-                      str(got["rows"]), str(got["tokens"]) if got["tokens"] is not None else "-")
+        table.add_row(
+            skill,
+            f"{100 * want:.1f}%" if want is not None else "-",
+            f"{100 * (got[share_key] or 0):.1f}%",
+            str(got["rows"]),
+            str(got["tokens"]) if got["tokens"] is not None else "-",
+        )
     out_console.print(table)
     cache_note = f"; cached: {', '.join(cached)}" if cached else ""
-    out_console.print(f"{manifest['achieved']['rows']} rows in {len(manifest['files']) - 1} shard(s) ({seconds:.1f} s{cache_note}); "
-                      f"manifest: {out / 'manifest.json'}; report: {out / 'report.html'}")
+    out_console.print(
+        f"{manifest['achieved']['rows']} rows in {len(manifest['files']) - 1} shard(s) ({seconds:.1f} s{cache_note}); "
+        f"manifest: {out / 'manifest.json'}; report: {out / 'report.html'}"
+    )
 
 
 def register(app: typer.Typer) -> None:
@@ -50,6 +57,11 @@ def register(app: typer.Typer) -> None:
             stages = 2 + len(load_spec(spec).steps)
             with progress_bar() as progress:
                 task = progress.add_task("mix", total=stages, rate="")
-                result = run_mix(spec, staging, cache_dir, log=None if quiet else lambda line: err_console.print(line, highlight=False),
-                                 on_stage=lambda name: progress.update(task, advance=1, description=name))
+                result = run_mix(
+                    spec,
+                    staging,
+                    cache_dir,
+                    log=None if quiet else lambda line: err_console.print(line, highlight=False),
+                    on_stage=lambda name: progress.update(task, advance=1, description=name),
+                )
         _print_summary(result.manifest, out, result.seconds, result.cached)

@@ -21,8 +21,7 @@ def _sums(frame: pl.DataFrame, by: str) -> dict[str, dict[str, int | None]]:
         return {}
     has_tokens = frame["tokens"].null_count() < frame.height
     grouped = frame.group_by(by).agg(pl.len().alias("rows"), pl.col("tokens").sum().alias("tokens")).sort(by)
-    return {str(key): {"rows": int(rows), "tokens": int(tokens) if has_tokens else None}
-            for key, rows, tokens in grouped.iter_rows()}
+    return {str(key): {"rows": int(rows), "tokens": int(tokens) if has_tokens else None} for key, rows, tokens in grouped.iter_rows()}
 
 
 def _reasons(removed: pl.DataFrame, by: str) -> dict[str, dict[str, int]]:
@@ -39,8 +38,9 @@ def _zero() -> dict[str, int | None]:
     return {"rows": 0, "tokens": None}
 
 
-def account(before: pl.DataFrame, kept: pl.DataFrame, removed: pl.DataFrame,
-            extra_in: dict[str, dict[str, int]] | None = None) -> dict[str, Any]:
+def account(
+    before: pl.DataFrame, kept: pl.DataFrame, removed: pl.DataFrame, extra_in: dict[str, dict[str, int]] | None = None
+) -> dict[str, Any]:
     """Rows and tokens in, out and removed (by reason) per source and per skill, checked to balance.
     ``extra_in`` adds rows that never became frame rows (quarantined at load), by source and reason."""
     result: dict[str, Any] = {}
@@ -84,8 +84,13 @@ def sample_account(available: pl.DataFrame, mixture: pl.DataFrame) -> dict[str, 
             n_have = int(have.get(key, _zero())["rows"] or 0)
             n_distinct = int(distinct.get(key, _zero())["rows"] or 0)
             n_drawn = int(drawn.get(key, _zero())["rows"] or 0)
-            table[key] = {"available": have.get(key, _zero()), "out": drawn.get(key, _zero()), "distinct": n_distinct,
-                          "copies": n_drawn - n_distinct, "not_drawn": n_have - n_distinct}
+            table[key] = {
+                "available": have.get(key, _zero()),
+                "out": drawn.get(key, _zero()),
+                "distinct": n_distinct,
+                "copies": n_drawn - n_distinct,
+                "not_drawn": n_have - n_distinct,
+            }
             if n_distinct > n_have:
                 raise LedgerError(f"{by} {key}: {n_distinct} distinct rows drawn from {n_have}")
         result[f"per_{by}"] = table

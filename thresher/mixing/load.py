@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import polars as pl
 import pyarrow as pa
@@ -20,15 +20,22 @@ from thresher.records import Kind, schema_for
 from thresher.stats import chars_expr, count_tokens, load_tokenizer, row_texts, turns_expr
 
 ROW = "_row"  # a row's ordinal in its source after conversion: its identity through every step
-EXTRA_COLUMNS = {"skill": pl.String, "skill_from": pl.String, "skill_score": pl.Float64,
-                 "chars": pl.Int64, "turns": pl.Int64, "tokens": pl.Int64, ROW: pl.Int64}
+EXTRA_COLUMNS = {
+    "skill": pl.String,
+    "skill_from": pl.String,
+    "skill_score": pl.Float64,
+    "chars": pl.Int64,
+    "turns": pl.Int64,
+    "tokens": pl.Int64,
+    ROW: pl.Int64,
+}
 
 
 def frame_schema(kind: Kind) -> dict[str, pl.DataType]:
     """The columns every stage of a mixture holds: canonical rows plus skill, lengths and row ordinal."""
     empty = pl.from_arrow(schema_for(kind).empty_table())
     assert isinstance(empty, pl.DataFrame)
-    return {**dict(empty.schema), **EXTRA_COLUMNS}
+    return {**dict(empty.schema), **cast(dict[str, pl.DataType], EXTRA_COLUMNS)}
 
 
 def resolve_source(source: SourceSpec, base: Path) -> InputSpec:
@@ -78,11 +85,23 @@ def _as_sft(table: pa.Table, side: str) -> pl.DataFrame:
 def _filter_view(frame: pl.DataFrame, kind: Kind) -> pl.DataFrame:
     """The columns filter expressions may use: id, chars, turns, tokens, text, prompt, response, metadata."""
     side = "chosen" if kind == Kind.PREFERENCE else "messages"
-    response = pl.col(side).list.eval(pl.element().filter(pl.element().struct.field("role") == "assistant")
-                                      .struct.field("content")).list.join("\n")
+    response = (
+        pl.col(side)
+        .list.eval(pl.element().filter(pl.element().struct.field("role") == "assistant").struct.field("content"))
+        .list.join("\n")
+    )
     extra = [pl.col("ground_truth")] if kind == Kind.RLVR else []
-    return frame.select(pl.col("id"), pl.col("chars"), pl.col("turns"), pl.col("tokens"), row_texts(frame, kind).alias("text"),
-                        prompt_expr(kind).alias("prompt"), response.alias("response"), pl.col("metadata"), *extra)
+    return frame.select(
+        pl.col("id"),
+        pl.col("chars"),
+        pl.col("turns"),
+        pl.col("tokens"),
+        row_texts(frame, kind).alias("text"),
+        prompt_expr(kind).alias("prompt"),
+        response.alias("response"),
+        pl.col("metadata"),
+        *extra,
+    )
 
 
 def apply_filters(frame: pl.DataFrame, kind: Kind, source: SourceSpec) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -95,21 +114,25 @@ def apply_filters(frame: pl.DataFrame, kind: Kind, source: SourceSpec) -> tuple[
         try:
             keep = view.select(pl.sql_expr(text).fill_null(False).alias("keep"))["keep"]
         except Exception as e:  # polars raises several kinds for a bad expression
-            raise SpecError(f"source {source.name!r}: filter {text!r} cannot be used: {str(e).splitlines()[0]}; "
-                            f"columns: {', '.join(view.columns)}") from None
+            raise SpecError(
+                f"source {source.name!r}: filter {text!r} cannot be used: {str(e).splitlines()[0]}; columns: {', '.join(view.columns)}"
+            ) from None
         if keep.dtype != pl.Boolean:
             raise SpecError(f"source {source.name!r}: filter {text!r} gives {keep.dtype}, not true/false")
         failed_at = pl.select(pl.when(failed_at.is_null() & ~keep).then(index).otherwise(failed_at)).to_series()
     reasons = [f"filter: {f}" for f in source.filter]
     marked = frame.with_columns(failed_at.alias("_failed"))
-    removed = (marked.filter(pl.col("_failed").is_not_null())
-               .with_columns(pl.col("_failed").replace_strict(list(range(len(reasons))), reasons, return_dtype=pl.String).alias("reason"))
-               .drop("_failed"))
+    removed = (
+        marked.filter(pl.col("_failed").is_not_null())
+        .with_columns(pl.col("_failed").replace_strict(list(range(len(reasons))), reasons, return_dtype=pl.String).alias("reason"))
+        .drop("_failed")
+    )
     return marked.filter(pl.col("_failed").is_null()).drop("_failed"), removed
 
 
-def load_source(source: SourceSpec, kind: Kind, base: Path, quarantine: QuarantineWriter,
-                tokens: TokenCounter | None) -> tuple[pl.DataFrame, pl.DataFrame, StageCounts]:
+def load_source(
+    source: SourceSpec, kind: Kind, base: Path, quarantine: QuarantineWriter, tokens: TokenCounter | None
+) -> tuple[pl.DataFrame, pl.DataFrame, StageCounts]:
     """The source's rows (columns of ``frame_schema``), the rows its filters removed (with ``reason``), and counts."""
     spec = resolve_source(source, base)
     counts = StageCounts(source.name)

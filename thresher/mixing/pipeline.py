@@ -109,9 +109,12 @@ class Mixer:
                     rows, gone, counts = load_source(source, self.spec.kind, self.base, writer, self.tokens)
                 finally:
                     writer.close()
-                found = {"rows.parquet": rows, "removed.parquet": gone.with_columns(pl.lit("").alias("detail")),
-                         "counts.json": {f"quarantined: {k}": v for k, v in sorted(counts.quarantined.items())},
-                         "quarantine.jsonl": tmp.read_bytes() if tmp.exists() else b""}
+                found = {
+                    "rows.parquet": rows,
+                    "removed.parquet": gone.with_columns(pl.lit("").alias("detail")),
+                    "counts.json": {f"quarantined: {k}": v for k, v in sorted(counts.quarantined.items())},
+                    "quarantine.jsonl": tmp.read_bytes() if tmp.exists() else b"",
+                }
                 tmp.unlink(missing_ok=True)
                 self.store.put(key, found)
             self.log(f"load {source.name}: {found['rows.parquet'].height} rows{' (cached)' if hits[-1] else ''}")
@@ -148,8 +151,9 @@ class Mixer:
         extra: dict[str, Any] = {}
         if isinstance(item.body, DecontaminateStep):
             extra = self.benchmarks[f"{index}:{item.name}"] = _bench_hashes(item.body, self.base)
-        key = key_of("step", before.key, item.name, item.body.model_dump(mode="json"), extra,
-                     [(s.name, s.priority) for s in self.spec.sources])
+        key = key_of(
+            "step", before.key, item.name, item.body.model_dump(mode="json"), extra, [(s.name, s.priority) for s in self.spec.sources]
+        )
         found = self.store.get(key, ("rows.parquet", "removed.parquet"))
         cached = found is not None
         if found is None:
@@ -166,10 +170,14 @@ class Mixer:
 
 def pools_for(spec: MixSpec, frame: pl.DataFrame) -> list[tuple[str | None, list[tuple[Pool, pl.DataFrame]]]]:
     """The pools to draw from, grouped by skill when the spec sets skill targets (else one group)."""
+
     def pool(name: str, source: SourceSpec, rows: pl.DataFrame) -> Pool:
         amount = source.amount
-        tokens = rows["tokens"].to_numpy() if rows.height and rows["tokens"].null_count() == 0 else (
-            np.zeros(0, dtype=np.int64) if spec.tokenizer else None)
+        tokens = (
+            rows["tokens"].to_numpy()
+            if rows.height and rows["tokens"].null_count() == 0
+            else (np.zeros(0, dtype=np.int64) if spec.tokenizer else None)
+        )
         if amount is None:
             return Pool(name, rows.height, tokens, "natural", 1.0, source.max_repetition)
         return Pool(name, rows.height, tokens, amount.key, float(getattr(amount, amount.key)), source.max_repetition)  # type: ignore[arg-type]
@@ -177,14 +185,16 @@ def pools_for(spec: MixSpec, frame: pl.DataFrame) -> list[tuple[str | None, list
     by_source = {s.name: frame.filter(pl.col("source") == s.name) for s in spec.sources}
     if spec.skills is None:
         return [(None, [(pool(s.name, s, by_source[s.name]), by_source[s.name]) for s in spec.sources])]
-    groups = []
+    groups: list[tuple[str | None, list[tuple[Pool, pl.DataFrame]]]] = []
     for skill in spec.skills.targets:
         members = []
         for s in spec.sources:
             rows = by_source[s.name].filter(pl.col("skill") == skill)
             if s.skill is None and s.amount is not None and s.amount.key in ("count", "tokens") and rows.height:
-                raise MixError(f"source {s.name!r} has no declared skill, so its rows spread over skills; "
-                               f"give it a weight or a fraction, not a {s.amount.key}")
+                raise MixError(
+                    f"source {s.name!r} has no declared skill, so its rows spread over skills; "
+                    f"give it a weight or a fraction, not a {s.amount.key}"
+                )
             if rows.height or s.skill == skill:
                 members.append((pool(f"{s.name}/{skill}", s, rows), rows))
         groups.append((skill, members))
@@ -248,13 +258,25 @@ def achieved(mixture: pl.DataFrame, by: str) -> dict[str, dict[str, Any]]:
     grouped = mixture.group_by(by).agg(pl.len().alias("rows"), pl.col("tokens").sum().alias("tokens")).sort(by)
     has_tokens = mixture["tokens"].null_count() == 0
     total_tokens = int(mixture["tokens"].sum()) if has_tokens else None
-    return {str(k): {"rows": int(r), "tokens": int(t) if has_tokens else None, "row_share": r / mixture.height,
-                     "token_share": (t / total_tokens if total_tokens else None) if has_tokens else None}
-            for k, r, t in grouped.iter_rows()}
+    return {
+        str(k): {
+            "rows": int(r),
+            "tokens": int(t) if has_tokens else None,
+            "row_share": r / mixture.height,
+            "token_share": (t / total_tokens if total_tokens else None) if has_tokens else None,
+        }
+        for k, r, t in grouped.iter_rows()
+    }
 
 
-def run_mix(spec: MixSpec | str | Path, out_dir: str | Path, cache_dir: str | Path | None = None, log: Log | None = None,
-            on_stage: Callable[[str], None] | None = None, base: Path | None = None) -> MixResult:
+def run_mix(
+    spec: MixSpec | str | Path,
+    out_dir: str | Path,
+    cache_dir: str | Path | None = None,
+    log: Log | None = None,
+    on_stage: Callable[[str], None] | None = None,
+    base: Path | None = None,
+) -> MixResult:
     """Build the mixture ``spec`` (a validated MixSpec, or the path of a spec file) describes into ``out_dir``;
     relative paths in the spec are resolved against ``base`` (default: the spec file's folder; needed with a MixSpec)."""
     from thresher.mixing.report import write_report
@@ -264,6 +286,7 @@ def run_mix(spec: MixSpec | str | Path, out_dir: str | Path, cache_dir: str | Pa
     if not isinstance(spec, MixSpec):
         base = base or Path(spec).parent
         spec = load_spec(spec)
+    assert isinstance(spec, MixSpec)
     if base is None:
         raise TypeError("run_mix needs base (where the spec's relative paths start) when given a MixSpec")
     out.mkdir(parents=True, exist_ok=True)
@@ -271,8 +294,7 @@ def run_mix(spec: MixSpec | str | Path, out_dir: str | Path, cache_dir: str | Pa
     say = log or (lambda _: None)
     mixer = Mixer(spec, base, store, say)
     stages: list[Stage] = []
-    runs = [mixer.load, lambda: mixer.classify(stages[-1])] + [
-        (lambda i=i: mixer.step(i, stages[-1])) for i in range(len(spec.steps))]
+    runs = [mixer.load, lambda: mixer.classify(stages[-1])] + [(lambda i=i: mixer.step(i, stages[-1])) for i in range(len(spec.steps))]
     for run in runs:
         began = time.perf_counter()
         stages.append(run())
@@ -298,12 +320,15 @@ def run_mix(spec: MixSpec | str | Path, out_dir: str | Path, cache_dir: str | Pa
         "benchmarks": mixer.benchmarks,
         "stages": [{"stage": s.name, **s.account} for s in stages] + [{"stage": "sample", **sample_account(available, mixture)}],
         "targets": targets,
-        "achieved": {"rows": mixture.height, "tokens": int(mixture["tokens"].sum()) if mixture["tokens"].null_count() == 0 else None,
-                     "per_source": achieved(mixture, "source"), "per_skill": achieved(mixture, "skill")},
+        "achieved": {
+            "rows": mixture.height,
+            "tokens": int(mixture["tokens"].sum()) if mixture["tokens"].null_count() == 0 else None,
+            "per_source": achieved(mixture, "source"),
+            "per_skill": achieved(mixture, "skill"),
+        },
         "files": [{"name": p.name, "content_hash": file_hash(p)} for p in files]
-                 + [{"name": "removed.parquet", "content_hash": file_hash(out / "removed.parquet")}],
+        + [{"name": "removed.parquet", "content_hash": file_hash(out / "removed.parquet")}],
     }
     (out / "manifest.json").write_bytes(orjson.dumps(manifest, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2) + b"\n")
     write_report(manifest, out / "report.html")
     return MixResult(out, manifest, files, stages, time.perf_counter() - started, time.perf_counter() - began)
-

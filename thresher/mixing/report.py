@@ -23,12 +23,24 @@ def _skills(manifest: dict[str, Any]) -> str:
     unit = manifest["targets"]["unit"]
     share_key = "token_share" if unit == "tokens" else "row_share"
     names = list(targets) + sorted(set(got) - set(targets))
-    rows = [[s, _pct(targets[s]["share"]) if s in targets else "", _num(targets[s]["budget"]) if s in targets else "",
-             _num(got.get(s, {}).get("rows", 0)), _num(got.get(s, {}).get("tokens")), _pct(got.get(s, {}).get(share_key, 0.0))]
-            for s in names]
+    rows = [
+        [
+            s,
+            _pct(targets[s]["share"]) if s in targets else "",
+            _num(targets[s]["budget"]) if s in targets else "",
+            _num(got.get(s, {}).get("rows", 0)),
+            _num(got.get(s, {}).get("tokens")),
+            _pct(got.get(s, {}).get(share_key, 0.0)),
+        ]
+        for s in names
+    ]
     header = ["skill", "target share", f"target {unit}", "rows", "tokens", f"achieved share ({unit})"]
-    plot = paired_bars(names, [targets[s]["share"] if s in targets else None for s in names],
-                       [got.get(s, {}).get(share_key) or 0.0 for s in names], f"skill shares by {unit}")
+    plot = paired_bars(
+        names,
+        [targets[s]["share"] if s in targets else None for s in names],
+        [got.get(s, {}).get(share_key) or 0.0 for s in names],
+        f"skill shares by {unit}",
+    )
     return table(header, rows) + plot
 
 
@@ -81,16 +93,23 @@ def _classified(manifest: dict[str, Any]) -> str:
 def write_report(manifest: dict[str, Any], path: Path) -> None:
     achieved = manifest["achieved"]
     spec = manifest["spec"]
-    summary = (f"<p>{_num(achieved['rows'])} {escape(spec['kind'])} rows"
-               + (f", {_num(achieved['tokens'])} tokens" if achieved["tokens"] is not None else "")
-               + f"; seed {spec['seed']}; spec hash <code>{manifest['spec_hash']}</code>.</p>")
+    summary = (
+        f"<p>{_num(achieved['rows'])} {escape(spec['kind'])} rows"
+        + (f", {_num(achieved['tokens'])} tokens" if achieved["tokens"] is not None else "")
+        + f"; seed {spec['seed']}; spec hash <code>{manifest['spec_hash']}</code>.</p>"
+    )
     body = [
         summary,
-        "<h2>Skills: target and achieved</h2>", _skills(manifest),
-        "<h2>Sources: asked and drawn</h2>", _sources(manifest),
-        "<h2>Rows of each source through the stages</h2>", _funnel(manifest),
-        "<h2>Removed rows by stage and reason</h2>", _removed(manifest),
+        "<h2>Skills: target and achieved</h2>",
+        _skills(manifest),
+        "<h2>Sources: asked and drawn</h2>",
+        _sources(manifest),
+        "<h2>Rows of each source through the stages</h2>",
+        _funnel(manifest),
+        "<h2>Removed rows by stage and reason</h2>",
+        _removed(manifest),
         _classified(manifest),
-        "<h2>Files</h2>", table(["file", "content hash"], [[f["name"], Markup(f"<code>{f['content_hash']}</code>")] for f in manifest["files"]]),
+        "<h2>Files</h2>",
+        table(["file", "content hash"], [[f["name"], Markup(f"<code>{f['content_hash']}</code>")] for f in manifest["files"]]),
     ]
     path.write_text(page("Thresher mixture report", "".join(body)), encoding="utf-8")

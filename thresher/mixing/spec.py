@@ -28,6 +28,7 @@ _VARIABLE = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}|\$(\w+)")
 
 def expand(text: str) -> str:
     """``$VAR``, ``${VAR}`` and ``${VAR:-default}`` replaced from the environment (an unset one without default stays)."""
+
     def value(m: re.Match[str]) -> str:
         name = m.group(1) or m.group(3)
         found = os.environ.get(name)
@@ -187,14 +188,17 @@ class DedupStep(Strict):
 
 class DecontaminateStep(Strict):
     benchmarks: list[str] = Field(min_length=1)  # NAME or NAME=PATH, as ``thresher audit --bench``
-    methods: list[Literal["ngram", "minhash", "embedding"]] = Field(default_factory=lambda: ["ngram"])
+    methods: list[Literal["ngram", "minhash", "embedding"]] = ["ngram"]
     thresholds: dict[Literal["ngram", "minhash", "embedding"], float] = Field(default_factory=dict)
     fields: Literal["prompt", "response", "all"] = "all"
     model: str | None = None
 
 
 STEP_TYPES: dict[str, type[Strict]] = {
-    "normalize": NormalizeStep, "length": LengthStep, "dedup": DedupStep, "decontaminate": DecontaminateStep,
+    "normalize": NormalizeStep,
+    "length": LengthStep,
+    "dedup": DedupStep,
+    "decontaminate": DecontaminateStep,
 }
 Step = NormalizeStep | LengthStep | DedupStep | DecontaminateStep
 
@@ -251,10 +255,12 @@ class MixSpec(Strict):
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
             raise ValueError(f"source names must be unique; repeated: {', '.join(twice)}")
-        wants_tokens = (self.total is not None and self.total.unit == "tokens") or any(
-            s.amount is not None and s.amount.tokens is not None for s in self.sources
-        ) or (self.skills is not None and self.skills.by == "tokens") or any(
-            s.length is not None and (s.length.min_tokens is not None or s.length.max_tokens is not None) for s in self.steps)
+        wants_tokens = (
+            (self.total is not None and self.total.unit == "tokens")
+            or any(s.amount is not None and s.amount.tokens is not None for s in self.sources)
+            or (self.skills is not None and self.skills.by == "tokens")
+            or any(s.length is not None and (s.length.min_tokens is not None or s.length.max_tokens is not None) for s in self.steps)
+        )
         if wants_tokens and self.tokenizer is None:
             raise ValueError("token amounts, token totals and token length limits need a tokenizer: set 'tokenizer'")
         if self.skills is None:
@@ -270,8 +276,10 @@ class MixSpec(Strict):
             if self.skills.by != self.total.unit:
                 raise ValueError(f"skills.by is {self.skills.by} but total is in {self.total.unit}; use one unit for both")
             if self.skills.classifier.default not in self.skills.targets and any(s.skill is None for s in self.sources):
-                raise ValueError(f"skills.classifier.default {self.skills.classifier.default!r} has no target share; "
-                                 f"name one of {', '.join(self.skills.targets)}")
+                raise ValueError(
+                    f"skills.classifier.default {self.skills.classifier.default!r} has no target share; "
+                    f"name one of {', '.join(self.skills.targets)}"
+                )
         return self
 
     def canonical_json(self) -> bytes:
@@ -357,8 +365,10 @@ def compose_checked(text: str, origin: str) -> yaml.Node | None:
     node = yaml.compose(text)
     _, culprit = _expanded_nodes(node)
     if culprit is not None:
-        raise SpecError(f"{origin}:{culprit.start_mark.line + 1}: YAML aliases here expand to more than "
-                        f"{MAX_EXPANDED_NODES:,} values; write the spec out instead of nesting aliases")
+        raise SpecError(
+            f"{origin}:{culprit.start_mark.line + 1}: YAML aliases here expand to more than "
+            f"{MAX_EXPANDED_NODES:,} values; write the spec out instead of nesting aliases"
+        )
     return node
 
 
@@ -389,8 +399,7 @@ def override_for(dotted: str, keys: Any) -> str | None:
     return next((k for k in keys if dotted == k or dotted.startswith(k + ".")), None)
 
 
-def validation_messages(error: ValidationError, origin: str, node: yaml.Node | None,
-                        overrides: dict[str, str] | None = None) -> list[str]:
+def validation_messages(error: ValidationError, origin: str, node: yaml.Node | None, overrides: dict[str, str] | None = None) -> list[str]:
     """One ``origin:line: field: message`` per error; a field set by an override (``{dotted key: what was
     written}``) is named by that override, not by a line of the file."""
     lines = []

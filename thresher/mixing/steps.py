@@ -7,6 +7,7 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -57,6 +58,7 @@ def recount(frame: pl.DataFrame, kind: Kind, tokens: TokenCounter | None) -> pl.
 
 def normalize(frame: pl.DataFrame, step: NormalizeStep, ctx: StepContext) -> StepResult:
     """Unicode normal form and stripped whitespace in every message; rows with an empty message removed."""
+
     def clean(text: pl.Expr) -> pl.Expr:
         if step.unicode != "none":
             text = text.str.normalize(step.unicode)
@@ -73,8 +75,10 @@ def normalize(frame: pl.DataFrame, step: NormalizeStep, ctx: StepContext) -> Ste
     frame = recount(frame, ctx.kind, ctx.tokens)
     if not step.drop_empty:
         return _split(frame, pl.Series([False] * frame.height, dtype=pl.Boolean), "")
-    empty = pl.any_horizontal([pl.col(f).list.eval(pl.element().struct.field("content").str.len_chars() == 0).list.any()
-                               for f in fields] + [pl.col(fields[0]).list.len() == 0])
+    empty = pl.any_horizontal(
+        [pl.col(f).list.eval(pl.element().struct.field("content").str.len_chars() == 0).list.any() for f in fields]
+        + [pl.col(fields[0]).list.len() == 0]
+    )
     return _split(frame, frame.select(empty.alias("drop"))["drop"], "normalize: empty message")
 
 
@@ -89,7 +93,7 @@ def length(frame: pl.DataFrame, step: LengthStep, ctx: StepContext) -> StepResul
             checks.append((f"length: max_{bound} {high}", pl.col(bound) > high))
     if not checks:
         return _split(frame, pl.Series([False] * frame.height, dtype=pl.Boolean), "")
-    reason = pl.when(checks[0][1]).then(pl.lit(checks[0][0]))
+    reason: Any = pl.when(checks[0][1]).then(pl.lit(checks[0][0]))
     for text, broken in checks[1:]:
         reason = reason.when(broken).then(pl.lit(text))
     reasons = frame.select(reason.otherwise(None).alias("reason"))["reason"]
@@ -106,12 +110,20 @@ def _priority_rank(frame: pl.DataFrame, sources: list[SourceSpec]) -> np.ndarray
 def dedup(frame: pl.DataFrame, step: DedupStep, ctx: StepContext) -> StepResult:
     """Exact and near duplicates removed, within each source or across all; the kept copy is the one in
     the source with the higher priority (then the earlier source), then the earlier row."""
-    config = DedupConfig(method=step.method, threshold=step.threshold, keep="source-priority", text_field=step.field,
-                         ngram=step.ngram, num_perm=step.num_perm, embedding_model=step.model)
+    config = DedupConfig(
+        method=step.method,
+        threshold=step.threshold,
+        keep="source-priority",
+        text_field=step.field,
+        ngram=step.ngram,
+        num_perm=step.num_perm,
+        embedding_model=step.model,
+    )
     texts = dedup_texts(frame.select(schema_for(ctx.kind).names).to_arrow(), ctx.kind, step.field)
     rank = _priority_rank(frame, ctx.sources)
-    groups = [np.arange(frame.height)] if step.scope == "across" else [
-        np.flatnonzero(frame["source"].to_numpy() == s.name) for s in ctx.sources]
+    groups = (
+        [np.arange(frame.height)] if step.scope == "across" else [np.flatnonzero(frame["source"].to_numpy() == s.name) for s in ctx.sources]
+    )
     duplicate_of = np.full(frame.height, KEPT, dtype=np.int64)
     method = np.full(frame.height, "", dtype=object)
     score = np.full(frame.height, np.nan)
@@ -130,8 +142,14 @@ def dedup(frame: pl.DataFrame, step: DedupStep, ctx: StepContext) -> StepResult:
         score[rows[dup]] = decided.score[dup]
     drop = duplicate_of != KEPT
     keeper = pl.Series(np.where(drop, duplicate_of, 0))
-    marks = pl.DataFrame({"drop": drop, "method": method.astype(str), "score": score,
-                          "kept": frame["source"].gather(keeper) + "/" + frame["id"].gather(keeper)})
+    marks = pl.DataFrame(
+        {
+            "drop": drop,
+            "method": method.astype(str),
+            "score": score,
+            "kept": frame["source"].gather(keeper) + "/" + frame["id"].gather(keeper),
+        }
+    )
     notes = marks.select(
         pl.when("drop").then(pl.lit("dedup: ") + pl.col("method")).alias("reason"),
         pl.when("drop").then(pl.format("copy of {} ({})", "kept", pl.col("score").round(3))).alias("detail"),
@@ -153,15 +171,17 @@ def resolve_benchmarks(step: DecontaminateStep, base: Path) -> list[str]:
 def audit_config(step: DecontaminateStep) -> AuditConfig:
     t = step.thresholds
     return AuditConfig(
-        methods=tuple(step.methods), fields=step.fields,
+        methods=tuple(step.methods),
+        fields=step.fields,
         ngram=NgramConfig(threshold=t.get("ngram", NgramConfig.threshold)),
         minhash=MinhashMatchConfig(threshold=t.get("minhash", MinhashMatchConfig.threshold)),
         embedding=EmbeddingMatchConfig(model=step.model, threshold=t.get("embedding", EmbeddingMatchConfig.threshold)),
     )
 
 
-def decontaminate(frame: pl.DataFrame, step: DecontaminateStep, ctx: StepContext,
-                  benches: list[BenchmarkItems] | None = None) -> StepResult:
+def decontaminate(
+    frame: pl.DataFrame, step: DecontaminateStep, ctx: StepContext, benches: list[BenchmarkItems] | None = None
+) -> StepResult:
     """Rows the audit flags against any of the step's benchmarks removed (reason names the benchmark)."""
     benches = benches if benches is not None else load_benchmarks(resolve_benchmarks(step, ctx.base))
     with tempfile.TemporaryDirectory(prefix="thresher-mix-") as tmp:
@@ -186,4 +206,3 @@ def run_step(frame: pl.DataFrame, step: Step, ctx: StepContext) -> StepResult:
     if isinstance(step, DedupStep):
         return dedup(frame, step, ctx)
     return decontaminate(frame, step, ctx)
-

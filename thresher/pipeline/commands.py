@@ -35,4 +35,3 @@ def register(app: typer.Typer) -> None:
         out_console.print(table)
         if not dry_run:
             out_console.print(f"report: {result.report} ({result.seconds:.1f} s)")
-

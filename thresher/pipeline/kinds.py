@@ -4,6 +4,7 @@ re-reads a file the pipeline wrote."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -51,8 +52,13 @@ class Dedup(StageKind):
         summary = report.as_dict()
         if not summary["balanced"]:
             raise AccountingError(f"row accounting does not balance: {summary}")
-        return {"in": summary["in"], "kept": summary["kept"], "removed": summary["removed"], "quarantined": summary["quarantined"],
-                "sources": summary["sources"]}
+        return {
+            "in": summary["in"],
+            "kept": summary["kept"],
+            "removed": summary["removed"],
+            "quarantined": summary["quarantined"],
+            "sources": summary["sources"],
+        }
 
     @classmethod
     def describe(cls, summary: dict[str, Any]) -> str:
@@ -81,8 +87,13 @@ class Decontaminate(StageKind):
         from thresher.decontam.rephrase import RephraseConfig
         from thresher.decontam.similarity import EmbeddingMatchConfig, MinhashMatchConfig
 
-        parts = {"ngram": NgramConfig, "minhash": MinhashMatchConfig, "embedding": EmbeddingMatchConfig, "rephrase": RephraseConfig,
-                 "judge": JudgeConfig}
+        parts = {
+            "ngram": NgramConfig,
+            "minhash": MinhashMatchConfig,
+            "embedding": EmbeddingMatchConfig,
+            "rephrase": RephraseConfig,
+            "judge": JudgeConfig,
+        }
         values: dict[str, Any] = {k: v for k, v in options.items() if k not in ("on_error", "top")}
         for key, part in parts.items():
             if key in values:
@@ -102,12 +113,24 @@ class Decontaminate(StageKind):
         from thresher.decontam.outputs import audit_to_folder
 
         options = stage.options
-        report = audit_to_folder(stage.train, stage.bench, stage.folder, stage.bench_fields, cls.config(options),
-                                 on_error=options.get("on_error", "fail"), top=options.get("top", 40), split=True)
+        report = audit_to_folder(
+            stage.train,
+            stage.bench,
+            stage.folder,
+            stage.bench_fields,
+            cls.config(options),
+            on_error=options.get("on_error", "fail"),
+            top=options.get("top", 40),
+            split=True,
+        )
         if not report["decontamination"]["balanced"]:
             raise AccountingError(f"row accounting does not balance: {report['decontamination']}")
-        return {"decontamination": report["decontamination"], "totals": report["totals"], "table": report["table"],
-                "benchmarks": list(report["benchmarks"])}
+        return {
+            "decontamination": report["decontamination"],
+            "totals": report["totals"],
+            "table": report["table"],
+            "benchmarks": list(report["benchmarks"]),
+        }
 
     @classmethod
     def describe(cls, summary: dict[str, Any]) -> str:
@@ -121,8 +144,21 @@ class Decontaminate(StageKind):
         cells = {(r["source"], r["bench"]): r for r in summary["table"]}
         sources = sorted({r["source"] for r in summary["table"]})
         parts.append("<p>items leaked / training rows contaminated, per source and benchmark</p>")
-        parts.append(table(["source", *benches], [[s, *(f"{cells[(s, b)]['items_leaked']} / {cells[(s, b)]['rows_contaminated']}"
-                                                         if (s, b) in cells else "-" for b in benches)] for s in sources]))
+        parts.append(
+            table(
+                ["source", *benches],
+                [
+                    [
+                        s,
+                        *(
+                            f"{cells[(s, b)]['items_leaked']} / {cells[(s, b)]['rows_contaminated']}" if (s, b) in cells else "-"
+                            for b in benches
+                        ),
+                    ]
+                    for s in sources
+                ],
+            )
+        )
         return "".join(parts) + cls.top_matches(stage.folder)
 
     @staticmethod
@@ -139,8 +175,9 @@ class Decontaminate(StageKind):
             return "<p>no flagged matches</p>"
         shown = [c for c in ("train_id", "bench", "bench_id", "method", "score", "train_text", "bench_text") if c in matches.columns]
         rows = matches.sort("score", descending=True).head(limit).select(shown).rows() if "score" in shown else matches.head(limit).rows()
-        return "<p>top flagged matches</p>" + table(shown, [[f"{v:.3f}" if isinstance(v, float) else str(v)[:160] for v in row]
-                                                            for row in rows], left=len(shown))
+        return "<p>top flagged matches</p>" + table(
+            shown, [[f"{v:.3f}" if isinstance(v, float) else str(v)[:160] for v in row] for row in rows], left=len(shown)
+        )
 
 
 def _spec_model(module: str, name: str) -> type[BaseModel]:
@@ -168,8 +205,13 @@ class Mix(StageKind):
         _spec_record(stage)
         result = run_mix(stage.spec, stage.folder / "mixture", stage.folder / "cache", base=stage.base)
         manifest = result.manifest
-        return {"rows": manifest["achieved"]["rows"], "targets": manifest["targets"], "achieved": manifest["achieved"],
-                "accounting": manifest["stages"], "cached_steps": result.cached}
+        return {
+            "rows": manifest["achieved"]["rows"],
+            "targets": manifest["targets"],
+            "achieved": manifest["achieved"],
+            "accounting": manifest["stages"],
+            "cached_steps": result.cached,
+        }
 
     @classmethod
     def describe(cls, summary: dict[str, Any]) -> str:
@@ -182,11 +224,23 @@ class Mix(StageKind):
         targets = summary["targets"].get("skills", {})
         key = "token_share" if summary["targets"].get("unit") == "tokens" else "row_share"
         skills = list(achieved["per_skill"])
-        plot = paired_bars(skills, [targets.get(s, {}).get("share") for s in skills],
-                           [achieved["per_skill"][s][key] or 0.0 for s in skills], "mixture shares by skill: target vs achieved")
-        steps = [[s.get("stage"), s.get("in", s.get("rows_in", "")), s.get("out", s.get("rows_out", "")),
-                  ", ".join(f"{k}={v}" for k, v in (s.get("removed") or {}).items()) if isinstance(s.get("removed"), dict)
-                  else s.get("removed", "")] for s in summary.get("accounting") or []]
+        plot = paired_bars(
+            skills,
+            [targets.get(s, {}).get("share") for s in skills],
+            [achieved["per_skill"][s][key] or 0.0 for s in skills],
+            "mixture shares by skill: target vs achieved",
+        )
+        steps = [
+            [
+                s.get("stage"),
+                s.get("in", s.get("rows_in", "")),
+                s.get("out", s.get("rows_out", "")),
+                ", ".join(f"{k}={v}" for k, v in (s.get("removed") or {}).items())
+                if isinstance(s.get("removed"), dict)
+                else s.get("removed", ""),
+            ]
+            for s in summary.get("accounting") or []
+        ]
         return f"<p>{achieved['rows']} rows</p>{plot}" + (table(["step", "in", "out", "removed"], steps) if steps else "")
 
 
@@ -208,7 +262,11 @@ class Synth(StageKind):
         record = _spec_record(stage)
         result = run_synth(stage.spec, stage.folder / "synth", stage.folder / "cache", quiet=True, base=stage.base, spec_path=record)
         manifest = result.manifest
-        return {"outputs": manifest["outputs"], "generation": manifest["generation"], "pass_rate_histogram": manifest["pass_rate_histogram"]}
+        return {
+            "outputs": manifest["outputs"],
+            "generation": manifest["generation"],
+            "pass_rate_histogram": manifest["pass_rate_histogram"],
+        }
 
     @classmethod
     def describe(cls, summary: dict[str, Any]) -> str:
@@ -217,14 +275,26 @@ class Synth(StageKind):
     @classmethod
     def section(cls, stage: Any) -> str:
         summary = stage.summary
-        rows = [[name, o["in"], o["out"], o["removed"], ", ".join(f"{k}={v}" for k, v in (o.get("removed_by_reason") or {}).items())]
-                for name, o in summary["outputs"].items()]
+        rows = [
+            [name, o["in"], o["out"], o["removed"], ", ".join(f"{k}={v}" for k, v in (o.get("removed_by_reason") or {}).items())]
+            for name, o in summary["outputs"].items()
+        ]
         gen = [[name, g.get("requested"), g.get("reused"), g.get("generated")] for name, g in summary["generation"].items()]
         hist = summary.get("pass_rate_histogram") or []
-        plot = bars([f"{i / 10:.1f}–{(i + 1) / 10:.1f}" for i in range(len(hist))], [h / max(sum(hist), 1) for h in hist],
-                    "share of verifier-scored prompts by pass rate") if sum(hist) else ""
-        return table(["output", "prompts in", "rows out", "removed", "why"], rows) + \
-            table(["generator", "requested", "reused", "generated"], gen) + plot
+        plot = (
+            bars(
+                [f"{i / 10:.1f}–{(i + 1) / 10:.1f}" for i in range(len(hist))],
+                [h / max(sum(hist), 1) for h in hist],
+                "share of verifier-scored prompts by pass rate",
+            )
+            if sum(hist)
+            else ""
+        )
+        return (
+            table(["output", "prompts in", "rows out", "removed", "why"], rows)
+            + table(["generator", "requested", "reused", "generated"], gen)
+            + plot
+        )
 
 
 def read_metrics(folder: Path) -> list[dict[str, Any]]:
@@ -257,14 +327,22 @@ class Training(StageKind):
         resumed = latest_checkpoint(stage.folder)
         config = {**(stage.spec_mapping or {}), "output_dir": str(stage.folder), "resume_from": str(resumed) if resumed else None}
         result = cls.trainer()(cls.spec_model().model_validate(config))
-        return {"steps": result.steps, "evals": result.evals, "resumed_from": str(resumed) if resumed else None,
-                "seconds": result.seconds, "tokens": result.tokens}
+        return {
+            "steps": result.steps,
+            "evals": result.evals,
+            "resumed_from": str(resumed) if resumed else None,
+            "seconds": result.seconds,
+            "tokens": result.tokens,
+        }
 
     @classmethod
     def describe(cls, summary: dict[str, Any]) -> str:
         evals = summary.get("evals") or []
-        shown = "; ".join(f"{k} {evals[0][1][k]:.3f} → {evals[-1][1][k]:.3f}" for k in ("eval_loss", "eval_reward_accuracy", "eval_pass@1")
-                          if evals and k in evals[0][1])
+        shown = "; ".join(
+            f"{k} {evals[0][1][k]:.3f} → {evals[-1][1][k]:.3f}"
+            for k in ("eval_loss", "eval_reward_accuracy", "eval_pass@1")
+            if evals and k in evals[0][1]
+        )
         return f"{summary['steps']} steps" + (f"; {shown}" if shown else "")
 
     @classmethod
@@ -272,8 +350,8 @@ class Training(StageKind):
         records = read_metrics(stage.folder)
         plots = []
         for title, keys in cls.curves:
-            series = {k: ([r["step"] for r in records if k in r], [r[k] for r in records if k in r]) for k in keys}
-            series = {k: v for k, v in series.items() if v[0]}
+            found = {k: ([r["step"] for r in records if k in r], [r[k] for r in records if k in r]) for k in keys}
+            series: dict[str, tuple[Sequence[float], Sequence[float]]] = {k: v for k, v in found.items() if v[0]}
             if series:
                 plots.append(line_plot(series, title))
         evals = stage.summary.get("evals") or []
@@ -311,8 +389,12 @@ class Dpo(Training):
 @register
 class Rlvr(Training):
     name = "rlvr"
-    curves: ClassVar[list[tuple[str, list[str]]]] = [("reward", ["reward_mean"]), ("KL", ["kl"]), ("held-out pass@1", ["eval_pass@1"]),
-                                                     ("response length", ["response_length"])]
+    curves: ClassVar[list[tuple[str, list[str]]]] = [
+        ("reward", ["reward_mean"]),
+        ("KL", ["kl"]),
+        ("held-out pass@1", ["eval_pass@1"]),
+        ("response length", ["response_length"]),
+    ]
 
     @classmethod
     def trainer(cls) -> Any:

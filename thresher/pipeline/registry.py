@@ -108,7 +108,8 @@ class StageKind:
     def describe(cls, summary: dict[str, Any]) -> str:
         """The one line ``thresher run`` prints for a finished stage."""
         if "in" in summary and "out" in summary:
-            return f"in {summary['in']} = out {summary['out']} + removed {summary.get('removed', 0)} + quarantined {summary.get('quarantined', 0)}"
+            removed, quarantined = summary.get("removed", 0), summary.get("quarantined", 0)
+            return f"in {summary['in']} = out {summary['out']} + removed {removed} + quarantined {quarantined}"
         return ", ".join(f"{k} {v}" for k, v in summary.items() if isinstance(v, int | float | str))[:200]
 
     @classmethod

@@ -19,9 +19,19 @@ def _link(stage: Any, report_path: Path) -> str:
 
 
 def write_report(stages: list[Any], path: Path) -> Path:
-    overview = table(["stage", "runs", "state", "seconds", "folder"],
-                     [[s.name, s.run, s.state, f"{s.seconds:.1f}" if s.seconds else "-",
-                       Markup(f"<a href='{os.path.relpath(s.folder, path.parent)}'>{s.folder.name}</a>")] for s in stages])
+    overview = table(
+        ["stage", "runs", "state", "seconds", "folder"],
+        [
+            [
+                s.name,
+                s.run,
+                s.state,
+                f"{s.seconds:.1f}" if s.seconds else "-",
+                Markup(f"<a href='{os.path.relpath(s.folder, path.parent)}'>{s.folder.name}</a>"),
+            ]
+            for s in stages
+        ],
+    )
     sections = [f"<h2>stages</h2>{overview}"]
     for stage in stages:
         sections.append(f"<h2>{stage.name} ({stage.run}){_link(stage, path)}</h2>{kind_of(stage.run).section(stage)}")

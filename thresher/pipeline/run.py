@@ -50,8 +50,19 @@ class PlannedStage:
 
     def ready(self) -> ReadyStage:
         r = self.resolved
-        return ReadyStage(self.name, self.run, self.folder, self.base, r["inputs"], r["train"], r["bench"], r["bench_fields"],
-                          r["options"], self.spec, r.get("spec"))
+        return ReadyStage(
+            self.name,
+            self.run,
+            self.folder,
+            self.base,
+            r["inputs"],
+            r["train"],
+            r["bench"],
+            r["bench_fields"],
+            r["options"],
+            self.spec,
+            r.get("spec"),
+        )
 
 
 def _substitute(value: Any, lookup: Callable[[str, str | None], str]) -> Any:
@@ -117,8 +128,12 @@ def _strings(value: Any) -> list[str]:
 def _fingerprints(resolved: dict[str, Any], base: Path, output_dir: Path) -> dict[str, str]:
     """Content hashes of every existing file or folder the stage names (outside the pipeline's own outputs, whose
     folder names carry their keys already)."""
-    return {str(path): file_hash(path) for text in _strings(resolved) for path in _named_paths(text, base)
-            if not path.is_relative_to(output_dir.resolve()) and path != Path("/")}
+    return {
+        str(path): file_hash(path)
+        for text in _strings(resolved)
+        for path in _named_paths(text, base)
+        if not path.is_relative_to(output_dir.resolve()) and path != Path("/")
+    }
 
 
 def _spec_mapping(stage: StageSpec, pipeline_base: Path) -> tuple[dict[str, Any], Path]:
@@ -159,8 +174,9 @@ def stage_key(resolved: dict[str, Any], base: Path, output_dir: Path) -> str:
     return hashlib.blake2b(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS), digest_size=6).hexdigest()
 
 
-def check_stage_spec(stage: StageSpec, index: int, spec: dict[str, Any], pipeline_path: Path | None,
-                     pipeline_base: Path) -> tuple[Any, list[str]]:
+def check_stage_spec(
+    stage: StageSpec, index: int, spec: dict[str, Any], pipeline_path: Path | None, pipeline_base: Path
+) -> tuple[Any, list[str]]:
     """Validate a stage's resolved spec against its kind's model, before anything runs: the model, or the errors.
     Errors name the file and line the field comes from: the referenced spec file, or the pipeline for an inline
     spec (an override in ``set`` is reported at its own line)."""
@@ -188,8 +204,10 @@ def check_stage_spec(stage: StageSpec, index: int, spec: dict[str, Any], pipelin
         override = override_for(dotted, stage.set)
         if override is not None or source is None:
             where = ("stages", index, "set", override) if override is not None else ("stages", index, "spec", *loc)
-            messages.append(f"{pipeline_path}:{line_of(pipeline_node, where)}: stages[{index}] ({stage.name}) "
-                            f"{'set ' + override if override else 'spec.' + dotted}: {message}")
+            messages.append(
+                f"{pipeline_path}:{line_of(pipeline_node, where)}: stages[{index}] ({stage.name}) "
+                f"{'set ' + override if override else 'spec.' + dotted}: {message}"
+            )
         else:
             messages.append(f"{source}:{line_of(file_node, loc)}: {dotted} (the {stage.run} spec of stage {stage.name}): {message}")
     return None, messages
@@ -270,14 +288,17 @@ def run_pipeline(path: str | Path, dry_run: bool = False, log: Callable[[str], N
             stage.summary = kind_of(stage.run).run(stage.ready())
         except Exception as e:  # every failure names the stage and keeps what was done
             reads = [text for text in _strings(stage.resolved) if _named_paths(text, stage.base)] or ["its spec"]
-            raise StageError(f"stage {stage.name} ({stage.run}) failed, reading {', '.join(reads)[:600]}: "
-                             f"{type(e).__name__}: {e}\nfix the cause and run the pipeline again: finished stages are "
-                             f"kept and {stage.name} continues in {stage.folder}") from e
+            raise StageError(
+                f"stage {stage.name} ({stage.run}) failed, reading {', '.join(reads)[:600]}: "
+                f"{type(e).__name__}: {e}\nfix the cause and run the pipeline again: finished stages are "
+                f"kept and {stage.name} continues in {stage.folder}"
+            ) from e
         stage.seconds = time.perf_counter() - began
         stage.state = "ran"
         record = {"name": stage.name, "run": stage.run, "key": stage.key, "seconds": stage.seconds, "summary": stage.summary}
-        (stage.folder / DONE).write_bytes(orjson.dumps(record, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY,
-                                                       default=_plain) + b"\n")
+        (stage.folder / DONE).write_bytes(
+            orjson.dumps(record, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY, default=_plain) + b"\n"
+        )
         say(f"{stage.name} ({stage.run}): done in {stage.seconds:.1f} s")
     report = write_report(stages, output_dir / "report.html")
     return PipelineResult(output_dir, stages, report, time.perf_counter() - started)

@@ -13,7 +13,8 @@ h1{font-size:1.6em}h2{margin-top:2em;border-bottom:1px solid #ddd;padding-bottom
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ddd;padding:.25em .6em;text-align:right;vertical-align:top}
 th{background:#f4f4f4}td.l,th.l{text-align:left}.muted{color:#777}
 .pair{display:grid;grid-template-columns:1fr 1fr;gap:1em;margin:1em 0 2em}
-.pair pre{white-space:pre-wrap;word-break:break-word;background:#fafafa;border:1px solid #e4e4e4;padding:.6em;margin:0;max-height:22em;overflow:auto}
+.pair pre{white-space:pre-wrap;word-break:break-word;background:#fafafa;border:1px solid #e4e4e4;padding:.6em;margin:0;
+max-height:22em;overflow:auto}
 mark{background:#ffd54f}.plots{display:flex;flex-wrap:wrap;gap:1.5em}
 """
 
@@ -23,8 +24,10 @@ def escape(value: object) -> str:
 
 
 def page(title: str, body: str) -> str:
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title>"
-            f"<style>{STYLE}</style></head><body><h1>{escape(title)}</h1>{body}</body></html>")
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title>"
+        f"<style>{STYLE}</style></head><body><h1>{escape(title)}</h1>{body}</body></html>"
+    )
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[object]], left: int = 1, cell_style: Sequence[Sequence[str]] | None = None) -> str:
@@ -51,20 +54,32 @@ def heat(share: float) -> str:
     return f"background:rgb(255,{level},{level})"
 
 
-def histogram(values: np.ndarray, title: str, threshold: float | None = None, bins: int = 20,
-              lo: float = 0.0, hi: float = 1.0, width: int = 360, height: int = 180) -> str:
+def histogram(
+    values: np.ndarray,
+    title: str,
+    threshold: float | None = None,
+    bins: int = 20,
+    lo: float = 0.0,
+    hi: float = 1.0,
+    width: int = 360,
+    height: int = 180,
+) -> str:
     """An SVG histogram of ``values`` on [lo, hi], with a dashed line at ``threshold``."""
     counts, edges = np.histogram(np.clip(values, lo, hi), bins=bins, range=(lo, hi))
     pad_l, pad_b, pad_t = 40, 28, 22
     plot_w, plot_h = width - pad_l - 10, height - pad_b - pad_t
     top = max(int(counts.max()) if len(counts) else 0, 1)
     bar_w = plot_w / bins
-    parts = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' role='img'>",
-             f"<text x='{width / 2}' y='14' text-anchor='middle' font-size='13'>{escape(title)}</text>"]
+    parts = [
+        f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' role='img'>",
+        f"<text x='{width / 2}' y='14' text-anchor='middle' font-size='13'>{escape(title)}</text>",
+    ]
     for i, c in enumerate(counts):
         h = plot_h * c / top
-        parts.append(f"<rect x='{pad_l + i * bar_w:.1f}' y='{pad_t + plot_h - h:.1f}' width='{bar_w - 1:.1f}' height='{h:.1f}' fill='#5c7cfa'>"
-                     f"<title>{edges[i]:.2f}–{edges[i + 1]:.2f}: {c}</title></rect>")
+        parts.append(
+            f"<rect x='{pad_l + i * bar_w:.1f}' y='{pad_t + plot_h - h:.1f}' width='{bar_w - 1:.1f}' height='{h:.1f}' fill='#5c7cfa'>"
+            f"<title>{edges[i]:.2f}–{edges[i + 1]:.2f}: {c}</title></rect>"
+        )
     axis_y = pad_t + plot_h
     parts.append(f"<line x1='{pad_l}' y1='{axis_y}' x2='{pad_l + plot_w}' y2='{axis_y}' stroke='#444'/>")
     for frac in (0.0, 0.25, 0.5, 0.75, 1.0):
@@ -85,8 +100,10 @@ def bars(labels: Sequence[str], values: Sequence[float], title: str, as_percent:
     height = pad_t + row_h * max(len(labels), 1) + 8
     top = max(max(values, default=0.0), 1e-12)
     plot_w = width - pad_l - 70
-    parts = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' role='img'>",
-             f"<text x='{width / 2}' y='14' text-anchor='middle' font-size='13'>{escape(title)}</text>"]
+    parts = [
+        f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' role='img'>",
+        f"<text x='{width / 2}' y='14' text-anchor='middle' font-size='13'>{escape(title)}</text>",
+    ]
     for i, (label, value) in enumerate(zip(labels, values, strict=True)):
         y = pad_t + i * row_h
         w = plot_w * value / top
@@ -104,10 +121,12 @@ def paired_bars(labels: Sequence[str], target: Sequence[float | None], got: Sequ
     height = pad_t + row_h * max(len(labels), 1) + 8
     top = max([v for v in (*target, *got) if v is not None] + [1e-12])
     plot_w = width - pad_l - 70
-    parts = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' role='img'>",
-             f"<text x='{width / 2}' y='14' text-anchor='middle' font-size='13'>{escape(title)}</text>",
-             f"<rect x='{pad_l}' y='22' width='10' height='8' fill='#adb5bd'/><text x='{pad_l + 14}' y='30' font-size='11'>target</text>",
-             f"<rect x='{pad_l + 70}' y='22' width='10' height='8' fill='#1c7ed6'/><text x='{pad_l + 84}' y='30' font-size='11'>achieved</text>"]
+    parts = [
+        f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' role='img'>",
+        f"<text x='{width / 2}' y='14' text-anchor='middle' font-size='13'>{escape(title)}</text>",
+        f"<rect x='{pad_l}' y='22' width='10' height='8' fill='#adb5bd'/><text x='{pad_l + 14}' y='30' font-size='11'>target</text>",
+        f"<rect x='{pad_l + 70}' y='22' width='10' height='8' fill='#1c7ed6'/><text x='{pad_l + 84}' y='30' font-size='11'>achieved</text>",
+    ]
     for i, (label, want, value) in enumerate(zip(labels, target, got, strict=True)):
         y = pad_t + i * row_h
         parts.append(f"<text x='{pad_l - 6}' y='{y + 17}' text-anchor='end' font-size='12'>{escape(label[:24])}</text>")
@@ -128,8 +147,10 @@ def line_plot(series: dict[str, tuple[Sequence[float], Sequence[float]]], title:
     points = [(float(x), float(y)) for xs, ys in series.values() for x, y in zip(xs, ys, strict=True) if np.isfinite(y)]
     pad_l, pad_b, pad_t = 48, 24, 22
     plot_w, plot_h = width - pad_l - 10, height - pad_b - pad_t - 14 * max(len(series) - 1, 0)
-    parts = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' role='img'>",
-             f"<text x='{width / 2}' y='14' text-anchor='middle' font-size='13'>{escape(title)}</text>"]
+    parts = [
+        f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' role='img'>",
+        f"<text x='{width / 2}' y='14' text-anchor='middle' font-size='13'>{escape(title)}</text>",
+    ]
     if points:
         x_lo, x_hi = min(p[0] for p in points), max(p[0] for p in points)
         y_lo, y_hi = min(p[1] for p in points), max(p[1] for p in points)
@@ -142,13 +163,18 @@ def line_plot(series: dict[str, tuple[Sequence[float], Sequence[float]]], title:
         parts.append(f"<text x='{pad_l + plot_w}' y='{axis_y + 14}' text-anchor='end' font-size='10'>{x_hi:g}</text>")
         for i, (name, (xs, ys)) in enumerate(series.items()):
             colour = colours[i % len(colours)]
-            coords = " ".join(f"{pad_l + plot_w * (float(x) - x_lo) / x_span:.1f},{axis_y - plot_h * (float(y) - y_lo) / y_span:.1f}"
-                              for x, y in zip(xs, ys, strict=True) if np.isfinite(y))
+            coords = " ".join(
+                f"{pad_l + plot_w * (float(x) - x_lo) / x_span:.1f},{axis_y - plot_h * (float(y) - y_lo) / y_span:.1f}"
+                for x, y in zip(xs, ys, strict=True)
+                if np.isfinite(y)
+            )
             parts.append(f"<polyline points='{coords}' fill='none' stroke='{colour}' stroke-width='1.5'/>")
             if len(series) > 1:
                 y = height - 4 - 14 * (len(series) - 1 - i)
-                parts.append(f"<rect x='{pad_l}' y='{y - 8}' width='10' height='8' fill='{colour}'/>"
-                             f"<text x='{pad_l + 14}' y='{y}' font-size='11'>{escape(name)}</text>")
+                parts.append(
+                    f"<rect x='{pad_l}' y='{y - 8}' width='10' height='8' fill='{colour}'/>"
+                    f"<text x='{pad_l + 14}' y='{y}' font-size='11'>{escape(name)}</text>"
+                )
     parts.append("</svg>")
     return "".join(parts)
 

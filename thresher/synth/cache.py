@@ -32,8 +32,10 @@ class RequestCache:
         self.db = sqlite3.connect(str(path), timeout=60)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute("CREATE TABLE IF NOT EXISTS completions (key TEXT PRIMARY KEY, text TEXT NOT NULL, "
-                        "finish_reason TEXT NOT NULL, tokens INTEGER NOT NULL)")
+        self.db.execute(
+            "CREATE TABLE IF NOT EXISTS completions (key TEXT PRIMARY KEY, text TEXT NOT NULL, "
+            "finish_reason TEXT NOT NULL, tokens INTEGER NOT NULL)"
+        )
         self.db.execute("CREATE TABLE IF NOT EXISTS generated (key TEXT NOT NULL, at REAL DEFAULT (julianday('now')))")
         self.db.commit()
 
@@ -43,14 +45,16 @@ class RequestCache:
             chunk = keys[lo : lo + 500]
             marks = ",".join("?" * len(chunk))
             for key, text, finish, tokens in self.db.execute(
-                    f"SELECT key, text, finish_reason, tokens FROM completions WHERE key IN ({marks})", chunk):
+                f"SELECT key, text, finish_reason, tokens FROM completions WHERE key IN ({marks})", chunk
+            ):
                 found[key] = Completion(text, finish, tokens)
         return found
 
     def put_many(self, items: list[tuple[str, Completion]]) -> None:
         with self.db:
-            self.db.executemany("INSERT OR REPLACE INTO completions VALUES (?, ?, ?, ?)",
-                                [(k, c.text, c.finish_reason, c.tokens) for k, c in items])
+            self.db.executemany(
+                "INSERT OR REPLACE INTO completions VALUES (?, ?, ?, ?)", [(k, c.text, c.finish_reason, c.tokens) for k, c in items]
+            )
             self.db.executemany("INSERT INTO generated (key) VALUES (?)", [(k,) for k, _ in items])
 
     def counts(self) -> tuple[int, int]:

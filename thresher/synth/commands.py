@@ -28,8 +28,9 @@ def register(app: typer.Typer) -> None:
         from thresher.synth.pipeline import run_synth
 
         with committed_folder(out, "synth", [spec], overwrite, carry=("cache",)) as staging:
-            result = run_synth(spec, staging, cache_dir, log=None if quiet else lambda line: err_console.print(line, highlight=False),
-                               quiet=quiet)
+            result = run_synth(
+                spec, staging, cache_dir, log=None if quiet else lambda line: err_console.print(line, highlight=False), quiet=quiet
+            )
         manifest = result.manifest
         table = Table(title=f"synthesis → {out}", title_justify="left")
         for name in ("output", "prompts in", "rows out", "removed"):
@@ -39,8 +40,10 @@ def register(app: typer.Typer) -> None:
         out_console.print(table)
         reused = sum(g["reused"] for g in manifest["generation"].values())
         generated = sum(g["generated"] for g in manifest["generation"].values())
-        out_console.print(f"reused {reused} completions from the cache, generated {generated} ({result.seconds:.1f} s); "
-                          f"manifest: {out / 'manifest.json'}; report: {out / 'report.html'}")
+        out_console.print(
+            f"reused {reused} completions from the cache, generated {generated} ({result.seconds:.1f} s); "
+            f"manifest: {out / 'manifest.json'}; report: {out / 'report.html'}"
+        )
 
     @app.command()
     def serve(

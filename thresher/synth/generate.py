@@ -26,9 +26,16 @@ class GenerationStats:
         return self.tokens / self.seconds if self.seconds > 0 else 0.0
 
 
-def generate_cached(backend: Backend, conversations: list[Conversation], params: SamplingParams, cache: RequestCache,
-                    batch_size: int = 16, label: str = "generate", quiet: bool = False,
-                    on_batch: Callable[[int], None] | None = None) -> tuple[list[list[Completion]], GenerationStats]:
+def generate_cached(
+    backend: Backend,
+    conversations: list[Conversation],
+    params: SamplingParams,
+    cache: RequestCache,
+    batch_size: int = 16,
+    label: str = "generate",
+    quiet: bool = False,
+    on_batch: Callable[[int], None] | None = None,
+) -> tuple[list[list[Completion]], GenerationStats]:
     """``params.n`` completions per conversation, from the cache where it has them."""
     key = params.key()
     keys = [[request_key(backend.model, c, i, key) for i in range(params.n)] for c in conversations]

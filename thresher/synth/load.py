@@ -36,9 +36,16 @@ def read_prompt_rows(source: PromptSource, base: Path, quarantine: QuarantineWri
             if found != kind:
                 raise InputError(f"{spec.path}: rows are {found.value}, the source says kind: {kind.value}")
             for record in table.to_pylist():
-                rows.append({"id": record["id"], "source": source.name, "prompt": prompt_part(record["messages"]),
-                             "ground_truth": record.get("ground_truth"), "verifier": source.verifier or record.get("verifier"),
-                             "metadata": record.get("metadata") or "{}"})
+                rows.append(
+                    {
+                        "id": record["id"],
+                        "source": source.name,
+                        "prompt": prompt_part(record["messages"]),
+                        "ground_truth": record.get("ground_truth"),
+                        "verifier": source.verifier or record.get("verifier"),
+                        "metadata": record.get("metadata") or "{}",
+                    }
+                )
     except InputError as e:
         raise InputError(f"prompt source {source.name!r}: {e}") from None
     if source.limit is not None and len(rows) > source.limit:

@@ -19,26 +19,42 @@ import orjson
 from thresher.synth.spec import SynthesizePrompts
 
 PERSONAS = (
-    "a nurse planning medication rounds on a night shift", "a bakery owner pricing a new line of cakes",
-    "a high-school football coach tracking players' sprint times", "a beekeeper estimating the honey harvest",
-    "a city planner laying out bicycle lanes", "a librarian reorganising a returns shelf",
-    "a farmer rotating crops between fields", "a travel agent comparing train and flight fares",
-    "a sound engineer mixing a podcast", "a volunteer running a charity book sale",
-    "a data analyst at a small online shop", "a museum guide scheduling group tours",
+    "a nurse planning medication rounds on a night shift",
+    "a bakery owner pricing a new line of cakes",
+    "a high-school football coach tracking players' sprint times",
+    "a beekeeper estimating the honey harvest",
+    "a city planner laying out bicycle lanes",
+    "a librarian reorganising a returns shelf",
+    "a farmer rotating crops between fields",
+    "a travel agent comparing train and flight fares",
+    "a sound engineer mixing a podcast",
+    "a volunteer running a charity book sale",
+    "a data analyst at a small online shop",
+    "a museum guide scheduling group tours",
 )
 
-MATH_TEMPLATE = ("Write one new math word problem that {persona} might actually face. It must have a single "
-                 "numerical answer and need two to four steps of arithmetic or algebra. Write only the problem.")
-CODE_TEMPLATE = ("Write one new, self-contained Python programming task that {persona} might need solved. Ask "
-                 "for a single function, say its name and arguments, and give one example call with its "
-                 "expected result. Write only the task.")
+MATH_TEMPLATE = (
+    "Write one new math word problem that {persona} might actually face. It must have a single "
+    "numerical answer and need two to four steps of arithmetic or algebra. Write only the problem."
+)
+CODE_TEMPLATE = (
+    "Write one new, self-contained Python programming task that {persona} might need solved. Ask "
+    "for a single function, say its name and arguments, and give one example call with its "
+    "expected result. Write only the task."
+)
 
 BASE_TASKS = (
-    "Write a short note about tea.", "Describe how a bicycle gear system works.", "Explain why volcanoes erupt.",
-    "Give advice to someone starting to keep bees.", "Describe a quiet morning in a library.",
-    "Explain how to start a compost heap.", "Write a product description for a rain jacket.",
-    "Explain the rules of chess to a child.", "Describe how to read a topographic map.",
-    "Give tips for baking bread at home.", "Write a letter to a friend about a whale-watching trip.",
+    "Write a short note about tea.",
+    "Describe how a bicycle gear system works.",
+    "Explain why volcanoes erupt.",
+    "Give advice to someone starting to keep bees.",
+    "Describe a quiet morning in a library.",
+    "Explain how to start a compost heap.",
+    "Write a product description for a rain jacket.",
+    "Explain the rules of chess to a child.",
+    "Describe how to read a topographic map.",
+    "Give tips for baking bread at home.",
+    "Write a letter to a friend about a whale-watching trip.",
     "Explain why sleep matters for students.",
 )
 
@@ -62,19 +78,29 @@ def constraint_library(rng: random.Random) -> list[Constraint]:
         Constraint("change_case:english_lowercase", "case", "Your whole response must be in English and in lowercase letters only.", {}),
         Constraint("change_case:english_capital", "case", "Your whole response must be in English and in capital letters only.", {}),
         Constraint("punctuation:no_comma", "comma", "Do not use any commas.", {}),
-        Constraint("detectable_format:number_bullet_lists", "format",
-                   f"Use exactly {bullets} markdown bullet points, such as '* point'.", {"num_bullets": bullets}),
+        Constraint(
+            "detectable_format:number_bullet_lists",
+            "format",
+            f"Use exactly {bullets} markdown bullet points, such as '* point'.",
+            {"num_bullets": bullets},
+        ),
         Constraint("detectable_format:title", "title", "Give your answer a title in double angular brackets, like <<a title>>.", {}),
-        Constraint("length_constraints:number_words", "length", f"Use fewer than {words} words.",
-                   {"relation": "less than", "num_words": words}),
-        Constraint("length_constraints:number_sentences", "length", f"Write at least {sentences} sentences.",
-                   {"relation": "at least", "num_sentences": sentences}),
-        Constraint("keywords:existence", "keywords", f"Include the words '{keywords[0]}' and '{keywords[1]}'.",
-                   {"keywords": keywords}),
-        Constraint("startend:end_checker", "end", f"End your response with the exact phrase '{end}' and nothing after it.",
-                   {"end_phrase": end}),
-        Constraint("detectable_content:postscript", "end", "At the end, add a postscript starting with P.S.",
-                   {"postscript_marker": "P.S."}),
+        Constraint(
+            "length_constraints:number_words", "length", f"Use fewer than {words} words.", {"relation": "less than", "num_words": words}
+        ),
+        Constraint(
+            "length_constraints:number_sentences",
+            "length",
+            f"Write at least {sentences} sentences.",
+            {"relation": "at least", "num_sentences": sentences},
+        ),
+        Constraint("keywords:existence", "keywords", f"Include the words '{keywords[0]}' and '{keywords[1]}'.", {"keywords": keywords}),
+        Constraint(
+            "startend:end_checker", "end", f"End your response with the exact phrase '{end}' and nothing after it.", {"end_phrase": end}
+        ),
+        Constraint(
+            "detectable_content:postscript", "end", "At the end, add a postscript starting with P.S.", {"postscript_marker": "P.S."}
+        ),
     ]
 
 
@@ -88,8 +114,10 @@ def _lines(value: list[str] | str | None, default: tuple[str, ...], base: Path) 
 
 
 def _truth(constraints: list[Constraint]) -> str:
-    return orjson.dumps({"instruction_id_list": [c.instruction_id for c in constraints],
-                         "kwargs": [c.kwargs for c in constraints]}, option=orjson.OPT_SORT_KEYS).decode()
+    return orjson.dumps(
+        {"instruction_id_list": [c.instruction_id for c in constraints], "kwargs": [c.kwargs for c in constraints]},
+        option=orjson.OPT_SORT_KEYS,
+    ).decode()
 
 
 def precise_if_rows(spec: SynthesizePrompts, base: Path) -> list[dict[str, Any]]:
@@ -112,10 +140,17 @@ def precise_if_rows(spec: SynthesizePrompts, base: Path) -> list[dict[str, Any]]
         prompt = " ".join([task] + [c.text for c in picked])
         dropped = rng.randrange(len(picked))
         kept = [c for j, c in enumerate(picked) if j != dropped]
-        rows.append({"id": f"precise_if/{i}", "messages": [{"role": "user", "content": prompt}], "ground_truth": _truth(picked),
-                     "verifier": "ifeval", "metadata": orjson.dumps({
-                         "drop_prompt": " ".join([task] + [c.text for c in kept]),
-                         "dropped_constraint": picked[dropped].instruction_id}).decode()})
+        rows.append(
+            {
+                "id": f"precise_if/{i}",
+                "messages": [{"role": "user", "content": prompt}],
+                "ground_truth": _truth(picked),
+                "verifier": "ifeval",
+                "metadata": orjson.dumps(
+                    {"drop_prompt": " ".join([task] + [c.text for c in kept]), "dropped_constraint": picked[dropped].instruction_id}
+                ).decode(),
+            }
+        )
     return rows
 
 

@@ -100,19 +100,30 @@ class RewardModelScorer:
     def rewards(self, chats: list[Conversation]) -> list[float]:
         import torch
 
-        texts = [self.tokenizer.apply_chat_template(c, tokenize=False) if getattr(self.tokenizer, "chat_template", None)
-                 else render_chat(self.tokenizer, c[:-1]) + " " + c[-1]["content"] for c in chats]
+        texts = [
+            self.tokenizer.apply_chat_template(c, tokenize=False)
+            if getattr(self.tokenizer, "chat_template", None)
+            else render_chat(self.tokenizer, c[:-1]) + " " + c[-1]["content"]
+            for c in chats
+        ]
         out: list[float] = []
         for lo in range(0, len(texts), self.batch_size):
-            enc = self.tokenizer(texts[lo : lo + self.batch_size], return_tensors="pt", padding=True, truncation=True,
-                                 max_length=self.max_length, add_special_tokens=False).to(self.device)
+            enc = self.tokenizer(
+                texts[lo : lo + self.batch_size],
+                return_tensors="pt",
+                padding=True,
+                truncation=True,
+                max_length=self.max_length,
+                add_special_tokens=False,
+            ).to(self.device)
             with torch.no_grad():
                 out += self.model(**enc).logits[:, 0].float().cpu().tolist()
         return out
 
     def score(self, conversations: list[Conversation], completions: list[list[str]], rows: list[dict[str, Any]]) -> ScoreTable:
-        chats = [conv + [{"role": "assistant", "content": t}] for conv, texts in zip(conversations, completions, strict=True)
-                 for t in texts]
+        chats = [
+            conv + [{"role": "assistant", "content": t}] for conv, texts in zip(conversations, completions, strict=True) for t in texts
+        ]
         raw = self.rewards(chats)
         scores: list[list[float | None]] = []
         reasons: list[list[str]] = []
@@ -165,8 +176,9 @@ def parse_rating(text: str, scale: int = 5) -> float | None:
 
 
 class JudgeScorer:
-    def __init__(self, backend: Backend, cache: RequestCache, scale: int = 5, max_tokens: int = 256, rubric: str = RUBRIC,
-                 quiet: bool = True) -> None:
+    def __init__(
+        self, backend: Backend, cache: RequestCache, scale: int = 5, max_tokens: int = 256, rubric: str = RUBRIC, quiet: bool = True
+    ) -> None:
         self.name = "judge"
         self.backend = backend
         self.cache = cache
@@ -177,8 +189,11 @@ class JudgeScorer:
         self.stats = GenerationStats()  # summed over every call
 
     def score(self, conversations: list[Conversation], completions: list[list[str]], rows: list[dict[str, Any]]) -> ScoreTable:
-        asks = [[{"role": "user", "content": self.rubric.format(scale=self.scale, instruction=last_user_text(conv), response=t)}]
-                for conv, texts in zip(conversations, completions, strict=True) for t in texts]
+        asks = [
+            [{"role": "user", "content": self.rubric.format(scale=self.scale, instruction=last_user_text(conv), response=t)}]
+            for conv, texts in zip(conversations, completions, strict=True)
+            for t in texts
+        ]
         answers, stats = generate_cached(self.backend, asks, self.params, self.cache, label="judge", quiet=self.quiet)
         for name in ("requested", "reused", "generated", "tokens", "seconds"):
             setattr(self.stats, name, getattr(self.stats, name) + getattr(stats, name))

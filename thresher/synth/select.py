@@ -56,8 +56,14 @@ def first_argmin(x: np.ndarray) -> np.ndarray:
     return np.argmin(np.where(np.isnan(x), np.inf, x), axis=1)
 
 
-def decide(texts: list[list[str]], tables: list[np.ndarray], weights: list[float], config: SelectConfig,
-           verifier_scores: np.ndarray | None = None, policy_samples: int | None = None) -> Decisions:
+def decide(
+    texts: list[list[str]],
+    tables: list[np.ndarray],
+    weights: list[float],
+    config: SelectConfig,
+    verifier_scores: np.ndarray | None = None,
+    policy_samples: int | None = None,
+) -> Decisions:
     """Decisions for prompts with n completions each; ``tables`` are (prompts, n) arrays with NaN for unscored.
     The pass rate is taken over the first ``policy_samples`` completions (the policy model's; default all)."""
     scores = combine(tables, weights)
@@ -122,10 +128,19 @@ def decide(texts: list[list[str]], tables: list[np.ndarray], weights: list[float
         policy = verifier_scores[:, : policy_samples or verifier_scores.shape[1]]
         verified = ~np.all(np.isnan(policy), axis=1)
         pass_rate = np.where(verified, np.mean(np.nan_to_num(policy, nan=0.0) >= config.pass_threshold, axis=1), np.nan)
-        rlvr_reason = ["no ground truth to verify" if not v else "too easy" if r > config.pass_rate_max
-                       else "too hard" if r < config.pass_rate_min else "" for v, r in zip(verified, pass_rate, strict=True)]
-        rlvr_reason = [f"{why} (pass rate {r:.2f})" if why.startswith("too") else why
-                       for why, r in zip(rlvr_reason, pass_rate, strict=True)]
+        rlvr_reason = [
+            "no ground truth to verify"
+            if not v
+            else "too easy"
+            if r > config.pass_rate_max
+            else "too hard"
+            if r < config.pass_rate_min
+            else ""
+            for v, r in zip(verified, pass_rate, strict=True)
+        ]
+        rlvr_reason = [
+            f"{why} (pass rate {r:.2f})" if why.startswith("too") else why for why, r in zip(rlvr_reason, pass_rate, strict=True)
+        ]
     else:
         pass_rate = np.full(prompts, np.nan)
         rlvr_reason = ["no verifier score" for _ in range(prompts)]

@@ -46,9 +46,14 @@ def make_server(backend: TransformersBackend, host: str = "127.0.0.1", port: int
             try:
                 body = orjson.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
                 stop = body.get("stop") or ()
-                params = SamplingParams(n=body.get("n", 1), temperature=body.get("temperature", 1.0), top_p=body.get("top_p", 1.0),
-                                        max_tokens=body.get("max_tokens", 256), stop=(stop,) if isinstance(stop, str) else tuple(stop),
-                                        seed=body.get("seed") or 0)
+                params = SamplingParams(
+                    n=body.get("n", 1),
+                    temperature=body.get("temperature", 1.0),
+                    top_p=body.get("top_p", 1.0),
+                    max_tokens=body.get("max_tokens", 256),
+                    stop=(stop,) if isinstance(stop, str) else tuple(stop),
+                    seed=body.get("seed") or 0,
+                )
                 messages = body["messages"]
             except (orjson.JSONDecodeError, KeyError, ValidationError, TypeError) as e:
                 self._reply(400, {"error": {"message": f"bad request: {e}"}})
@@ -59,10 +64,20 @@ def make_server(backend: TransformersBackend, host: str = "127.0.0.1", port: int
             except Exception as e:  # the client sees the cause instead of a dropped connection
                 self._reply(500, {"error": {"message": f"{type(e).__name__}: {e}"}})
                 return
-            choices = [{"index": i, "message": {"role": "assistant", "content": c.text}, "finish_reason": c.finish_reason}
-                       for i, c in enumerate(completions)]
-            self._reply(200, {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
-                              "model": served, "choices": choices,
-                              "usage": {"completion_tokens": sum(c.tokens for c in completions)}})
+            choices = [
+                {"index": i, "message": {"role": "assistant", "content": c.text}, "finish_reason": c.finish_reason}
+                for i, c in enumerate(completions)
+            ]
+            self._reply(
+                200,
+                {
+                    "id": f"chatcmpl-{uuid.uuid4().hex}",
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": served,
+                    "choices": choices,
+                    "usage": {"completion_tokens": sum(c.tokens for c in completions)},
+                },
+            )
 
     return ThreadingHTTPServer((host, port), Handler)

@@ -48,8 +48,10 @@ def target_spans(tokenizer: Any, messages: list[dict[str, str]], from_turn: int 
         before = _render(tokenizer, messages[:i], True) if i else ""
         through = _render(tokenizer, messages[: i + 1], False)
         if not full.startswith(through) or not through.startswith(before):
-            raise TemplateError(f"the chat template's rendering up to turn {i} is not a prefix of the whole conversation; "
-                                "assistant-only masks cannot be derived from it")
+            raise TemplateError(
+                f"the chat template's rendering up to turn {i} is not a prefix of the whole conversation; "
+                "assistant-only masks cannot be derived from it"
+            )
         spans.append((len(before), len(through)))
     return full, spans
 

@@ -39,16 +39,14 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(runtime: Runtime, folder: Path, optimizer: torch.optim.Optimizer, scheduler: Any,
-                    position: dict[str, int]) -> None:
+def save_checkpoint(runtime: Runtime, folder: Path, optimizer: torch.optim.Optimizer, scheduler: Any, position: dict[str, int]) -> None:
     """The model and tokenizer (``save_pretrained``) and the trainer state at ``position`` (step, epoch, batches taken)."""
     save_model(runtime, folder)
     optim_state = _optimizer_state(runtime, optimizer)
     if runtime.is_main:
         # written last and renamed into place: a checkpoint is resumable only once its state is whole
         partial = folder / f".{STATE_FILE}.partial"
-        torch.save({"position": position, "optimizer": optim_state, "scheduler": scheduler.state_dict(), "rng": _rng_state()},
-                   partial)
+        torch.save({"position": position, "optimizer": optim_state, "scheduler": scheduler.state_dict(), "rng": _rng_state()}, partial)
         partial.replace(folder / STATE_FILE)
     runtime.barrier()
 

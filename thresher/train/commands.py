@@ -39,8 +39,9 @@ def _run(config: Path, overrides: list[str] | None, quiet: bool, runner: Callabl
 
         result = runner(cfg, show)
     shown = ("eval_loss", "eval_reward_accuracy", "eval_pass@1")
-    evals = "; ".join(f"{key} " + " → ".join(f"{e[key]:.3f}" for _, e in result.evals) for key in shown
-                      if result.evals and key in result.evals[0][1])
+    evals = "; ".join(
+        f"{key} " + " → ".join(f"{e[key]:.3f}" for _, e in result.evals) for key in shown if result.evals and key in result.evals[0][1]
+    )
     out_console.print(f"{result.steps} steps; checkpoint: {result.checkpoint}; held-out {evals or 'n/a'}")
 
 

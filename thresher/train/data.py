@@ -101,8 +101,8 @@ def encode_pairs(tokenizer: Any, pairs: list[tuple[Messages, Messages, Messages]
     pair in which either completion keeps no target token within ``max_length``."""
     out: list[EncodedPair | None] = []
     for prompt, chosen, rejected in pairs:
-        sides = [fit_completion(encode_chat(tokenizer, prompt + side, None, from_turn=len(prompt)), max_length)
-                 for side in (chosen, rejected)]
+        sides = [
+            fit_completion(encode_chat(tokenizer, prompt + side, None, from_turn=len(prompt)), max_length) for side in (chosen, rejected)
+        ]
         out.append(EncodedPair(*sides) if all(s.targets > 0 for s in sides) else None)
     return out
-

@@ -35,8 +35,7 @@ class DPOTask:
         self.weight_name = "pairs"
 
     def plan_pairs(self, pairs: list[EncodedPair], seed: int) -> list[PairBatch]:
-        return plan_micro_batches([p.length for p in pairs], self.config.packing, self.pack_length,
-                                  self.config.rows_per_micro_batch, seed)
+        return plan_micro_batches([p.length for p in pairs], self.config.packing, self.pack_length, self.config.rows_per_micro_batch, seed)
 
     def _collate(self, pairs: list[EncodedPair], item: PairBatch) -> Batch:
         if self.config.packing:
@@ -51,13 +50,16 @@ class DPOTask:
         sums, counts = example_logprobs(model, **inputs, seq_lens=batch.seq_lens, chunk=self.config.loss_chunk)
         return sums, counts, batch
 
-    def _loss(self, model: Any, pairs: list[EncodedPair], reference: np.ndarray, item: PairBatch) -> tuple[PreferenceLoss, torch.Tensor, Batch]:
+    def _loss(
+        self, model: Any, pairs: list[EncodedPair], reference: np.ndarray, item: PairBatch
+    ) -> tuple[PreferenceLoss, torch.Tensor, Batch]:
         sums, counts, batch = self._logprobs(model, pairs, item)
         indices = [i for row in item for i in row]
         ref = torch.from_numpy(reference[indices]).to(sums.device, sums.dtype)
         dpo = self.config.dpo
-        out = preference_loss(dpo.loss, dpo.beta, sums[0::2], sums[1::2], counts[0::2], counts[1::2],
-                              ref[:, 0], ref[:, 1], simpo_gamma=dpo.simpo_gamma)
+        out = preference_loss(
+            dpo.loss, dpo.beta, sums[0::2], sums[1::2], counts[0::2], counts[1::2], ref[:, 0], ref[:, 1], simpo_gamma=dpo.simpo_gamma
+        )
         return out, sums.detach(), batch
 
     def reference_logprobs_of(self, pairs: list[EncodedPair]) -> Any:
@@ -96,8 +98,9 @@ def run_dpo(config: TrainConfig, log: Log | None = None) -> LoopResult:
     """Train ``config.model`` on the preference pairs of ``config.data``; returns steps, held-out metrics and the checkpoint."""
 
     def build(runtime: Runtime, resume: Path | None) -> DPOTask:
-        rows, held_rows = held_out_split(load_pairs(config.data.train), load_pairs(config.data.eval) if config.data.eval else None,
-                                         config.data.eval_rows, config.seed)
+        rows, held_rows = held_out_split(
+            load_pairs(config.data.train), load_pairs(config.data.eval) if config.data.eval else None, config.data.eval_rows, config.seed
+        )
         train = _kept(encode_pairs(runtime.tokenizer, rows, config.max_length))
         held_out = _kept(encode_pairs(runtime.tokenizer, held_rows, config.max_length))
         if not train:
@@ -110,15 +113,21 @@ def run_dpo(config: TrainConfig, log: Log | None = None) -> LoopResult:
             cache = Path(config.dpo.cache_dir) if config.dpo.cache_dir else DEFAULT_CACHE
             for name, pairs in (("train", train), ("held_out", held_out)):
                 if pairs:
-                    values, sources[name] = reference_logprobs(runtime, reference, use_policy, cache, pairs,
-                                                               task.reference_logprobs_of(pairs), task.plan_pairs(pairs, 0))
+                    values, sources[name] = reference_logprobs(
+                        runtime, reference, use_policy, cache, pairs, task.reference_logprobs_of(pairs), task.plan_pairs(pairs, 0)
+                    )
                     if name == "train":
                         task.reference = values
                     else:
                         task.held_out_reference = values
-        task.accounting = {"pairs": len(rows), "pairs_trained": len(train), "pairs_without_targets": len(rows) - len(train),
-                           "held_out_pairs": len(held_out), "held_out_without_targets": len(held_rows) - len(held_out),
-                           **{f"reference_{k}": v for k, v in sources.items()}}
+        task.accounting = {
+            "pairs": len(rows),
+            "pairs_trained": len(train),
+            "pairs_without_targets": len(rows) - len(train),
+            "held_out_pairs": len(held_out),
+            "held_out_without_targets": len(held_rows) - len(held_out),
+            **{f"reference_{k}": v for k, v in sources.items()},
+        }
         return task
 
     return run_task(config, build, log)

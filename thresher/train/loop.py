@@ -76,8 +76,12 @@ def _grad_norm(model: Any, max_norm: float) -> float:
     return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
 
 
-def run_task(config: TrainConfig, build_task: Callable[[Runtime, Path | None], Any], log: Log | None = None,
-             loop: Callable[..., LoopResult] | None = None) -> LoopResult:
+def run_task(
+    config: TrainConfig,
+    build_task: Callable[[Runtime, Path | None], Any],
+    log: Log | None = None,
+    loop: Callable[..., LoopResult] | None = None,
+) -> LoopResult:
     """Start the runtime (from the checkpoint ``resume_from`` names, if any), build the task on it, train it with
     ``loop`` (default: the fixed-plan ``run_loop``), and leave the process group."""
     out = Path(config.output_dir)
@@ -105,10 +109,15 @@ class Optimization:
 
         self.config, self.runtime, self.total_steps = config, runtime, total_steps
         model = runtime.trainable
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=config.optim.lr, betas=config.optim.betas,
-                                           weight_decay=config.optim.weight_decay, fused=runtime.on_gpu)
-        self.scheduler = get_scheduler(config.optim.schedule, self.optimizer,
-                                       num_warmup_steps=int(config.optim.warmup_ratio * total_steps), num_training_steps=total_steps)
+        self.optimizer = torch.optim.AdamW(
+            model.parameters(), lr=config.optim.lr, betas=config.optim.betas, weight_decay=config.optim.weight_decay, fused=runtime.on_gpu
+        )
+        self.scheduler = get_scheduler(
+            config.optim.schedule,
+            self.optimizer,
+            num_warmup_steps=int(config.optim.warmup_ratio * total_steps),
+            num_training_steps=total_steps,
+        )
         self.peak = peak_flops(runtime.device)
         self.skipped = 0  # steps skipped for a non-finite loss or gradient
         self.local_params = sum(p.numel() for p in model.parameters())
@@ -121,7 +130,8 @@ class Optimization:
         turns = math.ceil(len(group) / world)  # every process runs as many micro-batches (FSDP collectives pair up)
         work = [(item, 1.0) for item in mine] + ([(group[0], 0.0)] * (turns - len(mine)) if group else [])
         started = time.perf_counter()
-        loss_total, tokens, context_tokens, sums = 0.0, 0, 0.0, {}
+        loss_total, tokens, context_tokens = 0.0, 0, 0.0
+        sums: dict[str, float] = {}
         for item, scale in work:
             summed, item_sums, item_tokens, context = task.loss_sum(model, item)
             # FSDP averages gradients over processes; scaling by ``world`` makes the step's gradient the sum / normalizer
@@ -142,22 +152,30 @@ class Optimization:
             if self.skipped > self.config.optim.skip_nonfinite_steps:
                 raise NonFiniteError(
                     f"step {step}: the loss ({totals[0]}) or gradient norm ({grad_norm}) is not finite; nothing of this "
-                    f"step was applied (lower optim.lr, or set optim.skip_nonfinite_steps to skip isolated spikes)")
+                    f"step was applied (lower optim.lr, or set optim.skip_nonfinite_steps to skip isolated spikes)"
+                )
         else:
             self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         seconds = max(time.perf_counter() - started, 1e-9)
         denominator = max(normalizer, 1e-12)
-        record: dict[str, Any] = {"loss": totals[0] / denominator,
-                                  **{k: v / denominator for k, v in zip(keys, totals[3:], strict=True)},
-                                  "lr": self.scheduler.get_last_lr()[0], "grad_norm": grad_norm, "skipped": skipped, task.weight_name: normalizer,
-                                  "tokens": int(totals[1]), "tokens_per_s": totals[1] / seconds,
-                                  "peak_memory_mb": round(peak_memory_mb(runtime.device), 1)}
+        record: dict[str, Any] = {
+            "loss": totals[0] / denominator,
+            **{k: v / denominator for k, v in zip(keys, totals[3:], strict=True)},
+            "lr": self.scheduler.get_last_lr()[0],
+            "grad_norm": grad_norm,
+            "skipped": skipped,
+            task.weight_name: normalizer,
+            "tokens": int(totals[1]),
+            "tokens_per_s": totals[1] / seconds,
+            "peak_memory_mb": round(peak_memory_mb(runtime.device), 1),
+        }
         if self.peak is not None and totals[1]:
             lm_config = runtime.model.config
-            flops = train_flops_per_token(self.local_params * world, lm_config.num_hidden_layers, lm_config.hidden_size,
-                                          totals[2] / totals[1])
+            flops = train_flops_per_token(
+                self.local_params * world, lm_config.num_hidden_layers, lm_config.hidden_size, totals[2] / totals[1]
+            )
             record["mfu"] = totals[1] / seconds * flops / (self.peak * world)
         return record
 
@@ -170,8 +188,16 @@ class Optimization:
 
 def start_record(task: StepTask, runtime: Runtime, total_steps: int) -> dict[str, Any]:
     """The first metrics record of a fresh run: the plan, the row accounting and where it runs."""
-    return {"step": 0, "total_steps": total_steps, **task.accounting, "processes": runtime.world, "device": runtime.device,
-            "dtype": str(runtime.dtype).removeprefix("torch."), "attention": runtime.attention, "kernels": runtime.trainable.backend}
+    return {
+        "step": 0,
+        "total_steps": total_steps,
+        **task.accounting,
+        "processes": runtime.world,
+        "device": runtime.device,
+        "dtype": str(runtime.dtype).removeprefix("torch."),
+        "attention": runtime.attention,
+        "kernels": runtime.trainable.backend,
+    }
 
 
 def run_loop(config: TrainConfig, runtime: Runtime, task: Task, log: Log | None = None, resume: Path | None = None) -> LoopResult:

@@ -7,6 +7,8 @@ and are recomputed in backward). Log-softmax runs in fp32 whatever the model's d
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from thresher.kernels.linear_logprobs import linear_logprobs
@@ -14,18 +16,35 @@ from thresher.train.chat import IGNORE
 from thresher.train.preference_loss import sequence_logprobs
 
 
-def token_logprobs(hidden: torch.Tensor, head: torch.nn.Linear, targets: torch.Tensor, chunk: int = 1024,
-                   backend: str = "torch") -> torch.Tensor:
+def token_logprobs(
+    hidden: torch.Tensor, head: torch.nn.Linear, targets: torch.Tensor, chunk: int = 1024, backend: str = "torch"
+) -> torch.Tensor:
     """log p(target) for each row of ``hidden`` (N, d) under ``head``; 0 where the target is IGNORE.
     ``backend``: the fused Triton kernel or the chunked PyTorch path (``thresher.kernels.linear_logprobs``)."""
     return token_terms(hidden, head, targets, chunk, backend)[0]
 
 
-def token_terms(hidden: torch.Tensor, head: torch.nn.Linear, targets: torch.Tensor, chunk: int = 1024, backend: str = "torch",
-                temperature: float = 1.0, with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+def token_terms(
+    hidden: torch.Tensor,
+    head: torch.nn.Linear,
+    targets: torch.Tensor,
+    chunk: int = 1024,
+    backend: str = "torch",
+    temperature: float = 1.0,
+    with_entropy: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """log p(target) under softmax(logits / ``temperature``) and, with ``with_entropy``, each row's entropy."""
-    logp, entropy = linear_logprobs(hidden, head.weight, targets, temperature=temperature, ignore_index=IGNORE, backend=backend,
-                                    chunk=chunk, bias=head.bias, with_entropy=with_entropy)
+    logp, entropy = linear_logprobs(
+        hidden,
+        head.weight,
+        targets,
+        temperature=temperature,
+        ignore_index=IGNORE,
+        backend=backend,
+        chunk=chunk,
+        bias=head.bias,
+        with_entropy=with_entropy,
+    )
     return logp, entropy if with_entropy else None
 
 
@@ -36,9 +55,17 @@ def shifted_targets(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return targets, targets != IGNORE
 
 
-def _target_terms(lm: torch.nn.Module, input_ids: torch.Tensor, labels: torch.Tensor, position_ids: torch.Tensor,
-                  attention_mask: torch.Tensor | None, chunk: int, backend: str = "torch", temperature: float = 1.0,
-                  with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+def _target_terms(
+    lm: Any,  # a transformers causal LM (get_decoder, get_output_embeddings)
+    input_ids: torch.Tensor,
+    labels: torch.Tensor,
+    position_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    chunk: int,
+    backend: str = "torch",
+    temperature: float = 1.0,
+    with_entropy: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     decoder = lm.get_decoder()
     hidden = decoder(input_ids=input_ids, position_ids=position_ids, attention_mask=attention_mask).last_hidden_state
     targets, keep = shifted_targets(labels)
@@ -55,32 +82,58 @@ class TargetLogprobs(torch.nn.Module):
         self.lm = lm
         self.backend = backend  # "triton" (fused kernel) or "torch" (chunked)
 
-    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor, position_ids: torch.Tensor, attention_mask: torch.Tensor | None,
-                chunk: int = 1024, temperature: float = 1.0,
-                with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        labels: torch.Tensor,
+        position_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        chunk: int = 1024,
+        temperature: float = 1.0,
+        with_entropy: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Target log-probs (row-major), the (rows, T) mask of predicting positions, and the entropy there (or None)."""
         return _target_terms(self.lm, input_ids, labels, position_ids, attention_mask, chunk, self.backend, temperature, with_entropy)
 
 
-def target_logprobs(model: torch.nn.Module, input_ids: torch.Tensor, labels: torch.Tensor, position_ids: torch.Tensor,
-                    attention_mask: torch.Tensor | None, chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+def target_logprobs(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    labels: torch.Tensor,
+    position_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    chunk: int = 1024,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """log p of each target token (in row-major order) and the (rows, T) mask of positions that predict one;
     ``model`` is a causal LM or a ``TargetLogprobs`` around one."""
     logp, keep, _ = target_terms(model, input_ids, labels, position_ids, attention_mask, chunk)
     return logp, keep
 
 
-def target_terms(model: torch.nn.Module, input_ids: torch.Tensor, labels: torch.Tensor, position_ids: torch.Tensor,
-                 attention_mask: torch.Tensor | None, chunk: int = 1024, temperature: float = 1.0,
-                 with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+def target_terms(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    labels: torch.Tensor,
+    position_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    chunk: int = 1024,
+    temperature: float = 1.0,
+    with_entropy: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """``target_logprobs`` at a sampling ``temperature``, with the entropy of each predicting position when asked."""
     if isinstance(model, TargetLogprobs):
         return model(input_ids, labels, position_ids, attention_mask, chunk, temperature, with_entropy)
     return _target_terms(model, input_ids, labels, position_ids, attention_mask, chunk, "torch", temperature, with_entropy)
 
 
-def sft_loss_sum(model: torch.nn.Module, input_ids: torch.Tensor, labels: torch.Tensor, position_ids: torch.Tensor,
-                 attention_mask: torch.Tensor | None, chunk: int = 1024) -> tuple[torch.Tensor, int]:
+def sft_loss_sum(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    labels: torch.Tensor,
+    position_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    chunk: int = 1024,
+) -> tuple[torch.Tensor, int]:
     """The summed negative log-likelihood of the target tokens, and their count. Divide the sum by
     the count over the whole accumulated batch, so the loss does not depend on packing or micro-batches."""
     logp, keep = target_logprobs(model, input_ids, labels, position_ids, attention_mask, chunk)
@@ -98,8 +151,15 @@ def example_segments(seq_lens: list[list[int]], total: int) -> torch.Tensor:
     return segments
 
 
-def example_logprobs(model: torch.nn.Module, input_ids: torch.Tensor, labels: torch.Tensor, position_ids: torch.Tensor,
-                     attention_mask: torch.Tensor | None, seq_lens: list[list[int]], chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+def example_logprobs(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    labels: torch.Tensor,
+    position_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    seq_lens: list[list[int]],
+    chunk: int = 1024,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per example (numbered row by row), the summed log-probs of its target tokens and their count.
     A target's predicting position lies in the same example, since no example's first token is a target."""
     logp, keep = target_logprobs(model, input_ids, labels, position_ids, attention_mask, chunk)

@@ -50,8 +50,7 @@ def first_fit(lengths: list[int], capacity: int) -> list[list[int]]:
 def block_causal_mask(seq_lens: list[int], total: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """(total, total) additive mask: 0 where query i may attend key j (same example, j <= i), -inf-like elsewhere.
     Positions past the examples (padding) form their own block so no row is fully masked."""
-    segment = torch.repeat_interleave(torch.arange(len(seq_lens) + 1),
-                                      torch.tensor([*seq_lens, total - sum(seq_lens)]))
+    segment = torch.repeat_interleave(torch.arange(len(seq_lens) + 1), torch.tensor([*seq_lens, total - sum(seq_lens)]))
     pos = torch.arange(total)
     allowed = (segment[:, None] == segment[None, :]) & (pos[:, None] >= pos[None, :])
     return torch.where(allowed, 0.0, torch.finfo(dtype).min).to(dtype)

@@ -68,17 +68,27 @@ def _aggregate(per_token: torch.Tensor, segment: torch.Tensor, count: int, aggre
         return per_token.sum() / max(per_token.numel(), 1)
     if aggregation == "sequence":
         sums = torch.zeros(count, dtype=per_token.dtype, device=per_token.device).index_add(0, segment, per_token)
-        lengths = torch.zeros(count, dtype=per_token.dtype, device=per_token.device).index_add(0, segment,
-                                                                                               torch.ones_like(per_token))
+        lengths = torch.zeros(count, dtype=per_token.dtype, device=per_token.device).index_add(0, segment, torch.ones_like(per_token))
         present = lengths > 0
         return (sums[present] / lengths[present]).mean()
     raise ValueError(f"unknown aggregation {aggregation!r}; known: token, sequence")
 
 
-def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, segment: torch.Tensor, count: int,
-                clip_low: float = 0.2, clip_high: float = 0.2, kl_beta: float = 0.0, ref_logp: torch.Tensor | None = None,
-                kl_estimator: KLEstimator = "k3", generation_logp: torch.Tensor | None = None, importance_cap: float = 2.0,
-                aggregation: Aggregation = "token") -> PolicyLoss:
+def policy_loss(
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    advantages: torch.Tensor,
+    segment: torch.Tensor,
+    count: int,
+    clip_low: float = 0.2,
+    clip_high: float = 0.2,
+    kl_beta: float = 0.0,
+    ref_logp: torch.Tensor | None = None,
+    kl_estimator: KLEstimator = "k3",
+    generation_logp: torch.Tensor | None = None,
+    importance_cap: float = 2.0,
+    aggregation: Aggregation = "token",
+) -> PolicyLoss:
     """The clipped objective over flat tokens: ``logp`` (with gradient), ``old_logp`` (the policy that sampled, as
     the trainer computes it), per-completion ``advantages``, ``segment`` (token → completion of ``count``)."""
     token_adv = advantages[segment].to(logp.dtype)
@@ -99,6 +109,10 @@ def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Te
     loss = _aggregate(per_token, segment, count, aggregation)
     with torch.no_grad():
         clip_fraction = float((clipped > unclipped).float().mean()) if logp.numel() else 0.0
-        return PolicyLoss(loss, clip_fraction, float(kl.detach().mean()) if logp.numel() else 0.0,
-                          float(ratio.detach().mean()) if logp.numel() else 1.0,
-                          float(weight.mean()) if logp.numel() else 1.0)
+        return PolicyLoss(
+            loss,
+            clip_fraction,
+            float(kl.detach().mean()) if logp.numel() else 0.0,
+            float(ratio.detach().mean()) if logp.numel() else 1.0,
+            float(weight.mean()) if logp.numel() else 1.0,
+        )

@@ -33,18 +33,30 @@ class PreferenceLoss:
     def metric_sums(self) -> dict[str, float]:
         """Sums over the pairs (add them up across micro-batches, then divide by the pairs)."""
         margin = (self.chosen_rewards - self.rejected_rewards).detach()
-        return {"loss": float(self.losses.detach().sum()), "reward_accuracy": float((margin > 0).float().sum()),
-                "reward_margin": float(margin.sum()), "chosen_reward": float(self.chosen_rewards.detach().sum()),
-                "rejected_reward": float(self.rejected_rewards.detach().sum())}
+        return {
+            "loss": float(self.losses.detach().sum()),
+            "reward_accuracy": float((margin > 0).float().sum()),
+            "reward_margin": float(margin.sum()),
+            "chosen_reward": float(self.chosen_rewards.detach().sum()),
+            "rejected_reward": float(self.rejected_rewards.detach().sum()),
+        }
 
     def metrics(self) -> dict[str, float]:
         """Means over the pairs."""
         return {key: value / max(len(self.losses), 1) for key, value in self.metric_sums().items()}
 
 
-def preference_loss(loss_type: LossType, beta: float, policy_chosen: torch.Tensor, policy_rejected: torch.Tensor,
-                    chosen_tokens: torch.Tensor, rejected_tokens: torch.Tensor, reference_chosen: torch.Tensor | None = None,
-                    reference_rejected: torch.Tensor | None = None, simpo_gamma: float = 0.5) -> PreferenceLoss:
+def preference_loss(
+    loss_type: LossType,
+    beta: float,
+    policy_chosen: torch.Tensor,
+    policy_rejected: torch.Tensor,
+    chosen_tokens: torch.Tensor,
+    rejected_tokens: torch.Tensor,
+    reference_chosen: torch.Tensor | None = None,
+    reference_rejected: torch.Tensor | None = None,
+    simpo_gamma: float = 0.5,
+) -> PreferenceLoss:
     """Per-pair losses and implicit rewards; log-probs are sums over each completion's tokens."""
     if loss_type not in LOSS_TYPES:
         raise ValueError(f"unknown loss type {loss_type!r}; known: {', '.join(LOSS_TYPES)}")

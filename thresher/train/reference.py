@@ -72,8 +72,15 @@ def compute_logprobs(model: Any, pairs: list[EncodedPair], logprobs_of: Logprobs
     return out
 
 
-def reference_logprobs(runtime: Runtime, reference: str, use_policy: bool, cache_dir: Path, pairs: list[EncodedPair],
-                       logprobs_of: LogprobsOf, batches: list[PairBatch]) -> tuple[np.ndarray, str]:
+def reference_logprobs(
+    runtime: Runtime,
+    reference: str,
+    use_policy: bool,
+    cache_dir: Path,
+    pairs: list[EncodedPair],
+    logprobs_of: LogprobsOf,
+    batches: list[PairBatch],
+) -> tuple[np.ndarray, str]:
     """The pairs' reference log-probs and where they came from (``cached`` or ``computed``). ``use_policy``: the
     policy still holds the reference weights, so no second model is loaded."""
     path = cache_dir / f"{cache_key(reference, runtime.dtype, pairs)}.npy"
@@ -95,7 +102,6 @@ def reference_logprobs(runtime: Runtime, reference: str, use_policy: bool, cache
         partial = path.with_suffix(f".{os.getpid()}.tmp.npy")
         np.save(partial, values)
         partial.replace(path)
-        path.with_suffix(".json").write_bytes(orjson.dumps({"reference": reference, "dtype": str(runtime.dtype),
-                                                            "pairs": len(pairs)}))
+        path.with_suffix(".json").write_bytes(orjson.dumps({"reference": reference, "dtype": str(runtime.dtype), "pairs": len(pairs)}))
     runtime.barrier()
     return values, "computed"

@@ -19,9 +19,17 @@ class Scored:
     by_verifier: dict[str, np.ndarray] = field(default_factory=dict)  # verifier → scores of the rows it judged (NaN elsewhere)
 
 
-def score(texts: list[str], ground_truths: list[str], row_verifiers: list[str | None], prompts: list[str],
-          finished: np.ndarray, lengths: np.ndarray, config: RLVRConfig, cache: dict[str, Verifier],
-          verifiers_only: bool = False) -> Scored:
+def score(
+    texts: list[str],
+    ground_truths: list[str],
+    row_verifiers: list[str | None],
+    prompts: list[str],
+    finished: np.ndarray,
+    lengths: np.ndarray,
+    config: RLVRConfig,
+    cache: dict[str, Verifier],
+    verifiers_only: bool = False,
+) -> Scored:
     """Rewards of completions ``texts``; ``verifiers_only`` leaves out the format, length and truncation terms (held-out pass@1)."""
     n = len(texts)
     rewards = np.zeros(n)
@@ -53,5 +61,4 @@ def score(texts: list[str], ground_truths: list[str], row_verifiers: list[str | 
 
 def verifier_means(scored: Scored) -> dict[str, float]:
     """The mean score of each verifier over the rows it judged, as ``reward/NAME`` metrics."""
-    return {f"reward/{name}": float(np.nanmean(values)) for name, values in scored.by_verifier.items()
-            if np.isfinite(values).any()}
+    return {f"reward/{name}": float(np.nanmean(values)) for name, values in scored.by_verifier.items() if np.isfinite(values).any()}

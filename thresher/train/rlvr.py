@@ -71,8 +71,10 @@ def encode_prompts(tokenizer: Any, rows: list[dict[str, Any]], max_prompt: int, 
             continue
         if row_verifiers and row.get("verifier") not in NAMES:
             where = row.get("provenance") or {}
-            raise InputError(f"{where.get('file')}: line {where.get('line')}: unknown verifier {row.get('verifier')!r}; "
-                             f"known: {', '.join(NAMES)} (or set rlvr.verifiers)")
+            raise InputError(
+                f"{where.get('file')}: line {where.get('line')}: unknown verifier {row.get('verifier')!r}; "
+                f"known: {', '.join(NAMES)} (or set rlvr.verifiers)"
+            )
         text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         if len(ids) > max_prompt:
@@ -96,12 +98,12 @@ class RolloutBatch:
 class RLVRTask:
     """Micro-batches of completions (lists of indices into the current rollout) and their clipped policy loss."""
 
-    def __init__(self, config: TrainConfig, runtime: Runtime, train: list[Prompt], held_out: list[Prompt],
-                 reference: Any | None) -> None:
+    def __init__(self, config: TrainConfig, runtime: Runtime, train: list[Prompt], held_out: list[Prompt], reference: Any | None) -> None:
         self.config, self.rl, self.runtime = config, config.rlvr, runtime
         self.train, self.held_out, self.reference = train, held_out, reference
-        self.weight_name = {"token": "completion_tokens", "sequence": "completions",
-                            "dr_grpo": "completions_x_max_new_tokens"}[self.rl.aggregation]
+        self.weight_name = {"token": "completion_tokens", "sequence": "completions", "dr_grpo": "completions_x_max_new_tokens"}[
+            self.rl.aggregation
+        ]
         self.accounting: dict[str, Any] = {}
         self.batch = RolloutBatch([], torch.zeros(0), [])
         self.verifiers: dict[str, Verifier] = {}
@@ -140,8 +142,13 @@ class RLVRTask:
 
     def _forward(self, model: Any, item: list[int], with_entropy: bool) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, Any]:
         batch = collate([[self.batch.examples[i]] for i in item], self.runtime.pad_id, varlen=self.runtime.varlen)
-        logp, keep, entropy = target_terms(model, **batch_inputs(batch, self.runtime.device, self.runtime.dtype),
-                                           chunk=self.config.loss_chunk, temperature=self.rl.temperature, with_entropy=with_entropy)
+        logp, keep, entropy = target_terms(
+            model,
+            **batch_inputs(batch, self.runtime.device, self.runtime.dtype),
+            chunk=self.config.loss_chunk,
+            temperature=self.rl.temperature,
+            with_entropy=with_entropy,
+        )
         segment = example_segments(batch.seq_lens, batch.input_ids.shape[1]).to(logp.device)[keep]
         return logp, entropy, segment, batch
 
@@ -159,8 +166,7 @@ class RLVRTask:
                 item = mine[k] if k < len(mine) else items[0]
                 logp, _, _, _ = self._forward(model, item, False)
                 if k < len(mine):
-                    found.update(zip(item, torch.split(logp.float().cpu(), [self.batch.examples[i].targets for i in item]),
-                                     strict=True))
+                    found.update(zip(item, torch.split(logp.float().cpu(), [self.batch.examples[i].targets for i in item]), strict=True))
         if runtime.world > 1:
             gathered: list[dict[int, torch.Tensor] | None] = [None] * runtime.world
             torch.distributed.all_gather_object(gathered, found)
@@ -177,18 +183,35 @@ class RLVRTask:
         generation = gather(self.batch.generation_logp)
         old = gather(self.batch.old_logp) if self.batch.old_logp is not None else logp.detach().float()
         per_sequence = rl.aggregation == "sequence"
-        result = policy_loss(logp.float(), old, self.batch.advantages[item].to(device), segment, len(item), rl.clip_low,
-                             rl.clip_high, rl.kl_beta, gather(self.batch.ref_logp) if self.batch.ref_logp is not None else None,
-                             rl.kl_estimator, generation, rl.importance_cap, "sequence" if per_sequence else "token")
+        result = policy_loss(
+            logp.float(),
+            old,
+            self.batch.advantages[item].to(device),
+            segment,
+            len(item),
+            rl.clip_low,
+            rl.clip_high,
+            rl.kl_beta,
+            gather(self.batch.ref_logp) if self.batch.ref_logp is not None else None,
+            rl.kl_estimator,
+            generation,
+            rl.importance_cap,
+            "sequence" if per_sequence else "token",
+        )
         w = self.weight(item)
         # the micro-batch's sum: of per-completion means (sequence), else of per-token terms (token, dr_grpo)
         summed = result.loss * (len(item) if per_sequence else logp.numel())
         with torch.no_grad():
             raw = torch.exp(old - generation)
-            sums = {"clip_fraction": result.clip_fraction * w, "kl": result.kl * w, "ratio": result.ratio_mean * w,
-                    "entropy": float(entropy.mean()) * w if entropy is not None else 0.0,
-                    "importance_ratio": float(raw.mean()) * w, "importance_weight": result.importance_weight_mean * w,
-                    "importance_truncated": float((raw > rl.importance_cap).float().mean()) * w}
+            sums = {
+                "clip_fraction": result.clip_fraction * w,
+                "kl": result.kl * w,
+                "ratio": result.ratio_mean * w,
+                "entropy": float(entropy.mean()) * w if entropy is not None else 0.0,
+                "importance_ratio": float(raw.mean()) * w,
+                "importance_weight": result.importance_weight_mean * w,
+                "importance_truncated": float((raw > rl.importance_cap).float().mean()) * w,
+            }
         return summed, sums, sum(sum(r) for r in batch.seq_lens), mean_context(batch.seq_lens)
 
 
@@ -211,8 +234,17 @@ def score_samples(task: RLVRTask, prompts: list[Prompt], samples: list[list[Samp
     flat = [(p, s) for p, group in zip(prompts, samples, strict=True) for s in group]
     finished = np.array([s.finished for _, s in flat])
     lengths = np.array([len(s.ids) for _, s in flat], dtype=np.float64)
-    scored = score([s.text for _, s in flat], [p.ground_truth for p, _ in flat], [p.verifier for p, _ in flat],
-                   [p.instruction for p, _ in flat], finished, lengths, task.rl, task.verifiers, verifiers_only)
+    scored = score(
+        [s.text for _, s in flat],
+        [p.ground_truth for p, _ in flat],
+        [p.verifier for p, _ in flat],
+        [p.instruction for p, _ in flat],
+        finished,
+        lengths,
+        task.rl,
+        task.verifiers,
+        verifiers_only,
+    )
     return ScoredSamples(flat, finished, lengths, scored)
 
 
@@ -230,27 +262,37 @@ def build_batch(task: RLVRTask, prompts: list[Prompt], samples: list[list[Sample
     trainable &= lengths > 0
     keep = np.flatnonzero(trainable)
     examples = [Encoded(p.ids + s.ids, [IGNORE] * len(p.ids) + s.ids) for p, s in (flat[i] for i in keep)]
-    task.batch = RolloutBatch(examples, advantages.advantages[keep].float(),
-                              [torch.tensor(flat[i][1].logprobs, dtype=torch.float32) for i in keep])
+    task.batch = RolloutBatch(
+        examples, advantages.advantages[keep].float(), [torch.tensor(flat[i][1].logprobs, dtype=torch.float32) for i in keep]
+    )
     groups = len(prompts)
     zero_variance = int((~advantages.informative.numpy()).reshape(groups, rl.group_size).all(1).sum())
-    record = {"completions": len(flat), "completions_trained": len(keep),
-              "removed_zero_variance": int((~informative).sum()),
-              "removed_truncated": int((informative & ~finished).sum()) if rl.truncated == "mask" else 0,
-              "removed_empty": int((informative & (finished | (rl.truncated != "mask")) & (lengths == 0)).sum()),
-              "zero_variance_groups": zero_variance, "reward_mean": float(scored.rewards.mean()),
-              "reward_std": float(scored.rewards.std()), "solved": float(scored.solved.mean()), **verifier_means(scored),
-              "response_length": float(lengths.mean()), "truncated_fraction": float((~finished).mean()), "scoring_s": scoring_s}
-    assert record["completions"] == record["completions_trained"] + record["removed_zero_variance"] + \
-        record["removed_truncated"] + record["removed_empty"], record
+    record = {
+        "completions": len(flat),
+        "completions_trained": len(keep),
+        "removed_zero_variance": int((~informative).sum()),
+        "removed_truncated": int((informative & ~finished).sum()) if rl.truncated == "mask" else 0,
+        "removed_empty": int((informative & (finished | (rl.truncated != "mask")) & (lengths == 0)).sum()),
+        "zero_variance_groups": zero_variance,
+        "reward_mean": float(scored.rewards.mean()),
+        "reward_std": float(scored.rewards.std()),
+        "solved": float(scored.solved.mean()),
+        **verifier_means(scored),
+        "response_length": float(lengths.mean()),
+        "truncated_fraction": float((~finished).mean()),
+        "scoring_s": scoring_s,
+    }
+    assert (
+        record["completions"]
+        == record["completions_trained"] + record["removed_zero_variance"] + record["removed_truncated"] + record["removed_empty"]
+    ), record
     return RolloutStats(record, len(keep))
 
 
 def make_engine(config: TrainConfig, runtime: Runtime, weights: str) -> Engine:
     choice = pick_engine(config.rlvr.engine, runtime.device)
     if choice == "vllm":
-        engine = VLLMEngine(weights, config.tokenizer, config.max_length, config.rlvr.vllm_memory, config.rlvr.vllm_sleep,
-                            config.seed)
+        engine = VLLMEngine(weights, config.tokenizer, config.max_length, config.rlvr.vllm_memory, config.rlvr.vllm_sleep, config.seed)
         engine.sleep()
         return engine
     if runtime.world > 1:  # the policy is sharded: generate with an unsharded copy, refreshed after each update
@@ -264,8 +306,10 @@ def generate_shared(engine: Engine, runtime: Runtime, prompts: list[Prompt], sam
     processes receiving all samples. Each chunk's seed depends only on its index, so the samples do not depend on
     the number of processes."""
     chunks = [prompts[lo : lo + chunk] for lo in range(0, len(prompts), chunk)]
-    mine = {k: engine.generate([p.ids for p in chunks[k]], replace(sampling, seed=sampling.seed * 1_000_033 + k))
-            for k in range(runtime.rank, len(chunks), runtime.world)}
+    mine = {
+        k: engine.generate([p.ids for p in chunks[k]], replace(sampling, seed=sampling.seed * 1_000_033 + k))
+        for k in range(runtime.rank, len(chunks), runtime.world)
+    }
     if runtime.world > 1:
         gathered: list[dict[int, list[list[Sample]]] | None] = [None] * runtime.world
         torch.distributed.all_gather_object(gathered, mine)
@@ -286,12 +330,19 @@ def evaluate(task: RLVRTask, engine: Engine, seed: int) -> dict[str, float]:
         return {}
     rl = task.rl
     temperature = rl.temperature if rl.eval_temperature is None else rl.eval_temperature
-    samples = generate_shared(engine, task.runtime, task.held_out,
-                              Sampling(rl.eval_samples, rl.max_new_tokens, temperature, rl.top_p if temperature else 1.0, seed),
-                              generation_chunk(task, engine, len(task.held_out)))
+    samples = generate_shared(
+        engine,
+        task.runtime,
+        task.held_out,
+        Sampling(rl.eval_samples, rl.max_new_tokens, temperature, rl.top_p if temperature else 1.0, seed),
+        generation_chunk(task, engine, len(task.held_out)),
+    )
     result = score_samples(task, task.held_out, samples, verifiers_only=True)
-    return {"eval_pass@1": float(result.scored.solved.mean()), "eval_reward": float(result.scored.rewards.mean()),
-            "eval_response_length": float(result.lengths.mean())}
+    return {
+        "eval_pass@1": float(result.scored.solved.mean()),
+        "eval_reward": float(result.scored.rewards.mean()),
+        "eval_response_length": float(result.lengths.mean()),
+    }
 
 
 def plan_rollouts(config: TrainConfig, prompts: int) -> int:
@@ -313,8 +364,7 @@ def _crossed(step: int, taken: int, every: int | None) -> bool:
     return bool(every) and step // every > (step - taken) // every  # type: ignore[operator]
 
 
-def train_rollouts(config: TrainConfig, runtime: Runtime, task: RLVRTask, log: Log | None = None,
-                   resume: Path | None = None) -> LoopResult:
+def train_rollouts(config: TrainConfig, runtime: Runtime, task: RLVRTask, log: Log | None = None, resume: Path | None = None) -> LoopResult:
     """The RLVR loop: rollout, score, update; evaluate and checkpoint at rollout boundaries."""
     rl = config.rlvr
     steps_per = rl.steps_per_rollout * rl.updates_per_rollout
@@ -350,9 +400,13 @@ def train_rollouts(config: TrainConfig, runtime: Runtime, task: RLVRTask, log: L
         prompts = task.prompts_for(rollout)
         began = time.perf_counter()
         engine.wake()
-        samples = generate_shared(engine, runtime, prompts,
-                                  Sampling(rl.group_size, rl.max_new_tokens, rl.temperature, rl.top_p, config.seed * 100_003 + rollout),
-                                  generation_chunk(task, engine, len(prompts)))
+        samples = generate_shared(
+            engine,
+            runtime,
+            prompts,
+            Sampling(rl.group_size, rl.max_new_tokens, rl.temperature, rl.top_p, config.seed * 100_003 + rollout),
+            generation_chunk(task, engine, len(prompts)),
+        )
         engine.sleep()
         generation_s = time.perf_counter() - began
         stats = build_batch(task, prompts, samples, config.seed * 100_003 + rollout)
@@ -362,8 +416,12 @@ def train_rollouts(config: TrainConfig, runtime: Runtime, task: RLVRTask, log: L
             task.batch.old_logp = task.logprobs_of(model)
         if rl.kl_beta and stats.kept:
             task.batch.ref_logp = task.logprobs_of(task.reference)
-        first = {"rollout": rollout + 1, **stats.record, "generation_s": generation_s,
-                 "generation_tokens_per_s": generated / max(generation_s, 1e-9)}
+        first = {
+            "rollout": rollout + 1,
+            **stats.record,
+            "generation_s": generation_s,
+            "generation_tokens_per_s": generated / max(generation_s, 1e-9),
+        }
         rng = random.Random(config.seed * 7 + rollout)
         for _update in range(rl.updates_per_rollout):
             order = list(range(stats.kept))
@@ -378,8 +436,14 @@ def train_rollouts(config: TrainConfig, runtime: Runtime, task: RLVRTask, log: L
         training_s = time.perf_counter() - began
         for key, value in (("generation_s", generation_s), ("scoring_s", stats.record["scoring_s"]), ("training_s", training_s)):
             totals[key] += value
-        metrics({"step": step, "rollout": rollout + 1, "training_s": training_s,
-                 "rollout_s": generation_s + stats.record["scoring_s"] + training_s})
+        metrics(
+            {
+                "step": step,
+                "rollout": rollout + 1,
+                "training_s": training_s,
+                "rollout_s": generation_s + stats.record["scoring_s"] + training_s,
+            }
+        )
         if engine.needs_weights:
             began = time.perf_counter()
             weights = full_state_dict(runtime, everywhere=True)
@@ -407,12 +471,14 @@ def run_rlvr(config: TrainConfig, log: Log | None = None) -> LoopResult:
 
     def build(runtime: Runtime, _resume: Path | None) -> RLVRTask:
         rows = load_prompts(config.data.train)
-        train_rows, eval_rows = held_out_split(rows, load_prompts(config.data.eval) if config.data.eval else None,
-                                               config.data.eval_rows, config.seed)
+        train_rows, eval_rows = held_out_split(
+            rows, load_prompts(config.data.eval) if config.data.eval else None, config.data.eval_rows, config.seed
+        )
         max_prompt = config.max_length - config.rlvr.max_new_tokens
         if max_prompt <= 0:
-            raise InputError(f"max_length {config.max_length} leaves no room for a prompt before "
-                             f"rlvr.max_new_tokens {config.rlvr.max_new_tokens}")
+            raise InputError(
+                f"max_length {config.max_length} leaves no room for a prompt before rlvr.max_new_tokens {config.rlvr.max_new_tokens}"
+            )
         need = not config.rlvr.verifiers
         train, removed = encode_prompts(runtime.tokenizer, train_rows, max_prompt, need)
         held_out, removed_eval = encode_prompts(runtime.tokenizer, eval_rows, max_prompt, need)
@@ -423,9 +489,13 @@ def run_rlvr(config: TrainConfig, log: Log | None = None) -> LoopResult:
             lm = load_causal_lm(config.rlvr.reference_model or config.model, runtime.device, runtime.dtype, runtime.attention)
             reference = TargetLogprobs(lm.requires_grad_(False), runtime.trainable.backend).eval()
         task = RLVRTask(config, runtime, train, held_out, reference)
-        task.accounting = {"rows": len(rows), "prompts_trained": len(train), "held_out_prompts": len(held_out),
-                           **{f"removed_{k}": v for k, v in removed.items()},
-                           **{f"held_out_removed_{k}": v for k, v in removed_eval.items()}}
+        task.accounting = {
+            "rows": len(rows),
+            "prompts_trained": len(train),
+            "held_out_prompts": len(held_out),
+            **{f"removed_{k}": v for k, v in removed.items()},
+            **{f"held_out_removed_{k}": v for k, v in removed_eval.items()},
+        }
         return task
 
     return run_task(config, build, log, loop=train_rollouts)

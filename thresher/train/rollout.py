@@ -90,9 +90,15 @@ class TransformersEngine:
             ids[r, width - len(p) :] = torch.tensor(p)
             mask[r, width - len(p) :] = 1
         sample = sampling.temperature > 0
-        kwargs: dict[str, Any] = {"max_new_tokens": sampling.max_new_tokens, "do_sample": sample, "pad_token_id": self.pad_id,
-                                  "num_return_sequences": sampling.n if sample else 1, "return_dict_in_generate": True,
-                                  "output_logits": sample, "eos_token_id": sorted(self.end_ids) or None}
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": sampling.max_new_tokens,
+            "do_sample": sample,
+            "pad_token_id": self.pad_id,
+            "num_return_sequences": sampling.n if sample else 1,
+            "return_dict_in_generate": True,
+            "output_logits": sample,
+            "eos_token_id": sorted(self.end_ids) or None,
+        }
         if sample:
             kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
         torch.manual_seed(sampling.seed * 1_000_003 + offset)
@@ -148,17 +154,32 @@ class VLLMEngine:
         from vllm import LLM
 
         self.sleep_mode = sleep_mode
-        self.llm = LLM(model=model, tokenizer=tokenizer or model, dtype="bfloat16", gpu_memory_utilization=memory,
-                       max_model_len=max_length, enable_sleep_mode=sleep_mode, seed=seed, enable_prefix_caching=False,
-                       logprobs_mode="processed_logprobs")  # log-probs after temperature, as the trainer computes them
+        self.llm = LLM(
+            model=model,
+            tokenizer=tokenizer or model,
+            dtype="bfloat16",
+            gpu_memory_utilization=memory,
+            max_model_len=max_length,
+            enable_sleep_mode=sleep_mode,
+            seed=seed,
+            enable_prefix_caching=False,
+            logprobs_mode="processed_logprobs",
+        )  # log-probs after temperature, as the trainer computes them
         self.asleep = False
 
     def generate(self, prompts: list[list[int]], sampling: Sampling) -> list[list[Sample]]:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        params = SamplingParams(n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
-                                max_tokens=sampling.max_new_tokens, logprobs=0, seed=sampling.seed, skip_special_tokens=True)
+        params = SamplingParams(
+            n=sampling.n,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            max_tokens=sampling.max_new_tokens,
+            logprobs=0,
+            seed=sampling.seed,
+            skip_special_tokens=True,
+        )
         outputs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False)
         result = []
         for output in outputs:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -98,7 +98,7 @@ def load_causal_lm(path: str, device: str, dtype: torch.dtype, attention: str = 
     """A causal LM in training-ready form, with ``attention`` as its attention implementation."""
     from transformers import AutoModelForCausalLM
 
-    model: Any = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=attention).to(device)
+    model: Any = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=attention).to(device)  # type: ignore[arg-type]
     return model
 
 
@@ -154,7 +154,7 @@ def full_state_dict(runtime: Runtime, everywhere: bool = False) -> dict[str, tor
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     state = get_model_state_dict(runtime.trainable, options=StateDictOptions(full_state_dict=True, cpu_offload=not everywhere))
-    return {key.removeprefix("lm."): value for key, value in state.items()}
+    return {key.removeprefix("lm."): cast(torch.Tensor, value) for key, value in state.items()}
 
 
 def save_model(runtime: Runtime, folder: Path) -> None:

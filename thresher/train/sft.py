@@ -19,10 +19,14 @@ from thresher.train.packing import Batch, collate
 from thresher.train.runtime import Runtime, evaluating
 
 
-def batch_inputs(batch: Batch, device: str, dtype: torch.dtype) -> dict[str, torch.Tensor | None]:
+def batch_inputs(batch: Batch, device: str, dtype: torch.dtype) -> dict[str, Any]:
     mask = batch.attention_mask
-    return {"input_ids": batch.input_ids.to(device), "labels": batch.labels.to(device),
-            "position_ids": batch.position_ids.to(device), "attention_mask": None if mask is None else mask.to(device, dtype)}
+    return {
+        "input_ids": batch.input_ids.to(device),
+        "labels": batch.labels.to(device),
+        "position_ids": batch.position_ids.to(device),
+        "attention_mask": None if mask is None else mask.to(device, dtype),
+    }
 
 
 def mean_context(seq_lens: list[list[int]]) -> float:
@@ -40,9 +44,16 @@ class SFTTask:
         self.weight_name = "target_tokens"
         self.pack_length = config.pack_length or config.max_length
         self.lengths = [len(e.input_ids) for e in train]
-        self.held_out = [self._collate(rows, held_out) for rows in
-                         plan_micro_batches([len(e.input_ids) for e in held_out], config.packing, self.pack_length,
-                                            config.rows_per_micro_batch, 0)] if held_out else []
+        self.held_out = (
+            [
+                self._collate(rows, held_out)
+                for rows in plan_micro_batches(
+                    [len(e.input_ids) for e in held_out], config.packing, self.pack_length, config.rows_per_micro_batch, 0
+                )
+            ]
+            if held_out
+            else []
+        )
 
     def _collate(self, rows: list[list[int]], examples: list[Encoded]) -> Batch:
         return collate([[examples[i] for i in row] for row in rows], self.runtime.pad_id, varlen=self.runtime.varlen)
@@ -65,8 +76,9 @@ class SFTTask:
         total, count = 0.0, 0
         with evaluating(model):
             for batch in self.held_out:
-                summed, n = sft_loss_sum(model, **batch_inputs(batch, self.runtime.device, self.runtime.dtype),
-                                         chunk=self.config.loss_chunk)
+                summed, n = sft_loss_sum(
+                    model, **batch_inputs(batch, self.runtime.device, self.runtime.dtype), chunk=self.config.loss_chunk
+                )
                 total += float(summed)
                 count += n
         return {"eval_loss": total / max(count, 1)}
@@ -76,15 +88,19 @@ def run_sft(config: TrainConfig, log: Log | None = None) -> LoopResult:
     """Train ``config.model`` on the chats of ``config.data``; returns steps, held-out losses and the final checkpoint."""
 
     def build(runtime: Runtime, _resume: Path | None) -> SFTTask:
-        train_chats, eval_chats = held_out_split(load_chats(config.data.train),
-                                                 load_chats(config.data.eval) if config.data.eval else None,
-                                                 config.data.eval_rows, config.seed)
+        train_chats, eval_chats = held_out_split(
+            load_chats(config.data.train), load_chats(config.data.eval) if config.data.eval else None, config.data.eval_rows, config.seed
+        )
         train = encode_all(runtime.tokenizer, train_chats, config.max_length)
         if not train:
             raise InputError(f"{config.data.train}: no rows with assistant tokens to train on")
         task = SFTTask(config, runtime, train, encode_all(runtime.tokenizer, eval_chats, config.max_length))
-        task.accounting = {"rows": len(train_chats), "rows_trained": len(train),
-                           "rows_without_targets": len(train_chats) - len(train), "held_out_rows": len(eval_chats)}
+        task.accounting = {
+            "rows": len(train_chats),
+            "rows_trained": len(train),
+            "rows_without_targets": len(train_chats) - len(train),
+            "held_out_rows": len(eval_chats),
+        }
         return task
 
     return run_task(config, build, log)

@@ -36,8 +36,7 @@ _BUILDERS = {"l": list, "t": tuple, "s": set, "f": frozenset}
 # Standard containers cross as their content and are rebuilt on the other side; the classes are
 # taken now, before any program runs, so a program that rebinds collections.Counter cannot pose as one.
 _MAPPINGS = {collections.Counter: "C", collections.OrderedDict: "O", collections.defaultdict: "D"}
-_REBUILD = {"C": collections.Counter, "O": collections.OrderedDict, "D": lambda items: collections.defaultdict(None, items),
-            "d": dict}
+_REBUILD = {"C": collections.Counter, "O": collections.OrderedDict, "D": lambda items: collections.defaultdict(None, items), "d": dict}
 _DEQUE = collections.deque
 _TYPES = {t.__name__: t for t in (int, float, complex, str, bytes, bool, list, tuple, dict, set, frozenset, type(None))}
 _MODULE = type(collections)
@@ -86,7 +85,7 @@ def decode(data, handle, depth=0):
         return data
     if type(data) is not dict or len(data) != 1:
         raise ValueError(f"malformed value {str(data)[:80]}")
-    (tag, body), = data.items()
+    ((tag, body),) = data.items()
     if tag == "i":
         return int(body)
     if tag == "c":
@@ -118,7 +117,7 @@ class Channel:
     def send(self, message):
         data = json.dumps(message).encode() + b"\n"
         while data:
-            data = data[os.write(self.write_fd, data):]
+            data = data[os.write(self.write_fd, data) :]
 
     def recv(self):
         while b"\n" not in self.buffer:
@@ -180,6 +179,7 @@ def serve(program_path, read_fd, write_fd):
 def _answer(request, refs):
     def handle(i):
         return refs[i]
+
     target = refs[request["ref"]]
     op = request["op"]
     if op == "call":

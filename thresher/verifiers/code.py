@@ -69,8 +69,7 @@ class CodeVerifier:
             parts = parse_tests(ground_truth)
         except ValueError as e:
             return Verdict(0.0, f"bad ground truth: {e}")
-        passed, reason = judge_program(program_of(response, ground_truth), parts["tests"], parts["entry_point"],
-                                       self.limits)
+        passed, reason = judge_program(program_of(response, ground_truth), parts["tests"], parts["entry_point"], self.limits)
         return Verdict(1.0 if passed else 0.0, reason)
 
     def verify_batch(self, responses: list[str], ground_truths: list[str], prompts: list[str] | None = None) -> list[Verdict]:
@@ -91,15 +90,22 @@ def judge_program(program: str, tests: str, entry_point: str, limits: SandboxLim
             answers_r, answers_w = os.pipe()
             judge: subprocess.Popen[bytes] | None = None
             try:
-                with open(os.path.join(box.host_dir, "stdout"), "wb") as out, \
-                        open(os.path.join(box.host_dir, "stderr"), "wb") as err:
-                    box.spawn([box.path("wire.py"), "serve", box.path("program.py"), str(requests_r), str(answers_w)],
-                              out, err, pass_fds=(requests_r, answers_w))
+                with open(os.path.join(box.host_dir, "stdout"), "wb") as out, open(os.path.join(box.host_dir, "stderr"), "wb") as err:
+                    box.spawn(
+                        [box.path("wire.py"), "serve", box.path("program.py"), str(requests_r), str(answers_w)],
+                        out,
+                        err,
+                        pass_fds=(requests_r, answers_w),
+                    )
                 judge = subprocess.Popen(
                     [python_executable(), "-I", "-B", WIRE, "judge", str(answers_r), str(requests_w), str(limits.timeout_s)],
-                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                    pass_fds=(answers_r, requests_w), start_new_session=True,
-                    preexec_fn=lambda: set_limits(limits))  # noqa: PLW1509 - the judge's own limits
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.DEVNULL,
+                    pass_fds=(answers_r, requests_w),
+                    start_new_session=True,
+                    preexec_fn=lambda: set_limits(limits),
+                )  # noqa: PLW1509 - the judge's own limits
             finally:
                 for fd in (requests_r, requests_w, answers_r, answers_w):
                     os.close(fd)
@@ -120,4 +126,3 @@ def judge_program(program: str, tests: str, entry_point: str, limits: SandboxLim
             if not passed and reason == ENDED and returncode is not None and returncode < 0:
                 reason = f"{reason}: " + SandboxResult(returncode, "", "", False, box.kind, "").why()
             return passed, reason
-

@@ -62,8 +62,12 @@ class _Worker:
     """A child Python that checks one (response, ground truth) per line of JSON on its stdin."""
 
     def __init__(self, timeout_s: int) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "thresher.verifiers.math", str(timeout_s)], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "thresher.verifiers.math", str(timeout_s)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
         self.index: int | None = None
         self.deadline = 0.0
 

@@ -102,8 +102,13 @@ def isolation() -> str:
     if os.environ.get("THRESHER_SANDBOX") == "fallback":
         return "fallback"
     if shutil.which("bwrap"):
-        probe = subprocess.run([*_bwrap_prefix(SandboxLimits(), {}), python_executable(), "-I", "-c", "pass"],
-                               capture_output=True, timeout=30, env={"PATH": "/usr/bin:/bin"}, check=False)
+        probe = subprocess.run(
+            [*_bwrap_prefix(SandboxLimits(), {}), python_executable(), "-I", "-c", "pass"],
+            capture_output=True,
+            timeout=30,
+            env={"PATH": "/usr/bin:/bin"},
+            check=False,
+        )
         if probe.returncode == 0:
             return "bwrap"
         reason = probe.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["?"]
@@ -114,8 +119,19 @@ def isolation() -> str:
 
 
 def _bwrap_prefix(limits: SandboxLimits, files: dict[str, str]) -> list[str]:
-    argv = [shutil.which("bwrap") or "bwrap", "--unshare-all", "--unshare-user", "--uid", str(NOBODY), "--gid", str(NOBODY),
-            "--cap-drop", "ALL", "--die-with-parent", "--new-session"]
+    argv = [
+        shutil.which("bwrap") or "bwrap",
+        "--unshare-all",
+        "--unshare-user",
+        "--uid",
+        str(NOBODY),
+        "--gid",
+        str(NOBODY),
+        "--cap-drop",
+        "ALL",
+        "--die-with-parent",
+        "--new-session",
+    ]
     if limits.network:
         argv.append("--share-net")
     argv += ["--ro-bind", "/usr", "/usr"]
@@ -129,16 +145,14 @@ def _bwrap_prefix(limits: SandboxLimits, files: dict[str, str]) -> list[str]:
         argv += ["--ro-bind", prefix, prefix]
     for inside, host in files.items():
         argv += ["--ro-bind", host, f"{INSIDE}/{inside}"]
-    argv += ["--proc", "/proc", "--dev", "/dev", "--size", str(limits.disk_mb << 20), "--tmpfs", "/tmp",
-             "--chdir", "/tmp", "--clearenv"]
+    argv += ["--proc", "/proc", "--dev", "/dev", "--size", str(limits.disk_mb << 20), "--tmpfs", "/tmp", "--chdir", "/tmp", "--clearenv"]
     for key, value in _env("/tmp").items():
         argv += ["--setenv", key, value]
     return argv + ["--"]
 
 
 def _env(home: str) -> dict[str, str]:
-    return {"PATH": "/usr/bin:/bin", "HOME": home, "TMPDIR": home, "PYTHONDONTWRITEBYTECODE": "1",
-            "PYTHONHASHSEED": "0", "LANG": "C.UTF-8"}
+    return {"PATH": "/usr/bin:/bin", "HOME": home, "TMPDIR": home, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0", "LANG": "C.UTF-8"}
 
 
 @functools.cache
@@ -216,9 +230,13 @@ def _v2_has_pids(root: str) -> bool:
 
 def set_limits(limits: SandboxLimits) -> None:
     mb = 1024 * 1024
-    for kind, value in ((resource.RLIMIT_CPU, limits.cpu_s), (resource.RLIMIT_AS, limits.memory_mb * mb),
-                        (resource.RLIMIT_FSIZE, limits.file_mb * mb), (resource.RLIMIT_NOFILE, limits.open_files),
-                        (resource.RLIMIT_CORE, 0)):
+    for kind, value in (
+        (resource.RLIMIT_CPU, limits.cpu_s),
+        (resource.RLIMIT_AS, limits.memory_mb * mb),
+        (resource.RLIMIT_FSIZE, limits.file_mb * mb),
+        (resource.RLIMIT_NOFILE, limits.open_files),
+        (resource.RLIMIT_CORE, 0),
+    ):
         resource.setrlimit(kind, (value, value))
 
 
@@ -244,7 +262,8 @@ class Sandbox:
                 shutil.rmtree(self.host_dir, ignore_errors=True)
                 raise SandboxUnavailable(
                     f"bwrap is not usable here and uid {NOBODY} cannot run {python_executable()}: refusing to run "
-                    "untrusted code as root (apt-get install bubblewrap, or run Thresher as an unprivileged user)")
+                    "untrusted code as root (apt-get install bubblewrap, or run Thresher as an unprivileged user)"
+                )
             if os.geteuid() == 0:
                 os.chown(self.scratch, NOBODY, NOBODY)
         self.cgroup = PidsCgroup(limits.processes)
@@ -267,9 +286,17 @@ class Sandbox:
             argv, env, cwd = _bwrap_prefix(self.limits, self.files) + python, {"PATH": "/usr/bin:/bin"}, self.host_dir
         else:
             argv, env, cwd = python, _env(self.scratch), self.scratch
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, env=env, cwd=cwd,
-                                     pass_fds=tuple(pass_fds), close_fds=True,
-                                     preexec_fn=self._child_setup)  # noqa: PLW1509 - limits and namespaces need it
+        self.proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=stderr,
+            env=env,
+            cwd=cwd,
+            pass_fds=tuple(pass_fds),
+            close_fds=True,
+            preexec_fn=self._child_setup,
+        )  # noqa: PLW1509 - limits and namespaces need it
         return self.proc
 
     def _child_setup(self) -> None:
@@ -349,5 +376,4 @@ def run_python(code: str, limits: SandboxLimits | None = None) -> SandboxResult:
             with open(out_path, "wb") as out, open(err_path, "wb") as err:
                 box.spawn([box.path("main.py")], out, err)
             returncode, timed_out = box.wait(limits.timeout_s)
-            return SandboxResult(returncode, read_capped(out_path), read_capped(err_path), timed_out, box.kind,
-                                 box.process_cap)
+            return SandboxResult(returncode, read_capped(out_path), read_capped(err_path), timed_out, box.kind, box.process_cap)

@@ -37,11 +37,14 @@ def make_backend(spec: BackendSpec, **paths: Any) -> Backend:
     tokenizer = paths.get("tokenizer", spec.tokenizer)
     if spec.backend == "transformers":
         from thresher.synth.backends.hf import TransformersBackend
+
         return TransformersBackend(model, tokenizer, batch_size=spec.batch_size, device=spec.device)
     if spec.backend == "vllm":
         from thresher.synth.backends.vllm import VLLMBackend
+
         return VLLMBackend(model, tokenizer, tensor_parallel_size=spec.tensor_parallel_size)
     from thresher.synth.backends.http import OpenAIBackend
+
     assert spec.url is not None
     return OpenAIBackend(spec.model, spec.url, concurrency=spec.concurrency)
 

@@ -12,8 +12,7 @@ from thresher.synth.sampling import SamplingParams, cut_at_stop
 
 
 class TransformersBackend:
-    def __init__(self, model: str, tokenizer: str | None = None, batch_size: int = 8, device: str = "auto",
-                 dtype: str = "auto") -> None:
+    def __init__(self, model: str, tokenizer: str | None = None, batch_size: int = 8, device: str = "auto", dtype: str = "auto") -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -27,9 +26,13 @@ class TransformersBackend:
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
-        torch_dtype = {"auto": torch.bfloat16 if self.device == "cuda" else torch.float32, "float32": torch.float32,
-                       "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
-        self.lm: Any = AutoModelForCausalLM.from_pretrained(model, dtype=torch_dtype).to(self.device).eval()
+        torch_dtype = {
+            "auto": torch.bfloat16 if self.device == "cuda" else torch.float32,
+            "float32": torch.float32,
+            "bfloat16": torch.bfloat16,
+            "float16": torch.float16,
+        }[dtype]
+        self.lm: Any = AutoModelForCausalLM.from_pretrained(model, dtype=torch_dtype).to(self.device).eval()  # type: ignore[arg-type]
         self.eos_ids = {i for i in [self.tokenizer.eos_token_id] if i is not None}
 
     def prompts(self, conversations: list[Conversation]) -> list[str]:
@@ -44,8 +47,12 @@ class TransformersBackend:
 
     def generation_kwargs(self, params: SamplingParams) -> dict[str, Any]:
         sample = params.temperature > 0
-        kwargs: dict[str, Any] = {"max_new_tokens": params.max_tokens, "do_sample": sample, "num_return_sequences": params.n,
-                                  "pad_token_id": self.tokenizer.pad_token_id}
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": params.max_tokens,
+            "do_sample": sample,
+            "num_return_sequences": params.n,
+            "pad_token_id": self.tokenizer.pad_token_id,
+        }
         if sample:
             kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
         if self.tokenizer.eos_token_id is not None:

@@ -22,8 +22,9 @@ class EndpointError(ExternalError):
 
 
 class OpenAIBackend:
-    def __init__(self, model: str, url: str, api_key: str | None = None, concurrency: int = 8, retries: int = 4,
-                 timeout_s: float = 300.0) -> None:
+    def __init__(
+        self, model: str, url: str, api_key: str | None = None, concurrency: int = 8, retries: int = 4, timeout_s: float = 300.0
+    ) -> None:
         self.model = model
         self.url = url.rstrip("/")
         if not self.url.endswith("/v1"):
@@ -55,8 +56,15 @@ class OpenAIBackend:
         raise EndpointError(f"{self.url}: no answer after {self.retries + 1} tries ({last})")
 
     def _one(self, conversation: Conversation, params: SamplingParams) -> list[Completion]:
-        body: dict[str, Any] = {"model": self.model, "messages": conversation, "n": params.n, "temperature": params.temperature,
-                                "top_p": params.top_p, "max_tokens": params.max_tokens, "seed": params.seed}
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": conversation,
+            "n": params.n,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "max_tokens": params.max_tokens,
+            "seed": params.seed,
+        }
         if params.stop:
             body["stop"] = list(params.stop)
         reply = self._post(body)
