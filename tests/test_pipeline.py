@@ -148,6 +148,10 @@ def test_pipeline_killed_in_sft_resumes_to_the_uninterrupted_result(
     for heading in ("curate (dedup)", "audit (decontaminate)", "mix (mix)", "synth (synth)", "sft (sft)", "dpo (dpo)", "rlvr (rlvr)"):
         assert heading in report, heading
     assert report.count("<svg") >= 6  # mixture shares and training curves
+    # every stage that moves rows shows one account table, each cell filled (the mix steps' cells were once empty)
+    mix_section = report.split("mix (mix)")[1].split("<h2>")[0]
+    assert "<td class=''></td>" not in mix_section and mix_section.count("<tr>") >= 2  # the header and the load step
+    assert report.count("<th class=''>balanced</th>") >= 4 and ">NO<" not in report  # dedup, decontaminate, mix, synth
 
     # the stages' accounting: 8 duplicates removed, the 6 GSM8K questions removed as leaked
     curate = orjson.loads((_stage(tmp_path / "whole", "curate") / "stage.json").read_bytes())["summary"]

@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 
 import pytest
 
+from thresher.accounting import Account
 from thresher.errors import SpecError
 from thresher.pipeline.registry import KINDS, OptionError, ReadyStage, StageKind, register, unknown_key
 
@@ -31,7 +32,7 @@ class Shout(StageKind):
         shouted = "".join(t.upper() for t in texts) + stage.options.get("suffix", "")
         (stage.folder / "shout.txt").write_text(shouted, encoding="utf-8")
         (stage.folder / "count.txt").write_text(str(len(shouted)), encoding="utf-8")
-        return {"in": len(texts), "out": 1, "removed": 0, "quarantined": 0, "chars": len(shouted)}
+        return {"account": Account.of("shout", len(texts), len(texts)).as_dict(), "chars": len(shouted)}
 
 
 @pytest.fixture
@@ -69,7 +70,7 @@ def test_a_toy_kind_runs_in_a_pipeline_is_cached_and_reported(shout: type[StageK
     done = run_pipeline(path)
     second = done.stages[1]
     assert (second.folder / "shout.txt").read_text() == "HELLO !7"
-    assert second.summary["chars"] == 8 and shout.describe(second.summary) == "in 2 = out 1 + removed 0 + quarantined 0"
+    assert second.summary["chars"] == 8 and shout.describe(second.summary) == "in 2 = out 2 + removed 0 + quarantined 0"
     report = done.report.read_text()
     assert "<h2>second (shout)" in report and "chars" in report
     again = run_pipeline(path)
@@ -98,3 +99,32 @@ def test_an_unknown_kind_or_output_fails_the_plan_with_the_closest_name(shout: t
     path.write_text(path.read_text().replace("first.count", "first.cnt"), encoding="utf-8")
     with pytest.raises(SpecError, match="a shout stage has no output 'cnt'; it has text, count, folder"):
         run_pipeline(path, dry_run=True)
+
+
+def test_a_stage_whose_account_does_not_balance_stops_the_pipeline(tmp_path: Path) -> None:
+    from thresher.errors import AccountingError
+    from thresher.pipeline.run import DONE, run_pipeline
+
+    class Leaky(Shout):
+        @classmethod
+        def run(cls, stage: ReadyStage) -> dict[str, Any]:
+            return {**super().run(stage), "account": Account.of("shout", 3, 1, {"too loud": 1}).as_dict()}  # one row lost
+
+    register(Leaky)
+    try:
+        with pytest.raises(AccountingError, match="stage first: row accounting does not balance"):
+            run_pipeline(_pipeline(tmp_path))
+        assert not list((tmp_path / "out" / "stages").glob(f"first-*/{DONE}"))  # not marked finished: it runs again
+    finally:
+        KINDS.pop("shout")
+
+
+def test_one_account_type_balances_reads_back_and_refuses_a_lost_row() -> None:
+    from thresher.errors import AccountingError
+
+    account = Account.of("step", 10, 6, {"too long": 3}, {"malformed_json": 1})
+    assert account.check() is account and Account.from_dict(account.as_dict()) == account
+    assert account.line() == "in 10 = out 6 + removed 3 + quarantined 1 (malformed_json 1, too long 3)"
+    assert Account.summed("all", [account, account]).as_dict()["in"] == 20
+    with pytest.raises(AccountingError, match="lost: row accounting does not balance"):
+        Account.of("lost", 10, 6, {"too long": 3}).check()

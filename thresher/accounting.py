@@ -1,4 +1,5 @@
-"""Accounting: every stage reports ``in = out + removed (with reasons) + quarantined``.
+"""Accounting: every stage reports ``in = out + removed (with reasons) + quarantined`` as one type, ``Account``
+(convert, dedup, decontamination, each mixing step, each synthesis output, each pipeline stage).
 
 Rows that cannot be used are written, with their reason and location, to a
 quarantine file (JSONL) instead of being lost.
@@ -8,19 +9,21 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from thresher.errors import RowError
+from thresher.errors import AccountingError, RowError
 from thresher.io.outputs import temp_beside
 
 
 @dataclass
-class StageCounts:
-    """Row counts for one stage over one input (or a total)."""
+class Account:
+    """Rows through one stage, over one input or in total: ``in = out + removed (by reason) + quarantined (by
+    category)``. ``check()`` raises an ``AccountingError`` (a bug, never the user's) when that does not hold."""
 
     name: str
     rows_in: int = 0
@@ -40,7 +43,45 @@ class StageCounts:
     def balanced(self) -> bool:
         return self.rows_in == self.rows_out + self.removed_total + self.quarantined_total
 
-    def add(self, other: StageCounts) -> None:
+    def line(self) -> str:
+        """``in N = out N + removed N + quarantined N`` (with reasons when there are any)."""
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted((self.removed + self.quarantined).items()))
+        text = f"in {self.rows_in} = out {self.rows_out} + removed {self.removed_total} + quarantined {self.quarantined_total}"
+        return text + (f" ({reasons})" if reasons else "")
+
+    def check(self) -> Account:
+        """This account, if it balances; else an AccountingError naming the stage and the numbers."""
+        if not self.balanced:
+            raise AccountingError(f"{self.name}: row accounting does not balance: {self.as_dict()}")
+        return self
+
+    @classmethod
+    def of(
+        cls, name: str, rows_in: int, rows_out: int, removed: dict[str, int] | None = None, quarantined: dict[str, int] | None = None
+    ) -> Account:
+        """An account from counts (reasons with zero rows are dropped)."""
+        return cls(
+            name,
+            int(rows_in),
+            int(rows_out),
+            Counter({k: int(v) for k, v in (quarantined or {}).items() if v}),
+            Counter({k: int(v) for k, v in (removed or {}).items() if v}),
+        )
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Account:
+        """The account ``as_dict`` wrote (e.g. read back from a stage's summary)."""
+        return cls.of(data.get("name", ""), data["in"], data["out"], data.get("removed_by_reason"), data.get("quarantined_by_reason"))
+
+    @classmethod
+    def summed(cls, name: str, parts: Iterable[Account]) -> Account:
+        """One account over several (e.g. a stage's inputs)."""
+        total = cls(name)
+        for part in parts:
+            total.add(part)
+        return total
+
+    def add(self, other: Account) -> None:
         self.rows_in += other.rows_in
         self.rows_out += other.rows_out
         self.quarantined.update(other.quarantined)

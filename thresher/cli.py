@@ -12,8 +12,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from thresher import __version__
-from thresher.accounting import StageCounts
-from thresher.cli_common import EXIT_BAD_INPUT, EXIT_CANNOT_GO_ON, Handled, err_console, out_console
+from thresher.accounting import Account
+from thresher.cli_common import EXIT_BAD_INPUT, Handled, err_console, out_console
 from thresher.cli_common import fail as _fail
 from thresher.convert import OnError
 from thresher.decontam.commands import register as register_decontam_commands
@@ -35,7 +35,7 @@ app = typer.Typer(
 )
 
 
-def _counts_table(title: str, rows: dict[str, StageCounts], total: StageCounts | None = None) -> Table:
+def _counts_table(title: str, rows: dict[str, Account], total: Account | None = None) -> Table:
     table = Table(title=title, title_justify="left")
     for name in ("input", "in", "out", "quarantined", "removed", "reasons"):
         table.add_column(name, justify="left" if name in ("input", "reasons") else "right", overflow="fold")
@@ -120,8 +120,7 @@ def convert(
     out_console.print(_counts_table(f"convert → {out} ({report.kind.value if report.kind else '-'})", report.per_input, report.total))
     if report.quarantine and report.total.quarantined_total:
         out_console.print(f"quarantined rows with reasons: {report.quarantine}")
-    if not report.total.balanced:  # a bug, never bad input: say so loudly
-        _fail(f"row accounting does not balance: {report.total.as_dict()}", EXIT_CANNOT_GO_ON)
+    report.total.check()  # a bug, never bad input: an AccountingError says so loudly (exit 3)
 
 
 def _sample_text(row: dict[str, object], limit: int = 400) -> str:
@@ -257,8 +256,7 @@ def dedup(
         f"in {summary['in']} = kept {summary['kept']} + removed {summary['removed']} + quarantined {summary['quarantined']}"
         f" ({summary['seconds']} s); summary: {out / 'summary.json'}"
     )
-    if not summary["balanced"]:
-        _fail(f"row accounting does not balance: {summary}", EXIT_CANNOT_GO_ON)
+    report.account.check()
 
 
 register_decontam_commands(app)

@@ -17,7 +17,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from thresher.accounting import QuarantineWriter, StageCounts
+from thresher.accounting import Account, QuarantineWriter
 from thresher.errors import InputError, Location, RowError
 from thresher.formats.shapes import SHAPES_BY_NAME, ConvertOptions, Shape, allowed_kinds, default_kind, detect_shape
 from thresher.io.sources import BATCH_ROWS, InputSpec, RawRow, batched, read_raw, resolve_input
@@ -151,7 +151,7 @@ def iter_canonical(
 
 
 def good_records(
-    rows: list[RawRow], plan: InputPlan, options: ConvertOptions, counts: StageCounts, set_aside: Callable[[Outcome], None]
+    rows: list[RawRow], plan: InputPlan, options: ConvertOptions, counts: Account, set_aside: Callable[[Outcome], None]
 ) -> list[dict[str, Any]]:
     """The records of the rows that convert; each bad one goes to ``set_aside`` (which may raise) and is counted."""
     records = []
@@ -170,7 +170,7 @@ def good_records(
 def canonical_batches(
     spec: str | InputSpec,
     kind: Kind | str | None = None,
-    counts: StageCounts | None = None,
+    counts: Account | None = None,
     quarantine: QuarantineWriter | None = None,
     batch_rows: int = BATCH_ROWS,
     skip_bad: bool = False,
@@ -183,7 +183,7 @@ def canonical_batches(
     bad rows were already quarantined), or else raising their RowError. ``counts`` is updated.
     """
     resolved = spec if isinstance(spec, InputSpec) else resolve_input(spec)
-    counts = counts if counts is not None else StageCounts(resolved.path)
+    counts = counts if counts is not None else Account(resolved.path)
     wanted = as_kind(kind)
     if resolved.format == "parquet" and Path(resolved.path).is_file():
         file = open_parquet(resolved.path)
@@ -222,7 +222,7 @@ def _canonical_parquet(
     spec: InputSpec,
     file: pq.ParquetFile,
     kind: Kind,
-    counts: StageCounts,
+    counts: Account,
     quarantine: QuarantineWriter | None,
     batch_rows: int,
     skip_bad: bool,
@@ -265,8 +265,8 @@ class ConvertReport:
     kind: Kind | None
     output: str
     quarantine: str | None
-    per_input: dict[str, StageCounts] = field(default_factory=dict)
-    total: StageCounts = field(default_factory=lambda: StageCounts("convert"))
+    per_input: dict[str, Account] = field(default_factory=dict)
+    total: Account = field(default_factory=lambda: Account("convert"))
     seconds: float = 0.0
     first_errors: list[str] = field(default_factory=list)
 
@@ -316,7 +316,7 @@ def convert(
     try:
         for spec in specs:
             plan = plan_input(spec, kind or report.kind, shape_name)
-            counts = report.per_input.setdefault(spec.path, StageCounts(spec.path))
+            counts = report.per_input.setdefault(spec.path, Account(spec.path))
             if plan is None:
                 continue
             if report.kind is None:

@@ -8,7 +8,7 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
-from thresher.accounting import StageCounts
+from thresher.accounting import Account
 from thresher.convert import canonical_batches
 from thresher.hub import require_hub
 from thresher.records import CONTENT_FIELDS, Kind, schema_for
@@ -17,9 +17,9 @@ MESSAGE_FIELDS = ("messages", "prompt", "chosen", "rejected")
 QUANTILES = (0.5, 0.9, 0.99)
 
 
-def load_canonical(path: str, kind: Kind | None = None, shape_name: str | None = None) -> tuple[pl.DataFrame, Kind, StageCounts]:
+def load_canonical(path: str, kind: Kind | None = None, shape_name: str | None = None) -> tuple[pl.DataFrame, Kind, Account]:
     """Canonical rows of ``path`` as a DataFrame; rows that fail to convert are counted, not kept."""
-    counts = StageCounts(path)
+    counts = Account(path)
     found_kind: Kind | None = kind
     tables = []
     for batch_kind, table in canonical_batches(path, kind, counts, skip_bad=True, shape_name=shape_name):

@@ -24,7 +24,7 @@ import orjson
 import polars as pl
 import pyarrow as pa
 
-from thresher.accounting import QuarantineWriter, StageCounts
+from thresher.accounting import Account, QuarantineWriter
 from thresher.convert import canonical_batches
 from thresher.curation.lsh import Banding, components, jaccard_of_pairs, lsh_pairs, optimal_banding
 from thresher.curation.minhash import MinHashParams, estimate_jaccard, signatures
@@ -198,7 +198,7 @@ def _batch_features(table: pa.Table, kind: Kind, input_index: int, config: Dedup
 def iter_inputs(
     inputs: list[str],
     kind: Kind | None,
-    counts: dict[str, StageCounts],
+    counts: dict[str, Account],
     quarantine: QuarantineWriter | None,
     batch_rows: int,
     skip_bad: bool = False,
@@ -207,7 +207,7 @@ def iter_inputs(
     seen_kind = kind
     for index, name in enumerate(inputs):
         spec = resolve_input(name)
-        counted = counts.setdefault(name, StageCounts(name))
+        counted = counts.setdefault(name, Account(name))
         for found, table in canonical_batches(spec, seen_kind, counted, quarantine, batch_rows, skip_bad=skip_bad):
             if seen_kind is None:
                 seen_kind = found
@@ -222,9 +222,9 @@ def scan(
     kind: Kind | None = None,
     quarantine: QuarantineWriter | None = None,
     on_batch: Callable[[int], None] | None = None,
-) -> tuple[Kind, FeatureArrays, dict[str, StageCounts]]:
+) -> tuple[Kind, FeatureArrays, dict[str, Account]]:
     """First pass: features of every row."""
-    counts: dict[str, StageCounts] = {}
+    counts: dict[str, Account] = {}
     features = Features()
     found_kind = kind
     for index, batch_kind, table in iter_inputs(inputs, kind, counts, quarantine, config.batch_rows):
@@ -340,10 +340,16 @@ REMOVED_EXTRA = [
 class DedupReport:
     kind: Kind
     config: DedupConfig
-    counts: dict[str, StageCounts]
+    counts: dict[str, Account]
     per_source: dict[str, dict[str, Any]]
     total: dict[str, Any]
     seconds: float
+
+    @property
+    def account(self) -> Account:
+        """in = kept + removed (by method) + quarantined (by category), checked."""
+        quarantined = Account.summed("inputs", self.counts.values()).quarantined
+        return Account.of("dedup", self.total["in"], self.total["kept"], self.total["removed_by_method"], quarantined).check()
 
     def as_dict(self) -> dict[str, Any]:
         config = asdict(self.config)
@@ -364,7 +370,7 @@ class DedupReport:
         }
 
 
-def summarize(features: FeatureArrays, decisions: Decisions, counts: dict[str, StageCounts]) -> tuple[dict[str, Any], dict[str, Any]]:
+def summarize(features: FeatureArrays, decisions: Decisions, counts: dict[str, Account]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Counts per source (the rows' ``source``) and in total: in, kept, removed by method."""
     removed = decisions.duplicate_of != KEPT
     frame = pl.DataFrame(
@@ -495,5 +501,6 @@ def dedup(
     write_outputs(inputs, found_kind, features, decisions, out, config, on_batch=written)
     per_source, total = summarize(features, decisions, counts)
     report = DedupReport(found_kind, config, counts, per_source, total, time.perf_counter() - started)
+    report.account.check()  # before the summary is written: a run that lost rows leaves no output
     (out / "summary.json").write_bytes(orjson.dumps(report.as_dict(), option=orjson.OPT_INDENT_2))
     return report

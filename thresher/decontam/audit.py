@@ -20,7 +20,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from thresher.accounting import QuarantineWriter, StageCounts
+from thresher.accounting import Account, QuarantineWriter
 from thresher.cache import folder_megabytes
 from thresher.convert import canonical_batches
 from thresher.decontam.benchmarks import BenchmarkItems
@@ -182,7 +182,7 @@ class AuditResult:
     items: pl.DataFrame
     matches: pl.DataFrame  # one row per (training row, item, method), enriched
     rows_per_source: dict[str, int]
-    counts: dict[str, StageCounts]
+    counts: dict[str, Account]
     notes: dict[str, Any]
     seconds: float
 
@@ -267,10 +267,10 @@ def run_audit(
     detectors = [make_detector(m, items, config) for m in config.detector_methods]
     ledger = RowLedger()
     sample = RowSample(config.calibrate, config.calibrate_seed)
-    counts: dict[str, StageCounts] = {}
+    counts: dict[str, Account] = {}
     offset = 0
     for name in train:
-        counted = counts.setdefault(name, StageCounts(name))
+        counted = counts.setdefault(name, Account(name))
         first_in_input = 0
         for found, table in canonical_batches(resolve_input(name), kind, counted, quarantine, config.batch_rows):
             turns = train_turns(table, found, config.fields)

@@ -12,6 +12,7 @@ import orjson
 import polars as pl
 import pyarrow as pa
 
+from thresher.accounting import Account
 from thresher.convert import canonical_batches
 from thresher.decontam.audit import AuditResult
 from thresher.errors import InputError
@@ -204,7 +205,15 @@ def audit_to_folder(
             "quarantined": quarantined,
             "balanced": report["totals"]["rows_in"] == written["clean"] + written["removed"] + quarantined,
         }
+        decontamination_account(report).check()
     write_matches(result, out / "matches.parquet")
     write_json(report, out / "summary.json")
     write_report(report, result.matches, result.items, out / "report.html", top=top)
     return report
+
+
+def decontamination_account(report: dict[str, Any]) -> Account:
+    """A decontamination's account from its summary: in = clean + removed (leaking a benchmark item) + quarantined (by category)."""
+    d = report["decontamination"]
+    quarantined = Account.summed("inputs", (Account.from_dict(a) for a in report["inputs"].values())).quarantined
+    return Account.of("decontaminate", d["in"], d["clean"], {"leaks a benchmark item": d["removed"]}, quarantined)

@@ -3,10 +3,12 @@ rows removed by reason. Every stage must balance (``in = out + removed``) or the
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import polars as pl
 
+from thresher.accounting import Account
 from thresher.errors import AccountingError
 
 GROUPS = ("source", "skill")
@@ -95,3 +97,15 @@ def sample_account(available: pl.DataFrame, mixture: pl.DataFrame) -> dict[str, 
                 raise LedgerError(f"{by} {key}: {n_distinct} distinct rows drawn from {n_have}")
         result[f"per_{by}"] = table
     return result
+
+
+def step_account(entry: dict[str, Any]) -> Account | None:
+    """The ``Account`` of one step as ``account`` recorded it in the manifest (rows in = out + removed by reason;
+    rows quarantined at load are removed with their reason); None for a step that moves no rows (classify, sample)."""
+    if "total" not in entry:
+        return None
+    reasons: Counter[str] = Counter()
+    for source in entry.get("per_source", {}).values():
+        reasons.update(source["removed"]["by_reason"])
+    total = entry["total"]
+    return Account.of(entry["stage"], total["in"], total["out"], dict(reasons)).check()

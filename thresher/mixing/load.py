@@ -10,7 +10,7 @@ from typing import Any, cast
 import polars as pl
 import pyarrow as pa
 
-from thresher.accounting import QuarantineWriter, StageCounts
+from thresher.accounting import Account, QuarantineWriter
 from thresher.convert import canonical_batches
 from thresher.curation.dedup import prompt_expr
 from thresher.errors import InputError
@@ -132,10 +132,10 @@ def apply_filters(frame: pl.DataFrame, kind: Kind, source: SourceSpec) -> tuple[
 
 def load_source(
     source: SourceSpec, kind: Kind, base: Path, quarantine: QuarantineWriter, tokens: TokenCounter | None
-) -> tuple[pl.DataFrame, pl.DataFrame, StageCounts]:
+) -> tuple[pl.DataFrame, pl.DataFrame, Account]:
     """The source's rows (columns of ``frame_schema``), the rows its filters removed (with ``reason``), and counts."""
     spec = resolve_source(source, base)
-    counts = StageCounts(source.name)
+    counts = Account(source.name)
     read_kind = Kind.PREFERENCE if source.use else kind
     if source.use and kind != Kind.SFT:
         raise SpecError(f"source {source.name!r}: 'use: {source.use}' turns preference pairs into chats, for sft mixtures only")

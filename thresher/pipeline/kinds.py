@@ -12,9 +12,9 @@ import orjson
 import yaml
 from pydantic import BaseModel
 
-from thresher.errors import AccountingError
+from thresher.accounting import Account
 from thresher.pipeline.registry import OptionError, ReadyStage, StageKind, dataclass_from, register
-from thresher.report.html import bars, line_plot, paired_bars, table
+from thresher.report.html import account_table, bars, line_plot, paired_bars, table
 
 
 def _spec_record(stage: ReadyStage) -> Path:
@@ -24,8 +24,9 @@ def _spec_record(stage: ReadyStage) -> Path:
     return path
 
 
-def _balance_line(summary: dict[str, Any], out: str) -> str:
-    return f"in {summary['in']} = {out} {summary[out]} + removed {summary['removed']} + quarantined {summary['quarantined']}"
+def _account(summary: dict[str, Any]) -> str:
+    """The stage's account as a table (summaries from before accounts were kept have none)."""
+    return account_table([Account.from_dict(summary["account"])]) if "account" in summary else ""
 
 
 @register
@@ -50,9 +51,8 @@ class Dedup(StageKind):
 
         report = dedup(stage.inputs, stage.folder, cls.config(stage.options), on_error=stage.options.get("on_error", "fail"))
         summary = report.as_dict()
-        if not summary["balanced"]:
-            raise AccountingError(f"row accounting does not balance: {summary}")
         return {
+            "account": report.account.as_dict(),
             "in": summary["in"],
             "kept": summary["kept"],
             "removed": summary["removed"],
@@ -61,15 +61,11 @@ class Dedup(StageKind):
         }
 
     @classmethod
-    def describe(cls, summary: dict[str, Any]) -> str:
-        return _balance_line(summary, "kept")
-
-    @classmethod
     def section(cls, stage: Any) -> str:
         summary = stage.summary
         rows = [[name, s["in"], s["kept"], s["removed"], s.get("quarantined", 0)] for name, s in summary.get("sources", {}).items()]
         rows.append(["all", summary["in"], summary["kept"], summary["removed"], summary["quarantined"]])
-        return table(["source", "in", "kept", "removed", "quarantined"], rows)
+        return _account(summary) + table(["source", "in", "kept", "removed", "quarantined"], rows)
 
 
 @register
@@ -110,7 +106,7 @@ class Decontaminate(StageKind):
 
     @classmethod
     def run(cls, stage: ReadyStage) -> dict[str, Any]:
-        from thresher.decontam.outputs import audit_to_folder
+        from thresher.decontam.outputs import audit_to_folder, decontamination_account
 
         options = stage.options
         report = audit_to_folder(
@@ -123,9 +119,8 @@ class Decontaminate(StageKind):
             top=options.get("top", 40),
             split=True,
         )
-        if not report["decontamination"]["balanced"]:
-            raise AccountingError(f"row accounting does not balance: {report['decontamination']}")
         return {
+            "account": decontamination_account(report).check().as_dict(),
             "decontamination": report["decontamination"],
             "totals": report["totals"],
             "table": report["table"],
@@ -133,13 +128,9 @@ class Decontaminate(StageKind):
         }
 
     @classmethod
-    def describe(cls, summary: dict[str, Any]) -> str:
-        return _balance_line(summary["decontamination"], "clean")
-
-    @classmethod
     def section(cls, stage: Any) -> str:
         summary = stage.summary
-        parts = [f"<p>{_balance_line(summary['decontamination'], 'clean')}</p>"]
+        parts = [_account(summary)]
         benches = summary["benchmarks"]
         cells = {(r["source"], r["bench"]): r for r in summary["table"]}
         sources = sorted({r["source"] for r in summary["table"]})
@@ -219,6 +210,8 @@ class Mix(StageKind):
 
     @classmethod
     def section(cls, stage: Any) -> str:
+        from thresher.mixing.ledger import step_account
+
         summary = stage.summary
         achieved = summary["achieved"]
         targets = summary["targets"].get("skills", {})
@@ -230,18 +223,8 @@ class Mix(StageKind):
             [achieved["per_skill"][s][key] or 0.0 for s in skills],
             "mixture shares by skill: target vs achieved",
         )
-        steps = [
-            [
-                s.get("stage"),
-                s.get("in", s.get("rows_in", "")),
-                s.get("out", s.get("rows_out", "")),
-                ", ".join(f"{k}={v}" for k, v in (s.get("removed") or {}).items())
-                if isinstance(s.get("removed"), dict)
-                else s.get("removed", ""),
-            ]
-            for s in summary.get("accounting") or []
-        ]
-        return f"<p>{achieved['rows']} rows</p>{plot}" + (table(["step", "in", "out", "removed"], steps) if steps else "")
+        steps = [a for a in map(step_account, summary.get("accounting") or []) if a is not None]
+        return f"<p>{achieved['rows']} rows</p>{plot}" + (account_table(steps) if steps else "")
 
 
 @register
@@ -270,15 +253,12 @@ class Synth(StageKind):
 
     @classmethod
     def describe(cls, summary: dict[str, Any]) -> str:
-        return "; ".join(f"{name} {o['out']} of {o['in']}" for name, o in summary["outputs"].items())
+        return "; ".join(f"{name}: {Account.from_dict(o).line()}" for name, o in summary["outputs"].items())
 
     @classmethod
     def section(cls, stage: Any) -> str:
         summary = stage.summary
-        rows = [
-            [name, o["in"], o["out"], o["removed"], ", ".join(f"{k}={v}" for k, v in (o.get("removed_by_reason") or {}).items())]
-            for name, o in summary["outputs"].items()
-        ]
+        outputs = [Account.from_dict({**o, "name": name}) for name, o in summary["outputs"].items()]
         gen = [[name, g.get("requested"), g.get("reused"), g.get("generated")] for name, g in summary["generation"].items()]
         hist = summary.get("pass_rate_histogram") or []
         plot = (
@@ -290,11 +270,7 @@ class Synth(StageKind):
             if sum(hist)
             else ""
         )
-        return (
-            table(["output", "prompts in", "rows out", "removed", "why"], rows)
-            + table(["generator", "requested", "reused", "generated"], gen)
-            + plot
-        )
+        return account_table(outputs) + table(["generator", "requested", "reused", "generated"], gen) + plot
 
 
 def read_metrics(folder: Path) -> list[dict[str, Any]]:

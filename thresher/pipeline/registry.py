@@ -14,7 +14,7 @@ Adding a kind touches one place: subclass ``StageKind`` and decorate it with ``@
         def run(cls, stage: ReadyStage) -> dict[str, Any]:
             text = Path(stage.inputs[0]).read_text().upper()
             (stage.folder / "shout.txt").write_text(text)
-            return {"in": 1, "out": 1}
+            return {"account": Account.of("shout", 1, 1).as_dict()}  # what describe and section show
 
 The built-in kinds live in ``thresher.pipeline.kinds``.
 """
@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel
 
+from thresher.accounting import Account
 from thresher.errors import SpecError
 
 
@@ -101,24 +102,25 @@ class StageKind:
 
     @classmethod
     def run(cls, stage: ReadyStage) -> dict[str, Any]:
-        """Run into ``stage.folder``; return a JSON-able summary (kept in stage.json, shown by ``describe``/``section``)."""
+        """Run into ``stage.folder``; return a JSON-able summary (kept in stage.json, shown by ``describe``/``section``)
+        whose ``account`` (``Account.as_dict()``), when the kind moves rows, is the stage's row accounting."""
         raise NotImplementedError
 
     @classmethod
     def describe(cls, summary: dict[str, Any]) -> str:
         """The one line ``thresher run`` prints for a finished stage."""
-        if "in" in summary and "out" in summary:
-            removed, quarantined = summary.get("removed", 0), summary.get("quarantined", 0)
-            return f"in {summary['in']} = out {summary['out']} + removed {removed} + quarantined {quarantined}"
+        if "account" in summary:
+            return Account.from_dict(summary["account"]).line()
         return ", ".join(f"{k} {v}" for k, v in summary.items() if isinstance(v, int | float | str))[:200]
 
     @classmethod
     def section(cls, stage: Any) -> str:
         """The stage's section of the pipeline report (HTML); ``stage`` has ``summary`` and ``folder``."""
-        from thresher.report.html import table
+        from thresher.report.html import account_table, table
 
         plain = [[k, v] for k, v in stage.summary.items() if isinstance(v, int | float | str)]
-        return table(["field", "value"], plain) if plain else ""
+        account = [Account.from_dict(stage.summary["account"])] if "account" in stage.summary else []
+        return (account_table(account) if account else "") + (table(["field", "value"], plain) if plain else "")
 
     @classmethod
     def partial(cls, folder: Path) -> bool:

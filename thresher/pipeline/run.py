@@ -19,6 +19,7 @@ import orjson
 import yaml
 
 import thresher
+from thresher.accounting import Account
 from thresher.errors import EXIT_BAD_ROW, SpecError, ThresherError
 from thresher.mixing.cache import file_hash
 from thresher.mixing.spec import expand, load_yaml, read_spec_text
@@ -293,6 +294,8 @@ def run_pipeline(path: str | Path, dry_run: bool = False, log: Callable[[str], N
                 f"{type(e).__name__}: {e}\nfix the cause and run the pipeline again: finished stages are "
                 f"kept and {stage.name} continues in {stage.folder}"
             ) from e
+        if "account" in stage.summary:  # every kind that moves rows accounts for them the same way (exit 3 if not)
+            Account.from_dict({**stage.summary["account"], "name": f"stage {stage.name}"}).check()
         stage.seconds = time.perf_counter() - began
         stage.state = "ran"
         record = {"name": stage.name, "run": stage.run, "key": stage.key, "seconds": stage.seconds, "summary": stage.summary}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -218,3 +219,25 @@ def highlight_words(words: Sequence[str], spans: Sequence[tuple[int, int]], limi
     if hi < len(words):
         out.append("…")
     return "".join(out)
+
+
+def account_table(accounts: Sequence[Any]) -> str:
+    """One row per ``Account``: name, in, out, removed and quarantined with their reasons, and whether it balances."""
+    rows = [
+        [
+            a.name,
+            a.rows_in,
+            a.rows_out,
+            a.removed_total,
+            _reasons(a.removed),
+            a.quarantined_total,
+            _reasons(a.quarantined),
+            "yes" if a.balanced else "NO",
+        ]
+        for a in accounts
+    ]
+    return table(["step", "in", "out", "removed", "why", "quarantined", "why", "balanced"], rows)
+
+
+def _reasons(counts: Any) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(counts.items())) or "-"

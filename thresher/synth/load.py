@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from thresher.accounting import QuarantineWriter, StageCounts
+from thresher.accounting import Account, QuarantineWriter
 from thresher.convert import canonical_batches
 from thresher.errors import InputError
 from thresher.mixing.load import resolve_source
@@ -24,12 +24,12 @@ def prompt_part(messages: list[dict[str, str]]) -> list[dict[str, str]]:
     return [{"role": m["role"], "content": m["content"]} for m in messages[:end]]
 
 
-def read_prompt_rows(source: PromptSource, base: Path, quarantine: QuarantineWriter) -> tuple[list[dict[str, Any]], StageCounts]:
+def read_prompt_rows(source: PromptSource, base: Path, quarantine: QuarantineWriter) -> tuple[list[dict[str, Any]], Account]:
     """The source's rows as dicts (id, source, prompt, ground_truth, verifier, metadata), and their counts.
     Rows whose conversation ends without a user turn are removed with that reason."""
     spec = resolve_source(source, base)  # type: ignore[arg-type]  # PromptSource has the fields it reads
     kind = Kind(source.kind)
-    counts = StageCounts(source.name)
+    counts = Account(source.name)
     rows: list[dict[str, Any]] = []
     try:
         for found, table in canonical_batches(spec, kind, counts, quarantine, shape_name=source.format):

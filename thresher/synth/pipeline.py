@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import orjson
 
-from thresher.accounting import QuarantineWriter, StageCounts
-from thresher.errors import AccountingError, InputError
+from thresher.accounting import Account, QuarantineWriter
+from thresher.errors import InputError
 from thresher.io.writers import open_writer
 from thresher.mixing.spec import expand, resolve_path
 from thresher.records import Kind, content_hash
@@ -62,22 +62,22 @@ def _load_prompts(
     quarantine: QuarantineWriter,
     stats: dict[str, GenerationStats],
     quiet: bool,
-) -> tuple[list[dict[str, Any]], list[StageCounts]]:
+) -> tuple[list[dict[str, Any]], list[Account]]:
     rows: list[dict[str, Any]] = []
-    counts: list[StageCounts] = []
+    counts: list[Account] = []
     for source in spec.prompts:
         if source.synthesize is None:
             got, c = read_prompt_rows(source, base, quarantine)
         elif source.synthesize.task == "precise_if":
             got = [{**r, "source": source.name, "prompt": r["messages"]} for r in precise_if_rows(source.synthesize, base)]
-            c = StageCounts(source.name, rows_in=len(got), rows_out=len(got))
+            c = Account(source.name, rows_in=len(got), rows_out=len(got))
         else:
             asks = persona_requests(source.synthesize, base)
             params = spec.all_generators[0].sampling.model_copy(update={"n": 1, "seed": source.synthesize.seed})
             written, stats[f"prompts:{source.name}"] = generate_cached(
                 backend, asks, params, cache, spec.batch_size, f"write {source.name} prompts", quiet
             )
-            c = StageCounts(source.name, rows_in=len(asks))
+            c = Account(source.name, rows_in=len(asks))
             got = []
             for i, (ask, out) in enumerate(zip(asks, written, strict=True)):
                 text = out[0].text.strip()
@@ -318,7 +318,7 @@ def _write_outputs(
     d: Decisions,
     drop_rejects: dict[int, tuple[str, float]],
     drop_texts: dict[int, list[str]],
-    source_counts: list[StageCounts],
+    source_counts: list[Account],
     stats: dict[str, GenerationStats],
     cache: RequestCache,
     seconds: float,
@@ -326,7 +326,7 @@ def _write_outputs(
     """Write every output file; return the manifest and the preference records."""
     model = ", ".join(g.model for g in spec.all_generators)
     sft, pairs, rlvr, samples, removed = [], [], [], [], []
-    counts = {name: StageCounts(name, rows_in=len(rows)) for name in ("sft", "preference", "rlvr")}
+    counts = {name: Account(name, rows_in=len(rows)) for name in ("sft", "preference", "rlvr")}
     for i, row in enumerate(rows):
         scores_i = {t.name: [None if s is None else round(float(s), 6) for s in t.scores[i]] for t in tables}
         for j, text in enumerate(texts[i]):
@@ -444,9 +444,8 @@ def _write_outputs(
         "score_reasons": dict(Counter[str](r.split(":")[0] for t in tables for row in t.reasons for r in row).most_common(20)),
     }
     (out / "manifest.json").write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
-    bad = [name for name in spec.outputs if not counts[name].balanced]
-    if bad:
-        raise AccountingError(f"accounting does not balance for {bad}: {[counts[n].as_dict() for n in bad]}")
+    for name in spec.outputs:
+        counts[name].check()
     return manifest, pairs
 
 
