@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import enum
 import hashlib
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import orjson
+import polars as pl
 import pyarrow as pa
 
 ROLES: frozenset[str] = frozenset({"system", "user", "assistant", "tool"})
@@ -113,3 +114,45 @@ def suspect_rows(table: pa.Table, kind: Kind) -> np.ndarray:
             flagged = np.asarray(pc.or_(wrong, empty).to_numpy(zero_copy_only=False))
             bad[parents[flagged]] = True
     return bad
+
+
+Fields = Literal["all", "prompt", "response"]
+FIELDS: tuple[str, ...] = ("all", "prompt", "response")
+PROMPT_ROLES = ("system", "user")
+
+
+def _contents(column: str, roles: tuple[str, ...] | None = None) -> pl.Expr:
+    messages = pl.col(column)
+    if roles is not None:
+        messages = messages.list.eval(pl.element().filter(pl.element().struct.field("role").is_in(list(roles))))
+    return messages.list.eval(pl.element().struct.field("content"))
+
+
+def turns(kind: Kind, fields: Fields = "all") -> pl.Expr:
+    """The texts of each row that ``fields`` names, as a list per row — the one meaning every engine uses
+    (dedup ``--field``, decontamination ``--fields``, mixing filters and dedup steps):
+
+    - ``prompt``: a preference row's ``prompt``; otherwise the system and user turns of ``messages``.
+    - ``response``: the assistant turns (a preference row's ``chosen`` and ``rejected``), and an RLVR row's
+      ``ground_truth`` (its answer).
+    - ``all``: a preference row's prompt, chosen and rejected turns; otherwise every turn in order, then an
+      RLVR row's ground truth.
+    """
+    if fields not in FIELDS:
+        raise ValueError(f"fields must be one of {', '.join(FIELDS)}, not {fields!r}")
+    parts: list[pl.Expr] = []
+    if kind == Kind.PREFERENCE:
+        if fields != "response":
+            parts.append(_contents("prompt"))
+        if fields != "prompt":
+            parts += [_contents("chosen", ("assistant",)), _contents("rejected", ("assistant",))]
+    else:
+        parts.append(_contents("messages", {"prompt": PROMPT_ROLES, "response": ("assistant",), "all": None}[fields]))
+        if kind == Kind.RLVR and fields != "prompt":
+            parts.append(pl.concat_list([pl.col("ground_truth")]))
+    return pl.concat_list(parts).alias("turns")
+
+
+def texts(kind: Kind, fields: Fields = "all") -> pl.Expr:
+    """``turns(kind, fields)`` of each row joined by newlines, as one text (column ``text``)."""
+    return turns(kind, fields).list.join("\n").alias("text")

@@ -34,8 +34,7 @@ from thresher.device import pick_compute_path
 from thresher.errors import InputError
 from thresher.io.sources import resolve_input
 from thresher.io.writers import open_writer
-from thresher.records import Kind, schema_for
-from thresher.stats import row_texts
+from thresher.records import Kind, schema_for, texts
 
 Method = Literal["exact", "minhash", "embedding"]
 KeepPolicy = Literal["first", "longest", "source-priority"]
@@ -95,27 +94,11 @@ class DedupConfig:
         return self.threshold if self.threshold is not None else DEFAULT_THRESHOLDS[self.method]
 
 
-def _prompt_contents(column: str, roles: tuple[str, ...] | None = None) -> pl.Expr:
-    messages = pl.col(column)
-    if roles is not None:
-        messages = messages.list.eval(pl.element().filter(pl.element().struct.field("role").is_in(roles)))
-    return messages.list.eval(pl.element().struct.field("content")).list.join("\n").alias("text")
-
-
-def prompt_expr(kind: Kind) -> pl.Expr:
-    """The prompt side of a row as one text: a preference row's prompt, else its system and user turns."""
-    if kind == Kind.PREFERENCE:
-        return _prompt_contents("prompt")
-    return _prompt_contents("messages", ("system", "user"))
-
-
 def dedup_texts(table: pa.Table, kind: Kind, text_field: TextField = "all") -> pl.Series:
-    """The text compared for each row: all message contents (``stats.row_texts``), or only the prompt side."""
+    """The text compared for each row: ``records.texts`` of all its turns, or of only the prompt side."""
     frame = pl.from_arrow(table)
     assert isinstance(frame, pl.DataFrame)
-    if text_field == "all":
-        return row_texts(frame, kind)
-    return frame.select(prompt_expr(kind))["text"]
+    return frame.select(texts(kind, text_field))["text"]
 
 
 @dataclass

@@ -177,7 +177,7 @@ class NGrams:
 Tokens: TypeAlias = pa.ListArray | pa.LargeListArray | pa.ChunkedArray | HashedTokens
 
 
-def _token_hashes(tokens: Tokens, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def token_hashes(tokens: Tokens, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """The hash of every token of a list column, and the row offsets into them (starting at 0)."""
     if isinstance(tokens, HashedTokens):
         if seed:
@@ -204,7 +204,7 @@ def ngram_hashes(tokens: Tokens, n: int, seed: int = 0, short_rows: str = "whole
         raise ValueError(f"n must be at least 1, got {n}")
     if short_rows not in ("whole", "drop"):
         raise ValueError(f"short_rows must be 'whole' or 'drop', not {short_rows!r}")
-    token_hash, offsets = _token_hashes(tokens, seed)
+    token_hash, offsets = token_hashes(tokens, seed)
     counts = np.diff(offsets)
     grams_per_row = np.maximum(counts - n + 1, 0)
     if short_rows == "whole":
@@ -257,7 +257,7 @@ def window_hashes(
     wanted = sorted({int(L) for L in lengths})
     if not wanted or wanted[0] < 1:
         raise ValueError(f"window lengths must be at least 1, got {lengths}")
-    token_hash, offsets = _token_hashes(tokens, seed)
+    token_hash, offsets = token_hashes(tokens, seed)
     counts = np.diff(offsets)
     row_of = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
     position_of = np.arange(len(token_hash), dtype=np.int64) - offsets[row_of]
@@ -291,7 +291,7 @@ def word_hashes(texts: pl.Series, config: NormalizeConfig = DEFAULT_NORMALIZE) -
     the other rows take the Unicode path (NFKC, diacritics, regex words).
     """
     if config.digits_to_zero or not config.lowercase:
-        return HashedTokens(*_token_hashes(word_tokens(texts, config).to_arrow(), 0))
+        return HashedTokens(*token_hashes(word_tokens(texts, config).to_arrow(), 0))
     non_ascii = texts.str.contains(r"[^\x00-\x7F]").fill_null(False).to_numpy()
     parts = []
     plain = np.flatnonzero(~non_ascii)
@@ -302,5 +302,5 @@ def word_hashes(texts: pl.Series, config: NormalizeConfig = DEFAULT_NORMALIZE) -
         parts.append((plain, ascii_word_hashes(lowered)))
     other = np.flatnonzero(non_ascii)
     if len(other):
-        parts.append((other, HashedTokens(*_token_hashes(word_tokens(texts.gather(other), config).to_arrow(), 0))))
+        parts.append((other, HashedTokens(*token_hashes(word_tokens(texts.gather(other), config).to_arrow(), 0))))
     return merge_hashed(parts, len(texts))

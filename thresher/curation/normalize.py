@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import polars as pl
-import pyarrow as pa
 import pyarrow.compute as pc
 
 
@@ -20,16 +18,6 @@ class NormalizeConfig:
     punctuation_to_space: bool = True
     digits_to_zero: bool = False
     collapse_whitespace: bool = True
-
-
-def unicode_expr(expr: pl.Expr, config: NormalizeConfig = NormalizeConfig()) -> pl.Expr:
-    """The Unicode steps (NFKC, diacritics); they leave ASCII text unchanged."""
-    if config.nfkc:
-        expr = expr.str.normalize("NFKC")
-    if config.strip_diacritics:
-        # decompose, drop combining marks (é → e), recompose what is left
-        expr = expr.str.normalize("NFD").str.replace_all(r"\p{Mn}+", "").str.normalize("NFC")
-    return expr
 
 
 def ascii_expr(expr: pl.Expr, config: NormalizeConfig = NormalizeConfig(), words_only: bool = False) -> pl.Expr:
@@ -50,11 +38,6 @@ def ascii_expr(expr: pl.Expr, config: NormalizeConfig = NormalizeConfig(), words
 
 def _as_series(texts: pl.Series | list[str]) -> pl.Series:
     return texts if isinstance(texts, pl.Series) else pl.Series("text", texts, dtype=pl.String)
-
-
-def normalize_expr(expr: pl.Expr, config: NormalizeConfig = NormalizeConfig()) -> pl.Expr:
-    """A Polars expression that normalizes the string column ``expr`` (all steps, on every row)."""
-    return ascii_expr(unicode_expr(expr, config), config)
 
 
 def _unicode_steps(series: pl.Series, config: NormalizeConfig) -> pl.Series:
@@ -97,15 +80,3 @@ def words_of(normalized: pl.Series) -> pl.Series:
     """The words of already normalized texts: equal to ``word_tokens`` of the originals (punctuation
     and whitespace, which normalization rewrites, separate words either way)."""
     return normalized.str.extract_all(WORD).alias("tokens")
-
-
-def tokenizer_ids(texts: pl.Series | list[str], tokenizer: Any, config: NormalizeConfig | None = None) -> pa.LargeListArray:
-    """Token ids of each text under a Hugging Face tokenizer (tokenizer-token mode), as a list column.
-
-    ``config`` normalizes the text first; None (the default) tokenizes the text as it is.
-    """
-    series = _as_series(texts)
-    if config is not None:
-        series = normalize(series, config)
-    encoded = tokenizer(series.to_list(), add_special_tokens=False, return_attention_mask=False)["input_ids"]
-    return pa.array(encoded, type=pa.large_list(pa.int64()))

@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -33,40 +33,17 @@ from thresher.decontam.rephrase import RephraseConfig, rephrase_matches
 from thresher.decontam.similarity import EmbeddingDetector, EmbeddingMatchConfig, MinhashDetector, MinhashMatchConfig
 from thresher.errors import InputError
 from thresher.io.sources import resolve_input
-from thresher.records import Kind
+from thresher.records import FIELDS, Fields, Kind, turns
 
-Fields = Literal["prompt", "response", "all"]
-FIELDS: tuple[str, ...] = ("prompt", "response", "all")
 METHODS: tuple[str, ...] = ("ngram", "minhash", "embedding", "rephrase", "judge")
 _ON_EMBEDDINGS = ("rephrase", "judge")  # methods that re-score embedding candidates
 
 
-_ROLES = {"prompt": ("system", "user"), "response": ("assistant",), "all": None}
-
-
-def _contents(column: str, roles: tuple[str, ...] | None) -> pl.Expr:
-    messages = pl.col(column)
-    if roles is not None:
-        messages = messages.list.eval(pl.element().filter(pl.element().struct.field("role").is_in(list(roles))))
-    return messages.list.eval(pl.element().struct.field("content"))
-
-
 def train_turns(table: pa.Table, kind: Kind, fields: Fields) -> pl.Series:
-    """The turns of each training row that are matched (a list per row): user and system turns, assistant
-    turns (with an RLVR row's ground truth), or all of them."""
+    """The turns of each training row that are matched (a list per row): ``records.turns``."""
     frame = pl.from_arrow(table)
     assert isinstance(frame, pl.DataFrame)
-    parts: list[pl.Expr] = []
-    if kind == Kind.PREFERENCE:
-        if fields != "response":
-            parts.append(_contents("prompt", None))
-        if fields != "prompt":
-            parts += [_contents("chosen", ("assistant",)), _contents("rejected", ("assistant",))]
-    else:
-        parts.append(_contents("messages", _ROLES[fields]))
-        if kind == Kind.RLVR and fields != "prompt":
-            parts.append(pl.concat_list([pl.col("ground_truth")]))
-    return frame.select(pl.concat_list(parts).alias("turns"))["turns"]
+    return frame.select(turns(kind, fields))["turns"]
 
 
 def train_texts(table: pa.Table, kind: Kind, fields: Fields) -> pl.Series:

@@ -22,7 +22,7 @@ import orjson
 import polars as pl
 
 from thresher.errors import InputError
-from thresher.io.sources import _open_binary, read_raw, resolve_input
+from thresher.io.sources import open_binary, read_raw, resolve_input
 
 Row = dict[str, Any]
 Extract = Callable[[Row], str]
@@ -357,7 +357,7 @@ def _local_files(path: Path, bench: Benchmark) -> list[Path]:
 
 
 def _headerless_csv(path: Path, columns: tuple[str, ...]) -> Iterator[tuple[str, Row]]:
-    with _open_binary(path) as f:
+    with open_binary(path) as f:
         reader = csv.reader(io.TextIOWrapper(f, encoding="utf-8-sig", newline=""))
         for line_no, fields in enumerate(reader, start=1):
             if not fields:
@@ -369,7 +369,7 @@ def _headerless_csv(path: Path, columns: tuple[str, ...]) -> Iterator[tuple[str,
 
 def _object_file(path: Path) -> Iterator[tuple[str, Row]]:
     """A JSON file holding one row (the original MATH release: one problem per file)."""
-    with _open_binary(path) as f:
+    with open_binary(path) as f:
         try:
             value = orjson.loads(f.read())
         except orjson.JSONDecodeError as e:
@@ -380,7 +380,7 @@ def _object_file(path: Path) -> Iterator[tuple[str, Row]]:
 def _is_single_object(path: Path) -> bool:
     if not path.name.endswith(".json"):
         return False
-    with _open_binary(path) as f:
+    with open_binary(path) as f:
         head = f.read(1 << 16).lstrip()
     if not head.startswith(b"{"):
         return False
@@ -394,7 +394,7 @@ def _is_single_object(path: Path) -> bool:
 def _file_rows(path: Path, bench: Benchmark) -> Iterator[tuple[str, Row]]:
     """(location, row) of every row of one local file, in its original format."""
     if bench.csv_columns and path.name.endswith((".csv", ".csv.gz")):
-        with _open_binary(path) as f:
+        with open_binary(path) as f:
             first = f.readline().decode("utf-8-sig", "replace").strip().split(",")[0].lower()
         if first != bench.csv_columns[0]:  # the Hendrycks CSVs have no header row
             yield from _headerless_csv(path, bench.csv_columns)

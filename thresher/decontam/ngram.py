@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from thresher.curation.ngrams import PREFIX_BITS, _token_hashes, ngram_hashes, prefix_key, window_hashes
+from thresher.curation.ngrams import PREFIX_BITS, ngram_hashes, prefix_key, token_hashes, window_hashes
 from thresher.decontam.matching import MATCH_SCHEMA, PARTS, SPAN, TrainBatch, empty_matches, item_words, word_rarity
 from thresher.errors import InputError
 
@@ -114,7 +114,7 @@ class NgramIndex:
         # the first two words of every short item: training windows shorter than n are hashed only where they start so
         self.prefix_screen = np.zeros(1 << PREFIX_BITS, dtype=bool)
         for (index,), frame in short.group_by("part"):
-            hashes, offsets = _token_hashes(self.words[int(index)].to_arrow(), 0)
+            hashes, offsets = token_hashes(self.words[int(index)].to_arrow(), 0)
             first = offsets[frame["item"].to_numpy()]
             self.prefix_screen[prefix_key(hashes[first], hashes[first + 1])] = True
         self.unindexed_questions = int(

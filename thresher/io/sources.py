@@ -55,13 +55,13 @@ def _strip_suffixes(name: str) -> str:
     return name
 
 
-def _open_binary(path: Path) -> BinaryIO:
+def open_binary(path: Path) -> BinaryIO:
     return cast(BinaryIO, gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb"))  # noqa: SIM115
 
 
 def _sniff_json(path: Path) -> str:
     """``json`` for one JSON document (array or object), ``jsonl`` for one object per line."""
-    with _open_binary(path) as f:
+    with open_binary(path) as f:
         head = f.read(1 << 16).removeprefix(BOM).lstrip()
     if head.startswith(b"["):
         return "json"
@@ -121,7 +121,7 @@ def _object_or_error(value: Any, location: Location, raw: str | None) -> RawRow:
 
 def _read_jsonl(path: Path) -> Iterator[RawRow]:
     row = 0
-    with _open_binary(path) as f:
+    with open_binary(path) as f:
         for line_no, line in enumerate(f, start=1):
             if line_no == 1:
                 line = line.removeprefix(BOM)  # a byte-order mark is not part of row 1
@@ -151,7 +151,7 @@ def _line_of(data: bytes, offset: int) -> int:
 
 
 def _read_json_document(path: Path) -> Iterator[RawRow]:
-    with _open_binary(path) as f:
+    with open_binary(path) as f:
         data = f.read().removeprefix(BOM)
     try:
         data.decode("utf-8")
@@ -183,7 +183,7 @@ def _read_parquet(path: Path) -> Iterator[RawRow]:
 
 
 def _read_csv(path: Path, delimiter: str) -> Iterator[RawRow]:
-    with _open_binary(path) as f:
+    with open_binary(path) as f:
         text = io.TextIOWrapper(f, encoding="utf-8-sig", errors="surrogateescape", newline="")
         reader = csv.reader(text, delimiter=delimiter)
         try:

@@ -16,8 +16,6 @@ import torch
 from thresher.kernels.elementwise import rms_norm, rope, swiglu
 from thresher.kernels.linear_logprobs import triton_usable
 
-FAMILIES = ("llama", "qwen2", "qwen3", "mistral")
-
 
 def _rms_forward(self: Any, hidden_states: torch.Tensor) -> torch.Tensor:
     if not triton_usable(hidden_states.device):

@@ -11,12 +11,12 @@ import polars as pl
 import pyarrow as pa
 
 from thresher.accounting import Account, QuarantineWriter
+from thresher.config import resolve_path
 from thresher.convert import canonical_batches
-from thresher.curation.dedup import prompt_expr
-from thresher.errors import InputError
+from thresher.errors import InputError, SpecError
 from thresher.io.sources import HF_PREFIX, InputSpec, resolve_input
-from thresher.mixing.spec import SourceSpec, SpecError, TokenizerSpec, resolve_path
-from thresher.records import Kind, schema_for
+from thresher.mixing.spec import SourceSpec, TokenizerSpec
+from thresher.records import Kind, schema_for, texts
 from thresher.stats import chars_expr, count_tokens, load_tokenizer, row_texts, turns_expr
 
 ROW = "_row"  # a row's ordinal in its source after conversion: its identity through every step
@@ -84,21 +84,15 @@ def _as_sft(table: pa.Table, side: str) -> pl.DataFrame:
 
 def _filter_view(frame: pl.DataFrame, kind: Kind) -> pl.DataFrame:
     """The columns filter expressions may use: id, chars, turns, tokens, text, prompt, response, metadata."""
-    side = "chosen" if kind == Kind.PREFERENCE else "messages"
-    response = (
-        pl.col(side)
-        .list.eval(pl.element().filter(pl.element().struct.field("role") == "assistant").struct.field("content"))
-        .list.join("\n")
-    )
     extra = [pl.col("ground_truth")] if kind == Kind.RLVR else []
     return frame.select(
         pl.col("id"),
         pl.col("chars"),
         pl.col("turns"),
         pl.col("tokens"),
-        row_texts(frame, kind).alias("text"),
-        prompt_expr(kind).alias("prompt"),
-        response.alias("response"),
+        texts(kind, "all").alias("text"),
+        texts(kind, "prompt").alias("prompt"),
+        texts(kind, "response").alias("response"),
         pl.col("metadata"),
         *extra,
     )

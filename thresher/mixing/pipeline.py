@@ -16,12 +16,14 @@ import polars as pl
 
 import thresher
 from thresher.accounting import QuarantineWriter
+from thresher.config import resolve_path
+from thresher.io.hashing import file_hash
 from thresher.mixing.apportion import Draw, MixError, Pool, allocate, largest_remainder, source_rng
-from thresher.mixing.cache import StageStore, file_hash, key_of
+from thresher.mixing.cache import StageStore, key_of
 from thresher.mixing.ledger import account, sample_account
 from thresher.mixing.load import ROW, TokenCounter, load_source, resolve_source
 from thresher.mixing.skills import classify
-from thresher.mixing.spec import ClassifierSpec, DecontaminateStep, MixSpec, SourceSpec, load_spec, resolve_path
+from thresher.mixing.spec import ClassifierSpec, DecontaminateStep, MixSpec, SourceSpec, load_spec
 from thresher.mixing.steps import StepContext, resolve_benchmarks, run_step
 from thresher.records import schema_for
 

@@ -10,9 +10,10 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from thresher.config import resolve_path
 from thresher.errors import InputError
 from thresher.mixing.apportion import source_rng
-from thresher.mixing.spec import ClassifierSpec, resolve_path
+from thresher.mixing.spec import ClassifierSpec
 from thresher.records import Kind
 
 # In the order they are tried; the first that fires decides. Each looks at the prompt side only.

@@ -13,13 +13,14 @@ import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 
+from thresher.config import resolve_path
 from thresher.curation.dedup import KEPT, DedupConfig, Features, add_text_features, decide, dedup_texts
 from thresher.decontam.audit import AuditConfig, run_audit
 from thresher.decontam.benchmarks import BenchmarkItems, load_benchmarks, parse_bench_spec
 from thresher.decontam.ngram import NgramConfig
 from thresher.decontam.similarity import EmbeddingMatchConfig, MinhashMatchConfig
 from thresher.mixing.load import TokenCounter
-from thresher.mixing.spec import DecontaminateStep, DedupStep, LengthStep, NormalizeStep, SourceSpec, Step, resolve_path
+from thresher.mixing.spec import DecontaminateStep, DedupStep, LengthStep, NormalizeStep, SourceSpec, Step
 from thresher.records import Kind, schema_for
 from thresher.stats import chars_expr, message_fields
 

@@ -20,9 +20,9 @@ import yaml
 
 import thresher
 from thresher.accounting import Account
+from thresher.config import expand, load_yaml, read_spec_text
 from thresher.errors import EXIT_BAD_ROW, SpecError, ThresherError
-from thresher.mixing.cache import file_hash
-from thresher.mixing.spec import expand, load_yaml, read_spec_text
+from thresher.io.hashing import file_hash
 from thresher.pipeline.registry import ReadyStage, kind_of
 from thresher.pipeline.spec import REFERENCE, PipelineSpec, StageSpec, load_pipeline
 from thresher.train.config import set_dotted
@@ -183,7 +183,7 @@ def check_stage_spec(
     spec (an override in ``set`` is reported at its own line)."""
     from pydantic import ValidationError
 
-    from thresher.mixing.spec import error_parts, line_of, override_for
+    from thresher.config import error_parts, line_of, override_for
 
     kind = kind_of(stage.run)
     model = kind.spec_model()

@@ -9,15 +9,12 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from thresher.mixing.spec import SpecError, parse_spec, read_spec_text
+from thresher.config import Strict, line_of, parse_spec, read_spec_text
+from thresher.errors import SpecError
 
 REFERENCE = re.compile(r"\{\{\s*([A-Za-z0-9_-]+)(?:\.([A-Za-z0-9_]+))?\s*\}\}")
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class StageSpec(Strict):
@@ -90,7 +87,6 @@ def load_pipeline(path: str | Path) -> PipelineSpec:
     stage's ``options`` are built into their configuration here, so a typo fails before any stage runs."""
     import yaml
 
-    from thresher.mixing.spec import line_of
     from thresher.pipeline.registry import OptionError, kind_of
 
     path = Path(path)

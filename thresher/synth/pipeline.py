@@ -14,9 +14,9 @@ import numpy as np
 import orjson
 
 from thresher.accounting import Account, QuarantineWriter
+from thresher.config import expand, resolve_path
 from thresher.errors import InputError
 from thresher.io.writers import open_writer
-from thresher.mixing.spec import expand, resolve_path
 from thresher.records import Kind, content_hash
 from thresher.synth.backends import BackendSpec, Conversation, make_backend
 from thresher.synth.cache import RequestCache

@@ -8,16 +8,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from thresher.mixing.spec import load_spec
+from thresher.config import Strict, load_spec
 from thresher.synth.backends import BackendSpec
 from thresher.synth.sampling import SamplingParams
 from thresher.verifiers import NAMES as VERIFIER_NAMES
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class SynthesizePrompts(Strict):

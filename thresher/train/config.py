@@ -7,13 +7,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, ValidationError, model_validator
 
-from thresher.mixing.spec import SpecError, load_yaml, parse_spec, read_spec_text, validation_messages
+from thresher.config import Strict as BaseStrict
+from thresher.config import load_yaml, parse_spec, read_spec_text, validation_messages
+from thresher.errors import SpecError
 
 
-class Strict(BaseModel):
-    # inf and nan are refused everywhere: `optim.lr=.inf` once trained to NaN weights and exited 0
+class Strict(BaseStrict):
+    # inf and nan are refused everywhere in training configs: `optim.lr=.inf` once trained to NaN weights and exited 0
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
