@@ -27,10 +27,10 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from conftest import CHAT_TEMPLATE, SHARED_DATA  # noqa: E402
 
+from thresher.generation.sampling import SamplingParams  # noqa: E402
 from thresher.synth.backends.hf import TransformersBackend  # noqa: E402
 from thresher.synth.cache import RequestCache  # noqa: E402
 from thresher.synth.generate import generate_cached  # noqa: E402
-from thresher.synth.sampling import SamplingParams  # noqa: E402
 
 
 def make_model(folder: Path, hidden: int, layers: int) -> Path:

@@ -16,11 +16,11 @@ import polars as pl
 import pytest
 
 from tests.helpers import thresher
+from thresher.generation.sampling import SamplingParams
 from thresher.synth.backends.hf import TransformersBackend
 from thresher.synth.backends.http import EndpointError, OpenAIBackend
 from thresher.synth.cache import RequestCache
 from thresher.synth.generate import generate_cached
-from thresher.synth.sampling import SamplingParams
 
 CONVS = [[{"role": "user", "content": f"What is {i} plus {i + 1}?"}] for i in range(6)]
 

@@ -11,12 +11,13 @@ import pytest
 import torch
 
 from tests.addition_task import make_addition_model, write_addition_data
+from thresher.generation.engines import Sample, TransformersEngine
+from thresher.generation.sampling import SamplingParams
 from thresher.train.chat import IGNORE, Encoded
 from thresher.train.config import RLVRConfig, TrainConfig
 from thresher.train.loss import target_terms
 from thresher.train.packing import collate
 from thresher.train.rewards import score
-from thresher.train.rollout import Sample, Sampling, TransformersEngine
 from thresher.train.sft import batch_inputs
 
 
@@ -45,7 +46,7 @@ def test_engine_logprobs_equal_the_trainers(task_files: dict[str, Path]) -> None
     ]
     ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     engine = TransformersEngine(model, tokenizer, tokenizer.pad_token_id, batch_prompts=2)
-    samples = engine.generate(ids, Sampling(n=4, max_new_tokens=8, temperature=0.7, seed=3))
+    samples = engine.generate(ids, SamplingParams(n=4, max_tokens=8, temperature=0.7, seed=3))
     assert [len(g) for g in samples] == [4, 4, 4]
     flat = [(p, s) for p, group in zip(ids, samples, strict=True) for s in group]
     assert any(s.finished for _, s in flat) or all(len(s.ids) == 8 for _, s in flat)
@@ -59,8 +60,8 @@ def test_engine_logprobs_equal_the_trainers(task_files: dict[str, Path]) -> None
             assert (error < 1e-5) == close, (temperature, error)
             assert entropy is not None and entropy.shape == logp.shape and bool((entropy >= 0).all())
     # the same seed gives the same samples; another seed other samples
-    again = engine.generate(ids, Sampling(n=4, max_new_tokens=8, temperature=0.7, seed=3))
-    other = engine.generate(ids, Sampling(n=4, max_new_tokens=8, temperature=0.7, seed=4))
+    again = engine.generate(ids, SamplingParams(n=4, max_tokens=8, temperature=0.7, seed=3))
+    other = engine.generate(ids, SamplingParams(n=4, max_tokens=8, temperature=0.7, seed=4))
     assert [s.ids for g in again for s in g] == [s.ids for _, s in flat]
     assert [s.ids for g in other for s in g] != [s.ids for _, s in flat]
 

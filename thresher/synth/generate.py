@@ -7,10 +7,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from thresher.generation.sampling import SamplingParams
 from thresher.progress import progress_bar
 from thresher.synth.backends.base import Backend, Completion, Conversation
 from thresher.synth.cache import RequestCache, request_key
-from thresher.synth.sampling import SamplingParams
 
 
 @dataclass

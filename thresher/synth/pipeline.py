@@ -16,6 +16,7 @@ import orjson
 from thresher.accounting import Account, QuarantineWriter
 from thresher.config import expand, resolve_path
 from thresher.errors import InputError
+from thresher.generation.sampling import SamplingParams
 from thresher.io.writers import open_writer
 from thresher.records import Kind, content_hash
 from thresher.synth.backends import BackendSpec, Conversation, make_backend
@@ -23,7 +24,6 @@ from thresher.synth.cache import RequestCache
 from thresher.synth.generate import GenerationStats, generate_cached
 from thresher.synth.load import metadata_of, read_prompt_rows
 from thresher.synth.prompts import persona_requests, precise_if_rows
-from thresher.synth.sampling import SamplingParams
 from thresher.synth.scorers import JudgeScorer, RewardModelScorer, ScoreTable, VerifierScorer
 from thresher.synth.select import Decisions, SelectConfig, combine, decide, first_argmin
 from thresher.synth.spec import JudgeScore, RewardModelScore, SynthSpec, VerifierScore, load_synth_spec

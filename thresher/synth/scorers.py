@@ -14,11 +14,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from thresher.generation.sampling import SamplingParams
 from thresher.hub import require_hub
 from thresher.synth.backends.base import Backend, Conversation, render_chat
 from thresher.synth.cache import RequestCache
 from thresher.synth.generate import GenerationStats, generate_cached
-from thresher.synth.sampling import SamplingParams
 from thresher.verifiers import Verifier, verify_rows
 
 

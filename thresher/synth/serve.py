@@ -13,8 +13,8 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from thresher.generation.sampling import SamplingParams
 from thresher.synth.backends.hf import TransformersBackend
-from thresher.synth.sampling import SamplingParams
 
 
 def make_server(backend: TransformersBackend, host: str = "127.0.0.1", port: int = 8000, name: str | None = None) -> ThreadingHTTPServer:

@@ -11,8 +11,8 @@ import orjson
 from pydantic import Field, model_validator
 
 from thresher.config import Strict, load_spec
+from thresher.generation.sampling import SamplingParams
 from thresher.synth.backends import BackendSpec
-from thresher.synth.sampling import SamplingParams
 from thresher.verifiers import NAMES as VERIFIER_NAMES
 
 

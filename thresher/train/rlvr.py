@@ -1,7 +1,7 @@
 """RLVR: the policy samples a group of completions per prompt, verifiers score them, and clipped policy-gradient
 steps (``policy_loss``) move it toward the verified ones.
 
-One rollout: ``prompts_per_rollout`` prompts × ``group_size`` samples from the engine (``rollout.py``), rewards
+One rollout: ``prompts_per_rollout`` prompts × ``group_size`` samples from the engine (``thresher.generation``), rewards
 (``rewards.py``), group advantages; groups whose rewards all agree and, by option, truncated completions are left
 out (every completion is accounted for); then ``updates_per_rollout`` passes of ``steps_per_rollout`` optimizer
 steps through the shared ``Optimization`` (the same AdamW, schedule, clipping, FSDP gradient scaling, checkpoints
@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,8 @@ import numpy as np
 import torch
 
 from thresher.errors import InputError
+from thresher.generation.engines import Engine, Sample, TransformersEngine, VLLMEngine, pick_engine
+from thresher.generation.sampling import SamplingParams
 from thresher.records import Kind
 from thresher.stats import load_canonical
 from thresher.synth.load import prompt_part
@@ -34,7 +36,6 @@ from thresher.train.metrics import Log, MetricsLog
 from thresher.train.packing import collate, first_fit
 from thresher.train.policy_loss import group_advantages, policy_loss
 from thresher.train.rewards import Scored, score, verifier_means
-from thresher.train.rollout import Engine, Sample, Sampling, TransformersEngine, VLLMEngine, pick_engine
 from thresher.train.runtime import Runtime, evaluating, full_state_dict, load_causal_lm, save_model
 from thresher.train.sft import batch_inputs, mean_context
 from thresher.verifiers import Verifier
@@ -292,7 +293,9 @@ def build_batch(task: RLVRTask, prompts: list[Prompt], samples: list[list[Sample
 def make_engine(config: TrainConfig, runtime: Runtime, weights: str) -> Engine:
     choice = pick_engine(config.rlvr.engine, runtime.device)
     if choice == "vllm":
-        engine = VLLMEngine(weights, config.tokenizer, config.max_length, config.rlvr.vllm_memory, config.rlvr.vllm_sleep, config.seed)
+        engine = VLLMEngine.colocated(
+            weights, config.tokenizer, config.max_length, config.rlvr.vllm_memory, config.rlvr.vllm_sleep, config.seed
+        )
         engine.sleep()
         return engine
     if runtime.world > 1:  # the policy is sharded: generate with an unsharded copy, refreshed after each update
@@ -301,13 +304,13 @@ def make_engine(config: TrainConfig, runtime: Runtime, weights: str) -> Engine:
     return TransformersEngine(runtime.model, runtime.tokenizer, runtime.pad_id, config.rlvr.generation_batch)
 
 
-def generate_shared(engine: Engine, runtime: Runtime, prompts: list[Prompt], sampling: Sampling, chunk: int) -> list[list[Sample]]:
+def generate_shared(engine: Engine, runtime: Runtime, prompts: list[Prompt], sampling: SamplingParams, chunk: int) -> list[list[Sample]]:
     """Samples for ``prompts``, generated in chunks of ``chunk`` prompts, process r taking every r-th chunk and all
     processes receiving all samples. Each chunk's seed depends only on its index, so the samples do not depend on
     the number of processes."""
     chunks = [prompts[lo : lo + chunk] for lo in range(0, len(prompts), chunk)]
     mine = {
-        k: engine.generate([p.ids for p in chunks[k]], replace(sampling, seed=sampling.seed * 1_000_033 + k))
+        k: engine.generate([p.ids for p in chunks[k]], sampling.model_copy(update={"seed": sampling.seed * 1_000_033 + k}))
         for k in range(runtime.rank, len(chunks), runtime.world)
     }
     if runtime.world > 1:
@@ -334,7 +337,9 @@ def evaluate(task: RLVRTask, engine: Engine, seed: int) -> dict[str, float]:
         engine,
         task.runtime,
         task.held_out,
-        Sampling(rl.eval_samples, rl.max_new_tokens, temperature, rl.top_p if temperature else 1.0, seed),
+        SamplingParams(
+            n=rl.eval_samples, max_tokens=rl.max_new_tokens, temperature=temperature, top_p=rl.top_p if temperature else 1.0, seed=seed
+        ),
         generation_chunk(task, engine, len(task.held_out)),
     )
     result = score_samples(task, task.held_out, samples, verifiers_only=True)
@@ -404,7 +409,13 @@ def train_rollouts(config: TrainConfig, runtime: Runtime, task: RLVRTask, log: L
             engine,
             runtime,
             prompts,
-            Sampling(rl.group_size, rl.max_new_tokens, rl.temperature, rl.top_p, config.seed * 100_003 + rollout),
+            SamplingParams(
+                n=rl.group_size,
+                max_tokens=rl.max_new_tokens,
+                temperature=rl.temperature,
+                top_p=rl.top_p,
+                seed=config.seed * 100_003 + rollout,
+            ),
             generation_chunk(task, engine, len(prompts)),
         )
         engine.sleep()

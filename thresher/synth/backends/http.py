@@ -13,8 +13,8 @@ from typing import Any
 import orjson
 
 from thresher.errors import ExternalError
+from thresher.generation.sampling import SamplingParams
 from thresher.synth.backends.base import Completion, Conversation
-from thresher.synth.sampling import SamplingParams
 
 
 class EndpointError(ExternalError):

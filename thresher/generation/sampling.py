@@ -1,4 +1,5 @@
-"""Sampling parameters shared by every backend, and the stable hash the request cache keys on."""
+"""Sampling parameters shared by every generation engine (synthesis and RLVR rollouts), and the stable hash the
+synthesis request cache keys on."""
 
 from __future__ import annotations
 
