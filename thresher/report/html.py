@@ -14,8 +14,7 @@ h1{font-size:1.6em}h2{margin-top:2em;border-bottom:1px solid #ddd;padding-bottom
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ddd;padding:.25em .6em;text-align:right;vertical-align:top}
 th{background:#f4f4f4}td.l,th.l{text-align:left}.muted{color:#777}
 .pair{display:grid;grid-template-columns:1fr 1fr;gap:1em;margin:1em 0 2em}
-.pair pre{white-space:pre-wrap;word-break:break-word;background:#fafafa;border:1px solid #e4e4e4;padding:.6em;margin:0;
-max-height:22em;overflow:auto}
+.pair pre{white-space:pre-wrap;word-break:break-word;background:#fafafa;border:1px solid #e4e4e4;padding:.6em;margin:0;max-height:22em;overflow:auto}
 mark{background:#ffd54f}.plots{display:flex;flex-wrap:wrap;gap:1.5em}
 """
 
