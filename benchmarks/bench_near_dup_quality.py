@@ -140,7 +140,9 @@ def main() -> None:
     if args.signature_seeds > 1:
         for name, rows in means.items():
             m = np.mean(np.array(rows), axis=0)
-            print(f"| {name}: mean of {len(rows)} seeds | | {m[0]:.3f} | {m[1]:.3f} | {m[2]:.3f} | | {m[3]:.3f} | {m[4]:.3f} | {m[5]:.3f} | |")
+            print(
+                f"| {name}: mean of {len(rows)} seeds | | {m[0]:.3f} | {m[1]:.3f} | {m[2]:.3f} | | {m[3]:.3f} | {m[4]:.3f} | {m[5]:.3f} | |"
+            )
 
 
 if __name__ == "__main__":

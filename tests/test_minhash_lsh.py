@@ -83,6 +83,26 @@ def test_signatures_match_plain_python_reference() -> None:
     assert got.tolist() != [ref_signature(s, num_perm, seed, densify=False) for s in sets]
 
 
+def test_cpu_densification_equals_probing_round_after_round() -> None:
+    """The CPU path (a table for rows with few values, NumPy rounds for the rest) fills every bin as the device
+    path's plain probing does, at every fill level from one value to all bins."""
+    import torch
+
+    from thresher.curation.minhash import _densify_rounds, densify
+
+    rng = np.random.default_rng()
+    num_perm, seed = int(rng.choice([64, 100, 128])), int(rng.integers(1 << 31))
+    table = np.full((3 * num_perm, num_perm), np.int64(EMPTY))
+    for r in range(len(table)):
+        filled = rng.choice(num_perm, size=1 + r % num_perm, replace=False)
+        table[r, filled] = rng.integers(0, 1 << 32 - 1, size=len(filled))
+    table[::7] = np.int64(EMPTY)  # rows without values stay empty
+    params = MinHashParams(num_perm, seed)
+    got = densify(torch.from_numpy(table), params)
+    assert torch.equal(got, _densify_rounds(torch.from_numpy(table), params))
+    assert bool((got[1::7] != int(EMPTY)).all()) and bool((got[::7] == int(EMPTY)).all())
+
+
 def test_signature_of_a_row_does_not_depend_on_its_batch(shared_data: Path) -> None:
     texts, edited = real_pairs(shared_data, 80, random.Random())
     both = texts + edited

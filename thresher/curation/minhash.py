@@ -75,8 +75,102 @@ def _bins_and_values(hashes: torch.Tensor, params: MinHashParams) -> tuple[torch
     return bins, values
 
 
+@lru_cache(maxsize=8)
+def first_rounds(num_perm: int, seed: int) -> np.ndarray:
+    """``[num_perm, num_perm]``: entry ``[j, s]`` is the first probe round that sends empty bin ``j`` to bin ``s``
+    (``_MAX_PROBES`` when none does). The bin an empty bin borrows from is, among the row's non-empty bins, the
+    one with the smallest entry in its row of this table: the one plain probing would reach first."""
+    probes = probe_table(num_perm, seed, _MAX_PROBES)
+    first = np.full(num_perm * num_perm, _MAX_PROBES, dtype=np.int64)
+    flat = (np.arange(num_perm, dtype=np.int64)[None, :] * num_perm + probes).ravel()
+    np.minimum.at(first, flat, np.repeat(np.arange(_MAX_PROBES, dtype=np.int64), num_perm))
+    return first.reshape(num_perm, num_perm)
+
+
+_SPARSE = 16  # rows with at most this many non-empty bins skip probing: it needs ~num_perm/m rounds per bin
+_PROBE_ROUNDS = 32  # probe rounds for the other rows (what is left after them is resolved like sparse rows)
+_CHUNK = 1 << 22  # (empty bin, candidate bin) pairs resolved at once
+
+
 def densify(table: torch.Tensor, params: MinHashParams) -> torch.Tensor:
-    """Fill empty bins (== EMPTY) of rows that have at least one value, by optimal densification."""
+    """Fill empty bins (== EMPTY) of rows that have at least one value, by optimal densification: empty bin ``j``
+    takes the value of the first non-empty bin along its probe sequence ``probe_table[:, j]``. The CPU path
+    (NumPy, flat indices) and the device path (torch, round after round) give the same bins."""
+    if table.device.type == "cpu":
+        return torch.from_numpy(_densify_cpu(table.numpy(), params))
+    return _densify_rounds(table, params)
+
+
+def _densify_cpu(table: np.ndarray, params: MinHashParams) -> np.ndarray:
+    """Rows with few values (``_SPARSE``), which probing needs hundreds of rounds for, are resolved at once with
+    ``first_rounds`` (work: empty bins x the row's values); the others probe round after round over flat indices
+    (each round one gather over the bins still empty), and the few bins left after ``_PROBE_ROUNDS`` go the first
+    way too. ``benchmarks/bench_densify.py`` times it against the round loop alone: on 90k short rows (median 7
+    non-empty bins of 128) 12.8 s → 1.5 s, on 115k mixed rows 3.2 s → 0.9-1.4 s, same bins. Sparse rows
+    up to 16 values and 32 rounds: up to 32 values is faster on short rows (1.0 s) and slower on mixed ones
+    (1.5 s); fewer rounds leave more to the table (8 rounds: 1.05-1.17 s on mixed rows)."""
+    k = params.num_perm
+    empty_value = np.int64(EMPTY)
+    flat = table.reshape(-1)
+    filled = flat.copy()
+    present = table != empty_value
+    counts = present.sum(axis=1)
+    empty = np.flatnonzero(~present & (counts > 0)[:, None])
+    sparse = counts[empty // k] <= _SPARSE
+    left = [_by_first_round(flat, present, counts, empty[sparse], filled, params)]
+    idx = empty[~sparse]
+    probes = probe_table(k, params.seed, _PROBE_ROUNDS)
+    for t in range(_PROBE_ROUNDS):
+        if not len(idx):
+            break
+        col = idx % k
+        got = flat[idx - col + probes[t][col]]
+        hit = got != empty_value
+        filled[idx[hit]] = got[hit]
+        idx = idx[~hit]
+    left.append(_by_first_round(flat, present, counts, idx, filled, params))
+    for i in np.concatenate(left).tolist():  # fallback, practically unreachable: the next non-empty bin to the right
+        r, c = divmod(i, k)
+        values = flat[r * k : (r + 1) * k]
+        order = (np.arange(k) + c) % k
+        filled[i] = values[order][values[order] != empty_value][0]
+    return filled.reshape(table.shape)
+
+
+def _by_first_round(
+    flat: np.ndarray, present: np.ndarray, counts: np.ndarray, idx: np.ndarray, filled: np.ndarray, params: MinHashParams
+) -> np.ndarray:
+    """Fill the empty bins at flat positions ``idx`` from their row's non-empty bin with the smallest first round;
+    return the positions no round reaches (for the fallback)."""
+    k = params.num_perm
+    if not len(idx):
+        return idx
+    first = first_rounds(k, params.seed).reshape(-1)
+    starts = np.cumsum(counts) - counts  # where each row's non-empty bins start in ``bins``
+    bins = np.flatnonzero(present) % k  # row-major: each row's non-empty bins, in order
+    per_pair = counts[idx // k]
+    ends = np.cumsum(per_pair)
+    unreached = []
+    lo = 0
+    while lo < len(idx):
+        base = int(ends[lo - 1]) if lo else 0
+        hi = max(lo + 1, int(np.searchsorted(ends, base + _CHUNK, side="right")))
+        pos, n = idx[lo:hi], per_pair[lo:hi]
+        row, col = pos // k, pos % k
+        begin = np.cumsum(n) - n
+        within = np.arange(int(n.sum())) - np.repeat(begin, n)
+        candidate = bins[np.repeat(starts[row], n) + within]
+        key = first[np.repeat(col * k, n) + candidate] * k + candidate  # rounds differ per bin: the smallest key wins
+        best = np.minimum.reduceat(key, begin)
+        found = best < _MAX_PROBES * k
+        filled[pos[found]] = flat[row[found] * k + best[found] % k]
+        unreached.append(pos[~found])
+        lo = hi
+    return np.concatenate(unreached)
+
+
+def _densify_rounds(table: torch.Tensor, params: MinHashParams) -> torch.Tensor:
+    """``densify`` on a device: probe round after round (each round one gather over the bins still empty)."""
     empty_value = int(EMPTY)
     filled = table.clone()
     row, col = torch.nonzero(table == empty_value, as_tuple=True)
