@@ -23,6 +23,7 @@ class DataConfig(Strict):
     train: str  # a canonical Parquet/JSONL file, any input Thresher reads, or a mixture directory
     eval: str | None = None
     eval_rows: int = Field(default=0, ge=0)  # without ``eval``: hold out this many rows of train (seeded)
+    cache_encoded: bool = True  # keep encoded chats in the Thresher cache ($THRESHER_CACHE_DIR/encoded): a rerun encodes nothing
 
 
 class OptimConfig(Strict):

@@ -11,7 +11,8 @@ from typing import Any
 from thresher.errors import InputError
 from thresher.records import Kind
 from thresher.stats import load_canonical
-from thresher.train.chat import IGNORE, Encoded, encode_chat
+from thresher.train.chat import IGNORE, Encoded
+from thresher.train.encoded import EncodingCache
 from thresher.train.packing import first_fit
 
 
@@ -35,9 +36,17 @@ def load_chats(path: str) -> list[list[dict[str, str]]]:
     return chats
 
 
-def encode_all(tokenizer: Any, chats: list[list[dict[str, str]]], max_length: int) -> list[Encoded]:
-    """Encoded chats; chats with no target token within ``max_length`` are left out."""
-    encoded = [encode_chat(tokenizer, chat, max_length) for chat in chats]
+def encoded_cache(config: Any) -> Path | None:
+    """Where encoded chats are cached for ``config`` (a TrainConfig): the Thresher cache, unless turned off."""
+    from thresher.cache import cache_root
+
+    return cache_root() / "encoded" if config.data.cache_encoded else None
+
+
+def encode_all(tokenizer: Any, chats: list[list[dict[str, str]]], max_length: int, cache: Path | None = None) -> list[Encoded]:
+    """Encoded chats (through the encoding cache in ``cache``, if given); chats with no target token within
+    ``max_length`` are left out."""
+    encoded = EncodingCache(tokenizer, cache).encode(chats, max_length)
     return [e for e in encoded if e.targets > 0]
 
 
@@ -96,13 +105,16 @@ def fit_completion(encoded: Encoded, max_length: int) -> Encoded:
     return Encoded(ids, [IGNORE, *labels[1:]])
 
 
-def encode_pairs(tokenizer: Any, pairs: list[tuple[Messages, Messages, Messages]], max_length: int) -> list[EncodedPair | None]:
-    """Each pair as two encoded chats whose targets are the completion's assistant tokens only; None for a
-    pair in which either completion keeps no target token within ``max_length``."""
+def encode_pairs(
+    tokenizer: Any, pairs: list[tuple[Messages, Messages, Messages]], max_length: int, cache: Path | None = None
+) -> list[EncodedPair | None]:
+    """Each pair as two encoded chats whose targets are the completion's assistant tokens only (through the
+    encoding cache in ``cache``, if given); None for a pair in which either completion keeps no target token
+    within ``max_length``."""
+    chats = [prompt + side for prompt, chosen, rejected in pairs for side in (chosen, rejected)]
+    turns = [len(prompt) for prompt, _, _ in pairs for _ in range(2)]
+    encoded = [fit_completion(e, max_length) for e in EncodingCache(tokenizer, cache).encode(chats, None, turns)]
     out: list[EncodedPair | None] = []
-    for prompt, chosen, rejected in pairs:
-        sides = [
-            fit_completion(encode_chat(tokenizer, prompt + side, None, from_turn=len(prompt)), max_length) for side in (chosen, rejected)
-        ]
-        out.append(EncodedPair(*sides) if all(s.targets > 0 for s in sides) else None)
+    for chosen, rejected in zip(encoded[::2], encoded[1::2], strict=True):
+        out.append(EncodedPair(chosen, rejected) if chosen.targets > 0 and rejected.targets > 0 else None)
     return out

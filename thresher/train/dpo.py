@@ -12,7 +12,7 @@ import torch
 
 from thresher.errors import InputError
 from thresher.train.config import TrainConfig
-from thresher.train.data import EncodedPair, encode_pairs, held_out_split, load_pairs, plan_micro_batches
+from thresher.train.data import EncodedPair, encode_pairs, encoded_cache, held_out_split, load_pairs, plan_micro_batches
 from thresher.train.loop import LoopResult, run_task
 from thresher.train.loss import example_logprobs
 from thresher.train.metrics import Log
@@ -101,8 +101,8 @@ def run_dpo(config: TrainConfig, log: Log | None = None) -> LoopResult:
         rows, held_rows = held_out_split(
             load_pairs(config.data.train), load_pairs(config.data.eval) if config.data.eval else None, config.data.eval_rows, config.seed
         )
-        train = _kept(encode_pairs(runtime.tokenizer, rows, config.max_length))
-        held_out = _kept(encode_pairs(runtime.tokenizer, held_rows, config.max_length))
+        train = _kept(encode_pairs(runtime.tokenizer, rows, config.max_length, encoded_cache(config)))
+        held_out = _kept(encode_pairs(runtime.tokenizer, held_rows, config.max_length, encoded_cache(config)))
         if not train:
             raise InputError(f"{config.data.train}: no pairs whose completions keep a target token within max_length")
         task = DPOTask(config, runtime, train, held_out)

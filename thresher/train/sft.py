@@ -11,7 +11,7 @@ import torch
 from thresher.errors import InputError
 from thresher.train.chat import Encoded
 from thresher.train.config import TrainConfig
-from thresher.train.data import encode_all, held_out_split, load_chats, plan_micro_batches
+from thresher.train.data import encode_all, encoded_cache, held_out_split, load_chats, plan_micro_batches
 from thresher.train.loop import LoopResult, run_task
 from thresher.train.loss import sft_loss_sum
 from thresher.train.metrics import Log
@@ -91,10 +91,11 @@ def run_sft(config: TrainConfig, log: Log | None = None) -> LoopResult:
         train_chats, eval_chats = held_out_split(
             load_chats(config.data.train), load_chats(config.data.eval) if config.data.eval else None, config.data.eval_rows, config.seed
         )
-        train = encode_all(runtime.tokenizer, train_chats, config.max_length)
+        cache = encoded_cache(config)
+        train = encode_all(runtime.tokenizer, train_chats, config.max_length, cache)
         if not train:
             raise InputError(f"{config.data.train}: no rows with assistant tokens to train on")
-        task = SFTTask(config, runtime, train, encode_all(runtime.tokenizer, eval_chats, config.max_length))
+        task = SFTTask(config, runtime, train, encode_all(runtime.tokenizer, eval_chats, config.max_length, cache))
         task.accounting = {
             "rows": len(train_chats),
             "rows_trained": len(train),
