@@ -68,3 +68,4 @@ def test_another_template_or_a_killed_write_never_gives_wrong_examples(tiny_chat
     (shard.parent / ".partial.parquet.tmp").write_bytes(b"not parquet")
     assert EncodingCache(tokenizer, tmp_path).encode(chats) == [encode_chat(tokenizer, c) for c in chats]
     assert EncodingCache(tokenizer, None).encode(chats) == [encode_chat(tokenizer, c) for c in chats]  # no cache at all
+    assert EncodingCache(tokenizer, tmp_path).encode([]) == []  # e.g. no held-out rows, with entries on disk

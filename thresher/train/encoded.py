@@ -77,12 +77,12 @@ class EncodingCache:
         self.encoded = 0
 
     def _read(self, keys: list[str]) -> dict[str, tuple[list[int], list[int]]]:
-        if self.folder is None or not self.folder.is_dir():
+        if self.folder is None or not keys or not self.folder.is_dir():
             return {}
         shards = sorted(self.folder.glob("*.parquet"))
         if not shards:
             return {}
-        wanted = pl.DataFrame({"key": keys}).unique()
+        wanted = pl.DataFrame({"key": keys}, schema={"key": pl.String}).unique()
         found = pl.scan_parquet(shards).join(wanted.lazy(), on="key", how="semi").unique("key").collect().to_arrow()
         ids, labels = _lists(found.column("input_ids")), _lists(found.column("labels"))
         return dict(zip(found.column("key").to_pylist(), zip(ids, labels, strict=True), strict=True))
