@@ -126,6 +126,38 @@ def test_dedup_is_deterministic_and_verify_gives_true_jaccard(injected: dict) ->
         assert row["score"] == pytest.approx(len(ga & gb) / len(ga | gb))
 
 
+def test_raw_inputs_are_converted_once_and_give_what_canonical_inputs_give(injected: dict) -> None:
+    """JSONL inputs are converted in the first pass only (the later passes read the spool it kept); outputs equal
+    those of the same rows as canonical Parquet, with --verify too, and no spool is left behind."""
+    from thresher.convert import to_record
+
+    calls = 0
+    original = to_record
+
+    def counting(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        nonlocal calls
+        calls += 1
+        return original(*args, **kwargs)
+
+    raw = [str(injected["tmp"] / "originals.jsonl"), str(injected["tmp"] / "copies.jsonl")]
+    canonical = [str(injected["paths"]["originals"]), str(injected["paths"]["copies"])]
+    config = DedupConfig(threshold=0.7, verify=True)
+    import thresher.convert as convert_module
+
+    convert_module.to_record = counting
+    try:
+        dedup(raw, injected["tmp"] / "from-raw", config)
+    finally:
+        convert_module.to_record = original
+    dedup(canonical, injected["tmp"] / "from-canonical", config)
+    assert calls == injected["n"]  # every row converted once, not once per pass
+    for name in ("kept.parquet", "removed.parquet"):  # the same rows and decisions (the inputs' paths differ)
+        differ = ["provenance", *(["duplicate_of_input"] if name == "removed.parquet" else [])]
+        got = _read(injected["tmp"] / "from-raw" / name).drop(differ)
+        assert got.equals(_read(injected["tmp"] / "from-canonical" / name).drop(differ))
+    assert not list((injected["tmp"] / "from-raw").glob(".spool-*"))
+
+
 def test_keep_policies(tmp_path: Path) -> None:
     rows = [
         {"id": "a", "instruction": "Tell me about rivers", "output": "Rivers flow."},

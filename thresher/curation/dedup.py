@@ -12,6 +12,8 @@ row to ``kept.parquet`` or ``removed.parquet`` (with ``duplicate_of``, ``method`
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -23,6 +25,7 @@ import numpy as np
 import orjson
 import polars as pl
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from thresher.accounting import Account, QuarantineWriter
 from thresher.convert import canonical_batches
@@ -178,6 +181,31 @@ def _batch_features(table: pa.Table, kind: Kind, input_index: int, config: Dedup
     add_text_features(texts, table.column("id").to_pylist(), table.column("source").to_pylist(), input_index, config, into)
 
 
+class Spool:
+    """The first pass's converted rows of every input that is not Parquet, kept in ``folder`` so that later passes
+    read them back instead of converting again (and see exactly the rows the first pass saw)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.paths: dict[int, Path] = {}
+        self._writers: dict[int, pq.ParquetWriter] = {}
+
+    def add(self, index: int, table: pa.Table) -> None:
+        if index not in self._writers:
+            self.paths[index] = self.folder / f"{index}.parquet"
+            self._writers[index] = pq.ParquetWriter(self.paths[index], table.schema, compression="lz4")
+        self._writers[index].write_table(table)
+
+    def close(self) -> None:
+        for writer in self._writers.values():
+            writer.close()
+        self._writers.clear()
+
+    def batches(self, index: int, batch_rows: int) -> Iterator[pa.Table]:
+        for batch in pq.ParquetFile(self.paths[index]).iter_batches(batch_size=batch_rows):
+            yield pa.Table.from_batches([batch])
+
+
 def iter_inputs(
     inputs: list[str],
     kind: Kind | None,
@@ -185,17 +213,28 @@ def iter_inputs(
     quarantine: QuarantineWriter | None,
     batch_rows: int,
     skip_bad: bool = False,
+    spool: Spool | None = None,
 ) -> Iterator[tuple[int, Kind, pa.Table]]:
-    """Canonical batches of every input in order, checking they are all of one kind."""
+    """Canonical batches of every input in order, checking they are all of one kind. With ``spool``: the first
+    pass (``skip_bad`` false) keeps what it converts there, later passes read it back."""
     seen_kind = kind
     for index, name in enumerate(inputs):
+        if spool is not None and skip_bad and index in spool.paths:
+            assert seen_kind is not None
+            for table in spool.batches(index, batch_rows):
+                yield index, seen_kind, table
+            continue
         spec = resolve_input(name)
+        keep = spool is not None and not skip_bad and spec.format != "parquet"
         counted = counts.setdefault(name, Account(name))
         for found, table in canonical_batches(spec, seen_kind, counted, quarantine, batch_rows, skip_bad=skip_bad):
             if seen_kind is None:
                 seen_kind = found
             if found != seen_kind:
                 raise InputError(f"{name}: rows are {found.value}, but earlier inputs are {seen_kind.value}; dedup one kind at a time")
+            if keep:
+                assert spool is not None
+                spool.add(index, table)
             yield index, found, table
 
 
@@ -205,12 +244,13 @@ def scan(
     kind: Kind | None = None,
     quarantine: QuarantineWriter | None = None,
     on_batch: Callable[[int], None] | None = None,
+    spool: Spool | None = None,
 ) -> tuple[Kind, FeatureArrays, dict[str, Account]]:
-    """First pass: features of every row."""
+    """First pass: features of every row (and, with ``spool``, the converted rows kept for the later passes)."""
     counts: dict[str, Account] = {}
     features = Features()
     found_kind = kind
-    for index, batch_kind, table in iter_inputs(inputs, kind, counts, quarantine, config.batch_rows):
+    for index, batch_kind, table in iter_inputs(inputs, kind, counts, quarantine, config.batch_rows, spool=spool):
         found_kind = batch_kind
         _batch_features(table, batch_kind, index, config, features)
         if on_batch:
@@ -397,6 +437,7 @@ def write_outputs(
     out_dir: Path,
     config: DedupConfig,
     on_batch: Callable[[int], None] | None = None,
+    spool: Spool | None = None,
 ) -> None:
     """Second pass: every row to kept.parquet or removed.parquet, in input order, atomically."""
     schema = schema_for(kind)
@@ -406,7 +447,7 @@ def write_outputs(
     first_row = np.searchsorted(features.input_index, np.arange(len(inputs)))  # each input's first ordinal
     start = 0
     try:
-        for _, _, table in iter_inputs(inputs, kind, {}, None, config.batch_rows, skip_bad=True):
+        for _, _, table in iter_inputs(inputs, kind, {}, None, config.batch_rows, skip_bad=True, spool=spool):
             stop = start + table.num_rows
             dup = decisions.duplicate_of[start:stop]
             is_removed = dup != KEPT
@@ -435,13 +476,15 @@ def write_outputs(
         raise
 
 
-def ngram_sets_reader(inputs: list[str], kind: Kind, config: DedupConfig) -> Callable[[np.ndarray], pl.DataFrame]:
+def ngram_sets_reader(
+    inputs: list[str], kind: Kind, config: DedupConfig, spool: Spool | None = None
+) -> Callable[[np.ndarray], pl.DataFrame]:
     """A function giving the n-gram sets of chosen rows (global ordinals), re-reading the inputs."""
 
     def read(rows: np.ndarray) -> pl.DataFrame:
         parts = []
         start = 0
-        for _, _, table in iter_inputs(inputs, kind, {}, None, config.batch_rows, skip_bad=True):
+        for _, _, table in iter_inputs(inputs, kind, {}, None, config.batch_rows, skip_bad=True, spool=spool):
             stop = start + table.num_rows
             local = rows[(rows >= start) & (rows < stop)] - start
             if len(local):
@@ -472,16 +515,23 @@ def dedup(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     quarantine = QuarantineWriter(out / "quarantine.jsonl") if on_error == "quarantine" else None
+    for stale in out.glob(".spool-*"):  # left by a killed run
+        shutil.rmtree(stale, ignore_errors=True)
+    spool = Spool(Path(tempfile.mkdtemp(prefix=".spool-", dir=out)))  # removed below, whatever happens
     try:
-        scanned = (lambda rows: on_rows("scan", rows)) if on_rows else None
-        found_kind, features, counts = scan(inputs, config, kind, quarantine, on_batch=scanned)
+        try:
+            scanned = (lambda rows: on_rows("scan", rows)) if on_rows else None
+            found_kind, features, counts = scan(inputs, config, kind, quarantine, on_batch=scanned, spool=spool)
+        finally:
+            spool.close()
+            if quarantine is not None:
+                quarantine.close()
+        reader = ngram_sets_reader(inputs, found_kind, config, spool) if config.verify else None
+        decisions = decide(features, config, reader)
+        written = (lambda rows: on_rows("write", rows)) if on_rows else None
+        write_outputs(inputs, found_kind, features, decisions, out, config, on_batch=written, spool=spool)
     finally:
-        if quarantine is not None:
-            quarantine.close()
-    reader = ngram_sets_reader(inputs, found_kind, config) if config.verify else None
-    decisions = decide(features, config, reader)
-    written = (lambda rows: on_rows("write", rows)) if on_rows else None
-    write_outputs(inputs, found_kind, features, decisions, out, config, on_batch=written)
+        shutil.rmtree(spool.folder, ignore_errors=True)
     per_source, total = summarize(features, decisions, counts)
     report = DedupReport(found_kind, config, counts, per_source, total, time.perf_counter() - started)
     report.account.check()  # before the summary is written: a run that lost rows leaves no output
