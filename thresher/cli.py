@@ -256,7 +256,6 @@ def dedup(
         f"in {summary['in']} = kept {summary['kept']} + removed {summary['removed']} + quarantined {summary['quarantined']}"
         f" ({summary['seconds']} s); summary: {out / 'summary.json'}"
     )
-    report.account.check()
 
 
 register_decontam_commands(app)

@@ -370,9 +370,9 @@ class DedupReport:
 
     @property
     def account(self) -> Account:
-        """in = kept + removed (by method) + quarantined (by category), checked."""
+        """in = kept + removed (by method) + quarantined (by category); ``dedup`` checks it before writing the summary."""
         quarantined = Account.summed("inputs", self.counts.values()).quarantined
-        return Account.of("dedup", self.total["in"], self.total["kept"], self.total["removed_by_method"], quarantined).check()
+        return Account.of("dedup", self.total["in"], self.total["kept"], self.total["removed_by_method"], quarantined)
 
     def as_dict(self) -> dict[str, Any]:
         config = asdict(self.config)

@@ -41,11 +41,15 @@ class OptionError(SpecError):
         self.loc = loc
 
 
+def closest(name: str, known: list[str] | set[str]) -> str:
+    """``; did you mean 'CLOSEST'?`` for the known name closest to ``name``, or nothing."""
+    close = difflib.get_close_matches(name, sorted(known), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
 def unknown_key(key: str, known: list[str] | set[str], what: str) -> str:
     """``what: unknown option 'KEY'; did you mean 'CLOSEST'? (known: ...)``."""
-    close = difflib.get_close_matches(key, sorted(known), n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    return f"{what}: unknown option {key!r}{hint} (known: {', '.join(sorted(known))})"
+    return f"{what}: unknown option {key!r}{closest(key, known)} (known: {', '.join(sorted(known))})"
 
 
 def dataclass_from(cls: type, options: Any, what: str, loc: tuple[str, ...] = ()) -> Any:
@@ -153,10 +157,8 @@ def kind_of(name: str) -> type[StageKind]:
     import thresher.pipeline.kinds  # noqa: F401  (registers the built-in kinds)
 
     if name not in KINDS:
-        close = difflib.get_close_matches(name, sorted(KINDS), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise SpecError(f"unknown stage kind {name!r}{hint} (known: {', '.join(KINDS)})")
+        raise SpecError(f"unknown stage kind {name!r}{closest(name, set(KINDS))} (known: {', '.join(KINDS)})")
     return KINDS[name]
 
 
-__all__ = ["KINDS", "OptionError", "ReadyStage", "StageKind", "dataclass_from", "kind_of", "register", "unknown_key"]
+__all__ = ["KINDS", "OptionError", "ReadyStage", "StageKind", "closest", "dataclass_from", "kind_of", "register", "unknown_key"]

@@ -73,10 +73,7 @@ def encode_chats(
     target when it starts inside a target span). Worker processes were measured and dropped: with the
     tokenizer already on every core, shipping encoded chats back cost what rendering in parallel saved
     (benchmarks/RESULTS.md, SFT encoding)."""
-    return _encode(tokenizer, chats, max_length, from_turns or [0] * len(chats))
-
-
-def _encode(tokenizer: Any, chats: list[list[dict[str, str]]], max_length: int | None, turns: list[int]) -> list[Encoded]:
+    turns = from_turns or [0] * len(chats)
     rendered = [target_spans(tokenizer, m, f) for m, f in zip(chats, turns, strict=True)]
     if not rendered:
         return []
