@@ -129,26 +129,24 @@ def test_dedup_is_deterministic_and_verify_gives_true_jaccard(injected: dict) ->
 def test_raw_inputs_are_converted_once_and_give_what_canonical_inputs_give(injected: dict) -> None:
     """JSONL inputs are converted in the first pass only (the later passes read the spool it kept); outputs equal
     those of the same rows as canonical Parquet, with --verify too, and no spool is left behind."""
-    from thresher.convert import to_record
+    import thresher.convert as convert_module
 
     calls = 0
-    original = to_record
+    original = convert_module.convert_block
 
-    def counting(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def counting(block, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
         nonlocal calls
-        calls += 1
-        return original(*args, **kwargs)
+        calls += block.num_rows
+        return original(block, *args, **kwargs)
 
     raw = [str(injected["tmp"] / "originals.jsonl"), str(injected["tmp"] / "copies.jsonl")]
     canonical = [str(injected["paths"]["originals"]), str(injected["paths"]["copies"])]
     config = DedupConfig(threshold=0.7, verify=True)
-    import thresher.convert as convert_module
-
-    convert_module.to_record = counting
+    convert_module.convert_block = counting
     try:
         dedup(raw, injected["tmp"] / "from-raw", config)
     finally:
-        convert_module.to_record = original
+        convert_module.convert_block = original
     dedup(canonical, injected["tmp"] / "from-canonical", config)
     assert calls == injected["n"]  # every row converted once, not once per pass
     for name in ("kept.parquet", "removed.parquet"):  # the same rows and decisions (the inputs' paths differ)

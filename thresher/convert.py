@@ -14,15 +14,27 @@ from typing import Any, Literal
 
 import numpy as np
 import orjson
+import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from thresher.accounting import Account, QuarantineWriter
 from thresher.errors import InputError, Location, RowError
+from thresher.formats import columnar
 from thresher.formats.shapes import SHAPES_BY_NAME, ConvertOptions, Shape, allowed_kinds, default_kind, detect_shape
-from thresher.io.sources import BATCH_ROWS, InputSpec, RawRow, batched, read_raw, resolve_input
+from thresher.io.sources import BATCH_ROWS, Block, InputSpec, RawRow, read_blocks, read_raw, resolve_input
 from thresher.io.writers import open_writer
-from thresher.records import Kind, as_kind, content_hash, derived_id, kind_of_columns, schema_for, suspect_rows
+from thresher.records import (
+    CONTENT_FIELDS,
+    Kind,
+    as_kind,
+    content_hash,
+    content_hashes,
+    derived_id,
+    kind_of_columns,
+    schema_for,
+    suspect_rows,
+)
 
 OnError = Literal["fail", "quarantine"]
 
@@ -96,7 +108,7 @@ def _chain(first: list[RawRow], rest: Iterator[RawRow]) -> Iterator[RawRow]:
 
 def _metadata(row: dict[str, Any], used: set[str]) -> str | None:
     extra = {k: v for k, v in row.items() if k not in used and k != "id"}
-    return orjson.dumps(extra, default=str).decode() if extra else None
+    return orjson.dumps(extra, default=str, option=orjson.OPT_SORT_KEYS).decode() if extra else None
 
 
 def _record_id(row: dict[str, Any], source: str, index: int) -> str:
@@ -167,6 +179,67 @@ def good_records(
     return records
 
 
+def convert_block(
+    block: Block, plan: InputPlan, options: ConvertOptions, counts: Account, set_aside: Callable[[Outcome], None]
+) -> pa.Table:
+    """A block's canonical rows, in order: column-wise where ``formats.columnar`` is sure of a row, the rest
+    row by row (bad ones to ``set_aside``). ``counts`` is updated."""
+    schema = schema_for(plan.kind)
+    fast = _columnar(block, plan, options)
+    if fast is None:
+        rows = block.rows if block.rows is not None else [block.raw(i) for i in range(block.num_rows)]
+        records = good_records(rows, plan, options, counts, set_aside)
+        counts.rows_out += len(records)
+        return pa.Table.from_pylist(records, schema=schema)
+    table, kept = fast
+    rest = np.flatnonzero(~kept)
+    counts.rows_in += int(kept.sum())
+    records = good_records([block.raw(int(i)) for i in rest], plan, options, counts, set_aside)
+    if records:  # rows the row-wise converter took: back in their places
+        where = np.concatenate([np.flatnonzero(kept), [r["provenance"]["row"] - block.start for r in records]])
+        table = pa.concat_tables([table, pa.Table.from_pylist(records, schema=schema)])
+        table = table.take(pa.array(np.argsort(where, kind="stable")))
+    counts.rows_out += table.num_rows
+    return table
+
+
+def _columnar(block: Block, plan: InputPlan, options: ConvertOptions) -> tuple[pa.Table, np.ndarray] | None:
+    """The rows of ``block`` the column-wise converter is sure of, as canonical rows, and a mask of which."""
+    converter = columnar.CONVERTERS.get(plan.shape.name)
+    if converter is None or block.table is None or block.num_rows == 0:
+        return None
+    try:
+        frame = pl.from_arrow(block.table)
+    except (pl.exceptions.PolarsError, pa.ArrowException):
+        return None
+    assert isinstance(frame, pl.DataFrame)
+    if block.lines is not None:
+        frame = frame.with_columns(pl.Series(columnar.LINE, block.lines, pl.Binary).cast(pl.String))
+    columns = columnar.Columns(frame, block.missing_as_null)
+    converted = converter(columns, plan.kind, options)
+    if converted is None:
+        return None
+    index = pl.int_range(pl.len(), dtype=pl.Int64)
+    ids, ids_exact = columnar.record_ids(columns, plan.spec.source, index + block.start)
+    metadata, metadata_exact = columnar.metadata(columns, converted.used)
+    first_line = pl.lit(None, pl.Int64) if block.first_line is None else index + block.first_line
+    out = frame.select(
+        keep=converted.keep & ids_exact & metadata_exact,
+        id=ids,
+        source=pl.lit(plan.spec.source),
+        **converted.content,
+        metadata=metadata,
+        file=pl.lit(block.path),
+        row=index + block.start,
+        line=first_line,
+    )
+    keep = out.get_column("keep").to_numpy()
+    out = out.filter(pl.col("keep"))
+    out = out.with_columns(content_hash=pl.Series(content_hashes(plan.kind, out), dtype=pl.String))
+    out = out.select("id", "source", *CONTENT_FIELDS[plan.kind], "metadata", provenance=pl.struct("file", "row", "line", "content_hash"))
+    return out.to_arrow().cast(schema_for(plan.kind)), keep
+
+
 def canonical_batches(
     spec: str | InputSpec,
     kind: Kind | str | None = None,
@@ -195,7 +268,6 @@ def canonical_batches(
     if plan is None:
         return
     options = ConvertOptions()
-    schema = schema_for(plan.kind)
 
     def set_aside(outcome: Outcome) -> None:
         assert outcome.error is not None
@@ -204,10 +276,8 @@ def canonical_batches(
         if quarantine is not None:
             quarantine.write(outcome.error, outcome.raw)
 
-    for rows in batched(plan.rows, batch_rows):
-        records = good_records(rows, plan, options, counts, set_aside)
-        counts.rows_out += len(records)
-        yield plan.kind, pa.Table.from_pylist(records, schema=schema)
+    for block in read_blocks(plan.spec, batch_rows):
+        yield plan.kind, convert_block(block, plan, options, counts, set_aside)
 
 
 def open_parquet(path: str) -> pq.ParquetFile:
@@ -332,12 +402,10 @@ def convert(
                 if len(report.first_errors) < max_reported_errors:
                     report.first_errors.append(str(outcome.error))
 
-            for rows in batched(plan.rows, BATCH_ROWS):
-                records = good_records(rows, plan, options, counts, set_aside)
-                writer.write(records)
-                counts.rows_out += len(records)
+            for block in read_blocks(plan.spec, BATCH_ROWS):
+                writer.write_table(convert_block(block, plan, options, counts, set_aside))
                 if on_batch:
-                    on_batch(spec.path, len(rows))
+                    on_batch(spec.path, block.num_rows)
             report.total.add(counts)
         if writer is None:
             writer = open_writer(out, report.kind or kind or Kind.SFT)

@@ -87,6 +87,25 @@ def content_hash(kind: Kind, record: dict[str, Any]) -> str:
     return hashlib.blake2b(orjson.dumps(content), digest_size=16).hexdigest()
 
 
+def content_json(kind: Kind) -> pl.Expr:
+    """Per row, the JSON text ``content_hash`` hashes (orjson's bytes exactly), built column-wise."""
+    parts = []
+    for name in CONTENT_FIELDS[kind]:
+        value = pl.col(name)
+        if _CONTENT_TYPES[name] == MESSAGES:
+            items = value.list.eval(pl.element().struct.json_encode()).list.join(",")
+            parts.append(pl.concat_str(pl.lit("["), items, pl.lit("]")))
+        else:
+            parts.append(pl.struct(value).struct.json_encode().str.strip_prefix(f'{{"{name}":').str.strip_suffix("}"))
+    return pl.concat_str(pl.lit("["), pl.concat_str(parts, separator=","), pl.lit("]"))
+
+
+def content_hashes(kind: Kind, frame: pl.DataFrame) -> list[str]:
+    """``content_hash`` of every row of ``frame`` (canonical content columns, messages as role then content)."""
+    texts = frame.select(content_json(kind)).to_series().to_list()
+    return [hashlib.blake2b(text.encode(), digest_size=16).hexdigest() for text in texts]
+
+
 def derived_id(source: str, row: int) -> str:
     """The stable id of a row that had none: its source and row index."""
     return f"{source}/{row}"

@@ -11,18 +11,23 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import re
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
-from typing import Any, BinaryIO, cast
+from typing import Any, BinaryIO, TypeVar, cast
 
 import orjson
+import pyarrow as pa
+import pyarrow.json as pa_json
 
 from thresher.errors import InputError, Location, RowError
 from thresher.hub import require_hub
 
 BATCH_ROWS = 4096
+T = TypeVar("T")
 HF_PREFIX = "hf:"
 BOM = b"\xef\xbb\xbf"
 
@@ -46,6 +51,41 @@ class InputSpec:
     source: str
     split: str | None = None
     rename: tuple[tuple[str, str], ...] = ()  # (field in the input, name the format expects)
+
+
+@dataclass
+class Block:
+    """Consecutive rows of one input: column-wise in ``table`` when the reader could parse them so, else one by
+    one in ``rows``. ``raw(i)`` is row ``i`` of the table exactly as the row-wise reader would give it."""
+
+    path: str
+    start: int  # index of the first row in the input
+    first_line: int | None = None  # line of the first row (line-based files; the block has no blank lines)
+    table: pa.Table | None = None
+    rows: list[RawRow] | None = None
+    lines: list[bytes] | None = None  # JSONL: each row's line
+    missing_as_null: bool = False  # JSONL: a null may stand for a field the row does not have
+    rename: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def num_rows(self) -> int:
+        return self.table.num_rows if self.table is not None else len(self.rows or ())
+
+    def location(self, i: int) -> Location:
+        return Location(self.path, self.start + i, None if self.first_line is None else self.first_line + i)
+
+    def raw(self, i: int) -> RawRow:
+        """Row ``i`` as the row-wise reader gives it."""
+        if self.rows is not None:
+            return self.rows[i]
+        assert self.table is not None
+        if self.lines is not None:
+            row = _jsonl_row(self.lines[i], self.location(i))
+        else:
+            row = RawRow(self.location(i), data=self.table.slice(i, 1).to_pylist()[0])
+        if self.rename and row.data is not None:
+            row.data = {self.rename.get(key, key): value for key, value in row.data.items()}
+        return row
 
 
 def _strip_suffixes(name: str) -> str:
@@ -119,31 +159,72 @@ def _object_or_error(value: Any, location: Location, raw: str | None) -> RawRow:
     return RawRow(location, error=RowError("wrong_type", f"expected a JSON object, got {type(value).__name__}"), raw=raw)
 
 
+def _jsonl_row(line: bytes, location: Location) -> RawRow:
+    """One JSONL line (a non-blank one, with its newline if it had one) as a raw row."""
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return RawRow(
+            location,
+            error=RowError("invalid_utf8", f"invalid UTF-8 at byte {e.start} of the line"),
+            raw=line.decode("utf-8", "replace"),
+        )
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError as e:
+        return RawRow(location, error=RowError("malformed_json", f"malformed JSON: {e}"), raw=text.rstrip("\n"))
+    return _object_or_error(value, location, text.rstrip("\n"))
+
+
+def _jsonl_rows(path: Path, lines: list[bytes], first_row: int, first_line: int) -> list[RawRow]:
+    """The rows of consecutive lines (blank ones skipped, as they are not rows)."""
+    rows: list[RawRow] = []
+    for offset, line in enumerate(lines):
+        if line.strip():
+            rows.append(_jsonl_row(line, Location(str(path), first_row + len(rows), first_line + offset)))
+    return rows
+
+
 def _read_jsonl(path: Path) -> Iterator[RawRow]:
-    row = 0
+    for block in _jsonl_blocks(path, BATCH_ROWS, columnar=False):
+        assert block.rows is not None
+        yield from block.rows
+
+
+def _jsonl_blocks(path: Path, batch_rows: int, columnar: bool = True) -> Iterator[Block]:
+    """A JSONL file ``batch_rows`` lines at a time, each block parsed column-wise where it can be."""
+    row, line_no = 0, 1
     with open_binary(path) as f:
-        for line_no, line in enumerate(f, start=1):
+        while lines := list(islice(f, batch_rows)):
             if line_no == 1:
-                line = line.removeprefix(BOM)  # a byte-order mark is not part of row 1
-            if not line.strip():
-                continue
-            location = Location(str(path), row, line_no)
-            row += 1
-            try:
-                text = line.decode("utf-8")
-            except UnicodeDecodeError as e:
-                yield RawRow(
-                    location,
-                    error=RowError("invalid_utf8", f"invalid UTF-8 at byte {e.start} of the line"),
-                    raw=line.decode("utf-8", "replace"),
-                )
-                continue
-            try:
-                value = orjson.loads(text)
-            except orjson.JSONDecodeError as e:
-                yield RawRow(location, error=RowError("malformed_json", f"malformed JSON: {e}"), raw=text.rstrip("\n"))
-                continue
-            yield _object_or_error(value, location, text.rstrip("\n"))
+                lines[0] = lines[0].removeprefix(BOM)  # a byte-order mark is not part of row 1
+            table = _jsonl_table(lines) if columnar else None
+            if table is None:
+                rows = _jsonl_rows(path, lines, row, line_no)
+                yield Block(str(path), row, rows=rows)
+                row += len(rows)
+            else:
+                yield Block(str(path), row, line_no, table=table, lines=lines, missing_as_null=True)
+                row += len(lines)
+            line_no += len(lines)
+
+
+_BLANK_LINE = re.compile(rb"(?:\A|\n)[ \t\r\x0b\x0c]*\n")
+
+
+def _jsonl_table(lines: list[bytes]) -> pa.Table | None:
+    """Lines parsed by Arrow's JSON reader, or None unless every line is exactly one JSON object of valid
+    UTF-8 whose fields keep one type throughout (then the row-wise reader decides, row by row)."""
+    data = b"".join(lines)
+    if _BLANK_LINE.search(data) or not lines[-1].strip():
+        return None
+    try:
+        data.decode("utf-8")  # Arrow's reader does not check
+        table = pa_json.read_json(io.BytesIO(data))
+    except (UnicodeDecodeError, pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    # Arrow reads `{..}{..}` on one line as two rows, and a line of `{}` as none: counts must agree.
+    return table if table.num_rows == len(lines) else None
 
 
 def _line_of(data: bytes, offset: int) -> int:
@@ -253,14 +334,56 @@ def read_raw(spec: InputSpec) -> Iterator[RawRow]:
     return _failing_as_input_errors(spec, _renamed(rows, dict(spec.rename)) if spec.rename else rows)
 
 
-def _failing_as_input_errors(spec: InputSpec, rows: Iterator[RawRow]) -> Iterator[RawRow]:
+def read_blocks(spec: InputSpec, batch_rows: int = BATCH_ROWS) -> Iterator[Block]:
+    """Every row of one input in blocks of ``batch_rows`` rows (JSONL: lines): column-wise where the format
+    allows (JSONL, Parquet), else row by row; fields renamed as ``spec.rename`` says."""
+    path = Path(spec.path)
+    if spec.format == "jsonl":
+        blocks = _jsonl_blocks(path, batch_rows)
+    elif spec.format == "parquet":
+        blocks = _parquet_blocks([path], batch_rows)
+    elif spec.format == "parquet_shards":
+        blocks = _parquet_blocks(sorted(path.glob("mixture-*.parquet")), batch_rows)
+    else:
+        return (Block(spec.path, rows[0].location.row, rows=rows) for rows in batched(read_raw(spec), batch_rows))
+    if spec.rename:
+        blocks = _renamed_blocks(blocks, dict(spec.rename))
+    return _failing_as_input_errors(spec, blocks)
+
+
+def _parquet_blocks(paths: list[Path], batch_rows: int) -> Iterator[Block]:
+    import pyarrow.parquet as pq
+
+    for path in paths:
+        row = 0
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows):
+            yield Block(str(path), row, table=pa.Table.from_batches([batch]))
+            row += batch.num_rows
+
+
+def _renamed_blocks(blocks: Iterator[Block], rename: dict[str, str]) -> Iterator[Block]:
+    for block in blocks:
+        block.rename = rename
+        if block.table is not None:
+            names = [rename.get(name, name) for name in block.table.column_names]
+            if len(set(names)) == len(names):
+                block.table = block.table.rename_columns(names)
+            else:  # a rename onto a field the rows already have: the row-wise rules decide which value stays
+                block.rows = [block.raw(i) for i in range(block.num_rows)]
+                block.table = block.lines = None
+        elif block.rows is not None:
+            block.rows = list(_renamed(iter(block.rows), rename))
+        yield block
+
+
+def _failing_as_input_errors(spec: InputSpec, rows: Iterator[T]) -> Iterator[T]:
     """A file that breaks off while being read (truncated gzip, I/O error, not really Parquet) is an InputError
     naming it, never a traceback (or click's bare ``Aborted.``, which is what an EOFError becomes)."""
     try:
         yield from rows
     except (InputError, RowError):
         raise
-    except (OSError, EOFError, zlib.error, ValueError) as e:
+    except (OSError, EOFError, zlib.error, ValueError, pa.ArrowException) as e:
         cause = str(e).splitlines()[0] if str(e) else type(e).__name__
         hint = " (truncated or corrupt?)" if isinstance(e, EOFError | zlib.error | gzip.BadGzipFile) else ""
         raise InputError(f"{spec.path}: cannot be read{hint}: {cause}") from None
