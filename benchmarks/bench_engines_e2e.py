@@ -1,5 +1,5 @@
 """End to end, files in → files out, each tool in its own process (wall time and peak RSS its own), on real text
-with planted duplicates (issue 23, part 6; the dedup section so far).
+with planted duplicates and planted benchmark leaks (issue 23, part 6): sections ``dedup``, ``audit``, ``convert``.
 
 Corpus: ``--rows`` SFT chats (JSONL) of real ~1 KB documents (../shared/data paragraphs, ``corpus.documents``),
 10% of them planted copies of other rows: half exact (re-cased), half near (1–10% of words replaced). The
@@ -14,7 +14,19 @@ threshold (an edited copy, but less alike than asked for).
 - rensa: its R-MinHash digest matrix and ``RMinHashLSH`` (README: threshold 0.8, 8 bands), same components;
 - datatrove: its MinHash pipeline (signatures, buckets, clusters, filter) on ``LocalPipelineExecutor``.
 
+Audit: the same corpus with 1,000 rows whose user turn is replaced by a GSM8K / MATH / HumanEval / MMLU test
+question (the planted leaks). ``thresher audit --train IN.jsonl --bench NAME=PATH ... --methods ngram`` (the
+CLI: start-up, index build, writing matches, summary and report included) against datatrove's
+``NGramsDecontFilter`` over the same rows with an index of the same items (built with datatrove's own
+normalizer, tokenizer and hash, as ``bench_decontam_speed.py`` does; index build included), on at most
+``--datatrove-rows`` rows. allenai's decon is a Rust tool that is not on PyPI (the PyPI ``decon`` is an
+unrelated 2019 stub), so it is not in the table.
+
+Convert: ``thresher convert IN.jsonl OUT.parquet`` against ``datasets.load_dataset("json")`` + ``to_parquet`` and
+``polars.read_ndjson`` + ``write_parquet`` (neither checks a row).
+
     python benchmarks/bench_engines_e2e.py --rows 120000
+    python benchmarks/bench_engines_e2e.py --rows 1000000 --sections dedup,convert --tools "thresher dedup (CLI),rensa RMinHashLSH"
 """
 
 from __future__ import annotations
@@ -33,6 +45,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from corpus import SHARED as SHARED_DATA  # noqa: E402
 from corpus import documents  # noqa: E402
 
 THRESHOLD = 0.8
@@ -180,26 +193,153 @@ def run(name: str, input_path: Path, work: Path) -> tuple[float, float, list[int
         command = [sys.executable, "-c", code]
     # a small launcher runs the tool: its children's peak RSS is the tool's own (a child forked from this
     # process would count this process's pages too)
-    done = subprocess.run(
-        [sys.executable, "-c", MEASURE, *command], capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}
-    )
-    if done.returncode != 0:
-        raise SystemExit(f"{name} failed:\n{done.stderr[-3000:]}")
-    seconds, peak_kib = (float(x) for x in done.stdout.split()[-2:])
+    seconds, rss = measured(command)
     if RUNNERS[name] == "thresher":
         import polars as pl
 
         rows = pl.read_parquet(work / "thresher-out" / "removed.parquet")["id"].str.split("-").list.get(1).cast(pl.Int64).to_list()
     else:
         rows = json.loads(removed.read_text())
-    return seconds, peak_kib / 1024, rows
+    return seconds, rss, rows
+
+
+BENCHES = {"gsm8k": "gsm8k/test.jsonl", "math": "math/math_test.jsonl", "humaneval": "humaneval/HumanEval.jsonl.gz", "mmlu": "mmlu/data"}
+LEAKS = 1000
+
+
+def measured(command: list[str]) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MiB) of a command, run by a small launcher (its children are the command only)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", MEASURE, *command], capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise SystemExit(f"{command[:4]} failed:\n{done.stderr[-3000:]}")
+    seconds, peak_kib = (float(x) for x in done.stdout.split()[-2:])
+    return seconds, peak_kib / 1024
+
+
+def plant_leaks(source: Path, target: Path, seed: int = 1) -> set[str]:
+    """``source`` with the user turn of ``LEAKS`` random rows replaced by a benchmark question; their ids."""
+    from corpus import SHARED
+
+    from thresher.decontam.benchmarks import load_benchmark
+
+    questions = []
+    for name, path in BENCHES.items():
+        questions += load_benchmark(name, str(SHARED / path)).items["question"].to_list()
+    rng = random.Random(seed)
+    lines = source.read_text().splitlines()
+    leaked = set(rng.sample(range(len(lines)), min(LEAKS, len(lines))))
+    with open(target, "w", encoding="utf-8") as f:
+        for i, line in enumerate(lines):
+            if i in leaked:
+                row = json.loads(line)
+                row["messages"][0]["content"] = rng.choice(questions)
+                line = json.dumps(row)
+            f.write(line + "\n")
+    return {f"row-{i}" for i in leaked}
+
+
+DATATROVE_AUDIT = """
+import json, sys, time
+sys.path.insert(0, HERE)
+import polars as pl
+from pathlib import Path
+from bench_decontam_speed import run_datatrove
+from corpus import SHARED
+from thresher.decontam.benchmarks import load_benchmark
+items = pl.concat([load_benchmark(name, str(SHARED / path)).items for name, path in BENCHES.items()])
+rows = []
+with open(INPUT) as f:
+    for line in f:
+        rows.append(json.loads(line))
+        if len(rows) == LIMIT:
+            break
+texts = ["\\n".join(m["content"] for m in r["messages"]) for r in rows]
+folder = Path(WORK) / "dt_index"
+folder.mkdir(exist_ok=True)
+from datatrove.data import Document
+from datatrove.pipeline.decont.n_grams import NGramsDecontConfig, NGramsDecontFilter
+run_datatrove(texts[:10], items, folder, 8)  # builds the index file
+decont = NGramsDecontFilter(str(folder), config=NGramsDecontConfig(n_grams=8, find_query_ngrams=True))
+flagged = [r["id"] for r, t in zip(rows, texts) if decont.filter(Document(text=t, id=r["id"])) is not True]
+json.dump(flagged, open(REMOVED, "w"))
+"""
+
+
+def audit_section(corpus: Path, work: Path, rows: int, datatrove_rows: int) -> None:
+    leaky = work / "in-audit" / "chats.jsonl"
+    leaky.parent.mkdir(exist_ok=True)
+    leaked = plant_leaks(corpus, leaky)
+    print(f"\naudit: {rows:,} chats, {len(leaked):,} planted leaks from {', '.join(BENCHES)}; n-gram 8, threshold 0.5")
+    print("| tool | rows | seconds | rows/s | peak RSS MiB | flagged | recall on planted | vs datatrove |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    out = work / "audit-out"
+    benches = [arg for name, path in BENCHES.items() for arg in ("--bench", f"{name}={SHARED_DATA / path}")]
+    seconds, rss = measured(
+        [sys.executable, "-m", "thresher.cli", "audit", "--train", str(leaky), *benches, "--methods", "ngram", "--out", str(out)]
+    )
+    import polars as pl
+
+    found = set(pl.read_parquet(out / "matches.parquet").filter("flagged")["train_id"].to_list())
+    ours = rows / seconds
+    results = [("thresher audit --methods ngram (CLI)", rows, seconds, rss, found, leaked)]
+    limit = min(rows, datatrove_rows)
+    removed = work / "datatrove-audit.json"
+    code = (f"HERE={str(HERE)!r}\nINPUT={str(leaky)!r}\nWORK={str(work)!r}\nREMOVED={str(removed)!r}\nLIMIT={limit}\n"
+            f"BENCHES={BENCHES!r}\n" + DATATROVE_AUDIT)  # fmt: skip
+    try:
+        seconds_dt, rss_dt = measured([sys.executable, "-c", code])
+        in_limit = {f"row-{i}" for i in range(limit)}
+        results.append(("datatrove NGramsDecontFilter", limit, seconds_dt, rss_dt, set(json.loads(removed.read_text())), leaked & in_limit))
+    except SystemExit as e:
+        print(f"datatrove skipped: {str(e)[-300:]}")
+    for name, n, secs, peak, flagged, truth in results:
+        recall = len(flagged & truth) / len(truth) if truth else 1.0
+        speed = f"{ours / (n / secs):.1f}x" if name.startswith("datatrove") else "-"
+        print(f"| {name} | {n:,} | {secs:.1f} | {n / secs:,.0f} | {peak:,.0f} | {len(flagged):,} | {recall:.3f} | {speed} |")
+
+
+CONVERTERS = {
+    "thresher convert (CLI)": None,
+    "datasets load_dataset + to_parquet": """
+import datasets
+datasets.disable_progress_bars()
+ds = datasets.load_dataset("json", data_files=INPUT, split="train", cache_dir=WORK + "/hf_cache")
+ds.to_parquet(OUT)
+""",
+    "polars read_ndjson + write_parquet": """
+import polars as pl
+pl.read_ndjson(INPUT).write_parquet(OUT)
+""",
+}
+
+
+def convert_section(corpus: Path, work: Path, rows: int) -> None:
+    print(f"\nconvert: {rows:,} chats, {corpus.stat().st_size / 2**20:.0f} MiB JSONL → Parquet")
+    print("| tool | seconds | rows/s | peak RSS MiB | checks rows | thresher speed × |")
+    print("| --- | ---: | ---: | ---: | --- | ---: |")
+    timings = {}
+    for name, code in CONVERTERS.items():
+        out = work / f"convert-{len(timings)}.parquet"
+        if code is None:
+            command = [sys.executable, "-m", "thresher.cli", "convert", str(corpus), "--out", str(out)]
+        else:
+            command = [sys.executable, "-c", f"INPUT={str(corpus)!r}\nOUT={str(out)!r}\nWORK={str(work)!r}\n" + code]
+        seconds, rss = measured(command)
+        timings[name] = seconds
+        first = timings["thresher convert (CLI)"]
+        checks = "yes" if code is None else "no"
+        print(f"| {name} | {seconds:.2f} | {rows / seconds:,.0f} | {rss:,.0f} | {checks} | {seconds / first:.2f} |")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=120_000)
-    parser.add_argument("--tools", default=",".join(RUNNERS), help="comma-separated subset of: " + ", ".join(RUNNERS))
+    parser.add_argument("--sections", default="dedup,audit,convert", help="comma-separated subset of: dedup, audit, convert")
+    parser.add_argument("--tools", default=",".join(RUNNERS), help="dedup tools, comma-separated subset of: " + ", ".join(RUNNERS))
+    parser.add_argument("--datatrove-rows", type=int, default=120_000, help="rows datatrove's n-gram filter audits (it is slow)")
     args = parser.parse_args()
+    sections = {s.strip() for s in args.sections.split(",")}
     from thresher.curation.lsh import jaccard_of_pairs, ngram_sets
     from thresher.curation.ngrams import ngram_hashes
     from thresher.curation.normalize import word_tokens
@@ -216,7 +356,13 @@ def main() -> None:
         in_pairs = set(positive.ravel().tolist())
         in_planted = set(pairs.ravel().tolist()) - (set(pairs[:, 0].tolist()) & set(pairs[:, 1].tolist()))
         size = input_path.stat().st_size / 2**20
-        print(f"{args.rows:,} chats ({size:.0f} MiB JSONL), {len(planted):,} planted copies, {len(positive):,} of them at "
+        if "convert" in sections:
+            convert_section(input_path, work, args.rows)
+        if "audit" in sections:
+            audit_section(input_path, work, args.rows, args.datatrove_rows)
+        if "dedup" not in sections:
+            return
+        print(f"\ndedup: {args.rows:,} chats ({size:.0f} MiB JSONL), {len(planted):,} planted copies, {len(positive):,} of them at "
               f"true Jaccard ≥ {THRESHOLD}; {os.cpu_count()} cores")  # fmt: skip
         print("| tool | seconds | rows/s | peak RSS MiB | removed | recall (J ≥ 0.8) | precision | of which J < 0.8 | vs datasketch |")
         print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
