@@ -197,3 +197,55 @@ def test_parquet_inputs_go_column_wise_too(tmp_path: Path) -> None:
     assert counts["out"] == 2 and counts["quarantined_by_reason"] == {"missing_turn": 1}
     assert [(r["id"], r["metadata"]) for r in rows] == [("1", '{"tag":"a"}'), ("in/1", '{"tag":null}')]
     assert "missing_turn" in quarantine
+
+
+@pytest.mark.parametrize("where", ["first", "middle", "last", "spaces", "crlf"])
+def test_blank_lines_keep_rows_and_lines_exact(where: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A block with a blank or whitespace-only line anywhere goes row by row (rows skip it, line numbers do not)."""
+    good = json.dumps({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]})
+    lines = [good] * 6
+    blank = {"spaces": " \t ", "crlf": "\r"}.get(where, "")
+    lines.insert({"first": 0, "last": 6}.get(where, 3), blank)
+    path = tmp_path / "rows.jsonl"
+    path.write_text("\n".join(lines) + ("" if where == "last" else "\n"))
+    fast = _convert(path, tmp_path, "fast", batch_rows=4)
+    _row_wise(monkeypatch)
+    slow = _convert(path, tmp_path, "slow", batch_rows=4)
+    assert fast == slow and fast[1]["out"] == 6
+    assert [r["provenance"]["line"] for r in fast[0]] == [i + 1 for i, line in enumerate(lines) if line.strip()]
+
+
+def test_one_or_two_workers_give_the_same_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Blocks are prepared on worker threads but finished in input order: outputs, quarantine and account are
+    byte for byte the same with 1 and 2 workers (fresh random hostile rows, small blocks, so many in flight)."""
+    from thresher.convert import convert
+
+    seed = int.from_bytes(os.urandom(4), "little")
+    path = tmp_path / "rows.jsonl"
+    _write(path, random.Random(seed), "sharegpt", 3000)
+    monkeypatch.setattr(convert_module, "BATCH_ROWS", 150)  # 20 blocks
+    outputs = []
+    for workers in (1, 2):
+        out = tmp_path / f"out{workers}.parquet"
+        report = convert([str(path)], out, on_error="quarantine", quarantine=tmp_path / f"q{workers}.jsonl", workers=workers)
+        outputs.append((out.read_bytes(), (tmp_path / f"q{workers}.jsonl").read_bytes(), report.total.as_dict()))
+    assert outputs[0] == outputs[1], f"seed {seed}"
+
+
+def test_ordered_map_keeps_input_order_and_raises_in_place() -> None:
+    import time
+
+    from thresher.parallel import ordered_map
+
+    def slow(i: int) -> int:
+        time.sleep(random.random() * 0.01)
+        if i == 7:
+            raise ValueError("seven")
+        return i * i
+
+    got = []
+    with pytest.raises(ValueError, match="seven"):
+        for value in ordered_map(slow, range(20), workers=4):
+            got.append(value)
+    assert got == [i * i for i in range(7)]
+    assert list(ordered_map(lambda i: -i, range(50), workers=3)) == [-i for i in range(50)]

@@ -104,10 +104,13 @@ def test_dedup_is_deterministic_and_verify_gives_true_jaccard(injected: dict) ->
     inputs = [str(injected["paths"]["originals"]), str(injected["paths"]["copies"])]
     first = injected["tmp"] / "det1"
     second = injected["tmp"] / "det2"
-    dedup(inputs, first, DedupConfig(threshold=0.8))
-    dedup(inputs, second, DedupConfig(threshold=0.8))
+    # one worker, then two on small batches of the raw inputs (conversion and features of several batches at
+    # once): the same bytes
+    raw = [str(injected["tmp"] / "originals.jsonl"), str(injected["tmp"] / "copies.jsonl")]
+    dedup(raw, first, DedupConfig(threshold=0.8, workers=1, batch_rows=16))
+    dedup(raw, second, DedupConfig(threshold=0.8, workers=2, batch_rows=16))
     for name in ("kept.parquet", "removed.parquet"):
-        assert _read(first / name).equals(_read(second / name))
+        assert (first / name).read_bytes() == (second / name).read_bytes()
     verified = injected["tmp"] / "verified"
     dedup(inputs, verified, DedupConfig(threshold=0.7, verify=True))
     removed = _read(verified / "removed.parquet").filter(pl.col("method") == "minhash")
@@ -132,21 +135,21 @@ def test_raw_inputs_are_converted_once_and_give_what_canonical_inputs_give(injec
     import thresher.convert as convert_module
 
     calls = 0
-    original = convert_module.convert_block
+    original = convert_module.finish_block
 
-    def counting(block, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+    def counting(prepared, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
         nonlocal calls
-        calls += block.num_rows
-        return original(block, *args, **kwargs)
+        calls += prepared[0].num_rows
+        return original(prepared, *args, **kwargs)
 
     raw = [str(injected["tmp"] / "originals.jsonl"), str(injected["tmp"] / "copies.jsonl")]
     canonical = [str(injected["paths"]["originals"]), str(injected["paths"]["copies"])]
     config = DedupConfig(threshold=0.7, verify=True)
-    convert_module.convert_block = counting
+    convert_module.finish_block = counting
     try:
         dedup(raw, injected["tmp"] / "from-raw", config)
     finally:
-        convert_module.convert_block = original
+        convert_module.finish_block = original
     dedup(canonical, injected["tmp"] / "from-canonical", config)
     assert calls == injected["n"]  # every row converted once, not once per pass
     for name in ("kept.parquet", "removed.parquet"):  # the same rows and decisions (the inputs' paths differ)

@@ -76,12 +76,15 @@ def convert(
     split: Annotated[str | None, typer.Option(help="Split of a Hugging Face dataset.")] = None,
     verifier: Annotated[str, typer.Option(help="Verifier for RLVR rows that name none.")] = "math",
     summary: Annotated[Path | None, typer.Option(help="Write the account as JSON here (default: OUT's name + .summary.json).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Batches worked on at once (default: the cores); same outputs.")] = None,
 ) -> None:
     """Convert inputs to canonical rows, accounting for every row: in = out + quarantined."""
     from thresher.convert import convert as run_convert
     from thresher.convert import default_quarantine_path
     from thresher.progress import progress_bar
 
+    if workers is not None and workers < 1:
+        _fail(f"--workers must be at least 1, got {workers}", EXIT_BAD_INPUT)
     if on_error not in ("fail", "quarantine"):
         _fail(f"--on-error must be fail or quarantine, not {on_error!r}", EXIT_BAD_INPUT)
     summary_path = summary or out.with_name(f"{out.name.split('.')[0]}.summary.json")
@@ -110,6 +113,7 @@ def convert(
             split=split,
             options=ConvertOptions(verifier=verifier),
             on_batch=advance,
+            workers=workers,
         )
         write_atomic(summary_path, (json.dumps(report.as_dict(), indent=2) + "\n").encode())
     for line in report.first_errors:
@@ -200,6 +204,7 @@ def dedup(
     kind: Annotated[Kind | None, typer.Option(help="Kind of rows (default: from the inputs).")] = None,
     on_error: Annotated[str, typer.Option(help="fail, or quarantine bad input rows to OUT/quarantine.jsonl.")] = "fail",
     overwrite: Annotated[bool, typer.Option(help="Replace OUT even when it holds another command's or other inputs' output.")] = False,
+    workers: Annotated[int | None, typer.Option(help="Batches worked on at once (default: the cores); same outputs.")] = None,
 ) -> None:
     """Remove exact and near duplicates within and across inputs: in = kept + removed (+ quarantined)."""
     from thresher.curation.dedup import DedupConfig
@@ -228,6 +233,7 @@ def dedup(
         embedding_model=model,
         cache_dir=str(cache_dir) if cache_dir else None,
         device=device,
+        workers=workers,
     )
     with progress_bar() as progress:
         task = progress.add_task("dedup: reading", total=None, rate="")

@@ -24,6 +24,7 @@ from thresher.formats import columnar
 from thresher.formats.shapes import SHAPES_BY_NAME, ConvertOptions, Shape, allowed_kinds, default_kind, detect_shape
 from thresher.io.sources import BATCH_ROWS, Block, InputSpec, RawRow, read_blocks, read_raw, resolve_input
 from thresher.io.writers import open_writer
+from thresher.parallel import default_workers, ordered_map
 from thresher.records import (
     CONTENT_FIELDS,
     Kind,
@@ -179,13 +180,23 @@ def good_records(
     return records
 
 
-def convert_block(
-    block: Block, plan: InputPlan, options: ConvertOptions, counts: Account, set_aside: Callable[[Outcome], None]
+Prepared = tuple[Block, "tuple[pa.Table, np.ndarray] | None"]
+
+
+def prepare_block(block: Block, plan: InputPlan, options: ConvertOptions) -> Prepared:
+    """The part of converting a block that has no side effects (parsing, the column-wise converter): it may run
+    on a worker thread; ``finish_block`` does the rest, in input order."""
+    block = block.parsed()
+    return block, _columnar(block, plan, options)
+
+
+def finish_block(
+    prepared: Prepared, plan: InputPlan, options: ConvertOptions, counts: Account, set_aside: Callable[[Outcome], None]
 ) -> pa.Table:
-    """A block's canonical rows, in order: column-wise where ``formats.columnar`` is sure of a row, the rest
-    row by row (bad ones to ``set_aside``). ``counts`` is updated."""
+    """A prepared block's canonical rows, in order: the column-wise ones and, in their places, the rows the
+    row-wise converter took (bad ones to ``set_aside``). ``counts`` is updated."""
+    block, fast = prepared
     schema = schema_for(plan.kind)
-    fast = _columnar(block, plan, options)
     if fast is None:
         rows = block.rows if block.rows is not None else [block.raw(i) for i in range(block.num_rows)]
         records = good_records(rows, plan, options, counts, set_aside)
@@ -201,6 +212,21 @@ def convert_block(
         table = table.take(pa.array(np.argsort(where, kind="stable")))
     counts.rows_out += table.num_rows
     return table
+
+
+def converted_blocks(
+    plan: InputPlan,
+    options: ConvertOptions,
+    counts: Account,
+    set_aside: Callable[[Outcome], None],
+    batch_rows: int = BATCH_ROWS,
+    workers: int = 1,
+) -> Iterator[tuple[Block, pa.Table]]:
+    """Every block of the input with its canonical rows, in input order; ``workers`` blocks are prepared at
+    once (the result does not depend on how many)."""
+    blocks = read_blocks(plan.spec, batch_rows)
+    for prepared in ordered_map(lambda block: prepare_block(block, plan, options), blocks, workers):
+        yield prepared[0], finish_block(prepared, plan, options, counts, set_aside)
 
 
 def _columnar(block: Block, plan: InputPlan, options: ConvertOptions) -> tuple[pa.Table, np.ndarray] | None:
@@ -248,12 +274,14 @@ def canonical_batches(
     batch_rows: int = BATCH_ROWS,
     skip_bad: bool = False,
     shape_name: str | None = None,
+    workers: int | None = None,
 ) -> Iterator[tuple[Kind, pa.Table]]:
     """One input as Arrow tables of canonical rows, streamed in batches.
 
-    A canonical Parquet file is read as it is; anything else is converted row by row, bad rows
-    going to ``quarantine``, or counted only with ``skip_bad`` (a second pass over an input whose
-    bad rows were already quarantined), or else raising their RowError. ``counts`` is updated.
+    A canonical Parquet file is read as it is; anything else is converted (``workers`` blocks at once,
+    default the cores; the result does not depend on it), bad rows going to ``quarantine``, or counted
+    only with ``skip_bad`` (a second pass over an input whose bad rows were already quarantined), or
+    else raising their RowError. ``counts`` is updated.
     """
     resolved = spec if isinstance(spec, InputSpec) else resolve_input(spec)
     counts = counts if counts is not None else Account(resolved.path)
@@ -276,8 +304,8 @@ def canonical_batches(
         if quarantine is not None:
             quarantine.write(outcome.error, outcome.raw)
 
-    for block in read_blocks(plan.spec, batch_rows):
-        yield plan.kind, convert_block(block, plan, options, counts, set_aside)
+    for _, table in converted_blocks(plan, options, counts, set_aside, batch_rows, workers or default_workers()):
+        yield plan.kind, table
 
 
 def open_parquet(path: str) -> pq.ParquetFile:
@@ -369,13 +397,16 @@ def convert(
     options: ConvertOptions | None = None,
     on_batch: Callable[[str, int], None] | None = None,
     max_reported_errors: int = 50,
+    workers: int | None = None,
 ) -> ConvertReport:
     """Convert ``inputs`` to canonical rows of one kind in ``out``.
 
     ``on_error="fail"`` stops at the first bad row (raising RowError, nothing written);
     ``"quarantine"`` writes bad rows with their reasons to the quarantine file and goes on.
+    ``workers`` blocks are converted at once (default: the cores); the output does not depend on it.
     """
     started = time.perf_counter()
+    workers = workers or default_workers()
     kind = as_kind(kind)
     options = options or ConvertOptions()
     specs = [resolve_input(s, source=source, split=split) for s in inputs]
@@ -402,8 +433,8 @@ def convert(
                 if len(report.first_errors) < max_reported_errors:
                     report.first_errors.append(str(outcome.error))
 
-            for block in read_blocks(plan.spec, BATCH_ROWS):
-                writer.write_table(convert_block(block, plan, options, counts, set_aside))
+            for block, table in converted_blocks(plan, options, counts, set_aside, BATCH_ROWS, workers):
+                writer.write_table(table)
                 if on_batch:
                     on_batch(spec.path, block.num_rows)
             report.total.add(counts)

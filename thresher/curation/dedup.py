@@ -37,6 +37,7 @@ from thresher.device import pick_compute_path
 from thresher.errors import InputError
 from thresher.io.sources import resolve_input
 from thresher.io.writers import open_writer
+from thresher.parallel import default_workers, ordered_map
 from thresher.records import Kind, schema_for, texts
 
 Method = Literal["exact", "minhash", "embedding"]
@@ -68,6 +69,7 @@ class DedupConfig:
     device: str = "cpu"
     batch_rows: int = 8192
     normalize: NormalizeConfig = field(default_factory=NormalizeConfig)
+    workers: int | None = None  # batches worked on at once (default: the cores); outputs do not depend on it
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -80,8 +82,8 @@ class DedupConfig:
             raise InputError(f"threshold must be in (0, 1], got {self.threshold}")
         if (self.bands is None) != (self.rows_per_band is None):
             raise InputError("give both bands and rows_per_band, or neither")
-        for name, low in (("ngram", 1), ("num_perm", 1), ("neighbours", 1), ("batch_rows", 1)):
-            if getattr(self, name) < low:
+        for name, low in (("ngram", 1), ("num_perm", 1), ("neighbours", 1), ("batch_rows", 1), ("workers", 1)):
+            if getattr(self, name) is not None and getattr(self, name) < low:
                 raise InputError(f"--{name.replace('_', '-')} must be at least {low}, got {getattr(self, name)}")
         if self.bands is not None and self.rows_per_band is not None:
             if self.bands < 1 or self.rows_per_band < 1:
@@ -115,6 +117,11 @@ class Features:
     exact: list[np.ndarray] = field(default_factory=list)
     signature: list[np.ndarray] = field(default_factory=list)
     texts: list[pl.Series] = field(default_factory=list)  # only kept for the embedding method
+
+    def extend(self, other: Features) -> None:
+        """Append ``other``'s rows after these."""
+        for name in ("input_index", "source", "ids", "length", "exact", "signature", "texts"):
+            getattr(self, name).extend(getattr(other, name))
 
     def finish(self) -> FeatureArrays:
         def cat(parts: list[np.ndarray], width: int | None = None, dtype: Any = np.int64) -> np.ndarray:
@@ -214,6 +221,7 @@ def iter_inputs(
     batch_rows: int,
     skip_bad: bool = False,
     spool: Spool | None = None,
+    workers: int | None = None,
 ) -> Iterator[tuple[int, Kind, pa.Table]]:
     """Canonical batches of every input in order, checking they are all of one kind. With ``spool``: the first
     pass (``skip_bad`` false) keeps what it converts there, later passes read it back."""
@@ -227,7 +235,7 @@ def iter_inputs(
         spec = resolve_input(name)
         keep = spool is not None and not skip_bad and spec.format != "parquet"
         counted = counts.setdefault(name, Account(name))
-        for found, table in canonical_batches(spec, seen_kind, counted, quarantine, batch_rows, skip_bad=skip_bad):
+        for found, table in canonical_batches(spec, seen_kind, counted, quarantine, batch_rows, skip_bad, workers=workers):
             if seen_kind is None:
                 seen_kind = found
             if found != seen_kind:
@@ -250,11 +258,19 @@ def scan(
     counts: dict[str, Account] = {}
     features = Features()
     found_kind = kind
-    for index, batch_kind, table in iter_inputs(inputs, kind, counts, quarantine, config.batch_rows, spool=spool):
+
+    def batch_features(item: tuple[int, Kind, pa.Table]) -> tuple[Kind, int, Features]:
+        index, batch_kind, table = item
+        found = Features()
+        _batch_features(table, batch_kind, index, config, found)
+        return batch_kind, table.num_rows, found
+
+    batches = iter_inputs(inputs, kind, counts, quarantine, config.batch_rows, spool=spool, workers=config.workers)
+    for batch_kind, rows, found in ordered_map(batch_features, batches, config.workers or default_workers()):
         found_kind = batch_kind
-        _batch_features(table, batch_kind, index, config, features)
+        features.extend(found)
         if on_batch:
-            on_batch(table.num_rows)
+            on_batch(rows)
     return found_kind or Kind.SFT, features.finish(), counts
 
 

@@ -65,17 +65,46 @@ class Block:
     rows: list[RawRow] | None = None
     lines: list[bytes] | None = None  # JSONL: each row's line
     missing_as_null: bool = False  # JSONL: a null may stand for a field the row does not have
-    rename: dict[str, str] = field(default_factory=dict)
+    rename: dict[str, str] = field(default_factory=dict)  # field renames (``InputSpec.rename``)
+    renamed: bool = False  # ``table`` / ``rows`` have the new names
 
     @property
     def num_rows(self) -> int:
-        return self.table.num_rows if self.table is not None else len(self.rows or ())
+        if self.table is not None:
+            return self.table.num_rows
+        return len(self.rows) if self.rows is not None else len(self.lines or ())
 
     def location(self, i: int) -> Location:
         return Location(self.path, self.start + i, None if self.first_line is None else self.first_line + i)
 
+    def parsed(self) -> Block:
+        """The block parsed (JSONL blocks come from ``read_blocks`` as lines, so that parsing can run on a
+        worker thread: column-wise where Arrow's reader can) and its fields renamed."""
+        if self.table is None and self.rows is None:
+            assert self.lines is not None and self.first_line is not None
+            self.table = _jsonl_table(self.lines)
+            if self.table is None:
+                self.rows = _jsonl_rows(Path(self.path), self.lines, self.start, self.first_line)
+                self.lines = None
+        if self.rename and not self.renamed:
+            self._rename()
+        return self
+
+    def _rename(self) -> None:
+        self.renamed = True
+        if self.rows is not None:
+            self.rows = list(_renamed(iter(self.rows), self.rename))
+            return
+        assert self.table is not None
+        names = [self.rename.get(name, name) for name in self.table.column_names]
+        if len(set(names)) == len(names):
+            self.table = self.table.rename_columns(names)
+        else:  # a rename onto a field the rows already have: the row-wise rules decide which value stays
+            self.rows = [self.raw(i) for i in range(self.num_rows)]
+            self.table = self.lines = None
+
     def raw(self, i: int) -> RawRow:
-        """Row ``i`` as the row-wise reader gives it."""
+        """Row ``i`` of a parsed block, as the row-wise reader gives it."""
         if self.rows is not None:
             return self.rows[i]
         assert self.table is not None
@@ -192,32 +221,34 @@ def _read_jsonl(path: Path) -> Iterator[RawRow]:
 
 
 def _jsonl_blocks(path: Path, batch_rows: int, columnar: bool = True) -> Iterator[Block]:
-    """A JSONL file ``batch_rows`` lines at a time, each block parsed column-wise where it can be."""
+    """A JSONL file ``batch_rows`` lines at a time; a block without blank lines is left unparsed for
+    ``Block.parsed`` (column-wise where it can be), any other is parsed row by row here."""
     row, line_no = 0, 1
     with open_binary(path) as f:
         while lines := list(islice(f, batch_rows)):
             if line_no == 1:
                 lines[0] = lines[0].removeprefix(BOM)  # a byte-order mark is not part of row 1
-            table = _jsonl_table(lines) if columnar else None
-            if table is None:
+            if columnar and not _has_blank_line(lines):
+                yield Block(str(path), row, line_no, lines=lines, missing_as_null=True)
+                row += len(lines)
+            else:
                 rows = _jsonl_rows(path, lines, row, line_no)
                 yield Block(str(path), row, rows=rows)
                 row += len(rows)
-            else:
-                yield Block(str(path), row, line_no, table=table, lines=lines, missing_as_null=True)
-                row += len(lines)
             line_no += len(lines)
 
 
-_BLANK_LINE = re.compile(rb"(?:\A|\n)[ \t\r\x0b\x0c]*\n")
+_BLANK_LINE = re.compile(rb"\n[ \t\r\x0b\x0c]*\n")  # starts with a literal: 30x faster than with \A|\n
+
+
+def _has_blank_line(lines: list[bytes]) -> bool:
+    return not lines[0].strip() or not lines[-1].strip() or bool(_BLANK_LINE.search(b"".join(lines)))
 
 
 def _jsonl_table(lines: list[bytes]) -> pa.Table | None:
-    """Lines parsed by Arrow's JSON reader, or None unless every line is exactly one JSON object of valid
-    UTF-8 whose fields keep one type throughout (then the row-wise reader decides, row by row)."""
+    """Lines (none blank) parsed by Arrow's JSON reader, or None unless every line is exactly one JSON object
+    of valid UTF-8 whose fields keep one type throughout (then the row-wise reader decides, row by row)."""
     data = b"".join(lines)
-    if _BLANK_LINE.search(data) or not lines[-1].strip():
-        return None
     try:
         data.decode("utf-8")  # Arrow's reader does not check
         table = pa_json.read_json(io.BytesIO(data))
@@ -363,16 +394,7 @@ def _parquet_blocks(paths: list[Path], batch_rows: int) -> Iterator[Block]:
 
 def _renamed_blocks(blocks: Iterator[Block], rename: dict[str, str]) -> Iterator[Block]:
     for block in blocks:
-        block.rename = rename
-        if block.table is not None:
-            names = [rename.get(name, name) for name in block.table.column_names]
-            if len(set(names)) == len(names):
-                block.table = block.table.rename_columns(names)
-            else:  # a rename onto a field the rows already have: the row-wise rules decide which value stays
-                block.rows = [block.raw(i) for i in range(block.num_rows)]
-                block.table = block.lines = None
-        elif block.rows is not None:
-            block.rows = list(_renamed(iter(block.rows), rename))
+        block.rename = rename  # applied by Block.parsed
         yield block
 
 
