@@ -377,6 +377,20 @@ def test_audit_fields_choose_the_turns(shared_data: Path, tmp_path: Path) -> Non
     }
 
 
+def test_one_or_two_workers_find_the_same_matches(shared_data: Path, tmp_path: Path) -> None:
+    """Batches are prepared (turns, word hashes, index lookups, MinHash pairs) on worker threads and scanned in
+    input order: with 1 and 2 workers and small batches, the matches and counts are identical."""
+    train = tmp_path / "train.jsonl"
+    _write_training_file(train, shared_data)
+    benches = load_benchmarks([f"gsm8k={shared_data / 'gsm8k/test.jsonl'}"])
+    results = []
+    for workers in (1, 2):
+        config = AuditConfig(methods=("ngram", "minhash"), batch_rows=16, workers=workers)
+        result = run_audit([str(train)], benches, config)
+        results.append((result.matches, {k: c.as_dict() for k, c in result.counts.items()}))
+    assert results[0][0].height >= 2 and results[0][0].equals(results[1][0]) and results[0][1] == results[1][1]
+
+
 @pytest.mark.slow
 def test_minhash_and_embedding_methods(shared_data: Path) -> None:
     from thresher.decontam.similarity import EmbeddingDetector, MinhashDetector

@@ -33,6 +33,7 @@ from thresher.decontam.rephrase import RephraseConfig, rephrase_matches
 from thresher.decontam.similarity import EmbeddingDetector, EmbeddingMatchConfig, MinhashDetector, MinhashMatchConfig
 from thresher.errors import InputError
 from thresher.io.sources import resolve_input
+from thresher.parallel import default_workers, ordered_map
 from thresher.records import FIELDS, Fields, Kind, turns
 
 METHODS: tuple[str, ...] = ("ngram", "minhash", "embedding", "rephrase", "judge")
@@ -61,6 +62,7 @@ class AuditConfig:
     rephrase: RephraseConfig = field(default_factory=RephraseConfig)
     judge: JudgeConfig | None = None
     batch_rows: int = 8192
+    workers: int | None = None  # batches worked on at once (default: the cores); results do not depend on it
     calibrate: int = 0  # plant this many controlled item variants into copies of sampled rows and measure recall
     calibrate_seed: int = 0
 
@@ -246,13 +248,22 @@ def run_audit(
     sample = RowSample(config.calibrate, config.calibrate_seed)
     counts: dict[str, Account] = {}
     offset = 0
+    workers = config.workers or default_workers()
+
+    def prepare(item: tuple[Kind, pa.Table]) -> tuple[pa.Table, TrainBatch, list[Any]]:
+        found, table = item
+        turns = train_turns(table, found, config.fields)
+        batch = TrainBatch.of(turns.list.join("\n").alias("text"), 0, turns=turns)
+        return table, batch, [d.prepare(batch) for d in detectors]
+
     for name in train:
         counted = counts.setdefault(name, Account(name))
         first_in_input = 0
-        for found, table in canonical_batches(resolve_input(name), kind, counted, quarantine, config.batch_rows):
-            turns = train_turns(table, found, config.fields)
-            batch = TrainBatch.of(turns.list.join("\n").alias("text"), offset, turns=turns)
-            rows = np.unique(np.concatenate([d.scan(batch) for d in detectors]))  # every config has a detector
+        batches = canonical_batches(resolve_input(name), kind, counted, quarantine, config.batch_rows, workers=workers)
+        for table, batch, prepared in ordered_map(prepare, batches, workers):
+            batch.offset = offset
+            scanned = [d.scan(batch, p) for d, p in zip(detectors, prepared, strict=True)]
+            rows = np.unique(np.concatenate(scanned))  # every config has a detector
             ledger.add(batch, table, name, first_in_input, rows.astype(np.int64))
             sample.add(batch)
             offset += len(batch)

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from thresher.cache import cache_root
 from thresher.cli_common import EXIT_BAD_INPUT, fail, out_console
+from thresher.errors import InputError
 from thresher.io.outputs import committed_folder
 from thresher.records import Kind
 
@@ -48,6 +49,7 @@ def _config(
     rephrase_threshold: float = 0.5,
     rephrase_from: float = 0.6,
     embed_backend: str = "onnx",
+    workers: int | None = None,
 ) -> Any:
     from thresher.decontam.audit import AuditConfig
     from thresher.decontam.judge import JudgeConfig
@@ -79,6 +81,7 @@ def _config(
         judge=JudgeConfig(judge_model, candidates_from=judge_from, threshold=judge_threshold, device=device) if judge_model else None,
         rephrase=RephraseConfig(threshold=rephrase_threshold, candidates_from=rephrase_from),
         calibrate=calibrate,
+        workers=workers,
     )
 
 
@@ -206,7 +209,10 @@ def register(app: typer.Typer) -> None:
             overwrite: Annotated[
                 bool, typer.Option(help="Replace OUT even when it holds another command's or other inputs' output.")
             ] = False,
+            workers: Annotated[int | None, typer.Option(help="Batches worked on at once (default: the cores); same outputs.")] = None,
         ) -> None:
+            if workers is not None and workers < 1:
+                raise InputError(f"--workers must be at least 1, got {workers}")
             config = _config(
                 methods,
                 fields,
@@ -230,6 +236,7 @@ def register(app: typer.Typer) -> None:
                 rephrase_threshold,
                 rephrase_from,
                 embed_backend,
+                workers,
             )
             report = _run(train, bench, out, bench_fields, config, kind, on_error, top, split, overwrite)
             if split:

@@ -77,8 +77,14 @@ class Detector(Protocol):
 
     name: str
 
-    def scan(self, batch: TrainBatch) -> np.ndarray:
-        """Look at one batch; return the local rows that may match (their texts are kept for evidence)."""
+    def prepare(self, batch: TrainBatch) -> Any:
+        """The part of scanning one batch that learns nothing from earlier batches (it may run on a worker
+        thread, several batches at once); None when there is no such part."""
+        ...
+
+    def scan(self, batch: TrainBatch, prepared: Any = None) -> np.ndarray:
+        """Look at one batch (in input order), with what ``prepare`` gave for it or None (then scan prepares
+        itself); return the local rows that may match (their texts are kept for evidence)."""
         ...
 
     def finish(self) -> pl.DataFrame:

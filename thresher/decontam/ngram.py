@@ -264,8 +264,11 @@ class NgramDetector:
         self.train_df = np.zeros(len(self.index.keys), dtype=np.int64)
         self.kept_hits: list[pl.DataFrame] = []
 
-    def scan(self, batch: TrainBatch) -> np.ndarray:
-        hits = self.index.lookup(batch)
+    def prepare(self, batch: TrainBatch) -> pl.DataFrame:
+        return self.index.lookup(batch)
+
+    def scan(self, batch: TrainBatch, prepared: pl.DataFrame | None = None) -> np.ndarray:
+        hits = prepared if prepared is not None else self.index.lookup(batch)
         if hits.is_empty():
             return np.zeros(0, dtype=np.int64)
         distinct = hits.select("row", "gram").unique()["gram"].to_numpy()

@@ -100,7 +100,8 @@ class MinhashDetector(_Collected):
         grams = ngram_hashes(words, self.config.ngram, short_rows="whole")
         return signatures(grams, len(words), self.params, self.device)
 
-    def scan(self, batch: TrainBatch) -> np.ndarray:
+    def prepare(self, batch: TrainBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Local rows, items and estimated Jaccard of the pairs at or above the floor."""
         sigs = self._signatures(batch.words)
         keys = band_keys(sigs, self.banding)
         valid = ~empty_rows(sigs)
@@ -108,12 +109,18 @@ class MinhashDetector(_Collected):
         frame = pl.DataFrame({"band": band.astype(np.int64), "key": keys[row, band], "row": row.astype(np.int64)})
         pairs = frame.join(self.buckets, on=["band", "key"]).select("row", "item").unique()
         if pairs.is_empty():
-            return np.zeros(0, dtype=np.int64)
+            nothing = np.zeros(0, dtype=np.int64)
+            return nothing, nothing, np.zeros(0)
         rows, items = pairs["row"].to_numpy(), pairs["item"].to_numpy()
         scores = estimate_jaccard(sigs[rows], self.item_signatures[items])
         keep = scores >= self.config.floor
-        self.found.append(_as_matches(rows[keep] + batch.offset, items[keep], scores[keep], self.name))
-        return np.unique(rows[keep])
+        return rows[keep], items[keep], scores[keep]
+
+    def scan(self, batch: TrainBatch, prepared: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+        rows, items, scores = prepared if prepared is not None else self.prepare(batch)
+        if len(rows):
+            self.found.append(_as_matches(rows + batch.offset, items, scores, self.name))
+        return np.unique(rows)
 
 
 @dataclass(frozen=True)
@@ -170,7 +177,10 @@ class EmbeddingDetector(_Collected):
         self.k = min(3 * config.neighbours, len(texts))  # an item's three vectors may all be near
         self.found: list[pl.DataFrame] = []
 
-    def scan(self, batch: TrainBatch) -> np.ndarray:
+    def prepare(self, batch: TrainBatch) -> None:
+        return None  # the encoder runs in order, on the calling thread
+
+    def scan(self, batch: TrainBatch, prepared: None = None) -> np.ndarray:
         if batch.turns is not None:
             exploded = pl.DataFrame({"row": np.arange(len(batch)), "turn": batch.turns}).explode("turn").drop_nulls()
             exploded = exploded.filter(pl.col("turn").str.len_chars() > 0)
