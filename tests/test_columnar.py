@@ -98,6 +98,20 @@ def _convert(path: Path, tmp: Path, name: str, batch_rows: int) -> tuple[list[di
     return rows, counts.as_dict(), quarantine.read_text() if quarantine.exists() else ""
 
 
+def _count_column_wise(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A counter (one number in a list) of the rows the column-wise converter takes from now on."""
+    taken = [0]
+    original = convert_module._columnar
+
+    def counting(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        found = original(*args, **kwargs)
+        taken[0] += int(found[1].sum()) if found else 0
+        return found
+
+    monkeypatch.setattr(convert_module, "_columnar", counting)
+    return taken
+
+
 def _row_wise(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(columnar, "CONVERTERS", {})
 
@@ -107,16 +121,7 @@ def test_column_wise_equals_row_wise_on_random_hostile_rows(shape: str, tmp_path
     seed = int.from_bytes(os.urandom(4), "little")
     path = tmp_path / f"{shape}.jsonl"
     _write(path, random.Random(seed), shape, 3000)
-    taken = 0
-    original = convert_module._columnar
-
-    def counting(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
-        nonlocal taken
-        found = original(*args, **kwargs)
-        taken += int(found[1].sum()) if found else 0
-        return found
-
-    monkeypatch.setattr(convert_module, "_columnar", counting)
+    taken = _count_column_wise(monkeypatch)
     fast = _convert(path, tmp_path, "fast", batch_rows=700)
     _row_wise(monkeypatch)
     slow = _convert(path, tmp_path, "slow", batch_rows=700)
@@ -124,7 +129,7 @@ def test_column_wise_equals_row_wise_on_random_hostile_rows(shape: str, tmp_path
     assert fast[2] == slow[2], f"seed {seed}: quarantine files differ"
     for got, want in zip(fast[0], slow[0], strict=True):
         assert got == want, f"seed {seed}"
-    assert taken > 0, f"seed {seed}: no row went column-wise"
+    assert taken[0] > 0, f"seed {seed}: no row went column-wise"
 
 
 def test_real_rows_go_column_wise_and_a_few_bad_ones_row_by_row(shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -140,21 +145,12 @@ def test_real_rows_go_column_wise_and_a_few_bad_ones_row_by_row(shared_data: Pat
             if i % 50 == 7:
                 row["conversations"] = [{"from": "narrator", "value": "Once."}]
             f.write(json.dumps(row) + "\n")
-    taken = 0
-    original = convert_module._columnar
-
-    def counting(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
-        nonlocal taken
-        found = original(*args, **kwargs)
-        taken += int(found[1].sum()) if found else 0
-        return found
-
-    monkeypatch.setattr(convert_module, "_columnar", counting)
+    taken = _count_column_wise(monkeypatch)
     fast = _convert(path, tmp_path, "fast", batch_rows=1000)
     _row_wise(monkeypatch)
     slow = _convert(path, tmp_path, "slow", batch_rows=1000)
     assert fast == slow
-    assert fast[1]["quarantined_by_reason"] == {"unknown_role": 80} and taken == fast[1]["out"] == 3920
+    assert fast[1]["quarantined_by_reason"] == {"unknown_role": 80} and taken[0] == fast[1]["out"] == 3920
 
 
 def test_the_negative_control_fails_a_whitespace_rule_that_is_not_pythons(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
