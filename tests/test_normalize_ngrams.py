@@ -111,3 +111,19 @@ def test_words_of_normalized_text_equal_word_tokens(shared_data: Path) -> None:
         NormalizeConfig(punctuation_to_space=False, collapse_whitespace=False, lowercase=False),
     ):
         assert words_of(normalize(texts, config)).to_list() == word_tokens(texts, config).to_list()
+
+
+def test_hashing_in_bounded_chunks_gives_the_one_pass_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Large batches are hashed a run of ranges at a time (memory stays bounded); fresh random texts, rows
+    from empty to longer than a chunk: the hashes equal those of one pass, for strings and for words."""
+    import thresher.curation.ngrams as ngrams
+
+    rng = random.Random()
+    texts = ["".join(rng.choice("ab c1é\n") for _ in range(rng.choice([0, 1, 9, 400, 3000]))) for _ in range(500)]
+    words = pa.array([t.encode("ascii", "ignore").decode() for t in texts], pa.large_string())
+    strings = pa.array(texts, pa.large_string())
+    whole = hash_strings(strings, seed=7), ngrams.ascii_word_hashes(words).hash
+    for chunk in (1, 13, 2048):
+        monkeypatch.setattr(ngrams, "CHUNK_BYTES", chunk)
+        assert np.array_equal(hash_strings(strings, seed=7), whole[0]), chunk
+        assert np.array_equal(ngrams.ascii_word_hashes(words).hash, whole[1]), chunk

@@ -70,8 +70,30 @@ def _string_buffer(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     return data, offsets - base
 
 
+CHUNK_BYTES = 1 << 23  # bytes hashed per pass: the uint64 temporaries take ~40 bytes per byte (~320 MiB)
+
+
 def _hash_ranges(data: np.ndarray, starts: np.ndarray, ends: np.ndarray, seed: int) -> np.ndarray:
-    """The hash of each byte range ``data[start:end]``: ``h = sum_j (byte_j + 1) * P**j`` from prefix sums."""
+    """The hash of each byte range ``data[start:end]`` (ranges in order: starts and ends non-decreasing).
+
+    Runs of ranges spanning at most ``CHUNK_BYTES`` are hashed one run at a time (a longer range alone), so
+    memory stays bounded whatever the batch size; a hash depends only on its range's bytes, so the runs
+    give the same hashes as one pass."""
+    if len(data) <= CHUNK_BYTES or not len(starts):
+        return _hash_ranges_once(data, starts, ends, seed)
+    out = np.empty(len(starts), dtype=_U64)
+    i = 0
+    while i < len(starts):
+        low = int(starts[i])
+        j = max(i + 1, int(np.searchsorted(ends, low + CHUNK_BYTES, side="right")))
+        high = int(ends[i:j].max())
+        out[i:j] = _hash_ranges_once(data[low:high], starts[i:j] - low, ends[i:j] - low, seed)
+        i = j
+    return out
+
+
+def _hash_ranges_once(data: np.ndarray, starts: np.ndarray, ends: np.ndarray, seed: int) -> np.ndarray:
+    """``_hash_ranges`` in one pass: ``h = sum_j (byte_j + 1) * P**j`` from prefix sums."""
     total = len(data)
     prefix = np.zeros(total + 1, dtype=_U64)
     np.cumsum((data.astype(_U64) + _U64(1)) * _powers(_P, total), dtype=_U64, out=prefix[1:])

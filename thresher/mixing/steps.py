@@ -133,7 +133,9 @@ def dedup(frame: pl.DataFrame, step: DedupStep, ctx: StepContext) -> StepResult:
         if not len(rows):
             continue
         features = Features()
-        add_text_features(texts.gather(rows), [ids[i] for i in rows], frame["source"].gather(rows).to_list(), 0, config, features)
+        for start in range(0, len(rows), config.batch_rows):  # per batch, as the dedup command: bounded memory
+            part = rows[start : start + config.batch_rows]
+            add_text_features(texts.gather(part), [ids[i] for i in part], frame["source"].gather(part).to_list(), 0, config, features)
         arrays = features.finish()
         arrays.input_index = rank[rows]
         decided = decide(arrays, config)
