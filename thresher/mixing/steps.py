@@ -120,7 +120,7 @@ def dedup(frame: pl.DataFrame, step: DedupStep, ctx: StepContext) -> StepResult:
         num_perm=step.num_perm,
         embedding_model=step.model,
     )
-    texts = dedup_texts(frame.select(schema_for(ctx.kind).names).to_arrow(), ctx.kind, step.field)
+    content = frame.select(schema_for(ctx.kind).names)
     rank = _priority_rank(frame, ctx.sources)
     groups = (
         [np.arange(frame.height)] if step.scope == "across" else [np.flatnonzero(frame["source"].to_numpy() == s.name) for s in ctx.sources]
@@ -135,7 +135,8 @@ def dedup(frame: pl.DataFrame, step: DedupStep, ctx: StepContext) -> StepResult:
         features = Features()
         for start in range(0, len(rows), config.batch_rows):  # per batch, as the dedup command: bounded memory
             part = rows[start : start + config.batch_rows]
-            add_text_features(texts.gather(part), [ids[i] for i in part], frame["source"].gather(part).to_list(), 0, config, features)
+            texts = dedup_texts(content[part].to_arrow(), ctx.kind, step.field)  # a batch's texts at a time
+            add_text_features(texts, [ids[i] for i in part], frame["source"].gather(part).to_list(), 0, config, features)
         arrays = features.finish()
         arrays.input_index = rank[rows]
         decided = decide(arrays, config)
