@@ -35,7 +35,10 @@ def read_quarantine(path: str | Path) -> list[dict[str, Any]]:
     return [orjson.loads(line) for line in Path(path).read_bytes().splitlines()]
 
 
-def thresher(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the command line as a real subprocess."""
+def thresher(*args: str, cwd: Path | None = None, one_core: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run the command line as a real subprocess (``one_core``: pinned to one core, so every default worker
+    count is 1)."""
     env = {**os.environ, "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "thresher.cli", *args], capture_output=True, text=True, timeout=300, env=env, cwd=cwd)
+    pin = (lambda: os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})) if one_core else None
+    command = [sys.executable, "-m", "thresher.cli", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=cwd, preexec_fn=pin)

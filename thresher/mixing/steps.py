@@ -21,6 +21,7 @@ from thresher.decontam.ngram import NgramConfig
 from thresher.decontam.similarity import EmbeddingMatchConfig, MinhashMatchConfig
 from thresher.mixing.load import TokenCounter
 from thresher.mixing.spec import DecontaminateStep, DedupStep, LengthStep, NormalizeStep, SourceSpec, Step
+from thresher.parallel import default_workers, ordered_map
 from thresher.records import Kind, schema_for
 from thresher.stats import chars_expr, message_fields
 
@@ -132,11 +133,17 @@ def dedup(frame: pl.DataFrame, step: DedupStep, ctx: StepContext) -> StepResult:
     for rows in groups:
         if not len(rows):
             continue
+
+        def batch_features(part: np.ndarray) -> Features:  # a batch's texts only while it is hashed: bounded memory
+            found = Features()
+            texts = dedup_texts(content[part].to_arrow(), ctx.kind, step.field)
+            add_text_features(texts, [ids[i] for i in part], frame["source"].gather(part).to_list(), 0, config, found)
+            return found
+
         features = Features()
-        for start in range(0, len(rows), config.batch_rows):  # per batch, as the dedup command: bounded memory
-            part = rows[start : start + config.batch_rows]
-            texts = dedup_texts(content[part].to_arrow(), ctx.kind, step.field)  # a batch's texts at a time
-            add_text_features(texts, [ids[i] for i in part], frame["source"].gather(part).to_list(), 0, config, features)
+        parts = (rows[start : start + config.batch_rows] for start in range(0, len(rows), config.batch_rows))
+        for found in ordered_map(batch_features, parts, default_workers()):  # in order: the same for any core count
+            features.extend(found)
         arrays = features.finish()
         arrays.input_index = rank[rows]
         decided = decide(arrays, config)
