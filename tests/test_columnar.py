@@ -245,3 +245,21 @@ def test_ordered_map_keeps_input_order_and_raises_in_place() -> None:
             got.append(value)
     assert got == [i * i for i in range(7)]
     assert list(ordered_map(lambda i: -i, range(50), workers=3)) == [-i for i in range(50)]
+
+
+def test_a_column_wise_failure_leaves_the_block_to_the_row_wise_converter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Polars or Arrow error the column-wise checks did not foresee is no traceback: the block is converted
+    row by row, exactly as without the column-wise path."""
+    import polars as pl
+
+    path = tmp_path / "rows.jsonl"
+    rows = [{"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": "a"}]} for i in range(5)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    def broken(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise pl.exceptions.ComputeError("a type nobody foresaw")
+
+    monkeypatch.setattr(columnar, "CONVERTERS", {"messages": broken})
+    failing = _convert(path, tmp_path, "failing", batch_rows=10)
+    _row_wise(monkeypatch)
+    assert failing == _convert(path, tmp_path, "slow", batch_rows=10) and failing[1]["out"] == 5

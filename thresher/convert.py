@@ -230,14 +230,23 @@ def converted_blocks(
 
 
 def _columnar(block: Block, plan: InputPlan, options: ConvertOptions) -> tuple[pa.Table, np.ndarray] | None:
-    """The rows of ``block`` the column-wise converter is sure of, as canonical rows, and a mask of which."""
+    """The rows of ``block`` the column-wise converter is sure of, as canonical rows, and a mask of which;
+    None leaves the whole block to the row-wise converter (also when Polars or Arrow cannot handle a column
+    type the checks did not foresee: the row-wise path then decides, exactly as without this one)."""
     converter = columnar.CONVERTERS.get(plan.shape.name)
     if converter is None or block.table is None or block.num_rows == 0:
         return None
     try:
-        frame = pl.from_arrow(block.table)
+        return _columnar_rows(block, plan, options, converter)
     except (pl.exceptions.PolarsError, pa.ArrowException):
         return None
+
+
+def _columnar_rows(
+    block: Block, plan: InputPlan, options: ConvertOptions, converter: columnar.Converter
+) -> tuple[pa.Table, np.ndarray] | None:
+    assert block.table is not None
+    frame = pl.from_arrow(block.table)
     assert isinstance(frame, pl.DataFrame)
     if block.lines is not None:
         frame = frame.with_columns(pl.Series(columnar.LINE, block.lines, pl.Binary).cast(pl.String))
