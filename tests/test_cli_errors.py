@@ -38,29 +38,35 @@ def _cases(tmp: Path, data: Path) -> dict[tuple[str, ...], list[tuple[list[str],
     typo_pipeline.write_text(
         f"stages:\n  - name: d\n    run: dedup\n    inputs: [{data / 'sft/lima.json'}]\n    options: {{methodz: exact}}\n", encoding="utf-8"
     )
-    out = str(tmp / "out")
-    audit = ["--train", missing, "--bench", "gsm8k", "--out", out]
+    names = iter(range(100))
+
+    def out() -> str:  # each case its own output: the cases run two at a time, and a second run waits for no one
+        return str(tmp / f"out-{next(names)}")
+
+    def audit() -> list[str]:
+        return ["--train", missing, "--bench", "gsm8k", "--out", out()]
+
     return {
         ("version",): [(["--bogus"], 2)],
         ("formats",): [(["--bogus"], 2)],
         ("convert",): [
-            ([missing, "--out", str(tmp / "c.parquet")], EXIT_BAD_INPUT),
-            ([str(bad_row), "--out", str(tmp / "c.parquet")], EXIT_BAD_ROW),
+            ([missing, "--out", out() + ".parquet"], EXIT_BAD_INPUT),
+            ([str(bad_row), "--out", out() + ".parquet"], EXIT_BAD_ROW),
         ],
         ("inspect",): [([missing], EXIT_BAD_INPUT)],
         ("dedup",): [
-            ([missing, "--out", out], EXIT_BAD_INPUT),
-            ([str(data / "sft/lima.json"), "--out", out, "--method", "minhsh"], EXIT_BAD_INPUT),
-            ([str(bad_row), "--out", out], EXIT_BAD_ROW),
+            ([missing, "--out", out()], EXIT_BAD_INPUT),
+            ([str(data / "sft/lima.json"), "--out", out(), "--method", "minhsh"], EXIT_BAD_INPUT),
+            ([str(bad_row), "--out", out()], EXIT_BAD_ROW),
         ],
         ("benchmarks",): [(["--bogus"], 2)],
         ("audit",): [
-            (audit, EXIT_BAD_INPUT),
-            (["--train", str(bad_row), "--bench", "gsm8k", "--out", out, "--methods", "ngrm"], EXIT_BAD_INPUT),
+            (audit(), EXIT_BAD_INPUT),
+            (["--train", str(bad_row), "--bench", "gsm8k", "--out", out(), "--methods", "ngrm"], EXIT_BAD_INPUT),
         ],
-        ("decontaminate",): [(audit, EXIT_BAD_INPUT)],
-        ("mix",): [([missing, "--out", out], EXIT_BAD_INPUT), ([str(typo_mix), "--out", out], EXIT_BAD_INPUT)],
-        ("synth",): [([missing, "--out", out], EXIT_BAD_INPUT)],
+        ("decontaminate",): [(audit(), EXIT_BAD_INPUT)],
+        ("mix",): [([missing, "--out", out()], EXIT_BAD_INPUT), ([str(typo_mix), "--out", out()], EXIT_BAD_INPUT)],
+        ("synth",): [([missing, "--out", out()], EXIT_BAD_INPUT)],
         ("serve",): [([str(tmp / "no-model")], EXIT_BAD_INPUT)],
         ("run",): [([missing], EXIT_BAD_INPUT), ([str(typo_pipeline), "--dry-run"], EXIT_BAD_INPUT)],
         ("train", "sft"): [([missing], EXIT_BAD_INPUT), ([str(typo_train)], EXIT_BAD_INPUT)],
