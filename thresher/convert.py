@@ -24,7 +24,7 @@ from thresher.formats import columnar
 from thresher.formats.shapes import SHAPES_BY_NAME, ConvertOptions, Shape, allowed_kinds, default_kind, detect_shape
 from thresher.io.sources import BATCH_ROWS, Block, InputSpec, RawRow, read_blocks, read_raw, resolve_input
 from thresher.io.writers import open_writer
-from thresher.parallel import default_workers, ordered_map
+from thresher.parallel import ordered_map
 from thresher.records import (
     CONTENT_FIELDS,
     Kind,
@@ -220,10 +220,10 @@ def converted_blocks(
     counts: Account,
     set_aside: Callable[[Outcome], None],
     batch_rows: int = BATCH_ROWS,
-    workers: int = 1,
+    workers: int | None = None,
 ) -> Iterator[tuple[Block, pa.Table]]:
-    """Every block of the input with its canonical rows, in input order; ``workers`` blocks are prepared at
-    once (the result does not depend on how many)."""
+    """Every block of the input with its canonical rows, in input order; ``workers`` blocks (default: the
+    cores) are prepared at once (the result does not depend on how many)."""
     blocks = read_blocks(plan.spec, batch_rows)
     for prepared in ordered_map(lambda block: prepare_block(block, plan, options), blocks, workers):
         yield prepared[0], finish_block(prepared, plan, options, counts, set_aside)
@@ -313,7 +313,7 @@ def canonical_batches(
         if quarantine is not None:
             quarantine.write(outcome.error, outcome.raw)
 
-    for _, table in converted_blocks(plan, options, counts, set_aside, batch_rows, workers or default_workers()):
+    for _, table in converted_blocks(plan, options, counts, set_aside, batch_rows, workers):
         yield plan.kind, table
 
 
@@ -415,7 +415,6 @@ def convert(
     ``workers`` blocks are converted at once (default: the cores); the output does not depend on it.
     """
     started = time.perf_counter()
-    workers = workers or default_workers()
     kind = as_kind(kind)
     options = options or ConvertOptions()
     specs = [resolve_input(s, source=source, split=split) for s in inputs]

@@ -25,10 +25,11 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[R]:
-    """``map(fn, items)`` on ``workers`` threads, in input order, with at most ``2 * workers`` items in flight
-    (memory stays bounded); one worker runs in the calling thread. An error is raised where its item's
-    result would have been yielded."""
+def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int | None = None) -> Iterator[R]:
+    """``map(fn, items)`` on ``workers`` threads (None: ``default_workers()``), in input order, with at most
+    ``2 * workers`` items in flight (memory stays bounded); one worker runs in the calling thread. An error is
+    raised where its item's result would have been yielded."""
+    workers = workers or default_workers()
     if workers <= 1:
         yield from map(fn, items)
         return

@@ -37,7 +37,7 @@ from thresher.device import pick_compute_path
 from thresher.errors import InputError
 from thresher.io.sources import resolve_input
 from thresher.io.writers import open_writer
-from thresher.parallel import default_workers, ordered_map
+from thresher.parallel import ordered_map
 from thresher.records import Kind, schema_for, texts
 
 Method = Literal["exact", "minhash", "embedding"]
@@ -266,7 +266,7 @@ def scan(
         return batch_kind, table.num_rows, found
 
     batches = iter_inputs(inputs, kind, counts, quarantine, config.batch_rows, spool=spool, workers=config.workers)
-    for batch_kind, rows, found in ordered_map(batch_features, batches, config.workers or default_workers()):
+    for batch_kind, rows, found in ordered_map(batch_features, batches, config.workers):
         found_kind = batch_kind
         features.extend(found)
         if on_batch:

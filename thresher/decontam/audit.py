@@ -33,7 +33,7 @@ from thresher.decontam.rephrase import RephraseConfig, rephrase_matches
 from thresher.decontam.similarity import EmbeddingDetector, EmbeddingMatchConfig, MinhashDetector, MinhashMatchConfig
 from thresher.errors import InputError
 from thresher.io.sources import resolve_input
-from thresher.parallel import default_workers, ordered_map
+from thresher.parallel import ordered_map
 from thresher.records import FIELDS, Fields, Kind, turns
 
 METHODS: tuple[str, ...] = ("ngram", "minhash", "embedding", "rephrase", "judge")
@@ -248,7 +248,6 @@ def run_audit(
     sample = RowSample(config.calibrate, config.calibrate_seed)
     counts: dict[str, Account] = {}
     offset = 0
-    workers = config.workers or default_workers()
 
     def prepare(item: tuple[Kind, pa.Table]) -> tuple[pa.Table, TrainBatch, list[Any]]:
         found, table = item
@@ -259,8 +258,8 @@ def run_audit(
     for name in train:
         counted = counts.setdefault(name, Account(name))
         first_in_input = 0
-        batches = canonical_batches(resolve_input(name), kind, counted, quarantine, config.batch_rows, workers=workers)
-        for table, batch, prepared in ordered_map(prepare, batches, workers):
+        batches = canonical_batches(resolve_input(name), kind, counted, quarantine, config.batch_rows, workers=config.workers)
+        for table, batch, prepared in ordered_map(prepare, batches, config.workers):
             batch.offset = offset
             scanned = [d.scan(batch, p) for d, p in zip(detectors, prepared, strict=True)]
             rows = np.unique(np.concatenate(scanned))  # every config has a detector

@@ -284,14 +284,17 @@ def _read_json_document(path: Path) -> Iterator[RawRow]:
         yield _object_or_error(value, Location(str(path), row), orjson.dumps(value).decode())
 
 
-def _read_parquet(path: Path) -> Iterator[RawRow]:
-    import pyarrow.parquet as pq
+def _read_parquet(paths: list[Path]) -> Iterator[RawRow]:
+    for block in _parquet_blocks(paths, BATCH_ROWS):
+        assert block.table is not None
+        for i, value in enumerate(block.table.to_pylist()):
+            yield RawRow(block.location(i), data=value)
 
-    row = 0
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS):
-        for value in batch.to_pylist():
-            yield RawRow(Location(str(path), row), data=value)
-            row += 1
+
+def _parquet_files(spec: InputSpec) -> list[Path]:
+    """The Parquet files of a ``parquet`` input (itself) or a mixture folder (its shards, in order)."""
+    path = Path(spec.path)
+    return sorted(path.glob("mixture-*.parquet")) if spec.format == "parquet_shards" else [path]
 
 
 def _read_csv(path: Path, delimiter: str) -> Iterator[RawRow]:
@@ -371,10 +374,8 @@ def read_blocks(spec: InputSpec, batch_rows: int = BATCH_ROWS) -> Iterator[Block
     path = Path(spec.path)
     if spec.format == "jsonl":
         blocks = _jsonl_blocks(path, batch_rows)
-    elif spec.format == "parquet":
-        blocks = _parquet_blocks([path], batch_rows)
-    elif spec.format == "parquet_shards":
-        blocks = _parquet_blocks(sorted(path.glob("mixture-*.parquet")), batch_rows)
+    elif spec.format in ("parquet", "parquet_shards"):
+        blocks = _parquet_blocks(_parquet_files(spec), batch_rows)
     else:
         return (Block(spec.path, rows[0].location.row, rows=rows) for rows in batched(read_raw(spec), batch_rows))
     if spec.rename:
@@ -424,10 +425,8 @@ def _read_any(spec: InputSpec) -> Iterator[RawRow]:
         return _read_jsonl(path)
     if spec.format == "json":
         return _read_json_document(path)
-    if spec.format == "parquet":
-        return _read_parquet(path)
-    if spec.format == "parquet_shards":
-        return (row for shard in sorted(path.glob("mixture-*.parquet")) for row in _read_parquet(shard))
+    if spec.format in ("parquet", "parquet_shards"):
+        return _read_parquet(_parquet_files(spec))
     if spec.format in ("csv", "tsv"):
         return _read_csv(path, "," if spec.format == "csv" else "\t")
     if spec.format in ("hf_disk", "hf_hub"):

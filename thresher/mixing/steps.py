@@ -21,7 +21,7 @@ from thresher.decontam.ngram import NgramConfig
 from thresher.decontam.similarity import EmbeddingMatchConfig, MinhashMatchConfig
 from thresher.mixing.load import TokenCounter
 from thresher.mixing.spec import DecontaminateStep, DedupStep, LengthStep, NormalizeStep, SourceSpec, Step
-from thresher.parallel import default_workers, ordered_map
+from thresher.parallel import ordered_map
 from thresher.records import Kind, schema_for
 from thresher.stats import chars_expr, message_fields
 
@@ -142,7 +142,7 @@ def dedup(frame: pl.DataFrame, step: DedupStep, ctx: StepContext) -> StepResult:
 
         features = Features()
         parts = (rows[start : start + config.batch_rows] for start in range(0, len(rows), config.batch_rows))
-        for found in ordered_map(batch_features, parts, default_workers()):  # in order: the same for any core count
+        for found in ordered_map(batch_features, parts):  # in order: the same for any core count
             features.extend(found)
         arrays = features.finish()
         arrays.input_index = rank[rows]
