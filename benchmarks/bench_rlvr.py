@@ -30,9 +30,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
-sys.path.insert(0, str(REPO / "tests"))
 
-from conftest import SHARED_DATA  # noqa: E402
+from tests.helpers import SHARED_DATA  # noqa: E402
 
 GSM8K = SHARED_DATA / "gsm8k/test.jsonl"
 

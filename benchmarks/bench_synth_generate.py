@@ -23,14 +23,14 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO))
 
-from conftest import CHAT_TEMPLATE, SHARED_DATA  # noqa: E402
-
+from tests.helpers import SHARED_DATA  # noqa: E402
 from thresher.generation.sampling import SamplingParams  # noqa: E402
 from thresher.synth.backends.hf import TransformersBackend  # noqa: E402
 from thresher.synth.cache import RequestCache  # noqa: E402
 from thresher.synth.generate import generate_cached  # noqa: E402
+from thresher.tiny import CHAT_TEMPLATE  # noqa: E402
 
 
 def make_model(folder: Path, hidden: int, layers: int) -> Path:

@@ -9,15 +9,27 @@ from pathlib import Path
 
 import pytest
 
-# Tests run offline: a hub lookup would otherwise hang for over a minute before failing.
-for _name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
-    os.environ.setdefault(_name, "1")
-os.environ.setdefault("TRITON_INTERPRET", "1")
-# Caches (embeddings, reference log-probs) go to a folder of this test session, not the user's ~/.cache.
-os.environ.setdefault("THRESHER_CACHE_DIR", tempfile.mkdtemp(prefix="thresher-test-cache-"))
+from tests.helpers import SHARED_DATA
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("THRESHER_SHARED_DATA", REPO.parent / "shared" / "data"))
+# Importing this file changes nothing (benchmarks once imported it and inherited TRITON_INTERPRET=1 on a GPU).
+# The Makefile sets TRITON_INTERPRET and the offline flags for the suite; the hooks below, which only pytest
+# calls, give a bare ``pytest`` the rest for the length of its session.
+_SESSION_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+_patch = pytest.MonkeyPatch()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Offline (a hub lookup would hang for over a minute before failing), and caches (embeddings, reference
+    log-probs) in a folder of this session rather than the user's ~/.cache; before collection imports anything."""
+    for name, value in _SESSION_ENV.items():
+        if name not in os.environ:
+            _patch.setenv(name, value)
+    if "THRESHER_CACHE_DIR" not in os.environ:
+        _patch.setenv("THRESHER_CACHE_DIR", tempfile.mkdtemp(prefix="thresher-test-cache-"))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    _patch.undo()
 
 
 @pytest.fixture(scope="session")

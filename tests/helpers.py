@@ -1,4 +1,5 @@
-"""Small helpers for tests: reading canonical outputs back, and reference hash arithmetic."""
+"""Small helpers for tests and benchmarks, without side effects on import: where the real data lives, reading
+canonical outputs back, and reference hash arithmetic."""
 
 from __future__ import annotations
 
@@ -12,6 +13,10 @@ import orjson
 import pyarrow.parquet as pq
 
 M64 = (1 << 64) - 1
+
+REPO = Path(__file__).resolve().parents[1]
+# The shared data folder, read in place (never copied into the repo).
+SHARED_DATA = Path(os.environ.get("THRESHER_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
 def ref_fmix(h: int) -> int:

@@ -11,11 +11,12 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
-sys.path.insert(0, str(REPO / "tests"))
 
 from bench_synth_generate import make_model  # noqa: E402
-from conftest import SHARED_DATA  # noqa: E402
+
+from tests.helpers import SHARED_DATA  # noqa: E402
 
 
 def main() -> None:

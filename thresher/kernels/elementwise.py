@@ -7,14 +7,15 @@
   backward is the rotation by −θ.
 - SwiGLU: silu(gate) · up.
 
-On CPU tensors they run under ``TRITON_INTERPRET=1`` (tests); the model patch uses them on CUDA.
+On CPU tensors they run under ``TRITON_INTERPRET=1`` (tests); on CUDA compiled, never interpreted
+(``thresher.kernels.dispatch``); the model patch uses each where ``kernels`` chooses it.
 """
 
 from __future__ import annotations
 
 import torch
 
-from thresher.kernels.linear_logprobs import triton
+from thresher.kernels.dispatch import check_launch, triton
 from thresher.kernels.memory import output_like
 
 if triton is not None:
@@ -122,6 +123,7 @@ class _RMSNorm(torch.autograd.Function):
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """Fused RMSNorm over the last dimension (Triton)."""
+    check_launch(x)
     return _RMSNorm.apply(x, weight, eps)
 
 
@@ -151,6 +153,7 @@ def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, layout: str = "n
     position and frequency (positions may restart inside a row, as in packed sequences)."""
     if layout not in ("neox", "llama"):
         raise ValueError(f"unknown RoPE layout {layout!r}; known: neox, llama")
+    check_launch(x)
     b, _, t, d = x.shape
     cos = cos.float().expand(b, t, d // 2).contiguous()
     sin = sin.float().expand(b, t, d // 2).contiguous()
@@ -178,4 +181,5 @@ class _SwiGLU(torch.autograd.Function):
 
 def swiglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     """silu(gate) · up, fused (Triton)."""
+    check_launch(gate)
     return _SwiGLU.apply(gate, up)

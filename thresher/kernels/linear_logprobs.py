@@ -15,25 +15,16 @@ inside a checkpointed function, so the backward recomputes them chunk by chunk.
 
 from __future__ import annotations
 
-import os
-
 import torch
 from torch.utils.checkpoint import checkpoint
 
+from thresher.kernels.dispatch import check_launch, choose, triton, triton_usable
 from thresher.kernels.memory import output_like
 
-try:  # triton is optional: the torch path needs none
-    import triton
+if triton is not None:
     import triton.language as tl
-except ImportError:  # pragma: no cover - exercised where triton is absent
-    triton = None
 
-
-def triton_usable(device: torch.device) -> bool:
-    """Triton runs on CUDA tensors, and on CPU tensors under its interpreter (``TRITON_INTERPRET=1``)."""
-    if triton is None:
-        return False
-    return device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
+__all__ = ["linear_cross_entropy", "linear_logprobs", "linear_terms", "triton", "triton_usable", "use_triton"]
 
 
 # ---------------------------------------------------------------- torch path
@@ -332,21 +323,14 @@ def linear_terms_triton(
     hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0, ignore_index: int = -100
 ) -> Terms:
     """The fused Triton kernels (see the module docstring)."""
-    if triton is None:
-        raise RuntimeError("the Triton path needs the triton package")
+    check_launch(hidden, weight)
     return _LinearLogprobs.apply(hidden, weight, targets, temperature, ignore_index)
 
 
 def use_triton(backend: str, device: torch.device) -> bool:
-    """``triton``: always (an error where it cannot run); ``torch``: never; ``auto``: on CUDA when installed."""
-    if backend not in ("auto", "triton", "torch"):
-        raise ValueError(f"kernel backend must be auto, triton or torch, not {backend!r}")
-    if backend == "triton" and not triton_usable(device):
-        raise RuntimeError(
-            f"the Triton kernels cannot run on {device.type} here: they need CUDA, or TRITON_INTERPRET=1 "
-            "on the CPU (slow; for tests), and the triton package"
-        )
-    return backend == "triton" or (backend == "auto" and device.type == "cuda" and triton_usable(device))
+    """The LM-head kernel's choice (``thresher.kernels.dispatch``): ``triton`` always (an error where it cannot
+    run), ``torch`` never, ``auto`` where it measured faster on this class of device."""
+    return choose(backend, "linear_logprobs", device) == "triton"
 
 
 def linear_terms(
@@ -380,7 +364,8 @@ def linear_logprobs(
     with_entropy: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token log p(target) (0 where ``targets == ignore_index``) and entropy, in fp32, for ``hidden`` (N, H)
-    and an LM head ``weight`` (V, H). ``backend``: ``triton``, ``torch`` (chunked), or ``auto`` (Triton on CUDA)."""
+    and an LM head ``weight`` (V, H). ``backend``: ``triton``, ``torch`` (chunked), or ``auto``
+    (as measured, ``thresher.kernels.dispatch``)."""
     logp, entropy, _ = linear_terms(hidden, weight, targets, temperature, ignore_index, backend, chunk, bias, with_entropy)
     return logp, entropy
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import sys
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 
+from thresher.kernels.dispatch import triton_usable
 from thresher.kernels.elementwise import rms_norm, rope, swiglu
-from thresher.kernels.linear_logprobs import triton_usable
 
 
 def _rms_forward(self: Any, hidden_states: torch.Tensor) -> torch.Tensor:
@@ -53,18 +53,21 @@ def _is_silu(act: Any) -> bool:
     return isinstance(act, torch.nn.SiLU) or type(act).__name__ in ("SiLUActivation", "SiLU")
 
 
-def patch_model(model: torch.nn.Module) -> list[str]:
-    """Route ``model``'s RMSNorm, SwiGLU MLP and RoPE through the kernels; the names of what was patched."""
+def patch_model(model: torch.nn.Module, ops: Iterable[str] = ("rms_norm", "rope", "swiglu")) -> list[str]:
+    """Route ``model``'s RMSNorm, SwiGLU MLP and RoPE (those of them in ``ops``) through the kernels; the names
+    of what was patched."""
+    ops = set(ops)
     patched: set[str] = set()
     for module in model.modules():
         name = type(module).__name__
         if hasattr(module, "_thresher_original_forward"):
             continue
-        if name.endswith("RMSNorm") and hasattr(module, "variance_epsilon") and hasattr(module, "weight"):
+        if "rms_norm" in ops and name.endswith("RMSNorm") and hasattr(module, "variance_epsilon") and hasattr(module, "weight"):
             _replace_forward(module, _rms_forward)
             patched.add("rms_norm")
         elif (
-            name.endswith("MLP")
+            "swiglu" in ops
+            and name.endswith("MLP")
             and all(hasattr(module, a) for a in ("gate_proj", "up_proj", "down_proj"))
             and _is_silu(getattr(module, "act_fn", None))
         ):
@@ -72,7 +75,7 @@ def patch_model(model: torch.nn.Module) -> list[str]:
             patched.add("swiglu")
     modeling = sys.modules.get(type(model).__module__)
     original = getattr(modeling, "apply_rotary_pos_emb", None)
-    if original is not None:
+    if original is not None and "rope" in ops:
         if not hasattr(original, "_thresher_original"):
             modeling.apply_rotary_pos_emb = _rope_function(original)  # type: ignore[union-attr]
         patched.add("rope")

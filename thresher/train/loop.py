@@ -196,7 +196,7 @@ def start_record(task: StepTask, runtime: Runtime, total_steps: int) -> dict[str
         "device": runtime.device,
         "dtype": str(runtime.dtype).removeprefix("torch."),
         "attention": runtime.attention,
-        "kernels": runtime.trainable.backend,
+        "kernels": runtime.kernels,
     }
 
 

@@ -19,7 +19,7 @@ import torch.distributed as dist
 
 from thresher.hub import require_hub
 from thresher.io.outputs import replace_folder
-from thresher.kernels.linear_logprobs import use_triton
+from thresher.kernels.dispatch import plan
 from thresher.kernels.patch import patch_model
 from thresher.train.config import TrainConfig
 from thresher.train.loss import TargetLogprobs
@@ -36,6 +36,7 @@ class Runtime:
     tokenizer: Any
     pad_id: int
     attention: str = "sdpa"  # the attention implementation the model was loaded with
+    kernels: dict[str, str] | None = None  # op -> "triton" or "torch" (thresher.kernels.dispatch.plan)
 
     @property
     def varlen(self) -> bool:
@@ -136,14 +137,13 @@ def start(config: TrainConfig, weights: str | None = None) -> Runtime:
     model = load_causal_lm(weights or config.model, device, dtype, attention)
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable()
-    use_kernels = use_triton(config.kernels, torch.device(device))
-    if use_kernels:
-        patch_model(model)
-    trainable = TargetLogprobs(model, "triton" if use_kernels else "torch")
+    kernels = plan(config.kernels, torch.device(device))
+    patch_model(model, [op for op, backend in kernels.items() if backend == "triton"])
+    trainable = TargetLogprobs(model, kernels["linear_logprobs"])
     if world > 1:
         _shard(model, trainable, "cuda" if on_gpu else "cpu", world)
     trainable.train()
-    return Runtime(device, dtype, rank, world, model, trainable, tokenizer, pad_id, attention)
+    return Runtime(device, dtype, rank, world, model, trainable, tokenizer, pad_id, attention, kernels)
 
 
 def full_state_dict(runtime: Runtime, everywhere: bool = False) -> dict[str, torch.Tensor] | None:
