@@ -106,7 +106,8 @@ class TrainConfig(Strict):
     max_steps: int | None = Field(default=None, gt=0)
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
     gradient_checkpointing: bool = False
-    attention: Literal["auto", "sdpa", "eager", "flash_attention_2"] = "auto"  # auto: flash-attention 2 on CUDA when installed
+    # auto: flash-attention 2 on CUDA when installed, else varlen on CUDA (packed rows without a T×T mask), sdpa on the CPU
+    attention: Literal["auto", "sdpa", "eager", "flash_attention_2", "varlen"] = "auto"
     # Triton kernels (fused linear log-probs; RMSNorm, RoPE, SwiGLU patched into Llama/Qwen/Mistral): auto = on CUDA;
     # triton = always (on the CPU only under TRITON_INTERPRET=1); torch = off (chunked PyTorch, for comparison)
     kernels: Literal["auto", "triton", "torch"] = "auto"

@@ -53,7 +53,7 @@ def block_causal_mask(seq_lens: list[int], total: int, dtype: torch.dtype = torc
     segment = torch.repeat_interleave(torch.arange(len(seq_lens) + 1), torch.tensor([*seq_lens, total - sum(seq_lens)]))
     pos = torch.arange(total)
     allowed = (segment[:, None] == segment[None, :]) & (pos[:, None] >= pos[None, :])
-    return torch.where(allowed, 0.0, torch.finfo(dtype).min).to(dtype)
+    return torch.full((total, total), torch.finfo(dtype).min, dtype=dtype).masked_fill(allowed, 0.0)
 
 
 def collate(groups: list[list[Encoded]], pad_id: int, length: int | None = None, varlen: bool = False) -> Batch:

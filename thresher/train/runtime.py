@@ -40,8 +40,9 @@ class Runtime:
 
     @property
     def varlen(self) -> bool:
-        """Flash-attention: a micro-batch goes unpadded in one row, example boundaries from ``position_ids``."""
-        return self.attention == "flash_attention_2"
+        """Flash-attention and ``varlen``: a micro-batch goes unpadded in one row, example boundaries from
+        ``position_ids``, no mask."""
+        return self.attention in ("flash_attention_2", "varlen")
 
     @property
     def is_main(self) -> bool:
@@ -86,18 +87,25 @@ def load_tokenizer(config: TrainConfig) -> tuple[Any, int]:
 
 
 def attention_for(config: TrainConfig, device: str) -> str:
-    """``auto``: flash-attention 2 (variable-length, no mask) on CUDA when ``flash_attn`` is installed, else SDPA
+    """``auto``: on CUDA, flash-attention 2 when ``flash_attn`` is installed, else ``varlen``
+    (``thresher.kernels.varlen_attention``: SDPA's flash kernels per example, no T×T mask); on the CPU, SDPA
     with the block-diagonal mask."""
     if config.attention != "auto":
         return config.attention
-    if device.startswith("cuda") and importlib.util.find_spec("flash_attn") is not None:
-        return "flash_attention_2"
+    if device.startswith("cuda"):
+        return "flash_attention_2" if importlib.util.find_spec("flash_attn") is not None else "varlen"
     return "sdpa"
 
 
 def load_causal_lm(path: str, device: str, dtype: torch.dtype, attention: str = "sdpa") -> Any:
-    """A causal LM in training-ready form, with ``attention`` as its attention implementation."""
+    """A causal LM in training-ready form, with ``attention`` as its attention implementation (``varlen``:
+    Thresher's, registered with transformers here)."""
     from transformers import AutoModelForCausalLM
+
+    if attention == "varlen":
+        from thresher.kernels.varlen_attention import register
+
+        attention = register()
 
     model: Any = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=attention).to(device)  # type: ignore[arg-type]
     return model
