@@ -96,16 +96,12 @@ def _mfu(model_dir: Path, tokens_per_s: float, context: float, device: str) -> f
     return tokens_per_s * train_flops_per_token(params, cfg.num_hidden_layers, cfg.hidden_size, context) / peak
 
 
-def make_shaped_model(folder: Path, shape: str) -> Path:
-    """A random Llama-architecture model with a named shape (Qwen2.5's dimensions), the LIMA BPE tokenizer."""
-    import torch
-    from bench_synth_generate import make_model
-    from transformers import LlamaConfig, LlamaForCausalLM
+def llama_config(dims: tuple[int, int, int, int, int, int], eos_token_id: int | None, pad_token_id: int | None):  # noqa: ANN201
+    """A Llama-architecture config of ``dims`` (hidden, layers, heads, kv heads, intermediate, vocab), tied embeddings."""
+    from transformers import LlamaConfig
 
-    make_model(folder, 64, 1)  # the tokenizer and chat template
-    hidden, layers, heads, kv, inter, vocab = SHAPES[shape]
-    torch.manual_seed(0)
-    config = LlamaConfig(
+    hidden, layers, heads, kv, inter, vocab = dims
+    return LlamaConfig(
         vocab_size=vocab,
         hidden_size=hidden,
         intermediate_size=inter,
@@ -114,11 +110,21 @@ def make_shaped_model(folder: Path, shape: str) -> Path:
         num_key_value_heads=kv,
         max_position_embeddings=32768,
         tie_word_embeddings=True,
-        eos_token_id=1,
-        pad_token_id=0,
+        eos_token_id=eos_token_id,
+        pad_token_id=pad_token_id,
         bos_token_id=None,
     )
-    LlamaForCausalLM(config).save_pretrained(str(folder))
+
+
+def make_shaped_model(folder: Path, shape: str) -> Path:
+    """A random Llama-architecture model with a named shape (Qwen2.5's dimensions), the LIMA BPE tokenizer."""
+    import torch
+    from bench_synth_generate import make_model
+    from transformers import LlamaForCausalLM
+
+    make_model(folder, 64, 1)  # the tokenizer and chat template
+    torch.manual_seed(0)
+    LlamaForCausalLM(llama_config(SHAPES[shape], eos_token_id=1, pad_token_id=0)).save_pretrained(str(folder))
     return folder
 
 

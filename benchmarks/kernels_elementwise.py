@@ -9,6 +9,7 @@ Run: python benchmarks/kernels_elementwise.py [--tokens 16384 --hidden 4096 --in
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from collections.abc import Callable
@@ -127,7 +128,12 @@ def main() -> None:
         grad = torch.randn_like(like)
         times = {name: timed(fn, grad, inputs, args.repeats) for name, fn in methods.items()}
         for name, seconds in times.items():
-            print(f"| {op} | {name} | {seconds * 1e6:.0f} | {seconds / times['eager']:.2f}× | {moved / seconds / 1e9:,.0f} |")
+            print(f"| {op} | {name} | {seconds * 1e6:.0f} | {seconds / times['eager']:.2f}× | {moved / seconds / 1e9:,.0f} |", flush=True)
+        # what kernels=auto needs: is the Triton kernel faster than the PyTorch path the model runs (eager)?
+        figures = {name: seconds * 1e6 for name, seconds in times.items()}
+        print(
+            "RESULT " + json.dumps({f"elementwise/{op}": {"us": figures, "triton_faster": times["thresher"] < times["eager"]}}), flush=True
+        )
 
 
 if __name__ == "__main__":

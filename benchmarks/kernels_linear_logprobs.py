@@ -103,13 +103,16 @@ def main() -> None:
     device = torch.cuda.get_device_name(0) if cuda else f"CPU {platform.machine()}, {torch.get_num_threads()} threads"
     print(
         f"# {device}; torch {torch.__version__}; hidden {args.hidden}, vocab {args.vocab}, {args.dtype}, forward + backward, "
-        f"median of {args.repeats}"
+        f"median of {args.repeats}",
+        flush=True,
     )
     print("| tokens | method | ms | vs eager | peak MB (beyond inputs) | vs eager | TFLOP/s |")
     print("| ---: | --- | ---: | ---: | ---: | ---: | ---: |")
+    flush = {"flush": True}
     for n in args.tokens:
-        results = {}
-        for name in names:
+        base = None
+        flops = 6 * n * args.hidden * args.vocab  # forward matmul + two backward matmuls
+        for name in names:  # eager first: every later row has its ratio when it prints
             done = subprocess.run(
                 [sys.executable, __file__, "--child", name, str(n), str(args.hidden), str(args.vocab), args.dtype, str(args.repeats)],
                 capture_output=True,
@@ -117,15 +120,15 @@ def main() -> None:
             )
             line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
             if line is None:
-                print(f"| {n} | {name} | failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else '?'} | | | | |")
+                print(f"| {n} | {name} | failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else '?'} | | | | |", **flush)
                 continue
-            results[name] = json.loads(line[7:])
-        base = results.get("eager")
-        flops = 6 * n * args.hidden * args.vocab  # forward matmul + two backward matmuls
-        for name, r in results.items():
+            r = json.loads(line[7:])
+            base = r if name == "eager" else base
             ratio_t = f"{r['ms'] / base['ms']:.2f}×" if base else "–"
             ratio_m = f"{r['peak_mb'] / base['peak_mb']:.2f}×" if base and base["peak_mb"] > 0 else "–"
-            print(f"| {n} | {name} | {r['ms']:.1f} | {ratio_t} | {r['peak_mb']:,.0f} | {ratio_m} | {flops / r['ms'] / 1e9:.1f} |")
+            print(f"| {n} | {name} | {r['ms']:.1f} | {ratio_t} | {r['peak_mb']:,.0f} | {ratio_m} | {flops / r['ms'] / 1e9:.1f} |", **flush)
+            key = f"linear_logprobs/{n}x{args.hidden}x{args.vocab}/{name}"
+            print("RESULT " + json.dumps({key: {**r, "vs_eager": r["ms"] / base["ms"] if base else None}}), **flush)
 
 
 if __name__ == "__main__":

@@ -64,6 +64,19 @@ def test_packed_attention_equals_the_dense_mask(rng: random.Random, heads: tuple
         assert not torch.allclose(packed_attention(q, k, v, whole)[real], dense[real], atol=1e-6)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (the GPU kit runs it)")
+def test_packed_attention_on_cuda_in_bf16(rng: random.Random) -> None:
+    """On CUDA the buckets go through SDPA's flash kernel in bf16: equal to the float64 dense mask within bf16's rounding."""
+    rows, total, hq, hkv, dim = 2, 1000, 14, 2, 64
+    positions, mask, real = _random_pack(rng, rows, total)
+    q = torch.randn(rows, hq, total, dim, dtype=torch.float64)
+    k, v = (torch.randn(rows, hkv, total, dim, dtype=torch.float64) for _ in range(2))
+    dense = F.scaled_dot_product_attention(q, k.repeat_interleave(7, 1), v.repeat_interleave(7, 1), attn_mask=mask).transpose(1, 2)
+    packed = packed_attention(*(x.cuda().bfloat16() for x in (q, k, v)), positions.cuda()).double().cpu()
+    error = float((packed[real] - dense[real]).norm() / dense[real].norm())
+    assert error < 1e-2, error
+
+
 def _tiny_qwen(attention: str) -> torch.nn.Module:
     import transformers
 

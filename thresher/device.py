@@ -43,7 +43,11 @@ def pick_compute_path(prefer: str = "auto", announce: bool = True) -> ComputePat
 
 
 def faiss_has_gpu() -> bool:
-    """Whether the installed ``faiss`` is the GPU build and sees a GPU (faiss-cpu and faiss-gpu share the module)."""
-    import faiss
+    """Whether the installed ``faiss`` is the GPU build and sees a GPU (faiss-cpu and faiss-gpu share the module);
+    False without faiss (the GPU image has none: the torch exact search serves there)."""
+    try:
+        import faiss
+    except ImportError:
+        return False
 
     return hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() > 0

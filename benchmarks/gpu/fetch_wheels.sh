@@ -5,7 +5,7 @@
 # then check that they and the working tree stay under the 64 MiB a call may carry, and print the carry list.
 #
 #   bash benchmarks/gpu/fetch_wheels.sh        # here, with network to PyPI
-#   run(command="bash benchmarks/gpu/run.sh", carry=[".whl", ".gpu_data"], timeout_s=540)   # there
+#   run(command="bash benchmarks/gpu/run.sh", carry=[".whl", ".gpu_data"], timeout_s=580)   # there (the kit: ≤ 540 s)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PYTHON:-python3}
@@ -34,7 +34,7 @@ for spec in "${WHEELS[@]}"; do
 done
 
 rm -rf .gpu_data && mkdir -p .gpu_data/sft .gpu_data/preference .gpu_data/gsm8k
-for f in sft/lima.json sft/alpaca_en_demo.json sft/code_alpaca_2k.json sft/new_codealpaca.json \
+for f in SOURCES.md sft/lima.json sft/alpaca_en_demo.json sft/code_alpaca_2k.json sft/new_codealpaca.json \
          preference/hh-rlhf_harmless-base_test.jsonl.gz gsm8k/test.jsonl; do
   cp "$SHARED/$f" ".gpu_data/$f"
 done

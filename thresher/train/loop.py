@@ -241,7 +241,7 @@ def run_loop(config: TrainConfig, runtime: Runtime, task: Task, log: Log | None 
         taken += len(group)
         record = optimization.step(task, group)
         step += 1
-        tokens_seen += record.pop("tokens")
+        tokens_seen += record["tokens"]
         if step % config.log_every == 0 or step == total_steps:
             metrics({"step": step, "epoch": epoch + 1, **record})
         if config.eval_every and step % config.eval_every == 0 and step != total_steps:
