@@ -310,3 +310,101 @@ def test_the_fallback_refuses_root_or_still_scores_hacks_zero(monkeypatch: pytes
     finally:
         monkeypatch.delenv("THRESHER_SANDBOX")
         sandbox.isolation.cache_clear()
+
+
+# ---------------------------------------------------------------- trust II: the tests' namespace and the wire
+LOOP_TESTS = json.dumps({"tests": "for i in range(10):\n    assert f(i) == 2 * i\n"})
+NAMESPACE_HACKS = {  # (program, ground truth): each program is wrong and reached 1.0 through the tests' namespace
+    "range rebound to an empty range": ("def f(x):\n    return -1\nrange = lambda *a: ()\n", LOOP_TESTS),
+    "every builtin the tests use rebound": (
+        "def f(x):\n    return -1\nclass V:\n    def __iter__(self): return iter(())\n    def __call__(self, *a): return self\n"
+        "range = len = abs = sorted = set = all = any = isinstance = V()\n",
+        LOOP_TESTS,
+    ),
+    "check defined by the program when the tests define none": (
+        "def double(x):\n    return 0\ndef check(f):\n    pass\n",
+        json.dumps({"tests": "assert True\n", "entry_point": "double"}),
+    ),
+    "a prompt's helper redefined to agree with a wrong answer": (
+        "def encode(s):\n    return s\ndef decode(s):\n    return s\n",
+        json.dumps(
+            {
+                "prefix": "def encode(s):\n    return s[::-1] + '!'\n\ndef decode(s):\n    '''inverse of encode'''\n",
+                "tests": "def check(candidate):\n    for s in ['ab', 'xyz']:\n        assert candidate(encode(s)) == s\n",
+                "entry_point": "decode",
+            }
+        ),
+    ),
+    "StopIteration ends all(map(f, cases)) early": (
+        "def ok(x):\n    raise StopIteration\n",
+        json.dumps({"tests": "assert all(map(ok, [1, 2, 3]))\nassert not any(map(ok, [1]))\n"}),
+    ),
+    "forged deep JSON on the answer descriptor": (
+        "import os, sys\ndef double(x):\n"
+        "    os.write(int(sys.argv[4]), b'{\"ok\": ' + b'[' * 200000 + b']' * 200000 + b'}\\n')\n    return 0\n",
+        json.dumps({"tests": "try:\n    double(1)\nexcept BaseException:\n    pass\n"}),
+    ),
+    "an unimportable module name forged as an answer": (
+        'import os, sys\ndef double(x):\n    os.write(int(sys.argv[4]), b\'{"ok": {"M": "msvcrt"}}\\n\')\n    return 0\n',
+        json.dumps({"tests": "try:\n    double(1)\nexcept Exception:\n    pass\n"}),
+    ),
+}
+
+
+def test_no_reward_hack_through_the_tests_namespace_or_the_wire(verifier: CodeVerifier) -> None:
+    names = list(NAMESPACE_HACKS)
+    verdicts = verifier.verify_batch([NAMESPACE_HACKS[n][0] for n in names], [NAMESPACE_HACKS[n][1] for n in names])
+    assert {n: v.reason for n, v in zip(names, verdicts, strict=True) if v.score != 0.0} == {}
+    # controls: the honest programs pass the same tests
+    honest = [
+        ("def f(x):\n    return 2 * x\n", LOOP_TESTS),
+        ("def decode(s):\n    return s[:-1][::-1]\n", NAMESPACE_HACKS["a prompt's helper redefined to agree with a wrong answer"][1]),
+        ("def ok(x):\n    return x > 0\n", json.dumps({"tests": "assert all(map(ok, [1, 2, 3]))\n"})),
+    ]
+    got = verifier.verify_batch([p for p, _ in honest], [t for _, t in honest])
+    assert [v.score for v in got] == [1.0, 1.0, 1.0], [v.reason for v in got]
+
+
+RIGHT_ANSWERS = {  # a correct program whose answer used to be lost on the wire
+    "an int over 4,300 digits": ("def f():\n    return 7 ** 20000\n", "assert f() == 7 ** 20000 and f() % 10 == 1\n"),
+    "Fraction": (
+        "from fractions import Fraction\ndef f():\n    return Fraction(1, 3)\n",
+        "from fractions import Fraction\nassert f() == Fraction(2, 6)\n",
+    ),
+    "Decimal": (
+        "from decimal import Decimal\ndef f():\n    return Decimal('1.10')\n",
+        "from decimal import Decimal\nassert f() == Decimal('1.1')\n",
+    ),
+    "namedtuple": (
+        "import collections\nP = collections.namedtuple('P', 'x y')\ndef f():\n    return P(1, 2)\n",
+        "r = f()\nassert r == (1, 2) and r.x == 1 and r.y == 2\n",
+    ),
+    "dict.keys() / values() / items()": (
+        "def f():\n    d = {'a': 1, 'b': 2}\n    return d.keys(), list(d.values()), d.items()\n",
+        "k, v, i = f()\nassert k == {'a', 'b'} and v == [1, 2] and set(i) == {('a', 1), ('b', 2)}\n",
+    ),
+    "bytearray": ("def f():\n    return bytearray(b'ab')\n", "assert f() == bytearray(b'ab') and isinstance(f(), bytearray)\n"),
+    "a defaultdict's default": (
+        "import collections\ndef f():\n    return collections.defaultdict(list, {'a': [1]})\n",
+        "d = f()\nassert d['a'] == [1] and d['missing'] == []\n",
+    ),
+    "nesting 1,000 deep": (
+        "def f():\n    x = []\n    for _ in range(1000):\n        x = [x]\n    return x\n",
+        "x = f()\nn = 0\nwhile x:\n    x, n = x[0], n + 1\nassert n == 1000\n",
+    ),
+    "an answer over 16 MB": ("def f():\n    return 'x' * (20 << 20)\n", "assert len(f()) == 20 << 20\n"),
+}
+# Documented as unsupported, and counted: a value that contains itself has no plain-data form; it crosses as a
+# handle (its items can be read, but it compares equal only to itself), so tests comparing it by value fail.
+UNSUPPORTED = {
+    "a list containing itself": ("def f():\n    x = [1]\n    x.append(x)\n    return x\n", "x = f()\nassert x[0] == 1\nassert x[1] is x\n")
+}
+
+
+def test_right_answers_of_plain_data_types_cross_intact() -> None:
+    verifier = CodeVerifier(SandboxLimits(timeout_s=30, cpu_s=30, memory_mb=2048), workers=2)
+    cases = {**RIGHT_ANSWERS, **UNSUPPORTED}
+    verdicts = verifier.verify_batch([p for p, _ in cases.values()], [json.dumps({"tests": t}) for _, t in cases.values()])
+    got = dict(zip(cases, verdicts, strict=True))
+    assert {n: got[n].reason for n in RIGHT_ANSWERS if got[n].score != 1.0} == {}
+    assert [n for n in UNSUPPORTED if got[n].score == 0.0] == list(UNSUPPORTED)  # still unsupported: counted here

@@ -69,7 +69,9 @@ class CodeVerifier:
             parts = parse_tests(ground_truth)
         except ValueError as e:
             return Verdict(0.0, f"bad ground truth: {e}")
-        passed, reason = judge_program(program_of(response, ground_truth), parts["tests"], parts["entry_point"], self.limits)
+        passed, reason = judge_program(
+            program_of(response, ground_truth), parts["tests"], parts["entry_point"], self.limits, prefix=parts["prefix"]
+        )
         return Verdict(1.0 if passed else 0.0, reason)
 
     def verify_batch(self, responses: list[str], ground_truths: list[str], prompts: list[str] | None = None) -> list[Verdict]:
@@ -78,9 +80,10 @@ class CodeVerifier:
             return list(pool.map(self._one, responses, ground_truths))
 
 
-def judge_program(program: str, tests: str, entry_point: str, limits: SandboxLimits) -> tuple[bool, str]:
+def judge_program(program: str, tests: str, entry_point: str, limits: SandboxLimits, prefix: str = "") -> tuple[bool, str]:
     """Run ``program`` in the sandbox and ``tests`` in a judge process talking to it over two pipes;
-    the verdict comes on the judge's stdout, which the program never holds."""
+    the verdict comes on the judge's stdout, which the program never holds. ``prefix``: the prompt's code,
+    whose own definitions the tests get from the judge (not from the program)."""
     with tempfile.TemporaryDirectory(prefix="thresher-program-") as tmp:
         path = os.path.join(tmp, "program.py")
         with open(path, "w") as f:
@@ -109,7 +112,7 @@ def judge_program(program: str, tests: str, entry_point: str, limits: SandboxLim
             finally:
                 for fd in (requests_r, requests_w, answers_r, answers_w):
                     os.close(fd)
-            spec = orjson.dumps({"tests": tests, "entry_point": entry_point})
+            spec = orjson.dumps({"tests": tests, "entry_point": entry_point, "prefix": prefix})
             assert judge is not None  # Popen raised otherwise
             try:
                 verdict, _ = judge.communicate(spec, timeout=limits.timeout_s + 5)
