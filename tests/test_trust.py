@@ -288,3 +288,60 @@ def test_a_second_embedding_audit_embeds_only_new_rows(shared_data: Path, tmp_pa
     assert len(new) == 1 and pq.read_metadata(new[0]).num_rows <= 2  # only the new row (its two turns) was embedded
     audit("d", "--no-cache")
     assert len(shards()) == len(after_first) + 1  # --no-cache reads and writes nothing
+
+
+# ---- trust II: --overwrite replaces only what Thresher wrote; paths are compared and locked resolved
+def test_overwrite_never_replaces_a_folder_thresher_did_not_write(canonical: Path, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh/id_rsa").write_text("KEY")
+    (home / "thesis.tex").write_text("three years")
+    repo = tmp_path / "repo"
+    (repo / ".git").mkdir(parents=True)
+    (repo / "main.py").write_text("print(1)")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    cases = {home: "your home folder", repo: "a git work tree", mine: "Thresher did not write"}
+    for out, why in cases.items():
+        done = subprocess.run(
+            [sys.executable, "-m", "thresher.cli", "dedup", str(canonical), "--out", str(out), "--overwrite"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, "HOME": str(home)},
+            cwd=tmp_path,
+        )
+        line = _error_line(done)
+        assert done.returncode == 2 and why in line and "use --overwrite" not in line, (out, line)
+    assert (home / ".ssh/id_rsa").read_text() == "KEY" and (home / "thesis.tex").read_text() == "three years"
+    assert (repo / "main.py").exists() and (mine / "notes.txt").read_text() == "mine"
+    done = thresher("dedup", str(canonical), "--out", str(tmp_path), "--overwrite", cwd=tmp_path)  # the current folder
+    assert done.returncode == 2 and "the current folder" in _error_line(done)
+
+
+def test_symlinks_cannot_smuggle_an_input_into_the_output_or_split_the_lock(canonical: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    source = data / "lima.parquet"
+    source.write_bytes(canonical.read_bytes())
+    before = source.read_bytes()
+    (tmp_path / "link").symlink_to(data)
+    # the input reached through a symlink that points into --out
+    done = thresher("dedup", str(tmp_path / "link/lima.parquet"), "--out", str(data), "--overwrite")
+    assert done.returncode == 2 and "would overwrite the input" in _error_line(done)
+    # --out a symlink to the input's folder
+    done = thresher("dedup", str(source), "--out", str(tmp_path / "link"), "--overwrite")
+    assert done.returncode == 2 and "would overwrite the input" in _error_line(done)
+    assert source.read_bytes() == before and (tmp_path / "link").is_symlink()
+    assert not list(tmp_path.glob(".*partial*"))
+    # one folder, two spellings: one lock
+    out = tmp_path / "out"
+    out.mkdir()
+    (tmp_path / "out-link").symlink_to(out)
+    with locked(out):
+        done = thresher("dedup", str(source), "--out", str(tmp_path / "out-link"))
+    assert done.returncode == 2 and "another thresher run" in _error_line(done)
+    # a symlinked --out is followed: the folder it names gets the output, the link stays a link
+    assert thresher("dedup", str(source), "--out", str(tmp_path / "out-link")).returncode == 0
+    assert (out / ".thresher.json").is_file() and (tmp_path / "out-link").is_symlink()

@@ -1,9 +1,11 @@
 """All-or-nothing output folders, shared by every command that writes one.
 
-``committed_folder(OUT, ...)`` takes a lock beside OUT (a second run into the same folder is
-refused), refuses an OUT that holds another command's or other inputs' output (or no Thresher
-output at all) unless ``overwrite``, refuses inputs that live inside OUT, and hands the command a
-fresh staging folder beside OUT. Only when the command returns is ``.thresher.json`` written there
+``committed_folder(OUT, ...)`` resolves OUT (symlinks, ``..``) first, takes a lock beside the resolved
+folder (a second run into the same folder is refused, however it is spelled), refuses an OUT that holds
+another command's or other inputs' output unless ``overwrite``, and refuses always — ``overwrite`` or
+not — an OUT that holds anything Thresher did not write (no marker), a file, ``/``, a home folder, the
+current folder or one above it, and a git work tree. It refuses inputs that live inside OUT (compared
+after resolving both), and hands the command a fresh staging folder beside OUT. Only when the command returns is ``.thresher.json`` written there
 and the staging folder swapped into place in one rename (``renameat2(RENAME_EXCHANGE)`` where the
 kernel has it), so readers see the old output or the new one, never a mix. A killed run leaves only
 its staging folder, which the next run removes (keeping any ``carry`` folder, a cache, for reuse).
@@ -39,6 +41,25 @@ def local_paths(inputs: Sequence[str | Path]) -> list[Path]:
     return [Path(os.path.abspath(os.path.expanduser(str(p)))) for p in inputs if not str(p).startswith(REMOTE_PREFIXES)]
 
 
+def resolved(path: str | Path) -> Path:
+    """``path`` absolute with every symlink and ``..`` resolved (what overlap checks and locks compare)."""
+    return Path(os.path.realpath(os.path.expanduser(str(path))))
+
+
+def protected(out: Path) -> str | None:
+    """Why ``out`` (resolved) must never be replaced by an output folder, or None."""
+    home, cwd = resolved("~"), resolved(os.getcwd())
+    if out == Path(out.anchor):
+        return "the root folder"
+    if out == home or out in home.parents:
+        return "your home folder (or one above it)"
+    if out == cwd or out in cwd.parents:
+        return "the current folder (or one above it)"
+    if (out / ".git").exists():
+        return "a git work tree"
+    return None
+
+
 def temp_beside(path: Path) -> Path:
     """Where a file is written before it is renamed to ``path`` (one name for every writer, so leftovers are found)."""
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -51,9 +72,10 @@ def remove_stale_temps(path: Path) -> None:
 
 
 def refuse_overlap(inputs: Sequence[str | Path], outputs: Sequence[str | Path]) -> None:
-    """An output that is an input, or a folder holding one, would destroy it: refuse before reading."""
-    ins = local_paths(inputs)
-    for out in local_paths(outputs):
+    """An output that is an input, or a folder holding one, would destroy it: refuse before reading. Paths are
+    compared resolved, so a symlink on either side changes nothing."""
+    ins = [resolved(p) for p in local_paths(inputs)]
+    for out in (resolved(p) for p in local_paths(outputs)):
         for path in ins:
             if path == out or out in path.parents or (path.exists() and out.exists() and os.path.samefile(path, out)):
                 raise InputError(f"{out}: this output would overwrite the input {path}; choose another output path")
@@ -61,7 +83,9 @@ def refuse_overlap(inputs: Sequence[str | Path], outputs: Sequence[str | Path]) 
 
 @contextlib.contextmanager
 def locked(out: Path) -> Iterator[None]:
-    """Hold ``.OUT.lock`` beside ``out``; a second holder is refused with the first one's pid."""
+    """Hold ``.OUT.lock`` beside ``out`` (resolved: two spellings of one folder share one lock); a second holder
+    is refused with the first one's pid."""
+    out = resolved(out)
     lock = out.parent / f".{out.name}.lock"
     while True:
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
@@ -100,19 +124,24 @@ def read_marker(folder: Path) -> dict[str, Any] | None:
 
 
 def check_replaceable(out: Path, command: str, inputs: list[str], overwrite: bool) -> None:
-    """Refuse to replace a folder that holds something else than an earlier run of this command on these inputs."""
-    if overwrite or not out.exists():
+    """Refuse to replace what Thresher did not write (always), and another command's or other inputs' output
+    (unless ``overwrite``). ``out`` is resolved."""
+    if not os.path.lexists(out):
         return
     if not out.is_dir():
-        raise InputError(f"{out}: exists and is not a folder; use --overwrite to replace it, or choose another --out")
+        raise InputError(f"{out}: exists and is not a folder; Thresher replaces only its own output folders: choose another --out")
+    reason = protected(out)
+    if reason is not None:
+        raise InputError(f"{out}: is {reason}; Thresher never replaces it, even with --overwrite: choose a new folder for --out")
     if not any(out.iterdir()):
         return
     marker = read_marker(out)
     if marker is None:
         raise InputError(
-            f"{out}: exists and is not the output of a complete thresher run; use --overwrite to replace it, or choose another --out"
+            f"{out}: holds files Thresher did not write (it is not the output of a complete thresher run); Thresher "
+            "replaces only its own output folders, even with --overwrite: choose another --out"
         )
-    if marker.get("command") != command or marker.get("inputs") != inputs:
+    if not overwrite and (marker.get("command") != command or marker.get("inputs") != inputs):
         was = f"`{marker.get('command')}` on {', '.join(marker.get('inputs') or []) or 'no inputs'}"
         raise InputError(f"{out}: holds the output of {was}; use --overwrite to replace it, or choose another --out")
 
@@ -135,7 +164,7 @@ def committed_folder(
     out: str | Path, command: str, inputs: Sequence[str | Path], overwrite: bool = False, carry: Sequence[str] = ()
 ) -> Iterator[Path]:
     """Yield a staging folder; on success it becomes ``out`` whole, on failure nothing changes."""
-    out = Path(os.path.abspath(os.path.expanduser(str(out))))
+    out = resolved(out)  # a symlinked --out is followed: the folder it names is what gets replaced
     named = [str(p) for p in local_paths(inputs)] + [str(p) for p in inputs if str(p).startswith(REMOTE_PREFIXES)]
     refuse_overlap(inputs, [out])
     out.parent.mkdir(parents=True, exist_ok=True)
