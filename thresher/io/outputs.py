@@ -5,9 +5,10 @@ folder (a second run into the same folder is refused, however it is spelled), re
 another command's or other inputs' output unless ``overwrite``, and refuses always — ``overwrite`` or
 not — an OUT that holds anything Thresher did not write (no marker), a file, ``/``, a home folder, the
 current folder or one above it, and a git work tree. It refuses inputs that live inside OUT (compared
-after resolving both), and hands the command a fresh staging folder beside OUT. Only when the command returns is ``.thresher.json`` written there
-and the staging folder swapped into place in one rename (``renameat2(RENAME_EXCHANGE)`` where the
-kernel has it), so readers see the old output or the new one, never a mix. A killed run leaves only
+after resolving both), and hands the command a fresh staging folder beside OUT. Only when the command
+returns is ``.thresher.json`` written there and the staging folder swapped into place in one rename
+(``renameat2(RENAME_EXCHANGE)`` where the kernel has it), so readers see the old output or the new
+one, never a mix. A killed run leaves only
 its staging folder, which the next run removes (keeping any ``carry`` folder, a cache, for reuse).
 """
 

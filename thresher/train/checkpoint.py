@@ -4,6 +4,7 @@ scheduler, data position, RNG states), so that a resumed run continues the ident
 from __future__ import annotations
 
 import random
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,17 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
     """The resumable checkpoint with the highest step under ``output_dir``."""
     found = [p for p in output_dir.glob("checkpoint-*") if (p / STATE_FILE).is_file() and p.name.split("-")[-1].isdigit()]
     return max(found, key=lambda p: int(p.name.split("-")[-1])) if found else None
+
+
+def prune_checkpoints(output_dir: Path, keep: int | None) -> None:
+    """Remove all but the ``keep`` newest checkpoints (by step) under ``output_dir``."""
+    if keep is None:
+        return
+    found = sorted(
+        (p for p in output_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()), key=lambda p: int(p.name.split("-")[-1])
+    )
+    for old in found[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def resolve_resume(resume_from: str | None, output_dir: Path) -> Path | None:

@@ -116,6 +116,8 @@ class TrainConfig(Strict):
     log_every: int = Field(default=1, gt=0)
     eval_every: int | None = Field(default=None, gt=0)
     save_every: int | None = Field(default=None, gt=0)  # resumable checkpoints OUTPUT_DIR/checkpoint-STEP
+    save_total_limit: int | None = Field(default=None, gt=0)  # keep only the newest N checkpoints
+    overwrite: bool = False  # a fresh run may replace an earlier run's output_dir with other settings
     resume_from: str | None = None  # a checkpoint-STEP folder, or "latest" (the newest in output_dir)
     device: str = "auto"
     loss_chunk: int = Field(default=1024, gt=0)  # tokens per LM-head chunk: the full logits are never held

@@ -130,4 +130,4 @@ def run_dpo(config: TrainConfig, log: Log | None = None) -> LoopResult:
         }
         return task
 
-    return run_task(config, build, log)
+    return run_task(config, build, log, command="train dpo")

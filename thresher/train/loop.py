@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,8 +22,9 @@ import torch
 
 from thresher.errors import EXIT_CANNOT_GO_ON, InputError, ThresherError
 from thresher.io.outputs import locked
-from thresher.train.checkpoint import load_trainer_state, resolve_resume, save_checkpoint
+from thresher.train.checkpoint import load_trainer_state, prune_checkpoints, resolve_resume, save_checkpoint
 from thresher.train.config import TrainConfig
+from thresher.train.folder import check_output_dir, start_fresh
 from thresher.train.metrics import Log, MetricsLog, peak_flops, peak_memory_mb, train_flops_per_token
 from thresher.train.runtime import Runtime, finish, save_model, start
 
@@ -81,19 +81,23 @@ def run_task(
     build_task: Callable[[Runtime, Path | None], Any],
     log: Log | None = None,
     loop: Callable[..., LoopResult] | None = None,
+    command: str = "train",
 ) -> LoopResult:
-    """Start the runtime (from the checkpoint ``resume_from`` names, if any), build the task on it, train it with
-    ``loop`` (default: the fixed-plan ``run_loop``), and leave the process group."""
-    out = Path(config.output_dir)
-    resume = resolve_resume(config.resume_from, out)
+    """Check the output folder (``thresher.train.folder``), start the runtime (from the checkpoint ``resume_from``
+    names, if any), build the task on it, train it with ``loop`` (default: the fixed-plan ``run_loop``), and leave
+    the process group."""
+    resume = resolve_resume(config.resume_from, Path(config.output_dir))
+    out = check_output_dir(config, command, resuming=resume is not None)  # before loading anything
     runtime = start(config, weights=str(resume) if resume else None)
     try:
         with contextlib.ExitStack() as stack:
             if runtime.is_main:  # one run at a time into an output folder (the main process holds the lock)
                 out.parent.mkdir(parents=True, exist_ok=True)
                 stack.enter_context(locked(out))
-                if resume is None:  # final/ marks a finished run: an older one must not stand beside new metrics
-                    shutil.rmtree(out / "final", ignore_errors=True)
+                if resume is None:  # an earlier run's metrics, checkpoints and final model must not stand beside new ones
+                    check_output_dir(config, command, resuming=False)
+                    start_fresh(out, config, command)
+            runtime.barrier()
             return (loop or run_loop)(config, runtime, build_task(runtime, resume), log, resume)
     finally:
         finish(runtime)
@@ -208,7 +212,12 @@ def run_loop(config: TrainConfig, runtime: Runtime, task: Task, log: Log | None 
     if not first_epoch:
         raise InputError("no micro-batches to train on")
     per_epoch = math.ceil(len(first_epoch) / per_step)
-    total_steps = config.max_steps or max(1, int(per_epoch * config.epochs))
+    if config.max_steps is None and per_epoch * config.epochs < 1:
+        raise InputError(
+            f"epochs={config.epochs:g} is less than one optimizer step (an epoch is {per_epoch} steps): set epochs to at least "
+            f"{1 / per_epoch:.3g}, or max_steps"
+        )
+    total_steps = config.max_steps or int(per_epoch * config.epochs)
     optimization = Optimization(config, runtime, total_steps)
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -248,6 +257,8 @@ def run_loop(config: TrainConfig, runtime: Runtime, task: Task, log: Log | None 
             evaluate(step)
         if config.save_every and step % config.save_every == 0 and step != total_steps:
             optimization.save(out / f"checkpoint-{step}", {"step": step, "epoch": epoch, "taken": taken})
+            if runtime.is_main:
+                prune_checkpoints(out, config.save_total_limit)
     evaluate(step)
     elapsed = time.perf_counter() - started
     metrics.close()

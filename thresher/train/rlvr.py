@@ -28,6 +28,7 @@ from thresher.records import Kind
 from thresher.stats import load_canonical
 from thresher.synth.load import prompt_part
 from thresher.train.chat import IGNORE, Encoded
+from thresher.train.checkpoint import prune_checkpoints
 from thresher.train.config import TrainConfig
 from thresher.train.data import held_out_split, input_files
 from thresher.train.loop import LoopResult, Optimization, run_task, start_record
@@ -356,7 +357,13 @@ def plan_rollouts(config: TrainConfig, prompts: int) -> int:
         return rl.rollouts
     if config.max_steps:
         return math.ceil(config.max_steps / (rl.steps_per_rollout * rl.updates_per_rollout))
-    return max(1, math.ceil(config.epochs * prompts / rl.prompts_per_rollout))
+    share = config.epochs * prompts / rl.prompts_per_rollout
+    if share < 1:
+        raise InputError(
+            f"epochs={config.epochs:g} is less than one rollout ({rl.prompts_per_rollout} of {prompts} prompts): set epochs to at "
+            f"least {rl.prompts_per_rollout / prompts:.3g}, rlvr.rollouts, or max_steps"
+        )
+    return math.ceil(share)
 
 
 def _split(order: list[int], parts: int) -> list[list[int]]:
@@ -467,6 +474,8 @@ def train_rollouts(config: TrainConfig, runtime: Runtime, task: RLVRTask, log: L
             run_eval(step)
         if _crossed(step, steps_per, config.save_every) and rollout + 1 < rollouts:
             optimization.save(out / f"checkpoint-{step}", {"step": step, "rollout": rollout + 1})
+            if runtime.is_main:
+                prune_checkpoints(out, config.save_total_limit)
     run_eval(step)
     elapsed = time.perf_counter() - started
     busy = sum(totals.values())
@@ -509,4 +518,4 @@ def run_rlvr(config: TrainConfig, log: Log | None = None) -> LoopResult:
         }
         return task
 
-    return run_task(config, build, log, loop=train_rollouts)
+    return run_task(config, build, log, loop=train_rollouts, command="train rlvr")

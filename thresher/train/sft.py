@@ -104,4 +104,4 @@ def run_sft(config: TrainConfig, log: Log | None = None) -> LoopResult:
         }
         return task
 
-    return run_task(config, build, log)
+    return run_task(config, build, log, command="train sft")
