@@ -408,3 +408,23 @@ def test_right_answers_of_plain_data_types_cross_intact() -> None:
     got = dict(zip(cases, verdicts, strict=True))
     assert {n: got[n].reason for n in RIGHT_ANSWERS if got[n].score != 1.0} == {}
     assert [n for n in UNSUPPORTED if got[n].score == 0.0] == list(UNSUPPORTED)  # still unsupported: counted here
+
+
+def test_no_weak_sandbox_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without bwrap the code verifier refuses (one line, how to install it) unless the weak fallback is asked for,
+    and the weak fallback refuses an ordinary user (it would share the caller's uid, files and processes)."""
+    from thresher.verifiers import sandbox
+
+    monkeypatch.setattr(sandbox, "isolation", lambda: "fallback")
+    monkeypatch.delenv("THRESHER_SANDBOX", raising=False)
+    monkeypatch.delenv("THRESHER_ALLOW_WEAK_SANDBOX", raising=False)
+    with pytest.raises(sandbox.SandboxUnavailable, match="apt-get install bubblewrap") as refused:
+        run_python("print(1)")
+    assert "\n" not in str(refused.value)
+    verdict = CodeVerifier(SandboxLimits(timeout_s=8, cpu_s=8))
+    with pytest.raises(sandbox.SandboxUnavailable):
+        verdict.verify_batch([GOOD], [TESTS])
+    monkeypatch.setenv("THRESHER_ALLOW_WEAK_SANDBOX", "1")
+    monkeypatch.setattr(sandbox.os, "geteuid", lambda: 1000)
+    with pytest.raises(sandbox.SandboxUnavailable, match="needs root"):
+        run_python("print(1)")

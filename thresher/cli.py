@@ -35,6 +35,20 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def _options(
+    allow_weak_sandbox: Annotated[
+        bool,
+        typer.Option(
+            "--allow-weak-sandbox",
+            help="Where bubblewrap cannot run, run untrusted code in the weaker fallback (root only; see README, Safety).",
+        ),
+    ] = False,
+) -> None:
+    if allow_weak_sandbox:
+        os.environ["THRESHER_ALLOW_WEAK_SANDBOX"] = "1"
+
+
 def _counts_table(title: str, rows: dict[str, Account], total: Account | None = None) -> Table:
     table = Table(title=title, title_justify="left")
     for name in ("input", "in", "out", "quarantined", "removed", "reasons"):

@@ -15,17 +15,20 @@ train_app = typer.Typer(help="Train: SFT, DPO and RLVR.", no_args_is_help=True)
 ConfigArg = Annotated[Path, typer.Argument(help="The training config (YAML).")]
 OverridesArg = Annotated[list[str] | None, typer.Argument(help="KEY=VALUE overrides, e.g. optim.lr=1e-5 max_steps=10.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or per-step lines.")]
+OverwriteOpt = Annotated[
+    bool, typer.Option(help="Replace an earlier run's output_dir that had other settings (as overwrite=true; never others' files).")
+]
 
 
 def _line(record: dict[str, Any]) -> str:
     return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items())
 
 
-def _run(config: Path, overrides: list[str] | None, quiet: bool, runner: Callable[..., Any]) -> None:
+def _run(config: Path, overrides: list[str] | None, quiet: bool, runner: Callable[..., Any], overwrite: bool = False) -> None:
     from thresher.progress import progress_bar
     from thresher.train.config import load_config
 
-    cfg = load_config(config, overrides or [])
+    cfg = load_config(config, [*(overrides or []), *(["overwrite=true"] if overwrite else [])])
     with progress_bar(transient=False, disable=quiet) as bar:
         task = bar.add_task("training", total=None, rate="")
 
@@ -46,30 +49,30 @@ def _run(config: Path, overrides: list[str] | None, quiet: bool, runner: Callabl
 
 
 @train_app.command("sft")
-def sft(config: ConfigArg, overrides: OverridesArg = None, quiet: QuietOpt = False) -> None:
+def sft(config: ConfigArg, overrides: OverridesArg = None, quiet: QuietOpt = False, overwrite: OverwriteOpt = False) -> None:
     """Supervised fine-tuning on assistant tokens; writes metrics.jsonl and a Hugging Face checkpoint (OUTPUT_DIR/final)."""
     from thresher.train.sft import run_sft
 
-    _run(config, overrides, quiet, run_sft)
+    _run(config, overrides, quiet, run_sft, overwrite)
 
 
 @train_app.command("dpo")
-def dpo(config: ConfigArg, overrides: OverridesArg = None, quiet: QuietOpt = False) -> None:
+def dpo(config: ConfigArg, overrides: OverridesArg = None, quiet: QuietOpt = False, overwrite: OverwriteOpt = False) -> None:
     """Preference optimization (dpo.loss: sigmoid, dpo_norm, ipo, simpo) on chosen/rejected pairs; reference
     log-probs are computed once and cached. Writes metrics.jsonl and OUTPUT_DIR/final."""
     from thresher.train.dpo import run_dpo
 
-    _run(config, overrides, quiet, run_dpo)
+    _run(config, overrides, quiet, run_dpo, overwrite)
 
 
 @train_app.command("rlvr")
-def rlvr(config: ConfigArg, overrides: OverridesArg = None, quiet: QuietOpt = False) -> None:
+def rlvr(config: ConfigArg, overrides: OverridesArg = None, quiet: QuietOpt = False, overwrite: OverwriteOpt = False) -> None:
     """Reinforcement learning with verifiable rewards (GRPO / DAPO / Dr GRPO): sample rlvr.group_size completions
     per prompt, score them with the rows' verifiers, take clipped policy-gradient steps. Writes metrics.jsonl
     (reward, held-out pass@1, KL, clip fraction, entropy, lengths, importance ratios, time split) and OUTPUT_DIR/final."""
     from thresher.train.rlvr import run_rlvr
 
-    _run(config, overrides, quiet, run_rlvr)
+    _run(config, overrides, quiet, run_rlvr, overwrite)
 
 
 def register(app: typer.Typer) -> None:

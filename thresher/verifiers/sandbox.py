@@ -10,10 +10,14 @@ setsid and double forks included; output goes to files, so no pipe decides when 
 Kernel limits (CPU seconds, address space, file size, open files) and, where this process may
 create one, a pids cgroup bound the rest.
 
-Without bwrap (or where the kernel refuses its namespaces) a weaker fallback runs: a new session,
-a network namespace when allowed, the same kernel limits, and as root a drop to uid 65534. It is
-not a container: ``SandboxResult.isolation`` says which ran, and a warning is logged once. Run
-untrusted code at scale inside a container or VM either way (README, "Safety").
+Without bwrap (or where the kernel refuses its namespaces) nothing runs: the code verifier refuses with a
+one-line error saying how to install bubblewrap. A weaker fallback runs only when asked for
+(``SandboxLimits.allow_weak``, ``THRESHER_ALLOW_WEAK_SANDBOX=1``, or ``thresher --allow-weak-sandbox``)
+and only as root: a new session, a network namespace when allowed, the same kernel limits, and a uid of
+its own for each run (so no run can signal, trace or read another run, the judge or the caller), with
+no environment or home of the caller's. As an ordinary user it would share the caller's uid, files and
+processes, so it refuses there too. It is not a container: ``SandboxResult.isolation`` says which ran.
+Run untrusted code at scale inside a container or VM either way (README, "Safety").
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import functools
 import logging
 import os
 import resource
+import secrets
 import shutil
 import signal
 import subprocess
@@ -38,7 +43,6 @@ from thresher.errors import ExternalError
 
 log = logging.getLogger(__name__)
 
-CLONE_NEWUSER = 0x10000000
 CLONE_NEWNET = 0x40000000
 PR_SET_PDEATHSIG = 1
 NOBODY = 65534
@@ -61,6 +65,7 @@ class SandboxLimits:
     open_files: int = 64
     processes: int = 32  # with a pids cgroup (or, in the fallback, RLIMIT_NPROC)
     network: bool = False
+    allow_weak: bool = False  # run in the weak fallback where bwrap cannot (root only; see the module docstring)
 
 
 @dataclass(frozen=True)
@@ -112,10 +117,14 @@ def isolation() -> str:
         if probe.returncode == 0:
             return "bwrap"
         reason = probe.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["?"]
-        log.warning("bwrap cannot build a sandbox here (%s): untrusted code runs in the weaker fallback", reason[0])
-    else:
-        log.warning("bwrap is not installed (apt-get install bubblewrap): untrusted code runs in the weaker fallback")
+        log.warning("bwrap cannot build a sandbox here (%s)", reason[0])
     return "fallback"
+
+
+def weak_allowed(limits: SandboxLimits) -> bool:
+    """Whether the caller asked for the weak fallback (``THRESHER_SANDBOX=fallback`` forces it, for tests)."""
+    flags = (os.environ.get("THRESHER_ALLOW_WEAK_SANDBOX", ""), os.environ.get("THRESHER_SANDBOX", ""))
+    return limits.allow_weak or flags[0].lower() in ("1", "true", "yes") or flags[1] == "fallback"
 
 
 def _bwrap_prefix(limits: SandboxLimits, files: dict[str, str]) -> list[str]:
@@ -254,20 +263,39 @@ class Sandbox:
         self.scratch = os.path.join(self.host_dir, "scratch")
         os.mkdir(self.scratch)
         self.files = files
+        self.uid = NOBODY
         if self.kind == "fallback":
+            refusal = self._weak_refusal()
+            if refusal is not None:
+                shutil.rmtree(self.host_dir, ignore_errors=True)
+                raise SandboxUnavailable(refusal)
             for name, host in files.items():
                 shutil.copyfile(host, os.path.join(self.host_dir, name))
             os.chmod(self.host_dir, 0o755)  # readable by the unprivileged user the fallback runs as
-            if os.geteuid() == 0 and not _nobody_can_run_python():
-                shutil.rmtree(self.host_dir, ignore_errors=True)
-                raise SandboxUnavailable(
-                    f"bwrap is not usable here and uid {NOBODY} cannot run {python_executable()}: refusing to run "
-                    "untrusted code as root (apt-get install bubblewrap, or run Thresher as an unprivileged user)"
-                )
-            if os.geteuid() == 0:
-                os.chown(self.scratch, NOBODY, NOBODY)
+            self.uid = secrets.randbelow(1 << 30) + (1 << 20)  # a uid of its own: no run can reach another
+            os.chown(self.scratch, self.uid, self.uid)
         self.cgroup = PidsCgroup(limits.processes)
         self.proc: subprocess.Popen[bytes] | None = None
+
+    def _weak_refusal(self) -> str | None:
+        """Why the weak fallback must not run here, or None."""
+        if not weak_allowed(self.limits):
+            return (
+                "no bubblewrap sandbox here (bwrap is missing or the kernel refused its namespaces): install it "
+                "(apt-get install bubblewrap); to run untrusted code in the weaker fallback anyway, as root, pass "
+                "--allow-weak-sandbox or set THRESHER_ALLOW_WEAK_SANDBOX=1"
+            )
+        if os.geteuid() != 0:
+            return (
+                "the weak sandbox needs root (to run each program as a uid of its own); as an ordinary user it would "
+                "share your uid, files and processes: install bubblewrap (apt-get install bubblewrap)"
+            )
+        if not _nobody_can_run_python():
+            return (
+                f"bwrap is not usable here and an unprivileged uid cannot run {python_executable()}: refusing to run "
+                "untrusted code as root (apt-get install bubblewrap)"
+            )
+        return None
 
     def path(self, name: str) -> str:
         return f"{INSIDE}/{name}" if self.kind == "bwrap" else os.path.join(self.host_dir, name)
@@ -308,11 +336,10 @@ class Sandbox:
             return
         ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         if not self.limits.network:
-            _unshare(CLONE_NEWNET) if os.geteuid() == 0 else _unshare(CLONE_NEWUSER | CLONE_NEWNET)
-        if os.geteuid() == 0:
-            os.setgroups([])
-            os.setgid(NOBODY)
-            os.setuid(NOBODY)
+            _unshare(CLONE_NEWNET)
+        os.setgroups([])
+        os.setgid(self.uid)
+        os.setuid(self.uid)
         resource.setrlimit(resource.RLIMIT_NPROC, (self.limits.processes, self.limits.processes))
 
     def wait(self, timeout_s: float) -> tuple[int | None, bool]:
