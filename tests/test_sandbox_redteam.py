@@ -428,3 +428,43 @@ def test_no_weak_sandbox_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sandbox.os, "geteuid", lambda: 1000)
     with pytest.raises(sandbox.SandboxUnavailable, match="needs root"):
         run_python("print(1)")
+
+
+WRITE_EVERYWHERE = r"""
+import os
+got = {}
+for place in ["/", "/dev", "/dev/shm", "/sandbox", "/tmp", "/var/tmp", "/usr", "/etc"]:
+    got[place] = 0
+    try:
+        with open(os.path.join(place, "fill"), "wb") as f:
+            for _ in range(40):
+                f.write(b"x" * (4 << 20))
+                f.flush()
+                got[place] += 4
+    except OSError:
+        pass
+print(sum(got.values()), got)
+"""
+
+
+def test_every_writable_place_is_size_capped() -> None:
+    """Only /tmp and /dev/shm are writable inside bwrap, together within disk_mb; /, /dev and /sandbox are read-only."""
+    result = run_python(WRITE_EVERYWHERE, SandboxLimits(disk_mb=64, file_mb=512, timeout_s=30, cpu_s=30))
+    if result.isolation != "bwrap":
+        pytest.skip("bwrap only")
+    total, places = result.stdout.split(" ", 1)
+    assert int(total) <= 64, places
+    assert "'/': 0" in places and "'/dev': 0" in places and "'/sandbox': 0" in places
+
+
+def test_memory_is_capped_for_the_whole_run_not_per_process() -> None:
+    """Four children of 400 MB each under memory_mb=1024: each is under its own address-space limit, the run is not."""
+    program = (
+        "import os, time\nkids = []\nfor i in range(4):\n    pid = os.fork()\n    if pid == 0:\n"
+        "        x = b'x' * (400 << 20)\n        time.sleep(2)\n        os._exit(0)\n    kids.append(pid)\n"
+        "print(sum(os.waitpid(pid, 0)[1] == 0 for pid in kids))\n"
+    )
+    result = run_python(program, SandboxLimits(memory_mb=1024, timeout_s=30, cpu_s=30))
+    if result.memory_cap != "cgroup":
+        pytest.skip(f"no memory cgroup could be made here (memory cap: {result.memory_cap})")
+    assert result.stdout.strip() and int(result.stdout) <= 2, (result.stdout, result.stderr[-500:])

@@ -22,6 +22,7 @@ Run untrusted code at scale inside a container or VM either way (README, "Safety
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import logging
@@ -46,7 +47,7 @@ log = logging.getLogger(__name__)
 CLONE_NEWNET = 0x40000000
 PR_SET_PDEATHSIG = 1
 NOBODY = 65534
-PIDS_ROOTS = ("/sys/fs/cgroup/pids", "/sys/fs/cgroup")  # cgroup v1 pids hierarchy, then a v2 root
+CGROUP_ROOT = "/sys/fs/cgroup"  # a v2 hierarchy, or v1 hierarchies named by controller below it
 INSIDE = "/sandbox"  # where a run's read-only files appear inside bwrap
 OUTPUT_CAP = 65536
 
@@ -76,6 +77,7 @@ class SandboxResult:
     timed_out: bool
     isolation: str  # "bwrap" or "fallback"
     process_cap: str  # "cgroup", "pid-namespace" or "rlimit": what bounded the number of processes
+    memory_cap: str = ""  # "cgroup" (the whole run) or "rlimit" (each process's address space)
 
     @property
     def ok(self) -> bool:
@@ -154,7 +156,12 @@ def _bwrap_prefix(limits: SandboxLimits, files: dict[str, str]) -> list[str]:
         argv += ["--ro-bind", prefix, prefix]
     for inside, host in files.items():
         argv += ["--ro-bind", host, f"{INSIDE}/{inside}"]
-    argv += ["--proc", "/proc", "--dev", "/dev", "--size", str(limits.disk_mb << 20), "--tmpfs", "/tmp", "--chdir", "/tmp", "--clearenv"]
+    # the only writable places: /tmp (3/4 of disk_mb) and /dev/shm (1/4), each a tmpfs of that size; /, /sandbox and /dev
+    # are read-only
+    shm = max(1, limits.disk_mb // 4)
+    argv += ["--proc", "/proc", "--dev", "/dev", "--size", str(shm << 20), "--tmpfs", "/dev/shm"]
+    argv += ["--size", str(max(1, limits.disk_mb - shm) << 20), "--tmpfs", "/tmp", "--remount-ro", "/dev", "--remount-ro", "/"]
+    argv += ["--chdir", "/tmp", "--clearenv"]
     for key, value in _env("/tmp").items():
         argv += ["--setenv", key, value]
     return argv + ["--"]
@@ -178,63 +185,93 @@ def _unshare(flags: int) -> bool:
     return libc.unshare(flags) == 0
 
 
-class PidsCgroup:
-    """A pids cgroup of its own for one run, when this process may create one; else inactive."""
+class RunCgroup:
+    """Cgroups of one run's own (cgroup v2, or v1's pids and memory hierarchies), when this process may create
+    them: ``pids`` caps the run's processes, ``memory`` the memory of all of them together (not per process);
+    each is False where no such cgroup could be made."""
 
-    def __init__(self, max_pids: int) -> None:
-        self.path: str | None = None
-        for root in PIDS_ROOTS:
-            v1 = root.endswith("/pids") and os.path.isfile(os.path.join(root, "cgroup.procs"))
-            if not v1 and not _v2_has_pids(root):
+    def __init__(self, max_pids: int, memory_bytes: int) -> None:
+        self.paths: list[str] = []
+        self.pids = self.memory = False
+        wanted = {"pids": {"pids.max": str(max_pids)}, "memory": {"memory.max": str(memory_bytes), "memory.swap.max": "0"}}
+        v2 = [c for c in wanted if c in _v2_controllers(CGROUP_ROOT)]
+        if v2:
+            path = _make_cgroup(CGROUP_ROOT, {k: v for c in v2 for k, v in wanted[c].items()}, optional={"memory.swap.max"})
+            if path is not None:
+                self.paths.append(path)
+                self.pids, self.memory = "pids" in v2, "memory" in v2
+        v1 = {
+            "pids": {"pids.max": str(max_pids)},
+            "memory": {"memory.limit_in_bytes": str(memory_bytes), "memory.memsw.limit_in_bytes": str(memory_bytes)},
+        }
+        for controller, files in v1.items():
+            root = os.path.join(CGROUP_ROOT, controller)
+            if getattr(self, controller) or not os.path.isfile(os.path.join(root, "cgroup.procs")):
                 continue
-            path = os.path.join(root, f"thresher-sandbox-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-            try:
-                os.mkdir(path)
-                with open(os.path.join(path, "pids.max"), "w") as f:
-                    f.write(str(max_pids))
-            except OSError:
-                shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else None
-                continue
-            self.path = path
-            return
+            path = _make_cgroup(root, files, optional={"memory.memsw.limit_in_bytes"})
+            if path is not None:
+                self.paths.append(path)
+                setattr(self, controller, True)
 
     def join(self) -> None:
-        """Called in the child: move this process into the cgroup."""
-        if self.path is not None:
-            with open(os.path.join(self.path, "cgroup.procs"), "w") as f:
+        """Called in the child: move this process into the run's cgroups."""
+        for path in self.paths:
+            with open(os.path.join(path, "cgroup.procs"), "w") as f:
                 f.write(str(os.getpid()))
 
     def kill_all(self) -> None:
-        if self.path is None:
-            return
-        for _ in range(50):
-            try:
-                with open(os.path.join(self.path, "cgroup.procs")) as f:
-                    pids = [int(p) for p in f.read().split()]
-            except OSError:
-                return
-            if not pids:
-                break
-            for pid in pids:
+        for path in self.paths:
+            for _ in range(50):
                 try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            time.sleep(0.02)
-        for _ in range(50):
-            try:
-                os.rmdir(self.path)
-                return
-            except OSError:
+                    with open(os.path.join(path, "cgroup.procs")) as f:
+                        pids = [int(p) for p in f.read().split()]
+                except OSError:
+                    break
+                if not pids:
+                    break
+                for pid in pids:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
                 time.sleep(0.02)
+            for _ in range(50):
+                try:
+                    os.rmdir(path)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.02)
+        self.paths = []
 
 
-def _v2_has_pids(root: str) -> bool:
+def _make_cgroup(root: str, files: dict[str, str], optional: set[str]) -> str | None:
+    """A new cgroup under ``root`` with ``files`` written (those in ``optional`` may be missing); None where not allowed."""
+    path = os.path.join(root, f"thresher-sandbox-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        os.mkdir(path)
+    except OSError:
+        return None
+    for name, value in files.items():
+        try:
+            with open(os.path.join(path, name), "w") as f:
+                f.write(value)
+        except OSError:
+            if name in optional:
+                continue
+            with contextlib.suppress(OSError):
+                os.rmdir(path)
+            return None
+    return path
+
+
+def _v2_controllers(root: str) -> list[str]:
     try:
         with open(os.path.join(root, "cgroup.subtree_control")) as f:
-            return "pids" in f.read().split()
+            return f.read().split()
     except OSError:
-        return False
+        return []
 
 
 def set_limits(limits: SandboxLimits) -> None:
@@ -274,7 +311,7 @@ class Sandbox:
             os.chmod(self.host_dir, 0o755)  # readable by the unprivileged user the fallback runs as
             self.uid = secrets.randbelow(1 << 30) + (1 << 20)  # a uid of its own: no run can reach another
             os.chown(self.scratch, self.uid, self.uid)
-        self.cgroup = PidsCgroup(limits.processes)
+        self.cgroup = RunCgroup(limits.processes, limits.memory_mb << 20)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def _weak_refusal(self) -> str | None:
@@ -302,9 +339,14 @@ class Sandbox:
 
     @property
     def process_cap(self) -> str:
-        if self.cgroup.path:
+        if self.cgroup.pids:
             return "cgroup"
         return "pid-namespace" if self.kind == "bwrap" else "rlimit"
+
+    @property
+    def memory_cap(self) -> str:
+        """``cgroup``: the run's memory in all its processes together; ``rlimit``: each process's address space only."""
+        return "cgroup" if self.cgroup.memory else "rlimit"
 
     def spawn(self, args: Sequence[str], stdout: IO[Any], stderr: IO[Any], pass_fds: Sequence[int] = ()) -> subprocess.Popen[bytes]:
         """Start ``python -I -B ARGS`` inside; stdin is empty, output goes to the given files."""
@@ -403,4 +445,5 @@ def run_python(code: str, limits: SandboxLimits | None = None) -> SandboxResult:
             with open(out_path, "wb") as out, open(err_path, "wb") as err:
                 box.spawn([box.path("main.py")], out, err)
             returncode, timed_out = box.wait(limits.timeout_s)
-            return SandboxResult(returncode, read_capped(out_path), read_capped(err_path), timed_out, box.kind, box.process_cap)
+            stdout, stderr = read_capped(out_path), read_capped(err_path)
+            return SandboxResult(returncode, stdout, stderr, timed_out, box.kind, box.process_cap, box.memory_cap)
