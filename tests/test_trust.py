@@ -379,3 +379,50 @@ def test_training_output_folders_and_settings(tiny_chat_model: Path, shared_data
     assert not list(out.glob("checkpoint-*"))  # the earlier run's checkpoints went with it
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert records[0]["total_steps"] == 2
+
+
+# ---- trust II: what the disk or the system refuses is one line, and names are printed escaped
+def test_a_file_size_limit_and_a_full_disk_are_one_line(canonical: Path, tmp_path: Path) -> None:
+    import resource
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+
+    out = tmp_path / "out.parquet"
+    done = subprocess.run(
+        [sys.executable, "-m", "thresher.cli", "convert", str(canonical), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=small_files,
+    )
+    assert done.returncode == 3 and "file too large" in _error_line(done), done.stderr[-2000:]
+    assert not out.exists() and not list(tmp_path.glob(".out.parquet.*"))  # nothing partial left
+    import errno
+
+    import typer
+    from typer.testing import CliRunner
+
+    from thresher.cli_common import Handled
+
+    app = typer.Typer(cls=Handled)
+
+    @app.command()
+    def write(name: str) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", name)
+
+    @app.command()
+    def other() -> None:
+        pass
+
+    result = CliRunner().invoke(app, ["write", "/data/out.parquet"])
+    assert result.exit_code == 3 and "Traceback" not in result.output
+    assert "/data/out.parquet: no space left on the device" in result.output
+
+
+def test_control_characters_in_names_are_printed_escaped(tmp_path: Path) -> None:
+    name = tmp_path / "evil\x1b]0;pwned\x07\x1b[2J.jsonl"
+    name.write_text('{"broken\n')
+    done = thresher("convert", str(name), "--out", str(tmp_path / "x.parquet"))
+    assert done.returncode in (1, 2) and "\x1b" not in done.stderr and "\x07" not in done.stderr
+    assert "\\x1b]0;pwned\\x07" in _error_line(done)

@@ -4,10 +4,12 @@ code and its message, never a traceback."""
 
 from __future__ import annotations
 
+import errno
 from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from typer.core import TyperGroup
 
 from thresher.errors import EXIT_BAD_INPUT, EXIT_BAD_ROW, EXIT_CANNOT_GO_ON, ThresherError
@@ -16,9 +18,39 @@ out_console = Console()
 err_console = Console(stderr=True)
 
 
+_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), *range(0x7F, 0xA0)] if c != 0x0A}
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters (terminal escape sequences, bells, carriage returns) shown escaped."""
+    return text.translate(_CONTROL)
+
+
 def fail(message: str, code: int) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(printable(message))}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+# errors of the disk or the system a user can run into: one line each, and whether the run can go on
+_OS_ERRORS = {
+    errno.ENOSPC: ("no space left on the device", "free some space or write elsewhere; no partial output was kept", EXIT_CANNOT_GO_ON),
+    errno.EDQUOT: ("disk quota exceeded", "free some space or write elsewhere; no partial output was kept", EXIT_CANNOT_GO_ON),
+    errno.EFBIG: (
+        "file too large (a file-size limit, ulimit -f, or the file system's)",
+        "raise the limit or write elsewhere",
+        EXIT_CANNOT_GO_ON,
+    ),
+    errno.EMFILE: ("too many open files", "raise ulimit -n", EXIT_CANNOT_GO_ON),
+}
+
+
+def os_error_message(e: OSError) -> tuple[str, int]:
+    """One line for an OS error a user can cause, naming the path, and its exit code."""
+    where = f"{e.filename}: " if e.filename else ""
+    if e.errno in _OS_ERRORS:
+        what, hint, code = _OS_ERRORS[e.errno]
+        return f"{where}{what}; {hint}", code
+    return f"{where}{e.strerror or e}", EXIT_BAD_INPUT
 
 
 class Handled(TyperGroup):
@@ -29,6 +61,14 @@ class Handled(TyperGroup):
             return super().invoke(ctx)
         except ThresherError as e:
             fail(f"{e}\n{e.hint}" if e.hint else str(e), e.exit_code)
+        except OSError as e:
+            fail(*os_error_message(e))
+        except MemoryError:
+            fail(
+                "out of memory: an input may hold a row too large to load, or the run needs more memory than this machine "
+                "has (try fewer --workers or smaller batches)",
+                EXIT_CANNOT_GO_ON,
+            )
 
 
-__all__ = ["EXIT_BAD_INPUT", "EXIT_BAD_ROW", "EXIT_CANNOT_GO_ON", "Handled", "err_console", "fail", "out_console"]
+__all__ = ["EXIT_BAD_INPUT", "EXIT_BAD_ROW", "EXIT_CANNOT_GO_ON", "Handled", "err_console", "fail", "out_console", "printable"]
