@@ -160,4 +160,5 @@ output_dir: {out}
     def final(folder: Path) -> Any:  # training's output is final/: present only once a run finished
         return snapshot(folder / "final")
 
-    kill_and_rerun(lambda s: ["train", "sft", str(config), lr[s], "-q"], out, final)
+    # the two settings take turns in one folder: each replaces the other's run, which needs --overwrite
+    kill_and_rerun(lambda s: ["train", "sft", str(config), lr[s], "-q", "--overwrite"], out, final)
