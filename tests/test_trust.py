@@ -426,3 +426,19 @@ def test_control_characters_in_names_are_printed_escaped(tmp_path: Path) -> None
     done = thresher("convert", str(name), "--out", str(tmp_path / "x.parquet"))
     assert done.returncode in (1, 2) and "\x1b" not in done.stderr and "\x07" not in done.stderr
     assert "\\x1b]0;pwned\\x07" in _error_line(done)
+
+
+def test_an_oversized_row_is_a_bad_row_named_with_its_size(tmp_path: Path) -> None:
+    """A line over THRESHER_MAX_ROW_BYTES (64 MB by default; a 1 GB line once ended in a MemoryError traceback) is never
+    parsed: fail mode names the file, line and size; quarantine mode sets it aside and keeps the rest."""
+    source = tmp_path / "rows.jsonl"
+    row = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
+    big = {"messages": [{"role": "user", "content": "x" * 5000}, {"role": "assistant", "content": "a"}]}
+    source.write_text("\n".join(json.dumps(r) for r in (row, big, row)) + "\n")
+    env = {**os.environ, "THRESHER_MAX_ROW_BYTES": "1000"}
+    command = [sys.executable, "-m", "thresher.cli", "convert", str(source), "--out", str(tmp_path / "out.parquet")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 1 and f"{source}:2: the line is 5,0" in _error_line(done)
+    done = subprocess.run([*command, "--on-error", "quarantine"], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0 and len(read_rows(tmp_path / "out.parquet")) == 2
+    assert json.loads((tmp_path / "out.quarantine.jsonl").read_text())["category"] == "row_too_large"

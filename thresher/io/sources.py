@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import os
 import re
 import zlib
 from collections.abc import Iterator
@@ -30,6 +31,7 @@ BATCH_ROWS = 4096
 T = TypeVar("T")
 HF_PREFIX = "hf:"
 BOM = b"\xef\xbb\xbf"
+MAX_ROW_BYTES = int(os.environ.get("THRESHER_MAX_ROW_BYTES", 64 << 20))  # a longer JSONL line is a bad row, never parsed
 
 
 @dataclass
@@ -190,6 +192,9 @@ def _object_or_error(value: Any, location: Location, raw: str | None) -> RawRow:
 
 def _jsonl_row(line: bytes, location: Location) -> RawRow:
     """One JSONL line (a non-blank one, with its newline if it had one) as a raw row."""
+    if len(line) > MAX_ROW_BYTES:  # parsing it could take many times its size in memory
+        reason = f"the line is {len(line):,} bytes, over the {MAX_ROW_BYTES:,}-byte limit for one row (THRESHER_MAX_ROW_BYTES)"
+        return RawRow(location, error=RowError("row_too_large", reason), raw=line[:200].decode("utf-8", "replace") + "…")
     try:
         text = line.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -228,7 +233,7 @@ def _jsonl_blocks(path: Path, batch_rows: int, columnar: bool = True) -> Iterato
         while lines := list(islice(f, batch_rows)):
             if line_no == 1:
                 lines[0] = lines[0].removeprefix(BOM)  # a byte-order mark is not part of row 1
-            if columnar and not _has_blank_line(lines):
+            if columnar and not _has_blank_line(lines) and max(map(len, lines)) <= MAX_ROW_BYTES:
                 yield Block(str(path), row, line_no, lines=lines, missing_as_null=True)
                 row += len(lines)
             else:
