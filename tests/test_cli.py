@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -61,3 +64,20 @@ def test_bad_option_values_are_rejected(tmp_path: Path) -> None:
     src.write_text('{"prompt": "p", "completion": "c"}\n')
     wrong_out = thresher("convert", str(src), "--out", str(tmp_path / "o.txt"))
     assert wrong_out.returncode == 2 and "must end in .parquet" in wrong_out.stderr
+
+
+def test_short_help_version_and_unwrapped_errors_outside_a_terminal(tmp_path: Path) -> None:
+    assert "Usage:" in thresher("-h").stdout and "Usage:" in thresher("dedup", "-h").stdout
+    import thresher as package
+
+    assert thresher("--version").stdout.strip() == f"thresher {package.__version__}"
+    long = tmp_path / ("x" * 150 + ".jsonl")
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    done = subprocess.run(
+        [sys.executable, "-m", "thresher.cli", "convert", str(long), "--out", str(tmp_path / "o.parquet")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1 and str(long) in done.stderr  # one line, path whole

@@ -32,11 +32,21 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     cls=Handled,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        import thresher
+
+        out_console.print(f"thresher {thresher.__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
 def _options(
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.", is_eager=True, callback=_print_version)] = False,
     allow_weak_sandbox: Annotated[
         bool,
         typer.Option(

@@ -5,6 +5,7 @@ code and its message, never a traceback."""
 from __future__ import annotations
 
 import errno
+import os
 from typing import Any
 
 import typer
@@ -14,8 +15,18 @@ from typer.core import TyperGroup
 
 from thresher.errors import EXIT_BAD_INPUT, EXIT_BAD_ROW, EXIT_CANNOT_GO_ON, ThresherError
 
-out_console = Console()
-err_console = Console(stderr=True)
+
+def _console(stderr: bool = False) -> Console:
+    """A console; outside a terminal (CI logs, ``| tee``, Slurm) lines are not hard-wrapped at 80 columns, so paths
+    stay whole and copyable (``COLUMNS`` still sets a width)."""
+    console = Console(stderr=stderr)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(stderr=stderr, width=1000, soft_wrap=True)
+    return console
+
+
+out_console = _console()
+err_console = _console(stderr=True)
 
 
 _CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), *range(0x7F, 0xA0)] if c != 0x0A}
