@@ -113,11 +113,19 @@ class TransformersEngine:
                 result = self.model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs)
         finally:
             self.model.train(was_training)
-        new = result.sequences[:, width:].cpu()
+        sequences = result.sequences[:, width:]
+        new = sequences.cpu()
         logprobs = None
         if want_logprobs:  # (rows, steps): log p of each generated token under softmax(logits / T)
-            logits = torch.stack(result.logits, 1).float().cpu()
-            logprobs = torch.log_softmax(logits / sampling.temperature, -1).gather(-1, new[:, : logits.shape[1], None])[..., 0]
+            # step by step on the device: the stacked logits in fp32 on the host would be rows × steps × vocab floats
+            # (5 GB for 64 rows, 128 steps and a 152K vocabulary), and a host log-softmax over them seconds per rollout
+            logprobs = torch.stack(
+                [
+                    torch.log_softmax(step.float() / sampling.temperature, -1).gather(-1, sequences[:, t, None])[:, 0]
+                    for t, step in enumerate(result.logits)
+                ],
+                1,
+            ).cpu()
         per_prompt = sampling.n if sample else 1
         samples: list[list[Sample]] = [[] for _ in prompts]
         for row, tokens in enumerate(new.tolist()):
