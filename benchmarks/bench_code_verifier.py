@@ -57,8 +57,9 @@ def _mbpp(limit: int | None) -> list[dict]:
 
 
 def mbpp_truth(row: dict) -> str:
+    """MBPP has no entry point: ``uses`` names the function its tests call (MBPP/126's is ``sum``, a builtin's name)."""
     tests = "\n".join([row.get("test_setup_code") or "", *row["test_list"], *row.get("challenge_test_list", [])])
-    return json.dumps({"tests": tests})
+    return json.dumps({"tests": tests, "uses": [mbpp_entry(row)]})
 
 
 def mbpp_entry(row: dict) -> str:

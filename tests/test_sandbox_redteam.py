@@ -468,3 +468,16 @@ def test_memory_is_capped_for_the_whole_run_not_per_process() -> None:
     if result.memory_cap != "cgroup":
         pytest.skip(f"no memory cgroup could be made here (memory cap: {result.memory_cap})")
     assert result.stdout.strip() and int(result.stdout) <= 2, (result.stdout, result.stderr[-500:])
+
+
+def test_a_function_under_test_named_like_a_builtin_reaches_the_tests_only_when_named(verifier: CodeVerifier) -> None:
+    """MBPP/126's function is called ``sum``: the ground truth's ``uses`` lets the tests call the program's; without it,
+    the tests keep the true builtin (so a program cannot rebind one by defining it)."""
+    program = "def sum(a, b):\n    return a + b + 1\n"
+    tests = "assert sum(1, 2) == 4\n"
+    named, unnamed = json.dumps({"tests": tests, "uses": ["sum"]}), json.dumps({"tests": tests})
+    assert [v.score for v in verifier.verify_batch([program, program], [named, unnamed])] == [1.0, 0.0]
+    with pytest.raises(ValueError, match="list of names"):
+        from thresher.verifiers.code import parse_tests
+
+        parse_tests(json.dumps({"tests": tests, "uses": "sum"}))

@@ -422,7 +422,8 @@ def judge(read_fd, write_fd, timeout_s):
         entry = spec["entry_point"]
         namespace = {"__name__": "__tests__", "__builtins__": builtins, **prompt_definitions(spec.get("prefix", ""), entry)}
         read, bound = names_of(tests)
-        wanted = (read - bound - set(dir(builtins)) - set(namespace)) | ({entry} if entry else set())
+        named = {entry, *spec.get("uses", [])} - {""}  # the ground truth's own names for what the tests call
+        wanted = (read - bound - set(dir(builtins)) - set(namespace)) | named
         program = first["names"]
         if type(program) is not dict:
             raise Lost("the program broke the protocol (names)")

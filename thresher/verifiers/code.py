@@ -1,7 +1,8 @@
 """The ``code`` verifier: run a candidate program against its tests in the sandbox.
 
-The ground truth is JSON: ``{"tests": "...", "entry_point": "f", "prefix": "..."}`` (only ``tests``
-is required) or a bare string of test code. The program run in the sandbox is ``prefix``
+The ground truth is JSON: ``{"tests": "...", "entry_point": "f", "prefix": "...", "uses": ["f"]}`` (only
+``tests`` is required; ``uses`` names program functions the tests call that shadow a builtin, as MBPP/126's
+``sum``: no other program name shadows a builtin for the tests) or a bare string of test code. The program run in the sandbox is ``prefix``
 (e.g. HumanEval's prompt, whose body the response completes) then the response's code (the last
 fenced block when there is one). The tests, then ``check(entry_point)`` when an entry point is
 given, run in a separate judge process against proxies for the program's names (``_codewire``):
@@ -43,8 +44,11 @@ def parse_tests(ground_truth: str) -> dict[str, str]:
             raise ValueError(f"code ground truth is not valid JSON: {e}") from None
         if not isinstance(data, dict) or not isinstance(data.get("tests"), str):
             raise ValueError("code ground truth JSON needs a 'tests' string")
-        return {k: str(data.get(k) or "") for k in ("tests", "entry_point", "prefix")}
-    return {"tests": ground_truth, "entry_point": "", "prefix": ""}
+        uses = data.get("uses") or []
+        if not isinstance(uses, list) or not all(isinstance(u, str) and u.isidentifier() for u in uses):
+            raise ValueError("code ground truth 'uses' must be a list of names")
+        return {**{k: str(data.get(k) or "") for k in ("tests", "entry_point", "prefix")}, "uses": ",".join(uses)}
+    return {"tests": ground_truth, "entry_point": "", "prefix": "", "uses": ""}
 
 
 def program_of(response: str, ground_truth: str) -> str:
@@ -69,8 +73,9 @@ class CodeVerifier:
             parts = parse_tests(ground_truth)
         except ValueError as e:
             return Verdict(0.0, f"bad ground truth: {e}")
+        uses = [u for u in parts["uses"].split(",") if u]
         passed, reason = judge_program(
-            program_of(response, ground_truth), parts["tests"], parts["entry_point"], self.limits, prefix=parts["prefix"]
+            program_of(response, ground_truth), parts["tests"], parts["entry_point"], self.limits, prefix=parts["prefix"], uses=uses
         )
         return Verdict(1.0 if passed else 0.0, reason)
 
@@ -80,10 +85,13 @@ class CodeVerifier:
             return list(pool.map(self._one, responses, ground_truths))
 
 
-def judge_program(program: str, tests: str, entry_point: str, limits: SandboxLimits, prefix: str = "") -> tuple[bool, str]:
+def judge_program(
+    program: str, tests: str, entry_point: str, limits: SandboxLimits, prefix: str = "", uses: list[str] | None = None
+) -> tuple[bool, str]:
     """Run ``program`` in the sandbox and ``tests`` in a judge process talking to it over two pipes;
     the verdict comes on the judge's stdout, which the program never holds. ``prefix``: the prompt's code,
-    whose own definitions the tests get from the judge (not from the program)."""
+    whose own definitions the tests get from the judge (not from the program). ``uses``: program names the tests
+    call even where they shadow a builtin (MBPP/126's ``sum``); the entry point always is one."""
     with tempfile.TemporaryDirectory(prefix="thresher-program-") as tmp:
         path = os.path.join(tmp, "program.py")
         with open(path, "w") as f:
@@ -112,7 +120,7 @@ def judge_program(program: str, tests: str, entry_point: str, limits: SandboxLim
             finally:
                 for fd in (requests_r, requests_w, answers_r, answers_w):
                     os.close(fd)
-            spec = orjson.dumps({"tests": tests, "entry_point": entry_point, "prefix": prefix})
+            spec = orjson.dumps({"tests": tests, "entry_point": entry_point, "prefix": prefix, "uses": uses or []})
             assert judge is not None  # Popen raised otherwise
             try:
                 verdict, _ = judge.communicate(spec, timeout=limits.timeout_s + 5)
