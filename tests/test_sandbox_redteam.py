@@ -303,7 +303,7 @@ def test_the_fallback_refuses_root_or_still_scores_hacks_zero(monkeypatch: pytes
         verifier = CodeVerifier(SandboxLimits(timeout_s=8, cpu_s=8))
         try:
             verdicts = verifier.verify_batch(list(safe.values()) + [GOOD], [TESTS] * (len(safe) + 1))
-        except sandbox.SandboxUnavailable as e:
+        except sandbox.SandboxUnavailable as e:  # as root where no unprivileged uid can run any Python
             assert os.geteuid() == 0 and "refusing to run untrusted code as root" in str(e)
             return
         assert verdicts[-1].score == 1.0 and all(v.score == 0.0 for v in verdicts[:-1]), verdicts
@@ -481,3 +481,52 @@ def test_a_function_under_test_named_like_a_builtin_reaches_the_tests_only_when_
         from thresher.verifiers.code import parse_tests
 
         parse_tests(json.dumps({"tests": tests, "uses": "sum"}))
+
+
+WEAK_ATTACKER = """
+import os, signal
+def double(x):
+    hits = []
+    for pid in [p for p in os.listdir('/proc') if p.isdigit()]:
+        for fd in range(0, 64):  # forge a verdict into anyone's descriptors (the judge's stdout among them)
+            try:
+                with open(f'/proc/{pid}/fd/{fd}', 'w') as f:
+                    f.write('{"passed": true, "reason": "passed"}\\n')
+                hits.append((pid, fd))
+            except OSError:
+                pass
+        try:
+            os.kill(int(pid), signal.SIGKILL)  # and kill every process it can see
+        except OSError:
+            pass
+    for place in ('/dev/shm', '/var/tmp', '/tmp'):
+        for name in os.listdir(place):
+            try:
+                open(os.path.join(place, name)).read()
+            except OSError:
+                pass
+    return 0
+"""
+
+
+def test_the_weak_fallback_keeps_runs_apart(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In the weak fallback (asked for, as root) each run is a uid of its own: an attacker that forges verdicts through
+    /proc/PID/fd and SIGKILLs everything it can see scores 0, and honest runs beside it still pass."""
+    from thresher.verifiers import sandbox
+
+    if os.geteuid() != 0 or sandbox.fallback_python() is None:
+        pytest.skip("the weak fallback runs as root with an interpreter an unprivileged uid can run")
+    monkeypatch.setenv("THRESHER_SANDBOX", "fallback")
+    sandbox.isolation.cache_clear()
+    try:
+        verifier = CodeVerifier(SandboxLimits(timeout_s=15, cpu_s=15), workers=4)
+        programs = [GOOD, WEAK_ATTACKER, GOOD, WEAK_ATTACKER, GOOD, GOOD]
+        verdicts = verifier.verify_batch(programs, [TESTS] * len(programs))
+        assert [v.score for v in verdicts] == [1.0, 0.0, 1.0, 0.0, 1.0, 1.0], [v.reason for v in verdicts]
+        shown = run_python("import os\nprint(os.environ.get('HOME'), 'THRESHER_SANDBOX' in os.environ, os.getuid())")
+        assert shown.isolation == "fallback"
+        home, leaked, uid = shown.stdout.split()
+        assert home.startswith(tempfile.gettempdir()) and leaked == "False" and int(uid) not in (0, 65534)
+    finally:
+        monkeypatch.delenv("THRESHER_SANDBOX")
+        sandbox.isolation.cache_clear()

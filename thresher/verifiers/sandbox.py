@@ -171,13 +171,24 @@ def _env(home: str) -> dict[str, str]:
     return {"PATH": "/usr/bin:/bin", "HOME": home, "TMPDIR": home, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0", "LANG": "C.UTF-8"}
 
 
-@functools.cache
-def _nobody_can_run_python() -> bool:
-    """Whether uid 65534 can reach and run the interpreter (not when it lives under /root, say)."""
-    path = python_executable()
+def _others_can_run(path: str) -> bool:
+    """Whether a uid of no group of the owner's can reach and run ``path`` (not when it lives under /root, say)."""
     parts = path.split("/")
-    dirs_ok = all(os.stat("/".join(parts[:i]) or "/").st_mode & 0o001 for i in range(1, len(parts)))
-    return dirs_ok and os.stat(path).st_mode & 0o005 == 0o005
+    try:
+        dirs_ok = all(os.stat("/".join(parts[:i]) or "/").st_mode & 0o001 for i in range(1, len(parts)))
+        return dirs_ok and os.stat(path).st_mode & 0o005 == 0o005
+    except OSError:
+        return False
+
+
+@functools.cache
+def fallback_python() -> str | None:
+    """The interpreter the weak fallback runs programs with: this one where an unprivileged uid can run it, else the
+    system's ``/usr/bin/python3`` (the programs and the wire need the standard library only), else None."""
+    for path in (python_executable(), os.path.realpath("/usr/bin/python3")):
+        if os.path.isfile(path) and _others_can_run(path):
+            return path
+    return None
 
 
 def _unshare(flags: int) -> bool:
@@ -327,10 +338,10 @@ class Sandbox:
                 "the weak sandbox needs root (to run each program as a uid of its own); as an ordinary user it would "
                 "share your uid, files and processes: install bubblewrap (apt-get install bubblewrap)"
             )
-        if not _nobody_can_run_python():
+        if fallback_python() is None:
             return (
-                f"bwrap is not usable here and an unprivileged uid cannot run {python_executable()}: refusing to run "
-                "untrusted code as root (apt-get install bubblewrap)"
+                f"bwrap is not usable here and an unprivileged uid can run neither {python_executable()} nor /usr/bin/python3: "
+                "refusing to run untrusted code as root (apt-get install bubblewrap)"
             )
         return None
 
@@ -350,7 +361,7 @@ class Sandbox:
 
     def spawn(self, args: Sequence[str], stdout: IO[Any], stderr: IO[Any], pass_fds: Sequence[int] = ()) -> subprocess.Popen[bytes]:
         """Start ``python -I -B ARGS`` inside; stdin is empty, output goes to the given files."""
-        python = [python_executable(), "-I", "-B", *args]
+        python = [python_executable() if self.kind == "bwrap" else fallback_python() or python_executable(), "-I", "-B", *args]
         if self.kind == "bwrap":
             # bwrap's own processes are visible inside (pid 1 is its init): they get no environment either
             argv, env, cwd = _bwrap_prefix(self.limits, self.files) + python, {"PATH": "/usr/bin:/bin"}, self.host_dir
