@@ -4,6 +4,7 @@ model, and through a training run; generation with a padding mask falls back to 
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
@@ -35,7 +36,7 @@ def _random_pack(rng: random.Random, rows: int, total: int) -> tuple[torch.Tenso
 
 @pytest.fixture
 def rng() -> random.Random:
-    seed = random.SystemRandom().randrange(2**31)
+    seed = int(os.environ.get("THRESHER_TEST_SEED") or random.SystemRandom().randrange(2**31))  # printed; set it to replay
     print(f"seed {seed}")
     torch.manual_seed(seed)
     return random.Random(seed)
@@ -60,7 +61,7 @@ def test_packed_attention_equals_the_dense_mask(rng: random.Random, heads: tuple
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
     # negative control: one example per row (attention across the examples) is not the same
     whole = torch.arange(total).expand(rows, total)
-    if len(varlen_attention.segments(positions)[0]) > 2 * rows:  # examples share a row
+    if any(int((positions[r][real[r]] == 0).sum()) >= 2 for r in range(rows)):  # some row packs two examples or more
         assert not torch.allclose(packed_attention(q, k, v, whole)[real], dense[real], atol=1e-6)
 
 
