@@ -350,32 +350,38 @@ def test_symlinks_cannot_smuggle_an_input_into_the_output_or_split_the_lock(cano
 # ---- trust II: training never writes over what is not its own, and never trains on nothing
 @pytest.mark.slow
 def test_training_output_folders_and_settings(tiny_chat_model: Path, shared_data: Path, tmp_path: Path) -> None:
+    from thresher.errors import InputError
+    from thresher.train.config import load_config
+    from thresher.train.sft import run_sft
+
     out = tmp_path / "run"
     config = tmp_path / "sft.yaml"
     config.write_text(
         f"model: {tiny_chat_model}\ndata: {{train: {shared_data}/sft/lima.json}}\nmax_length: 64\nmax_steps: 3\noutput_dir: {out}\n"
     )
-    refusals = {
-        "epochs=1e-12": "less than one optimizer step",
-        f"output_dir={tiny_chat_model}": "is or holds the model being trained",
-        f"output_dir={tiny_chat_model.parent}": "is or holds the model being trained",
-    }
-    for override, expected in refusals.items():
-        done = thresher("train", "sft", str(config), override, "max_steps=null", "-q")
-        assert done.returncode == 2 and expected in _error_line(done), (override, done.stderr[-2000:])
+
+    def sft(*overrides: str) -> None:
+        run_sft(load_config(config, list(overrides)))
+
+    done = thresher("train", "sft", str(config), "epochs=1e-12", "max_steps=null", "-q")  # once through the command line
+    assert done.returncode == 2 and "less than one optimizer step" in _error_line(done), done.stderr[-2000:]
+    for override in (f"output_dir={tiny_chat_model}", f"output_dir={tiny_chat_model.parent}"):
+        with pytest.raises(InputError, match="is or holds the model being trained"):
+            sft(override)
     assert (tiny_chat_model / "config.json").is_file()
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
-    done = thresher("train", "sft", str(config), f"output_dir={foreign}", "overwrite=true", "-q")
-    assert done.returncode == 2 and "did not write" in _error_line(done) and (foreign / "notes.txt").read_text() == "mine"
+    with pytest.raises(InputError, match="did not write"):
+        sft(f"output_dir={foreign}", "overwrite=true")
+    assert (foreign / "notes.txt").read_text() == "mine"
     # an earlier run's folder: the same settings run again; others need overwrite=true; save_total_limit keeps the newest
-    assert thresher("train", "sft", str(config), "save_every=1", "save_total_limit=1", "-q").returncode == 0
+    sft("save_every=1", "save_total_limit=1")
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"]
-    assert thresher("train", "sft", str(config), "save_every=1", "save_total_limit=1", "-q").returncode == 0
-    done = thresher("train", "sft", str(config), "max_steps=2", "-q")
-    assert done.returncode == 2 and "overwrite=true" in _error_line(done)
-    assert thresher("train", "sft", str(config), "max_steps=2", "overwrite=true", "-q").returncode == 0
+    sft("save_every=1", "save_total_limit=1")
+    with pytest.raises(InputError, match="overwrite=true"):
+        sft("max_steps=2")
+    sft("max_steps=2", "overwrite=true")
     assert not list(out.glob("checkpoint-*"))  # the earlier run's checkpoints went with it
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert records[0]["total_steps"] == 2
