@@ -67,12 +67,17 @@ def refusal(device: torch.device) -> str | None:
     return None
 
 
+def require(device: torch.device) -> None:
+    """Raise the refusal (``refusal``) for ``device``, if any."""
+    reason = refusal(device)
+    if reason is not None:
+        raise RuntimeError(reason)
+
+
 def check_launch(*tensors: torch.Tensor) -> None:
     """Refuse to launch a kernel on these tensors where it would run wrongly or absurdly slowly."""
     for tensor in tensors:
-        reason = refusal(tensor.device)
-        if reason is not None:
-            raise RuntimeError(reason)
+        require(tensor.device)
 
 
 def device_class(device: torch.device) -> str:
@@ -92,9 +97,7 @@ def choose(backend: str, op: str, device: torch.device) -> str:
     if backend == "torch":
         return "torch"
     if backend == "triton":
-        reason = refusal(device)
-        if reason is not None:
-            raise RuntimeError(reason)
+        require(device)
         return "triton"
     measured = MEASURED.get((device_class(device), op))
     if measured is None or not triton_usable(device):
