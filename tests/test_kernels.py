@@ -104,6 +104,44 @@ def test_linear_cross_entropy_matches_torchs_definition(backend: str, smoothing:
 
 
 @needs_triton
+@pytest.mark.parametrize("exact", [False, True])
+def test_linear_kernel_in_slabs_and_splits_with_every_term(exact: bool, seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """bf16, tiny tiles so the forward has several vocabulary splits and the backward several token slabs (or,
+    exact, vocabulary slabs of fp32 sums), the three terms and their gradients at once; the forward is
+    deterministic (bitwise equal when run again)."""
+    import importlib
+
+    module = importlib.import_module("thresher.kernels.linear_logprobs")
+    monkeypatch.setattr(module, "DH_SLAB_BYTES", 4 * 40 * 32)  # 32 tokens a slab: 3 slabs for 83 tokens
+    monkeypatch.setattr(module, "DW_SLAB_BYTES", 4 * 40 * 64)  # 64 vocabulary rows a slab: 5 slabs
+    tiles = (module.Tiles(16, 32, 16, waves=8), module.Tiles(16, 32, 16, group_m=3))
+    hidden, weight, targets, g_logp, g_ent = _linear_case(torch.bfloat16, 83, 40, 301)
+    g_uni = torch.randn(83, device=DEVICE)
+    run = lambda: module.linear_terms_triton(hidden, weight, targets, 0.9, -100, True, True, exact, tiles)  # noqa: E731
+    logp, entropy, uniform = run()
+    assert all(torch.equal(a, b) for a, b in zip(run(), (logp, entropy, uniform), strict=True))
+    grads = torch.autograd.grad((logp * g_logp + entropy * g_ent + uniform * g_uni).sum(), (hidden, weight))
+    h64, w64 = _leaves(hidden, weight)
+    ref_logp, ref_entropy = linear_logprobs_reference(h64, w64, targets, 0.9)
+    ref_uniform = -torch.log_softmax((h64 @ w64.t()) / 0.9, -1).mean(-1)
+    loss = (ref_logp * g_logp.double() + ref_entropy * g_ent.double() + ref_uniform * g_uni.double()).sum()
+    ref = [ref_logp, ref_entropy, ref_uniform, *torch.autograd.grad(loss, (h64, w64))]
+    for name, out, expected in zip(("logp", "entropy", "uniform", "d hidden"), [logp, entropy, uniform, grads[0]], ref[:4], strict=True):
+        check(f"slabs (exact={exact}) {name}", out, expected, torch.bfloat16, seed)
+    # the weight's gradient: exact, within one bf16 rounding of the float64 answer (~1.7e-3); by default summed
+    # in bf16, one rounding per token tile (as Liger's and CCE's are), 6 tiles here: ~1.2e-2
+    error = rel_error(grads[1], ref[4])
+    assert error <= (4e-3 if exact else 3e-2), f"d weight (exact={exact}): relative error {error:.2e} (seed {seed})"
+    off = module.linear_terms_triton(hidden, weight, targets, 0.9, -100, False, False, exact, tiles)
+    assert not off[1].any() and not off[2].any()  # not asked for: zeros, and not computed
+    logp_grads = torch.autograd.grad((off[0] * g_logp).sum(), (hidden,))
+    ref_logp_grads = torch.autograd.grad((linear_logprobs_reference(h64, w64, targets, 0.9)[0] * g_logp.double()).sum(), (h64,))
+    check("log-probs only d hidden", logp_grads[0], ref_logp_grads[0], torch.bfloat16, seed)
+    with pytest.raises(AssertionError):  # negative control: the gradients without the entropy term
+        check("entropy term dropped", logp_grads[0], ref[3], torch.bfloat16, seed)
+
+
+@needs_triton
 def test_linear_logprobs_negative_control_a_perturbed_kernel_fails(seed: int) -> None:
     """The same check on a kernel run at a slightly wrong temperature, and on one that skips the last
     vocabulary column, must fail."""
