@@ -173,9 +173,9 @@ def test_linear_logprobs_empty_and_one_token() -> None:
 def test_rms_norm_matches_float64(dtype: torch.dtype, seed: int) -> None:
     from thresher.kernels.elementwise import rms_norm
 
-    x = torch.randn(3, 7, 70, device=DEVICE).to(dtype).requires_grad_()
+    x = torch.randn(3, 30, 70, device=DEVICE).to(dtype).requires_grad_()  # 90 rows: 6 tiles over 4 persistent programs
     w = (1 + 0.1 * torch.randn(70, device=DEVICE)).to(dtype).requires_grad_()
-    g = torch.randn(3, 7, 70, device=DEVICE)
+    g = torch.randn(3, 30, 70, device=DEVICE)
     y = rms_norm(x, w, 1e-6)
     dx, dw = torch.autograd.grad((y.float() * g).sum(), (x, w))
     x64, w64 = _leaves(x, w)
@@ -209,6 +209,34 @@ def test_rope_matches_float64_with_packed_positions(layout: str, dtype: torch.dt
     other = "llama" if layout == "neox" else "neox"
     with pytest.raises(AssertionError):  # negative control: the other pairing of dimensions
         check("wrong layout", rope(x, angles.cos(), angles.sin(), other), ref, dtype, seed)
+
+
+@needs_triton
+def test_rope_qk_one_launch_through_strides_with_grouped_heads(seed: int) -> None:
+    """q and k with their own head counts, both non-contiguous views (as attention's transposes give them), and
+    cos/sin as slices of Hugging Face's repeated (B, T, D) angle tables: outputs and gradients equal float64
+    rotations; swapping q's and k's head counts is refused, and k's gradient without q's still comes back."""
+    from thresher.kernels.elementwise import rope_qk
+
+    b, t, d = 2, 11, 16
+    q = torch.randn(b, t, 4, d, device=DEVICE).transpose(1, 2).requires_grad_()  # (B, 4 heads, T, D), strided
+    k = torch.randn(b, t, 2, d, device=DEVICE).transpose(1, 2).requires_grad_()
+    angles = torch.cat([torch.arange(5), torch.arange(6)]).to(DEVICE)[:, None] * torch.rand(d // 2, device=DEVICE)
+    table = torch.cat([angles, angles], -1)[None].expand(b, t, d)  # HF: cat(freqs, freqs), batch broadcast
+    cos, sin = table.cos()[..., : d // 2], table.sin()[..., : d // 2]
+    qy, ky = rope_qk(q, k, cos, sin)
+    gq, gk = torch.randn_like(qy), torch.randn_like(ky)
+    dq, dk = torch.autograd.grad((qy * gq).sum() + (ky * gk).sum(), (q, k))
+    q64, k64 = _leaves(q, k)
+    c64, s64 = cos.double()[:, None], sin.double()[:, None]
+    rq, rk = rope_reference(q64, c64, s64), rope_reference(k64, c64, s64)
+    rdq, rdk = torch.autograd.grad((rq * gq.double()).sum() + (rk * gk.double()).sum(), (q64, k64))
+    for name, out, expected in (("q", qy, rq), ("k", ky, rk), ("dq", dq, rdq), ("dk", dk, rdk)):
+        check(f"rope_qk {name}", out, expected, torch.float32, seed)
+    (dk_only,) = torch.autograd.grad((rope_qk(q, k, cos, sin)[1] * gk).sum(), (k,))
+    check("rope_qk dk alone", dk_only, rdk, torch.float32, seed)
+    with pytest.raises(AssertionError):  # negative control: angles of the wrong positions
+        check("shifted positions", rope_qk(q, k, cos.roll(1, 1), sin.roll(1, 1))[0], rq, torch.float32, seed)
 
 
 @needs_triton

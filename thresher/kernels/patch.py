@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from thresher.kernels.dispatch import triton_usable
-from thresher.kernels.elementwise import rms_norm, rope, swiglu
+from thresher.kernels.elementwise import rms_norm, rope_qk, swiglu
 
 
 def _rms_forward(self: Any, hidden_states: torch.Tensor) -> torch.Tensor:
@@ -37,7 +37,7 @@ def _rope_function(original: Callable[..., Any]) -> Callable[..., Any]:
         if args or kwargs or unsqueeze_dim != 1 or cos.shape[-1] != d or not triton_usable(q.device):
             return original(q, k, cos, sin, unsqueeze_dim, *args, **kwargs)
         half_cos, half_sin = cos[..., : d // 2], sin[..., : d // 2]  # HF repeats the angles: cat(freqs, freqs)
-        return rope(q, half_cos, half_sin, "neox"), rope(k, half_cos, half_sin, "neox")
+        return rope_qk(q, k, half_cos, half_sin, "neox")  # one launch, through the views' strides
 
     apply_rotary_pos_emb._thresher_original = original  # type: ignore[attr-defined]
     return apply_rotary_pos_emb
