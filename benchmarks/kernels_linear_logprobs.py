@@ -1,6 +1,8 @@
 """Per-token log-probs through the LM head, forward + backward: time and peak memory of Thresher's
-fused Triton kernel and its chunked PyTorch path against PyTorch eager (full logits), torch.compile
-of eager, Liger-Kernel's fused linear cross-entropy and Cut Cross-Entropy (where they install).
+fused Triton kernel (its weight gradient summed in bf16 by default, ``-exact`` in fp32 slabs) and its
+chunked PyTorch path against PyTorch eager (full logits), torch.compile of eager, Liger-Kernel's fused
+linear cross-entropy and Cut Cross-Entropy with its gradient filter on (its default) and off (where
+they install).
 
 All methods compute the summed NLL of the targets (log-probs for ours), then backward to the hidden
 states and the head weight, on the same fresh random inputs. Each method runs in its own process
@@ -8,7 +10,8 @@ so peak memory is its own (CUDA: max allocated; CPU: peak RSS growth). The Trito
 CCE need CUDA; on the CPU the table has eager, compile and the chunked path.
 
 Run: python benchmarks/kernels_linear_logprobs.py [--tokens 4096 8192 --hidden 4096 --vocab 128256 --dtype bf16]
-(CPU-sized: --tokens 2048 --hidden 512 --vocab 32000 --dtype fp32)
+(CPU-sized: --tokens 2048 --hidden 512 --vocab 32000 --dtype fp32; ``--methods`` picks some; a row prints as soon
+as its method is measured; the Triton kernel runs on the CPU only under TRITON_INTERPRET=1, for the dry run)
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from thresher.kernels.linear_logprobs import linear_logprobs  # noqa: E402
+from thresher.kernels.linear_logprobs import linear_logprobs, linear_terms_triton, triton_usable  # noqa: E402
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
@@ -45,7 +48,9 @@ def method(name: str):  # noqa: ANN201 - returns a loss function
     if name == "thresher-chunked":
         return lambda h, w, t: -linear_logprobs(h, w, t, backend="torch", chunk=1024, with_entropy=False)[0].sum()
     if name == "thresher-triton":
-        return lambda h, w, t: -linear_logprobs(h, w, t, backend="triton")[0].sum()
+        return lambda h, w, t: -linear_terms_triton(h, w, t, with_entropy=False)[0].sum()
+    if name == "thresher-triton-exact":
+        return lambda h, w, t: -linear_terms_triton(h, w, t, with_entropy=False, exact_grads=True)[0].sum()
     if name == "liger":
         from liger_kernel.transformers.fused_linear_cross_entropy import LigerFusedLinearCrossEntropyLoss
 
@@ -55,7 +60,14 @@ def method(name: str):  # noqa: ANN201 - returns a loss function
         from cut_cross_entropy import linear_cross_entropy
 
         return lambda h, w, t: linear_cross_entropy(h, w, t, reduction="sum")
+    if name == "cce-nofilter":
+        from cut_cross_entropy import linear_cross_entropy
+
+        return lambda h, w, t: linear_cross_entropy(h, w, t, reduction="sum", filter_eps=None)
     raise ValueError(name)
+
+
+GPU_METHODS = ["eager", "compile", "thresher-chunked", "thresher-triton", "thresher-triton-exact", "liger", "cce", "cce-nofilter"]
 
 
 def child(name: str, n: int, hidden: int, vocab: int, dtype_name: str, repeats: int) -> dict:
@@ -97,9 +109,11 @@ def main() -> None:
     parser.add_argument("--vocab", type=int, default=128256)
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--methods", nargs="+", choices=GPU_METHODS, help="these only (eager first: the ratios' base)")
     args = parser.parse_args()
     cuda = torch.cuda.is_available()
-    names = ["eager", "compile", "thresher-chunked"] + (["thresher-triton", "liger", "cce"] if cuda else [])
+    cpu_methods = ["eager", "compile", "thresher-chunked"] + (["thresher-triton"] if triton_usable(torch.device("cpu")) else [])
+    names = args.methods or (GPU_METHODS if cuda else cpu_methods)
     device = torch.cuda.get_device_name(0) if cuda else f"CPU {platform.machine()}, {torch.get_num_threads()} threads"
     print(
         f"# {device}; torch {torch.__version__}; hidden {args.hidden}, vocab {args.vocab}, {args.dtype}, forward + backward, "

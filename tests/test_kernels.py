@@ -141,6 +141,27 @@ def test_linear_kernel_in_slabs_and_splits_with_every_term(exact: bool, seed: in
         check("entropy term dropped", logp_grads[0], ref[3], torch.bfloat16, seed)
 
 
+def test_tuned_tiles_are_read_for_the_nearest_shape(tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sweep's file (THRESHER_LINEAR_LOGPROBS_CONFIGS) gives each device class and dtype its tiles, nearest in
+    (hidden, vocab); anything else gets the defaults, and CPU tensors (the interpreter) small tiles."""
+    import importlib
+    import json
+    from pathlib import Path
+
+    module = importlib.import_module("thresher.kernels.linear_logprobs")
+    entry = lambda h, v, bm: {"hidden": h, "vocab": v, "forward": {"block_m": bm}, "backward": {"block_m": bm, "group_m": 4}}  # noqa: E731
+    path = Path(str(tmp_path)) / "tuned.json"
+    path.write_text(json.dumps({"cuda:sm90": {"bfloat16": [entry(896, 151936, 64), entry(4096, 128256, 256)]}}))
+    monkeypatch.setenv(module.CONFIG_ENV, str(path))
+    fwd, bwd = module.tiles_for(1024, 150000, torch.bfloat16, "cuda:sm90")
+    assert (fwd.block_m, bwd.block_m, bwd.group_m) == (64, 64, 4)
+    assert module.tiles_for(5120, 128000, torch.bfloat16, "cuda:sm90")[0].block_m == 256
+    assert module.tiles_for(896, 151936, torch.float16, "cuda:sm90") == (module.Tiles(), module.Tiles())
+    assert module.tiles_for(896, 151936, torch.bfloat16, "cuda:sm80") == (module.Tiles(), module.Tiles())
+    assert module.tiles_for(896, 151936, torch.bfloat16, "interpreter") == module.INTERPRETER_TILES
+    assert json.loads(module.CONFIG_FILE.read_text()) is not None  # the package's own file ships and parses
+
+
 @needs_triton
 def test_linear_logprobs_negative_control_a_perturbed_kernel_fails(seed: int) -> None:
     """The same check on a kernel run at a slightly wrong temperature, and on one that skips the last

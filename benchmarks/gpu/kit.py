@@ -1,8 +1,15 @@
 """The GPU proof kit's driver: every GPU claim measured in one run, each step in its own process with its
 own time limit, so one failing step never loses the others.
 
-    python3 benchmarks/gpu/kit.py            # on the lent GPU (run.sh installs the carried wheels first)
-    python3 benchmarks/gpu/kit.py --dry-run  # the same steps, tiny shapes, on the CPU (a test runs this)
+    python3 benchmarks/gpu/kit.py                    # on the lent GPU (run.sh installs the carried wheels first)
+    python3 benchmarks/gpu/kit.py --groups kernels   # one group of steps per call: kernels, trainer, data
+    python3 benchmarks/gpu/kit.py --dry-run          # the same steps, tiny shapes, on the CPU (a test runs this)
+
+Every group fits one device call (its steps' limits sum to at most ``--budget``); all groups together do not,
+so a session with 15 device minutes runs ``--groups kernels`` and then ``--groups trainer data``. The
+``sweep_linear`` step tunes the LM-head kernel's tiles and writes ``$OUT/linear_logprobs.json``; every later
+step of the run reads its tiles from there (``THRESHER_LINEAR_LOGPROBS_CONFIGS``), and committing that file as
+``thresher/kernels/tuned/linear_logprobs.json`` makes it the package's default.
 
 Writes ``$OUT/gpu_results.json`` (one record per step: status, seconds, figures parsed from the step's
 tables and RESULT lines, goals met or not, and the environment) and ``$OUT/gpu_log.txt`` (every step's
@@ -40,9 +47,11 @@ class Step:
     gpu: list[list[str]]  # commands (argument lists after the interpreter) run in order
     dry: list[list[str]]
     goals: list[tuple[str, str]] = field(default_factory=list)  # (description, expression over the figures)
+    group: str = "any"  # kernels, trainer or data; "any" runs with every group
 
 
-BUDGET_S = 490  # all steps; with the wheels' install (run.sh) the call stays under the 540 s the kit is sized for
+GROUPS = ("kernels", "trainer", "data")
+BUDGET_S = 490  # one group's steps; with the wheels' install (run.sh) the call stays under the 540 s the kit is sized for
 DRY_SLACK = 3  # the dry run's limits: a 2-core CPU, and the interpreter, are not the GPU
 INTERPRETER_TRACES = re.compile(r"triton[/\\]runtime[/\\]interpreter|InterpreterError|Triton's interpreter is on")
 
@@ -56,13 +65,19 @@ def steps() -> list[Step]:
         sizes = ("--tokens", tokens, "--hidden", hidden, "--vocab", vocab)
         return py(BENCH / "kernels_linear_logprobs.py", *sizes, "--dtype", dtype, "--repeats", repeats)
 
-    linear_dry = linear(128, 32, 500, "fp32", 1)
+    linear_dry = [*linear(128, 32, 500, "fp32", 1), "--methods", "eager", "thresher-chunked", "thresher-triton"]
     throughput = GPU / "train_throughput.py"
     trainer_goals = lambda task: [  # noqa: E731
         (f"{task.upper()} ≥ 1.3× TRL+Liger tokens/s", f"figures['{task}']['speed_vs_trl'] >= 1.3"),
         (f"{task.upper()} ≤ 0.6× TRL+Liger peak memory", f"figures['{task}']['memory_vs_trl'] <= 0.6"),
         (f"{task.upper()} MFU ≥ 40%", f"figures['{task}']['mfu'] >= 0.40"),
     ]
+    linear_goals = lambda shape: [  # noqa: E731
+        (f"LM head ({shape}): Triton ≤ 0.8× Liger's time", "ratio('thresher-triton', 'liger', 'ms') <= 0.8"),
+        (f"LM head ({shape}): Triton peak memory ≤ Liger's", "ratio('thresher-triton', 'liger', 'peak MB (beyond inputs)') <= 1.0"),
+        (f"LM head ({shape}): Triton ≤ CCE with its filter off (the aim)", "ratio('thresher-triton', 'cce-nofilter', 'ms') <= 1.0"),
+    ]
+    elementwise = "figures['elementwise/{op}']"
     return [
         Step("environment", 15, [py(GPU / "probe.py")], [py(GPU / "probe.py", "--dry-run")]),
         Step(
@@ -70,30 +85,24 @@ def steps() -> list[Step]:
             70,
             [py("-m", "pytest", "-q", "-p", "no:cacheprovider", *tests)],
             [py("-m", "pytest", "-q", "-p", "no:cacheprovider", *tests, "-k", "empty or rms_norm or dispatch or packed_attention_equals")],
+            group="kernels",
         ),
         Step(
-            "parity",
-            60,
-            [py(GPU / "train_parity.py")],
-            [py(GPU / "train_parity.py", "--dry-run")],
-            goals=[("kernels=triton and kernels=torch bf16 losses agree (SFT and DPO)", "figures['parity']['agree']")],
-        ),
-        Step("trainer_sft", 90, [py(throughput, "--task", "sft")], [py(throughput, "--task", "sft", "--dry-run")], trainer_goals("sft")),
-        Step("trainer_dpo", 90, [py(throughput, "--task", "dpo")], [py(throughput, "--task", "dpo", "--dry-run")], trainer_goals("dpo")),
-        Step(
-            "kernels_linear_h896",
-            30,
-            [linear(8192, 896, 151936)],
-            [linear_dry],
+            "sweep_linear",
+            220,
+            [py(GPU / "sweep_linear_logprobs.py", "--budget-s", 200)],
+            [py(GPU / "sweep_linear_logprobs.py", "--dry-run")],
             goals=[
-                ("LM head (0.5B shape): Triton ≤ 0.8× Liger's time", "ratio('thresher-triton', 'liger', 'ms') <= 0.8"),
-                ("LM head (0.5B shape): Triton memory ≤ Liger's", "ratio('thresher-triton', 'liger', 'peak MB (beyond inputs)') <= 1.0"),
+                ("a checked tile configuration for each LM-head shape", "all(v['correct'] for v in figures.values()) and len(figures) == 3")
             ],
+            group="kernels",
         ),
-        Step("kernels_linear_h4096", 30, [linear(8192, 4096, 128256, repeats=3)], []),  # dry: the h896 step ran this path
+        Step("kernels_linear_h896_8k", 45, [linear(8192, 896, 151936)], [linear_dry], linear_goals("H 896, V 151,936, 8K"), "kernels"),
+        Step("kernels_linear_h896_32k", 50, [linear(32768, 896, 151936, repeats=3)], [], linear_goals("H 896, V 151,936, 32K"), "kernels"),
+        Step("kernels_linear_h4096_8k", 45, [linear(8192, 4096, 128256, repeats=3)], [], linear_goals("H 4,096, V 128,256, 8K"), "kernels"),
         Step(
             "kernels_elementwise",
-            20,
+            25,
             [py(BENCH / "kernels_elementwise.py", "--tokens", 16384, "--hidden", 4096, "--intermediate", 14336, "--heads", 32)],
             [
                 py(
@@ -101,6 +110,36 @@ def steps() -> list[Step]:
                     *("--tokens", 32, "--hidden", 32, "--intermediate", 64, "--heads", 2, "--dtype", "fp32", "--repeats", 1, "--dry-run"),
                 )
             ],
+            goals=[
+                ("RMSNorm ≤ 175 µs (16,384 × 4,096)", elementwise.format(op="rms_norm") + "['us']['thresher'] <= 175"),
+                ("RoPE ≤ 145 µs (16,384 × 32 heads × 128)", elementwise.format(op="rope") + "['us']['thresher'] <= 145"),
+                ("SwiGLU at ≥ 80% of 4.8 TB/s", elementwise.format(op="swiglu") + "['gbps']['thresher'] >= 0.8 * 4800"),
+            ],
+            group="kernels",
+        ),
+        Step(
+            "parity",
+            60,
+            [py(GPU / "train_parity.py")],
+            [py(GPU / "train_parity.py", "--dry-run")],
+            goals=[("kernels=triton and kernels=torch bf16 losses agree (SFT and DPO)", "figures['parity']['agree']")],
+            group="trainer",
+        ),
+        Step(
+            "trainer_sft",
+            90,
+            [py(throughput, "--task", "sft")],
+            [py(throughput, "--task", "sft", "--dry-run")],
+            trainer_goals("sft"),
+            "trainer",
+        ),
+        Step(
+            "trainer_dpo",
+            90,
+            [py(throughput, "--task", "dpo")],
+            [py(throughput, "--task", "dpo", "--dry-run")],
+            trainer_goals("dpo"),
+            "trainer",
         ),
         Step(
             "rlvr",
@@ -119,6 +158,7 @@ def steps() -> list[Step]:
                     "--thresher-only",
                 )
             ],
+            group="trainer",
         ),
         Step(
             "minhash",
@@ -129,8 +169,9 @@ def steps() -> list[Step]:
                 ("CPU and CUDA signatures equal", "figures['minhash']['equal']"),
                 ("≥ 500k docs/s on CUDA", "figures['minhash']['docs_per_s'] >= 500_000"),
             ],
+            group="data",
         ),
-        Step("embedding", 25, [py(GPU / "embed_knn.py", "--texts", 50_000)], [py(GPU / "embed_knn.py", "--texts", 120)]),
+        Step("embedding", 25, [py(GPU / "embed_knn.py", "--texts", 50_000)], [py(GPU / "embed_knn.py", "--texts", 120)], group="data"),
     ]
 
 
@@ -269,18 +310,22 @@ def main() -> None:
     parser.add_argument("--dry-run", action="store_true", help="tiny shapes on the CPU (Triton under its interpreter)")
     parser.add_argument("--budget", type=float, default=BUDGET_S, help="seconds for all steps together")
     parser.add_argument("--only", nargs="*", help="run only these steps")
+    parser.add_argument("--groups", nargs="*", choices=GROUPS, help="run only these groups' steps (and the environment)")
     parser.add_argument("--out", default=os.environ.get("OUT") or str(REPO / "out" / "gpu"))
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    env = step_env(args.dry_run, dict(os.environ), REPO / ".gpu_data")
+    env = {**step_env(args.dry_run, dict(os.environ), REPO / ".gpu_data"), "OUT": str(out)}
     deadline = time.monotonic() + args.budget * (DRY_SLACK if args.dry_run else 1)
     records = []
     with open(out / "gpu_log.txt", "w") as log:
         for step in steps():
-            if args.only and step.name not in args.only:
+            if (args.only and step.name not in args.only) or (args.groups and step.group not in (*args.groups, "any")):
                 continue
             record = run_step(step, args.dry_run, deadline - time.monotonic(), env, log)
+            tuned = out / "linear_logprobs.json"
+            if step.name == "sweep_linear" and tuned.exists():  # the rest of the run uses the tiles just tuned
+                env["THRESHER_LINEAR_LOGPROBS_CONFIGS"] = str(tuned)
             records.append(record)
             goals = ", ".join(
                 f"{g['goal']}: {'met' if g['met'] else 'not measured' if g['met'] is None else 'MISSED'}" for g in record["goals"]

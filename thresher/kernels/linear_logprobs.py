@@ -338,12 +338,13 @@ def tuned_entries() -> dict[str, Any]:
     return _tuned_table(os.environ.get(CONFIG_ENV) or str(CONFIG_FILE))
 
 
-def tiles_for(hidden: int, vocab: int, dtype: torch.dtype, device: torch.device) -> tuple[Tiles, Tiles]:
-    """(forward, backward) tiles: the tuned entry for this device class and dtype nearest in (hidden, vocab)
-    (log scale), else the defaults; the interpreter always gets small tiles."""
-    if device.type != "cuda":
+def tiles_for(hidden: int, vocab: int, dtype: torch.dtype, klass: str) -> tuple[Tiles, Tiles]:
+    """(forward, backward) tiles for device class ``klass`` (``cuda:sm90``…; ``interpreter`` for CPU tensors, which
+    always get small tiles): the tuned entry for that class and dtype nearest in (hidden, vocab) on a log scale,
+    else the defaults."""
+    if klass == "interpreter":
         return INTERPRETER_TILES
-    entries = tuned_entries().get(device_class(device), {}).get(str(dtype).removeprefix("torch."), [])
+    entries = tuned_entries().get(klass, {}).get(str(dtype).removeprefix("torch."), [])
     if not entries:
         return Tiles(), Tiles()
     best = min(entries, key=lambda e: abs(math.log(e["hidden"] / hidden)) + abs(math.log(e["vocab"] / vocab)))
@@ -374,7 +375,8 @@ class _LinearLogprobs(torch.autograd.Function):
         hidden, weight, targets = hidden.contiguous(), weight.contiguous(), targets.contiguous()
         n, h = hidden.shape
         v = weight.shape[0]
-        fwd, bwd = tiles or tiles_for(h, v, hidden.dtype, hidden.device)
+        klass = device_class(hidden.device) if hidden.device.type == "cuda" else "interpreter"
+        fwd, bwd = tiles or tiles_for(h, v, hidden.dtype, klass)
         fwd = fwd.fitted(n, v, h)
         m_tiles, v_tiles = triton.cdiv(max(n, 1), fwd.block_m), triton.cdiv(v, fwd.block_n)
         splits = max(1, min(v_tiles, triton.cdiv(fwd.waves * _programs_per_wave(hidden.device), m_tiles)))
