@@ -89,8 +89,8 @@ def steps() -> list[Step]:
         ),
         Step(
             "sweep_linear",
-            220,
-            [py(GPU / "sweep_linear_logprobs.py", "--budget-s", 200)],
+            160,  # both groups' calls, their installs and the machine's start fit the 15 device minutes a session has
+            [py(GPU / "sweep_linear_logprobs.py", "--budget-s", 140)],
             [py(GPU / "sweep_linear_logprobs.py", "--dry-run")],
             goals=[
                 ("a checked tile configuration for each LM-head shape", "all(v['correct'] for v in figures.values()) and len(figures) == 3")
