@@ -1,18 +1,21 @@
-"""The dedup job as datatrove pipeline steps on the local executor (2 tasks, 2 workers) equals `thresher dedup`."""
+"""The dedup job as datatrove pipeline steps (signatures, band-sharded buckets, clusters over pairs, filter) equals
+`thresher dedup`: on datatrove's local executor (2 tasks, 2 workers) and on a real local Ray cluster (2 CPUs)."""
 
 from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
+import pytest
 from datatrove.executor import LocalPipelineExecutor
 from datatrove.pipeline.readers import JsonlReader
 from datatrove.pipeline.writers import JsonlWriter
 
 from thresher.convert import convert
-from thresher.curation.datatrove_steps import DedupClusters, DedupFilter, DedupSignatures
+from thresher.curation.datatrove_steps import DedupBuckets, DedupClusters, DedupFilter, DedupSignatures
 from thresher.curation.dedup import DedupConfig, dedup
 
 
@@ -35,7 +38,20 @@ def _rows(shared_data: Path) -> tuple[list[dict], list[dict]]:
     return first, second
 
 
-def test_datatrove_local_executor_matches_single_process(shared_data: Path, tmp_path: Path) -> None:
+Executor = Callable[[list, int, Path], None]  # (pipeline, tasks, logging dir) -> runs it
+
+
+def _local(pipeline: list, tasks: int, logs: Path) -> None:
+    LocalPipelineExecutor(pipeline, tasks=tasks, workers=2, logging_dir=str(logs)).run()
+
+
+def _ray(pipeline: list, tasks: int, logs: Path) -> None:
+    from datatrove.executor.ray import RayPipelineExecutor
+
+    RayPipelineExecutor(pipeline, tasks=tasks, workers=2, logging_dir=str(logs), mem_per_cpu_gb=1).run()
+
+
+def _dedup_on(executor: Executor, shared_data: Path, tmp_path: Path) -> None:
     first, second = _rows(shared_data)
     docs, canonical = tmp_path / "docs", []
     docs.mkdir()
@@ -52,29 +68,43 @@ def test_datatrove_local_executor_matches_single_process(shared_data: Path, tmp_
     single = tmp_path / "single"
     dedup(canonical, single, config)
     removed = pl.read_parquet(single / "removed.parquet")
-    want = dict(zip(removed["id"].to_list(), removed["duplicate_of"].to_list(), strict=True))
+    want = {i: (d, round(s, 9)) for i, d, s in zip(removed["id"], removed["duplicate_of"], removed["score"], strict=True)}
     assert len(want) >= 30  # the job has work to do
 
     work, logs = tmp_path / "work", tmp_path / "logs"
-    reader = JsonlReader(str(docs))
-    LocalPipelineExecutor([reader, DedupSignatures(str(work), config)], tasks=2, workers=2, logging_dir=str(logs / "1")).run()
-    LocalPipelineExecutor([DedupClusters(str(work), config)], tasks=1, logging_dir=str(logs / "2")).run()
-    LocalPipelineExecutor(
+    executor([JsonlReader(str(docs)), DedupSignatures(str(work), config, band_shards=3)], 2, logs / "1")
+    assert len(list((work / "bands").iterdir())) == 3  # the bands really are sharded: 3 shards over 2 bucket tasks
+    executor([DedupBuckets(str(work), config)], 2, logs / "2")
+    executor([DedupClusters(str(work), config)], 1, logs / "3")
+    executor(
         [
             JsonlReader(str(docs)),
             DedupFilter(str(work), exclusion_writer=JsonlWriter(str(tmp_path / "removed"), compression=None)),
             JsonlWriter(str(tmp_path / "kept"), compression=None),
         ],
-        tasks=2,
-        workers=2,
-        logging_dir=str(logs / "3"),
-    ).run()
+        2,
+        logs / "4",
+    )
     got = {}
     for path in (tmp_path / "removed").glob("*.jsonl"):
         for line in path.read_text().splitlines():
             doc = json.loads(line)
-            got[doc["id"]] = doc["metadata"]["duplicate_of"]
+            got[doc["id"]] = (doc["metadata"]["duplicate_of"], round(doc["metadata"]["dedup_score"], 9))
     kept = [json.loads(line)["id"] for p in (tmp_path / "kept").glob("*.jsonl") for line in p.read_text().splitlines()]
-    assert got == want
+    assert got == want  # the same removals, keepers and scores
     assert sorted(kept) == sorted(pl.read_parquet(single / "kept.parquet")["id"].to_list())
     assert len(kept) + len(got) == len(first) + len(second)
+
+
+def test_datatrove_local_executor_matches_single_process(shared_data: Path, tmp_path: Path) -> None:
+    _dedup_on(_local, shared_data, tmp_path)
+
+
+@pytest.mark.slow
+def test_datatrove_on_a_local_ray_cluster_matches_single_process(shared_data: Path, tmp_path: Path) -> None:
+    ray = pytest.importorskip("ray", reason="ray is the [ray] extra (CI installs it)")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=str(tmp_path / "ray"))
+    try:
+        _dedup_on(_ray, shared_data, tmp_path)
+    finally:
+        ray.shutdown()

@@ -308,6 +308,13 @@ def _exact_labels(features: FeatureArrays) -> np.ndarray:
 Scorer = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (rows, kept rows) -> similarity of each pair
 
 
+def banding_of(config: DedupConfig) -> Banding:
+    """The LSH bands x rows: as given, else the best for the threshold and signature width."""
+    if config.bands is not None and config.rows_per_band is not None:
+        return Banding(config.bands, config.rows_per_band)
+    return optimal_banding(config.resolved_threshold, config.num_perm)
+
+
 def _near_pairs(
     features: FeatureArrays, alive: np.ndarray, config: DedupConfig, ngram_sets_of: Callable[[np.ndarray], pl.DataFrame] | None
 ) -> tuple[np.ndarray, Scorer]:
@@ -316,11 +323,7 @@ def _near_pairs(
     if config.method == "minhash":
         sig = features.signature
         assert sig is not None
-        if config.bands is not None and config.rows_per_band is not None:
-            banding = Banding(config.bands, config.rows_per_band)
-        else:
-            banding = optimal_banding(config.resolved_threshold, config.num_perm)
-        pairs = rows[lsh_pairs(sig[rows], banding)] if len(rows) else np.zeros((0, 2), np.int64)
+        pairs = rows[lsh_pairs(sig[rows], banding_of(config))] if len(rows) else np.zeros((0, 2), np.int64)
         if not (config.verify and len(pairs)):
             return pairs, lambda a, b: estimate_jaccard(sig[a], sig[b])
         assert ngram_sets_of is not None
@@ -337,8 +340,19 @@ def _near_pairs(
     return (rows[pairs] if len(pairs) else pairs), lambda a, b: np.einsum("ij,ij->i", vectors[local[a]], vectors[local[b]])
 
 
-def decide(features: FeatureArrays, config: DedupConfig, ngram_sets_of: Callable[[np.ndarray], pl.DataFrame] | None = None) -> Decisions:
-    """Which rows stay, and for each removed row the kept row it duplicates."""
+NearPairs = Callable[[np.ndarray], tuple[np.ndarray, Scorer]]  # alive mask -> (edges, scorer)
+
+
+def decide(
+    features: FeatureArrays,
+    config: DedupConfig,
+    ngram_sets_of: Callable[[np.ndarray], pl.DataFrame] | None = None,
+    near: NearPairs | None = None,
+) -> Decisions:
+    """Which rows stay, and for each removed row the kept row it duplicates. ``near`` replaces the in-memory
+    near-duplicate search (``_near_pairs``) with edges found elsewhere, e.g. band-sharded LSH over every row:
+    edges may touch exact duplicates, which share their keeper's signature and so its buckets, so the
+    components among the rows exact dedup keeps are the same."""
     n = len(features)
     rank = keeper_rank(features, config.keep)
     duplicate_of = np.full(n, KEPT, dtype=np.int64)
@@ -352,7 +366,7 @@ def decide(features: FeatureArrays, config: DedupConfig, ngram_sets_of: Callable
         return Decisions(duplicate_of, method, score)
     # near: among the rows exact dedup kept
     alive = ~exact_dup
-    pairs, score_of = _near_pairs(features, alive, config, ngram_sets_of)
+    pairs, score_of = near(alive) if near is not None else _near_pairs(features, alive, config, ngram_sets_of)
     labels = components(n, pairs)
     near_best = keepers(np.where(alive, labels, labels.max() + 1 + np.arange(n)), rank)
     near_dup = alive & (near_best != np.arange(n))
