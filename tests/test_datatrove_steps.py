@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -103,8 +105,10 @@ def test_datatrove_local_executor_matches_single_process(shared_data: Path, tmp_
 @pytest.mark.slow
 def test_datatrove_on_a_local_ray_cluster_matches_single_process(shared_data: Path, tmp_path: Path) -> None:
     ray = pytest.importorskip("ray", reason="ray is the [ray] extra (CI installs it)")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=str(tmp_path / "ray"))
+    session = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=session)
     try:
         _dedup_on(_ray, shared_data, tmp_path)
     finally:
         ray.shutdown()
+        shutil.rmtree(session, ignore_errors=True)

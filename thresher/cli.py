@@ -229,6 +229,11 @@ def dedup(
     on_error: Annotated[str, typer.Option(help="fail, or quarantine bad input rows to OUT/quarantine.jsonl.")] = "fail",
     overwrite: Annotated[bool, typer.Option(help="Replace OUT even when it holds another command's or other inputs' output.")] = False,
     workers: Annotated[int | None, typer.Option(help="Batches worked on at once (default: the cores); same outputs.")] = None,
+    executor: Annotated[
+        str | None, typer.Option(help="Run the stages on datatrove's executors: local, or ray (a cluster); same outputs.")
+    ] = None,
+    tasks: Annotated[int, typer.Option(help="With --executor: tasks (and Ray CPUs when Ray starts here).")] = 2,
+    ray_address: Annotated[str | None, typer.Option(help="With --executor ray: a running cluster's address (default: start one).")] = None,
 ) -> None:
     """Remove exact and near duplicates within and across inputs: in = kept + removed (+ quarantined)."""
     from thresher.curation.dedup import DedupConfig
@@ -265,8 +270,13 @@ def dedup(
         def advance(stage: str, rows: int) -> None:
             progress.update(task, advance=rows, description=f"dedup: {'reading' if stage == 'scan' else 'writing'}")
 
+        chosen = None
+        if executor is not None:
+            from thresher.curation.distributed import Executor
+
+            chosen = Executor(cast(Any, executor), tasks, ray_address)  # a bad value: a one-line InputError
         with committed_folder(out, "dedup", inputs, overwrite) as staging:
-            report = run_dedup(inputs, staging, config, kind=kind, on_error=cast(OnError, on_error), on_rows=advance)
+            report = run_dedup(inputs, staging, config, kind=kind, on_error=cast(OnError, on_error), on_rows=advance, executor=chosen)
     summary = report.as_dict()
     table = Table(title=f"dedup ({config.method}, threshold {config.resolved_threshold}, keep {config.keep}) → {out}", title_justify="left")
     for name in ("source", "in", "kept", "removed", "by method", "across sources"):

@@ -3,8 +3,8 @@ Ray executors. Four stages, each a separate executor run, and no stage holding e
 signature:
 
 1. ``DedupSignatures`` (any number of tasks): each task's documents -> small per-row features
-   (``features/RANK.npz``: length, exact key), their ids (``ids/RANK.npy``), MinHash signatures
-   (``signatures/RANK.npy``) and LSH band keys split into ``band_shards`` shards
+   (``features/RANK.npz``: input, length, exact key), ids and sources (``ids/RANK.npz``), MinHash
+   signatures (``signatures/RANK.npz``) and LSH band keys split into ``band_shards`` shards
    (``bands/SHARD/RANK.npz``).
 2. ``DedupBuckets`` (any number of tasks, up to the shards): each task buckets its shards' bands
    over every document and writes the candidate pairs (``pairs/SHARD.npy``, global row ordinals).
@@ -104,18 +104,23 @@ class DedupSignatures(PipelineStep):
                 batch = []
         if batch:
             self._flush(batch, rank, features)
-        arrays = features.finish()
-        _save(self.folder, f"features/{rank:05d}.npz", length=arrays.length, exact=arrays.exact)
-        _save(self.folder, f"ids/{rank:05d}.npz", ids=arrays.ids.to_numpy().astype(str))
-        if self.config.method == "minhash":
-            signature = arrays.signature if arrays.signature is not None else np.zeros((0, self.config.num_perm), np.uint32)
-            _save(self.folder, f"signatures/{rank:05d}.npz", signature=signature)
-            keys = band_keys(signature, banding_of(self.config))
-            valid = ~empty_rows(signature)
-            for shard in range(min(self.band_shards, keys.shape[1])):
-                _save(self.folder, f"bands/{shard:03d}/{rank:05d}.npz", keys=keys[:, shard :: self.band_shards], valid=valid)
+        write_features(self.folder, rank, features.finish(), self.config, self.band_shards)
         return
         yield
+
+
+def write_features(folder: Any, number: int, arrays: FeatureArrays, config: DedupConfig, band_shards: int) -> None:
+    """Stage 1's files for one task (or one batch: ``number`` orders the rows globally): per-row features, ids and
+    sources, signatures and the band keys split into ``band_shards`` shards."""
+    _save(folder, f"features/{number:05d}.npz", input_index=arrays.input_index, length=arrays.length, exact=arrays.exact)
+    _save(folder, f"ids/{number:05d}.npz", ids=arrays.ids.to_numpy().astype(str), sources=arrays.source.to_numpy().astype(str))
+    if config.method == "minhash":
+        signature = arrays.signature if arrays.signature is not None else np.zeros((0, config.num_perm), np.uint32)
+        _save(folder, f"signatures/{number:05d}.npz", signature=signature)
+        keys = band_keys(signature, banding_of(config))
+        valid = ~empty_rows(signature)
+        for shard in range(min(band_shards, keys.shape[1])):
+            _save(folder, f"bands/{shard:03d}/{number:05d}.npz", keys=keys[:, shard::band_shards], valid=valid)
 
 
 class DedupBuckets(PipelineStep):
@@ -173,7 +178,7 @@ class DedupClusters(PipelineStep):
         sizes = np.array([len(p["length"]) for p in parts], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(sizes)])
         features = FeatureArrays(
-            input_index=np.repeat(np.array(ranks, dtype=np.int64), sizes),
+            input_index=np.concatenate([p["input_index"] for p in parts]) if parts else np.zeros(0, np.int64),
             source=pl.Series("source", [], dtype=pl.String),  # not needed: rank order is source order
             ids=pl.Series("id", [], dtype=pl.String),  # read at the end, for the removed rows' keepers only
             length=np.concatenate([p["length"] for p in parts]) if parts else np.zeros(0, np.int64),
@@ -196,6 +201,7 @@ class DedupClusters(PipelineStep):
                 self.folder,
                 f"decisions/{r:05d}.npz",
                 duplicate_of=names,
+                keeper=part,  # the kept row's global ordinal (KEPT for kept rows)
                 method=decisions.method[start:stop].astype(str),
                 score=decisions.score[start:stop],
             )

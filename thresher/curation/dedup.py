@@ -536,11 +536,18 @@ def dedup(
     kind: Kind | None = None,
     on_error: Literal["fail", "quarantine"] = "fail",
     on_rows: Callable[[str, int], None] | None = None,
+    executor: Any = None,
 ) -> DedupReport:
     """Deduplicate ``inputs`` (within and across them) into ``out_dir``: kept/removed Parquet and summary.json.
 
-    ``on_rows(stage, rows)`` is called after each batch of the "scan" and "write" passes.
+    ``on_rows(stage, rows)`` is called after each batch of the "scan" and "write" passes. ``executor``
+    (``thresher.curation.distributed.Executor``): run features, buckets and clusters on datatrove's local
+    executor or on Ray instead of in this process; the outputs are the same.
     """
+    if executor is not None:
+        from thresher.curation.distributed import check_supported
+
+        check_supported(config)
     started = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -551,13 +558,23 @@ def dedup(
     try:
         try:
             scanned = (lambda rows: on_rows("scan", rows)) if on_rows else None
-            found_kind, features, counts = scan(inputs, config, kind, quarantine, on_batch=scanned, spool=spool)
+            if executor is None:
+                found_kind, features, counts = scan(inputs, config, kind, quarantine, on_batch=scanned, spool=spool)
+            else:
+                from thresher.curation.distributed import spool_inputs
+
+                found_kind, counts = spool_inputs(inputs, kind, quarantine, config.batch_rows, spool, scanned)
         finally:
             spool.close()
             if quarantine is not None:
                 quarantine.close()
-        reader = ngram_sets_reader(inputs, found_kind, config, spool) if config.verify else None
-        decisions = decide(features, config, reader)
+        if executor is None:
+            reader = ngram_sets_reader(inputs, found_kind, config, spool) if config.verify else None
+            decisions = decide(features, config, reader)
+        else:
+            from thresher.curation.distributed import run_stages
+
+            features, decisions = run_stages(inputs, found_kind, config, spool, executor, out)
         written = (lambda rows: on_rows("write", rows)) if on_rows else None
         write_outputs(inputs, found_kind, features, decisions, out, config, on_batch=written, spool=spool)
     finally:
