@@ -1,17 +1,14 @@
 """The dedup job as datatrove pipeline steps (signatures, band-sharded buckets, clusters over pairs, filter) equals
-`thresher dedup`: on datatrove's local executor (2 tasks, 2 workers) and on a real local Ray cluster (2 CPUs)."""
+`thresher dedup`: on datatrove's local executor (2 tasks, 2 workers) (on Ray through the command line: tests/test_dedup_executors.py)."""
 
 from __future__ import annotations
 
 import json
 import random
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
-import pytest
 from datatrove.executor import LocalPipelineExecutor
 from datatrove.pipeline.readers import JsonlReader
 from datatrove.pipeline.writers import JsonlWriter
@@ -45,12 +42,6 @@ Executor = Callable[[list, int, Path], None]  # (pipeline, tasks, logging dir) -
 
 def _local(pipeline: list, tasks: int, logs: Path) -> None:
     LocalPipelineExecutor(pipeline, tasks=tasks, workers=2, logging_dir=str(logs)).run()
-
-
-def _ray(pipeline: list, tasks: int, logs: Path) -> None:
-    from datatrove.executor.ray import RayPipelineExecutor
-
-    RayPipelineExecutor(pipeline, tasks=tasks, workers=2, logging_dir=str(logs), mem_per_cpu_gb=1).run()
 
 
 def _dedup_on(executor: Executor, shared_data: Path, tmp_path: Path) -> None:
@@ -100,15 +91,3 @@ def _dedup_on(executor: Executor, shared_data: Path, tmp_path: Path) -> None:
 
 def test_datatrove_local_executor_matches_single_process(shared_data: Path, tmp_path: Path) -> None:
     _dedup_on(_local, shared_data, tmp_path)
-
-
-@pytest.mark.slow
-def test_datatrove_on_a_local_ray_cluster_matches_single_process(shared_data: Path, tmp_path: Path) -> None:
-    ray = pytest.importorskip("ray", reason="ray is the [ray] extra (CI installs it)")
-    session = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=session)
-    try:
-        _dedup_on(_ray, shared_data, tmp_path)
-    finally:
-        ray.shutdown()
-        shutil.rmtree(session, ignore_errors=True)

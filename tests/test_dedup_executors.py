@@ -46,6 +46,9 @@ def _run(inputs: list[str], out: Path, *extra: str) -> dict[str, bytes]:
     files = {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.is_file() and not p.name.startswith(".")}
     summary = json.loads(files.pop("summary.json"))
     summary.pop("seconds", None)
+    ran_on = summary.pop("executor", None)
+    if "--executor" in extra:  # the stages really ran there
+        assert ran_on is not None and ran_on["kind"] == extra[extra.index("--executor") + 1] and ran_on["tasks"] == 2, ran_on
     files["summary"] = orjson.dumps(summary, option=orjson.OPT_SORT_KEYS)
     assert not [p for p in out.iterdir() if p.name.startswith((".work-", ".spool-"))], "work files left behind"
     return files

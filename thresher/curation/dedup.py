@@ -397,6 +397,7 @@ class DedupReport:
     per_source: dict[str, dict[str, Any]]
     total: dict[str, Any]
     seconds: float
+    executor: dict[str, Any] | None = None  # where the stages ran (--executor), else in this process
 
     @property
     def account(self) -> Account:
@@ -420,6 +421,7 @@ class DedupReport:
             "sources": self.per_source,
             "inputs": {name: c.as_dict() for name, c in self.counts.items()},
             "seconds": round(self.seconds, 3),
+            **({"executor": self.executor} if self.executor else {}),
         }
 
 
@@ -580,7 +582,8 @@ def dedup(
     finally:
         shutil.rmtree(spool.folder, ignore_errors=True)
     per_source, total = summarize(features, decisions, counts)
-    report = DedupReport(found_kind, config, counts, per_source, total, time.perf_counter() - started)
+    ran_on = asdict(executor) if executor is not None else None
+    report = DedupReport(found_kind, config, counts, per_source, total, time.perf_counter() - started, ran_on)
     report.account.check()  # before the summary is written: a run that lost rows leaves no output
     (out / "summary.json").write_bytes(orjson.dumps(report.as_dict(), option=orjson.OPT_INDENT_2))
     return report
