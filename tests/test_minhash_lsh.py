@@ -84,11 +84,11 @@ def test_signatures_match_plain_python_reference() -> None:
 
 
 def test_cpu_densification_equals_probing_round_after_round() -> None:
-    """The CPU path (a table for rows with few values, NumPy rounds for the rest) fills every bin as the device
-    path's plain probing does, at every fill level from one value to all bins."""
+    """The CPU path (a table for rows with few values, NumPy rounds for the rest) and the device path fill every bin
+    as plain probing does, at every fill level from one value to all bins."""
     import torch
 
-    from thresher.curation.minhash import _densify_rounds, densify
+    from thresher.curation.minhash import _densify_rounds, densify, densify_on_device
 
     rng = np.random.default_rng()
     num_perm, seed = int(rng.choice([64, 100, 128])), int(rng.integers(1 << 31))
@@ -101,6 +101,10 @@ def test_cpu_densification_equals_probing_round_after_round() -> None:
     got = densify(torch.from_numpy(table), params)
     assert torch.equal(got, _densify_rounds(torch.from_numpy(table), params))
     assert bool((got[1::7] != int(EMPTY)).all()) and bool((got[::7] == int(EMPTY)).all())
+    # the device path (whole tensors, no host syncs), run here on CPU tensors, in uneven chunks: the same bins
+    assert torch.equal(densify_on_device(torch.from_numpy(table), params, chunk_rows=37), got)
+    with pytest.raises(AssertionError):  # negative control: another seed's probe order is not these bins
+        assert torch.equal(densify_on_device(torch.from_numpy(table), MinHashParams(num_perm, seed + 1)), got)
 
 
 def test_signature_of_a_row_does_not_depend_on_its_batch(shared_data: Path) -> None:

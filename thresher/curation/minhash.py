@@ -95,10 +95,11 @@ _CHUNK = 1 << 22  # (empty bin, candidate bin) pairs resolved at once
 def densify(table: torch.Tensor, params: MinHashParams) -> torch.Tensor:
     """Fill empty bins (== EMPTY) of rows that have at least one value, by optimal densification: empty bin ``j``
     takes the value of the first non-empty bin along its probe sequence ``probe_table[:, j]``. The CPU path
-    (NumPy, flat indices) and the device path (torch, round after round) give the same bins."""
+    (NumPy, flat indices) and the device path (``densify_on_device``: whole tensors, no host syncs) give the
+    same bins as plain probing round after round (``_densify_rounds``, the reference)."""
     if table.device.type == "cpu":
         return torch.from_numpy(_densify_cpu(table.numpy(), params))
-    return _densify_rounds(table, params)
+    return densify_on_device(table, params)
 
 
 def _densify_cpu(table: np.ndarray, params: MinHashParams) -> np.ndarray:
@@ -169,8 +170,35 @@ def _by_first_round(
     return np.concatenate(unreached)
 
 
+_DEVICE_CHUNK_ROWS = 1024  # rows a time on the device: rows x num_perm² int32 (64 MB at 128 bins)
+
+
+def densify_on_device(table: torch.Tensor, params: MinHashParams, chunk_rows: int = _DEVICE_CHUNK_ROWS) -> torch.Tensor:
+    """``densify`` as whole-tensor operations (any device; the GPU path): every empty bin ``j`` of a row borrows from
+    the row's non-empty bin ``s`` with the smallest ``first_rounds[j, s]`` (the bin plain probing reaches first;
+    rounds are distinct per ``j``, so there are no ties), and a bin no round reaches from the next non-empty bin to
+    its right. No data-dependent loop and no host synchronization: the old device path probed round after round,
+    syncing with the host every round (up to 16,384 rounds for rows with one n-gram)."""
+    k = params.num_perm
+    empty_value = int(EMPTY)
+    first = torch.from_numpy(first_rounds(k, params.seed)).to(table.device, torch.int32)  # [j, s]
+    right = (torch.arange(k, device=table.device)[None, :] - torch.arange(k, device=table.device)[:, None]) % k  # [j, s]
+    out = table.clone()
+    for lo in range(0, table.shape[0], chunk_rows):
+        part = table[lo : lo + chunk_rows]
+        present = part != empty_value  # [rows, s]
+        key = torch.where(present[:, None, :], first[None, :, :], _MAX_PROBES)  # [rows, j, s]
+        best, source = key.min(dim=2)
+        nearest = torch.where(present[:, None, :], right[None, :, :], k).argmin(dim=2)  # the fallback's bin
+        source = torch.where(best < _MAX_PROBES, source, nearest)
+        fill = ~present & present.any(dim=1, keepdim=True)
+        out[lo : lo + chunk_rows] = torch.where(fill, part.gather(1, source), part)
+    return out
+
+
 def _densify_rounds(table: torch.Tensor, params: MinHashParams) -> torch.Tensor:
-    """``densify`` on a device: probe round after round (each round one gather over the bins still empty)."""
+    """Plain probing, round after round (each round one gather over the bins still empty): the reference the
+    other paths are tested against (``benchmarks/bench_densify.py`` times it)."""
     empty_value = int(EMPTY)
     filled = table.clone()
     row, col = torch.nonzero(table == empty_value, as_tuple=True)
