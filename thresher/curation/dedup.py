@@ -334,7 +334,7 @@ def _near_pairs(
     from thresher.curation.embeddings import encode, similar_pairs
 
     vectors = encode(features.texts.gather(rows).to_list(), config.embedding_model, config.cache_dir, device=config.device)
-    pairs, _ = similar_pairs(vectors, config.resolved_threshold, k=config.neighbours)
+    pairs, _ = similar_pairs(vectors, config.resolved_threshold, k=config.neighbours, device=config.device)
     local = np.zeros(len(features), dtype=np.int64)
     local[rows] = np.arange(len(rows))  # global ordinal -> row of ``vectors``
     return (rows[pairs] if len(pairs) else pairs), lambda a, b: np.einsum("ij,ij->i", vectors[local[a]], vectors[local[b]])

@@ -78,10 +78,11 @@ class EmbeddingCache:
         os.replace(tmp, self.dir / f"shard-{count:06d}-{os.getpid()}.parquet")
 
 
-def load_encoder(model: str | None = None, device: str = "auto", backend: str = "torch") -> Any:
+def load_encoder(model: str | None = None, device: str = "auto", backend: str = "torch", dtype: str | None = None) -> Any:
     """A sentence-transformers model; on the CPU with ``backend`` ``onnx`` or ``onnx-int8``, the same model
     run by ONNX Runtime (``thresher.curation.onnx_encoder``) where it is a mean-pooled transformer and
-    onnxruntime is installed — else the plain model, with a warning."""
+    onnxruntime is installed — else the plain model, with a warning. ``dtype``: ``bf16`` (the default on a GPU:
+    its vectors are cached apart from fp32 ones) or ``fp32`` (the default on the CPU)."""
     from sentence_transformers import SentenceTransformer
 
     from thresher.curation.onnx_encoder import BACKENDS, OnnxEncoder, supports
@@ -92,6 +93,14 @@ def load_encoder(model: str | None = None, device: str = "auto", backend: str = 
     name = resolve_embedding_model(model)
     require_hub(name, "embedding model")
     encoder = SentenceTransformer(name, device="cuda" if path.is_gpu else "cpu")
+    if (dtype or ("bf16" if path.is_gpu else "fp32")) == "bf16":
+        import torch
+
+        encoder = encoder.to(torch.bfloat16)
+        setattr(encoder, "cache_tag", "bf16")  # noqa: B010 - bf16 vectors differ from fp32 ones in the last digits: cached apart
+        return encoder
+    if dtype not in (None, "fp32"):
+        raise InputError(f"embedding dtype must be bf16 or fp32, not {dtype!r}")
     if backend == "torch" or path.is_gpu:
         return encoder
     try:
@@ -153,13 +162,42 @@ def encode(
     return out
 
 
-class EmbeddingIndex:
-    """Inner-product k-NN over unit vectors: exact below ``exact_limit`` vectors, IVF above."""
+ENGINES = ("auto", "faiss", "torch")
+_BLOCK_FLOATS = 1 << 28  # similarities per block of the torch search (1 GiB of fp32)
 
-    def __init__(self, vectors: np.ndarray, exact_limit: int = EXACT_LIMIT, nprobe: int = 16, use_gpu: bool | None = None) -> None:
+
+class EmbeddingIndex:
+    """Inner-product k-NN over unit vectors. ``engine`` (what ran is in ``self.engine``):
+
+    - ``faiss``: FAISS, exact below ``exact_limit`` vectors and IVF above, on the GPU when the faiss build has one;
+    - ``torch``: exact search as blocks of queries × all vectors (one fp32 matrix product, then top-k) on
+      ``device`` (``cuda`` on a GPU): what serves on GPU machines without FAISS-GPU (it does not install on CUDA 13);
+    - ``auto``: FAISS-GPU where it sees a GPU, else torch on CUDA where there is one, else FAISS on the CPU, else torch.
+    """
+
+    def __init__(
+        self,
+        vectors: np.ndarray,
+        exact_limit: int = EXACT_LIMIT,
+        nprobe: int = 16,
+        use_gpu: bool | None = None,
+        engine: str = "auto",
+        device: str = "auto",
+    ) -> None:
+        if engine not in ENGINES:
+            raise InputError(f"embedding search engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        path = pick_compute_path(device, announce=False)
+        if engine == "auto":
+            engine = "faiss" if faiss_has_gpu() or (not path.is_gpu and _has_faiss()) else "torch"
+        if engine == "torch":
+            import torch
+
+            self.engine, self.kind, self.on_gpu = f"torch-exact ({path.device})", "flat", path.is_gpu
+            self.base = torch.from_numpy(vectors).to(path.device)
+            return
         import faiss
 
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         n, dim = vectors.shape
         self.kind = "flat" if n <= exact_limit else "ivf"
         index: Any
@@ -176,9 +214,12 @@ class EmbeddingIndex:
             index = faiss.index_cpu_to_all_gpus(index)
         index.add(vectors)
         self.index = index
+        self.engine = f"faiss-{'gpu' if self.on_gpu else 'cpu'} ({self.kind})"
 
     def search(self, queries: np.ndarray, k: int, batch: int = 8192) -> tuple[np.ndarray, np.ndarray]:
         """Similarities and ids of the ``k`` nearest vectors of each query (id -1 where fewer exist)."""
+        if self.engine.startswith("torch"):
+            return self._torch_search(queries, k)
         sims, ids = [], []
         for lo in range(0, len(queries), batch):
             s, i = self.index.search(np.ascontiguousarray(queries[lo : lo + batch], dtype=np.float32), k)
@@ -188,12 +229,38 @@ class EmbeddingIndex:
             return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
         return np.concatenate(sims), np.concatenate(ids)
 
+    def _torch_search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        import torch
 
-def similar_pairs(vectors: np.ndarray, threshold: float, k: int = 10, exact_limit: int = EXACT_LIMIT) -> tuple[np.ndarray, np.ndarray]:
+        n = self.base.shape[0]
+        found = min(k, n)
+        block = max(1, _BLOCK_FLOATS // max(n, 1))
+        sims = np.full((len(queries), k), -np.finfo(np.float32).max, dtype=np.float32)
+        ids = np.full((len(queries), k), -1, dtype=np.int64)
+        with torch.no_grad():
+            for lo in range(0, len(queries), block):
+                q = torch.from_numpy(np.ascontiguousarray(queries[lo : lo + block], dtype=np.float32)).to(self.base.device)
+                s, i = (q @ self.base.T).topk(found, dim=1)  # fp32 (TF32 is off for matmuls by default)
+                sims[lo : lo + block, :found] = s.cpu().numpy()
+                ids[lo : lo + block, :found] = i.cpu().numpy()
+        return sims, ids
+
+
+def _has_faiss() -> bool:
+    try:
+        import faiss  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def similar_pairs(
+    vectors: np.ndarray, threshold: float, k: int = 10, exact_limit: int = EXACT_LIMIT, engine: str = "auto", device: str = "auto"
+) -> tuple[np.ndarray, np.ndarray]:
     """Pairs ``(i, j)``, ``i < j``, among the ``k`` nearest neighbours with cosine >= ``threshold``, and their cosines."""
     if not len(vectors):
         return np.zeros((0, 2), np.int64), np.zeros(0, np.float32)
-    index = EmbeddingIndex(vectors, exact_limit=exact_limit)
+    index = EmbeddingIndex(vectors, exact_limit=exact_limit, engine=engine, device=device)
     sims, ids = index.search(vectors, min(k + 1, len(vectors)))
     rows = np.repeat(np.arange(len(vectors)), ids.shape[1])
     cols, score = ids.ravel(), sims.ravel()

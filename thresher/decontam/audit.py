@@ -295,6 +295,9 @@ def run_audit(
             "boilerplate_ngrams_in_training": int((ngram.train_df > config.ngram.max_train_df).sum()),
             "questions_too_short": ngram.index.unindexed_questions,
         }
+    engines = {d.name: getattr(getattr(d, "index", None), "engine", None) for d in detectors}
+    if any(engines.values()):  # which k-NN search ran (FAISS on the GPU or CPU, or torch's exact search)
+        notes["embedding_search"] = {name: engine for name, engine in engines.items() if engine}
     if any(m in config.methods for m in ("embedding", *_ON_EMBEDDINGS)):
         where = config.embedding.cache_dir
         notes["embedding_cache"] = {"path": where, "megabytes": folder_megabytes(Path(where)) if where else 0.0}

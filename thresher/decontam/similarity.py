@@ -181,7 +181,7 @@ class EmbeddingDetector(_Collected):
             [np.arange(len(questions)), np.array(answered, dtype=np.int64), np.array(after_passage, dtype=np.int64)]
         ).astype(np.int64)
         vectors = encode(texts, config.model, config.cache_dir, device=config.device, encoder=self.encoder, show_progress=False)
-        self.index = EmbeddingIndex(vectors, exact_limit=max(len(texts), 1))
+        self.index = EmbeddingIndex(vectors, exact_limit=max(len(texts), 1), device=config.device)
         self.k = min(3 * config.neighbours, len(texts))  # an item's three vectors may all be near
         self.found: list[pl.DataFrame] = []
 
