@@ -109,7 +109,7 @@ def test_the_kit_dry_run_passes_every_step(tmp_path: Path) -> None:
     assert by_step["trainer_dpo"]["figures"]["dpo_thresher"]["tokens_per_s"] > 0
     assert by_step["minhash"]["figures"]["minhash"]["equal"] is True
     assert {"generation_s", "scoring_s", "training_s"} <= set(by_step["rlvr"]["figures"]["rlvr"])
-    assert by_step["embedding"]["figures"]["embedding"]["search_engine"] in {"faiss-cpu", "faiss-gpu", "torch-exact"}
+    assert by_step["embedding"]["figures"]["embedding"]["search_engine"].startswith(("faiss-cpu", "faiss-gpu", "torch-exact"))
     assert any(t.get("method") == "thresher-triton" for t in by_step["kernels_linear_h896_8k"]["tables"])
     assert any(key.startswith("linear_logprobs/") for key in by_step["kernels_linear_h896_8k"]["figures"])
     assert by_step["sweep_linear"]["figures"]["sweep/64x32x300"]["correct"] is True

@@ -2,8 +2,8 @@
 all-MiniLM-L6-v2's shape (random weights made here, a WordPiece vocabulary trained on the texts: the
 packaged model does not fit the carry limit, and speed depends on the shape, not the weights), then
 k-nearest-neighbour search of every text against 10% of them as the "benchmark". The search is
-Thresher's FAISS index when faiss imports (GPU when faiss has GPUs), else an exact torch search on
-the device; the record says which ran."""
+Thresher's ``EmbeddingIndex`` with its automatic engine (FAISS-GPU when faiss has GPUs, else its exact torch
+search on CUDA), encoding in bf16 on a GPU as Thresher does; the record says which engine ran."""
 
 from __future__ import annotations
 
@@ -57,18 +57,12 @@ def minilm_shaped(folder: Path, texts: list[str]) -> object:
 
 
 def search(vectors: np.ndarray, queries: np.ndarray, k: int, device: str) -> tuple[str, np.ndarray]:
-    try:
-        from thresher.curation.embeddings import EmbeddingIndex
+    """Thresher's own index with its automatic engine (FAISS-GPU, else torch's exact search on CUDA, else FAISS-CPU,
+    else torch on the CPU); the name of what ran."""
+    from thresher.curation.embeddings import EmbeddingIndex
 
-        index = EmbeddingIndex(vectors)
-        return ("faiss-gpu" if index.on_gpu else "faiss-cpu"), index.search(queries, k)[1]
-    except ImportError:
-        base = torch.from_numpy(vectors).to(device)
-        found = []
-        for lo in range(0, len(queries), 8192):
-            q = torch.from_numpy(queries[lo : lo + 8192]).to(device)
-            found.append((q @ base.T).topk(k, dim=1).indices.cpu().numpy())
-        return "torch-exact", np.concatenate(found)
+    index = EmbeddingIndex(vectors, device=device)
+    return index.engine, index.search(queries, k)[1]
 
 
 def main() -> None:
@@ -81,6 +75,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model = minilm_shaped(Path(tmp), texts)
         model.to(device)
+        if device == "cuda":
+            model.to(torch.bfloat16)  # what thresher's encoder runs in on a GPU (load_encoder's default there)
         model.encode(texts[:256], batch_size=256)  # warm-up
         started = time.perf_counter()
         vectors = model.encode(texts, batch_size=512, normalize_embeddings=True, convert_to_numpy=True).astype(np.float32)
