@@ -4,7 +4,7 @@ replace it (``DedupBuckets`` tasks, then ``DedupClusters`` over the candidate pa
 
 The stage-1 files are synthetic (random 128-value signatures, 1 in 10 documents a perturbed copy of an earlier
 one, ids like a real corpus's), written in the exact layout ``DedupSignatures`` writes, so the figure is the
-clustering's own memory, not MinHash's. Each measured step runs in its own process; its peak RSS (ru_maxrss) is
+clustering's own memory, not MinHash's. Each measured step runs in its own process; its peak RSS (VmHWM) is
 reported, and the decisions of both are compared (they must be equal).
 
 Run: python benchmarks/bench_dedup_cluster_memory.py [--rows 1000000 --tasks 8 --band-shards 4]
@@ -37,10 +37,12 @@ def _save(path: Path, **arrays: np.ndarray) -> None:
 
 
 def make_stage1(folder: Path, rows: int, tasks: int, band_shards: int, seed: int = 0) -> None:
-    from thresher.curation.datatrove_steps import DEFAULT_CONFIG
-    from thresher.curation.dedup import banding_of
-    from thresher.curation.lsh import band_keys
-    from thresher.curation.minhash import empty_rows
+    """Stage-1 files as ``DedupSignatures`` writes them (``write_features``), from synthetic features."""
+    import polars as pl
+    from datatrove.io import get_datafolder
+
+    from thresher.curation.datatrove_steps import DEFAULT_CONFIG, write_features
+    from thresher.curation.dedup import FeatureArrays
 
     rng = np.random.default_rng(seed)
     signature = rng.integers(0, 2**32 - 1, size=(rows, DEFAULT_CONFIG.num_perm), dtype=np.uint32)
@@ -52,15 +54,26 @@ def make_stage1(folder: Path, rows: int, tasks: int, band_shards: int, seed: int
     signature[copies] = np.where(flip, rng.integers(0, 2**32 - 1, size=flip.shape, dtype=np.uint32), signature[copies])
     exact = rng.integers(0, 2**63, size=(rows, 2), dtype=np.uint64)
     length = rng.integers(200, 4000, size=rows)
-    banding = banding_of(DEFAULT_CONFIG)
+    out = get_datafolder(str(folder))
     for rank, part in enumerate(np.array_split(np.arange(rows), tasks)):
-        _save(folder / f"features/{rank:05d}.npz", length=length[part], exact=exact[part])
-        _save(folder / f"ids/{rank:05d}.npz", ids=np.array([f"sharegpt-{i:09d}-{rank}" for i in part]))
-        _save(folder / f"signatures/{rank:05d}.npz", signature=signature[part])
-        keys = band_keys(signature[part], banding)
-        valid = ~empty_rows(signature[part])
-        for shard in range(band_shards):
-            _save(folder / f"bands/{shard:03d}/{rank:05d}.npz", keys=keys[:, shard::band_shards], valid=valid)
+        arrays = FeatureArrays(
+            input_index=np.full(len(part), rank, np.int64),
+            source=pl.Series("source", [f"shard-{rank}"] * len(part), dtype=pl.String),
+            ids=pl.Series("id", [f"sharegpt-{i:09d}-{rank}" for i in part], dtype=pl.String),
+            length=length[part],
+            exact=exact[part],
+            signature=signature[part],
+            texts=None,
+        )
+        write_features(out, rank, arrays, DEFAULT_CONFIG, band_shards)
+
+
+def _peak_mb() -> float:
+    """This process's peak RSS (VmHWM): unlike ru_maxrss, not inherited from the parent across fork and exec."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def child(what: str, folder: str, rank: int, world: int) -> dict:
@@ -69,7 +82,7 @@ def child(what: str, folder: str, rank: int, world: int) -> dict:
     from thresher.curation.datatrove_steps import DEFAULT_CONFIG, DedupBuckets, DedupClusters, _load
     from thresher.curation.dedup import FeatureArrays, decide
 
-    base_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # the interpreter and libraries, before any data
+    base_mb = _peak_mb()  # the interpreter and libraries, before any data
     start = time.perf_counter()
     out: dict = {}
     if what == "single":  # the old DedupClusters: every rank's features, ids and signatures in one task
@@ -78,10 +91,11 @@ def child(what: str, folder: str, rank: int, world: int) -> dict:
         f = get_datafolder(folder)
         ranks = sorted(int(n.rsplit("/", 1)[-1].split(".")[0]) for n in f.list_files("features"))
         feats = [_load(f, f"features/{r:05d}.npz") for r in ranks]
-        ids = np.concatenate([_load(f, f"ids/{r:05d}.npz")["ids"] for r in ranks])
+        names = [_load(f, f"ids/{r:05d}.npz") for r in ranks]
+        ids = np.concatenate([p["ids"] for p in names])
         features = FeatureArrays(
-            input_index=np.concatenate([np.full(len(p["length"]), r, np.int64) for p, r in zip(feats, ranks, strict=True)]),
-            source=pl.Series("source", [""] * len(ids), dtype=pl.String),
+            input_index=np.concatenate([p["input_index"] for p in feats]),
+            source=pl.Series("source", np.concatenate([p["sources"] for p in names]).tolist(), dtype=pl.String),
             ids=pl.Series("id", ids.tolist(), dtype=pl.String),
             length=np.concatenate([p["length"] for p in feats]),
             exact=np.concatenate([p["exact"] for p in feats]),
@@ -97,7 +111,7 @@ def child(what: str, folder: str, rank: int, world: int) -> dict:
     else:
         step = DedupClusters(folder)
         list(step.run(iter(()), 0, 1))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = _peak_mb()
     out.update(seconds=time.perf_counter() - start, peak_mb=peak, data_mb=peak - base_mb)
     return out
 

@@ -178,7 +178,12 @@ def add_text_features(texts: pl.Series, ids: list[str], sources: list[str], inpu
     if config.method == "minhash":
         params = MinHashParams(config.num_perm, config.seed)
         device = pick_compute_path(config.device, announce=False).device
-        into.signature.append(signatures(_grams(normalized, config), len(texts), params, device))
+        if device == "cuda":  # everything after normalization on the GPU, bit-identical to the CPU path
+            from thresher.curation.device_minhash import text_signatures
+
+            into.signature.append(text_signatures(normalized, config.ngram, params, device))
+        else:
+            into.signature.append(signatures(_grams(normalized, config), len(texts), params, device))
     elif config.method == "embedding":
         into.texts.append(texts)
 
