@@ -41,6 +41,7 @@ def test_tables_and_goals_parse() -> None:
         "rlvr",
         "minhash",
         "embedding",
+        "dedup_e2e",
     ]
     # the device runs a command for at most 600 s: each group's steps and the wheels' install fit in 540
     assert {s.group for s in steps()} == {"any", *GROUPS}
@@ -116,4 +117,5 @@ def test_the_kit_dry_run_passes_every_step(tmp_path: Path) -> None:
     tuned = json.loads((tmp_path / "linear_logprobs.json").read_text())  # what the package reads after the sweep
     assert tuned["cpu"]["bfloat16"][0]["backward"]["block_m"] in (16, 32)
     assert "elementwise/rms_norm" in by_step["kernels_elementwise"]["figures"]
+    assert by_step["dedup_e2e"]["figures"]["dedup_e2e"]["identical"] is True
     assert (tmp_path / "gpu_log.txt").stat().st_size > 0

@@ -172,6 +172,17 @@ def steps() -> list[Step]:
             group="data",
         ),
         Step("embedding", 25, [py(GPU / "embed_knn.py", "--texts", 50_000)], [py(GPU / "embed_knn.py", "--texts", 120)], group="data"),
+        Step(
+            "dedup_e2e",
+            75,
+            [py(GPU / "dedup_e2e.py", "--docs", 1_000_000)],
+            [py(GPU / "dedup_e2e.py", "--docs", 2000, "--dry-run")],
+            goals=[
+                ("dedup --device cuda: ≥ 250k docs/s end to end at 1M", "figures['dedup_e2e']['cuda']['docs_per_s'] >= 250_000"),
+                ("dedup --device cuda: the same output bytes as --device cpu", "figures['dedup_e2e']['identical']"),
+            ],
+            group="data",
+        ),
     ]
 
 
