@@ -50,3 +50,31 @@ def test_text_signatures_equal_the_cpu_path(shared_data: Path) -> None:
     with pytest.raises(AssertionError):  # negative control: another n-gram size is not these signatures
         assert np.array_equal(device_minhash.text_signatures(normalized, 4, params, "cpu"), want)
     assert np.array_equal(device_minhash.text_signatures(pl.Series("t", [], dtype=pl.String), 5, params, "cpu"), want[:0])
+
+
+def test_buckets_and_components_on_the_device_equal_the_cpu_path() -> None:
+    """Band keys, candidate pairs and connected components in torch (CPU tensors here) against lsh.py's NumPy/SciPy:
+    the same keys, the same pairs, the same groups."""
+    from thresher.curation import lsh
+
+    rng = np.random.default_rng()
+    sig = rng.integers(0, 2**32 - 1, size=(3000, 64), dtype=np.uint32)
+    for i in range(1, 3000, 3):  # chains of near copies: long components
+        j = int(rng.integers(0, i))
+        sig[i] = np.where(rng.random(64) < 0.1, sig[i], sig[j])
+    sig[::97] = 0xFFFFFFFF  # rows without n-grams never pair
+    banding = lsh.Banding(8, 8)
+    keys = device_minhash.band_keys(torch.from_numpy(sig.astype(np.int64)), 8, 8)
+    assert np.array_equal(keys.numpy().view(np.uint64), lsh.band_keys(sig, banding))
+    valid = torch.from_numpy(~np.all(sig == 0xFFFFFFFF, axis=1))
+    pairs = device_minhash.candidate_pairs(keys, valid).numpy()
+    want = lsh.lsh_pairs(sig, banding)
+    assert len(want) > 500 and np.array_equal(pairs, want)
+    got = device_minhash.components(len(sig), torch.from_numpy(pairs)).numpy()
+    ref = lsh.components(len(sig), want)
+    smallest = np.full(ref.max() + 1, len(sig))
+    np.minimum.at(smallest, ref, np.arange(len(sig)))
+    assert np.array_equal(got, smallest[ref])  # each row labelled by its component's smallest row
+    assert len(np.unique(got)) < len(sig) - 500  # real merging happened
+    with pytest.raises(AssertionError):  # negative control: dropping a tenth of the pairs splits components
+        assert np.array_equal(device_minhash.components(len(sig), torch.from_numpy(pairs[::10])).numpy(), got)

@@ -17,6 +17,7 @@ import polars as pl
 import pyarrow as pa
 import torch
 
+from thresher.curation import lsh as lsh_mix
 from thresher.curation import ngrams
 from thresher.curation.minhash import EMPTY, MinHashParams, _bins_and_values, densify, fmix64_torch
 from thresher.curation.normalize import words_of
@@ -143,4 +144,58 @@ def text_signatures(normalized: pl.Series, n: int, params: MinHashParams, device
     return out.cpu().numpy().astype(np.uint32)
 
 
-__all__ = ["ascii_word_hashes", "ngram_hashes", "text_signatures"]
+__all__ = ["ascii_word_hashes", "band_keys", "candidate_pairs", "components", "ngram_hashes", "text_signatures"]
+
+
+# ---------------------------------------------------------------- LSH and components on the device
+
+
+def band_keys(signatures: torch.Tensor, bands: int, rows: int) -> torch.Tensor:
+    """``[n, bands]`` int64 keys, bit-identical to ``lsh.band_keys`` (which works in uint64)."""
+    n = signatures.shape[0]
+    used = signatures[:, : bands * rows].long().reshape(n, bands, rows)
+    keys = (torch.arange(bands, dtype=torch.int64, device=signatures.device) * _I64(lsh_mix.BAND_MIX)).expand(n, bands).clone()
+    for r in range(rows):
+        keys = fmix64_torch(keys * _I64(0x100000001B3) ^ used[:, :, r])
+    return keys
+
+
+def candidate_pairs(keys: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """``lsh.candidate_pairs`` on a device: per band, a stable sort of the keys; each bucket's members paired with its
+    lowest row; unique pairs, sorted."""
+    index = torch.nonzero(valid).flatten()
+    found = []
+    for band in range(keys.shape[1]):
+        column = keys[index, band]
+        sorted_keys, order = torch.sort(column, stable=True)
+        sorted_rows = index[order]
+        new_bucket = torch.ones(len(sorted_keys), dtype=torch.bool, device=keys.device)
+        new_bucket[1:] = sorted_keys[1:] != sorted_keys[:-1]
+        starts = torch.where(new_bucket, torch.arange(len(sorted_keys), device=keys.device), 0)
+        leader_at = torch.cummax(starts, 0).values
+        member = ~new_bucket
+        found.append(torch.stack([sorted_rows[leader_at[member]], sorted_rows[member]], dim=1))
+    if not found:
+        return torch.zeros((0, 2), dtype=torch.int64, device=keys.device)
+    pairs = torch.cat(found)
+    return torch.unique(pairs, dim=0) if len(pairs) else pairs.reshape(0, 2)
+
+
+def components(num_rows: int, pairs: torch.Tensor) -> torch.Tensor:
+    """A connected-component label per row (the smallest row of its component): min-label propagation with pointer
+    jumping, one host check per round (rounds grow with the log of the components' diameter, not the rows)."""
+    device = pairs.device
+    label = torch.arange(num_rows, device=device)
+    if not len(pairs):
+        return label
+    a, b = pairs[:, 0], pairs[:, 1]
+    while True:
+        low = torch.minimum(label[a], label[b])
+        new = label.clone()
+        new.scatter_reduce_(0, a, low, reduce="amin")
+        new.scatter_reduce_(0, b, low, reduce="amin")
+        new = new[new]  # pointer jumping: follow labels to their own labels
+        new = new[new]
+        if torch.equal(new, label):
+            return label
+        label = new

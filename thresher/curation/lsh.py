@@ -18,7 +18,7 @@ from thresher.curation.minhash import empty_rows
 from thresher.curation.ngrams import NGrams, fmix64
 
 _U64 = np.uint64
-_BAND_MIX = 0x9E3779B97F4A7C15
+BAND_MIX = 0x9E3779B97F4A7C15
 _INTEGRATION_POINTS = 201
 
 
@@ -62,7 +62,7 @@ def band_keys(signatures: np.ndarray, banding: Banding) -> np.ndarray:
             f"{banding.bands} bands x {banding.rows} rows needs {banding.bands * banding.rows} values, signatures have {width}"
         )
     used = signatures[:, : banding.bands * banding.rows].astype(_U64).reshape(n, banding.bands, banding.rows)
-    keys = np.broadcast_to(np.arange(banding.bands, dtype=_U64) * _U64(_BAND_MIX), (n, banding.bands)).copy()
+    keys = np.broadcast_to(np.arange(banding.bands, dtype=_U64) * _U64(BAND_MIX), (n, banding.bands)).copy()
     for r in range(banding.rows):
         keys = fmix64(keys * _U64(0x100000001B3) ^ used[:, :, r])
     return keys
