@@ -64,7 +64,7 @@ def test_buckets_and_components_on_the_device_equal_the_cpu_path() -> None:
         sig[i] = np.where(rng.random(64) < 0.1, sig[i], sig[j])
     sig[::97] = 0xFFFFFFFF  # rows without n-grams never pair
     banding = lsh.Banding(8, 8)
-    keys = device_minhash.band_keys(torch.from_numpy(sig.astype(np.int64)), 8, 8)
+    keys = device_minhash.band_keys(torch.from_numpy(sig.astype(np.int64)), banding)
     assert np.array_equal(keys.numpy().view(np.uint64), lsh.band_keys(sig, banding))
     valid = torch.from_numpy(~np.all(sig == 0xFFFFFFFF, axis=1))
     pairs = device_minhash.candidate_pairs(keys, valid).numpy()

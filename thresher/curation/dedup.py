@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 from thresher.accounting import Account, QuarantineWriter
 from thresher.convert import canonical_batches
 from thresher.curation.lsh import Banding, components, jaccard_of_pairs, lsh_pairs, optimal_banding
-from thresher.curation.minhash import EMPTY, MinHashParams, estimate_jaccard, signatures
+from thresher.curation.minhash import MinHashParams, estimate_jaccard, signatures
 from thresher.curation.ngrams import NGrams, ngram_hashes, text_keys
 from thresher.curation.normalize import NormalizeConfig, normalize, words_of
 from thresher.device import pick_compute_path
@@ -313,26 +313,12 @@ def _exact_labels(features: FeatureArrays) -> np.ndarray:
 Scorer = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (rows, kept rows) -> similarity of each pair
 
 
-def _device_lsh_pairs(sig: np.ndarray, banding: Banding) -> np.ndarray:
-    """``lsh_pairs`` with the band keys, bucket sorts and unique pairs on the GPU (the same pairs)."""
-    import torch
-
-    from thresher.curation import device_minhash
-
-    signatures_on = torch.from_numpy(sig.astype(np.int64)).to("cuda")
-    keys = device_minhash.band_keys(signatures_on, banding.bands, banding.rows)
-    valid = ~(signatures_on == int(EMPTY)).all(dim=1)
-    return device_minhash.candidate_pairs(keys, valid).cpu().numpy()
-
-
 def _components(n: int, pairs: np.ndarray, config: DedupConfig) -> np.ndarray:
     """Connected components of the candidate pairs: on the GPU for minhash dedup there, else SciPy (same groups)."""
     if config.method == "minhash" and len(pairs) and pick_compute_path(config.device, announce=False).is_gpu:
-        import torch
+        from thresher.curation.device_minhash import components_of
 
-        from thresher.curation import device_minhash
-
-        return device_minhash.components(n, torch.from_numpy(pairs).to("cuda")).cpu().numpy()
+        return components_of(n, pairs)
     return components(n, pairs)
 
 
@@ -351,10 +337,12 @@ def _near_pairs(
     if config.method == "minhash":
         sig = features.signature
         assert sig is not None
-        if len(rows) and pick_compute_path(config.device, announce=False).is_gpu:  # buckets by a sort on the GPU
-            pairs = rows[_device_lsh_pairs(sig[rows], banding_of(config))]
-        else:
-            pairs = rows[lsh_pairs(sig[rows], banding_of(config))] if len(rows) else np.zeros((0, 2), np.int64)
+        find = lsh_pairs
+        if pick_compute_path(config.device, announce=False).is_gpu:  # buckets by a sort on the GPU
+            from thresher.curation import device_minhash
+
+            find = device_minhash.lsh_pairs
+        pairs = rows[find(sig[rows], banding_of(config))] if len(rows) else np.zeros((0, 2), np.int64)
         if not (config.verify and len(pairs)):
             return pairs, lambda a, b: estimate_jaccard(sig[a], sig[b])
         assert ngram_sets_of is not None

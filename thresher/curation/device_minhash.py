@@ -19,7 +19,7 @@ import torch
 
 from thresher.curation import lsh as lsh_mix
 from thresher.curation import ngrams
-from thresher.curation.minhash import EMPTY, MinHashParams, _bins_and_values, densify, fmix64_torch
+from thresher.curation.minhash import EMPTY, MinHashParams, fmix64_torch, signature_table
 from thresher.curation.normalize import words_of
 
 _I64 = lambda value: int(np.uint64(value & 0xFFFFFFFFFFFFFFFF).astype(np.int64))  # noqa: E731 - a uint64 constant as int64
@@ -112,13 +112,6 @@ def _upload(array: np.ndarray, device: torch.device) -> torch.Tensor:
     return tensor.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else tensor
 
 
-def _signature_table(row: torch.Tensor, hashes: torch.Tensor, rows: int, params: MinHashParams) -> torch.Tensor:
-    bins, values = _bins_and_values(hashes, params)
-    table = torch.full((rows * params.num_perm,), int(EMPTY), dtype=torch.int64, device=hashes.device)
-    table.scatter_reduce_(0, row * params.num_perm + bins, values, reduce="amin", include_self=True)
-    return densify(table.view(rows, params.num_perm), params)
-
-
 def text_signatures(normalized: pl.Series, n: int, params: MinHashParams, device: str) -> np.ndarray:
     """``[rows, num_perm]`` uint32 signatures of normalized texts, equal to
     ``minhash.signatures(ngram_hashes(words_of(normalized), n), ...)``, computed on ``device``."""
@@ -134,25 +127,22 @@ def text_signatures(normalized: pl.Series, n: int, params: MinHashParams, device
         data, offsets = ngrams._string_buffer(arrow)
         token_hash, token_offsets = ascii_word_hashes(_upload(data, target), _upload(offsets, target))
         row, hashes = ngram_hashes(token_hash, token_offsets, n)
-        out[torch.from_numpy(plain).to(target)] = _signature_table(row, hashes, len(plain), params)
+        out[torch.from_numpy(plain).to(target)] = signature_table(row, hashes, len(plain), params)
     other = np.flatnonzero(~ascii_rows)
     if len(other):  # Unicode word rules: the CPU n-gram hasher, then the same MinHash on the device
         grams = ngrams.ngram_hashes(words_of(normalized.gather(other)).to_arrow(), n, short_rows="whole")
         row = torch.from_numpy(grams.row).to(target)
         hashes = torch.from_numpy(np.ascontiguousarray(grams.hash).view(np.int64)).to(target)
-        out[torch.from_numpy(other).to(target)] = _signature_table(row, hashes, len(other), params)
+        out[torch.from_numpy(other).to(target)] = signature_table(row, hashes, len(other), params)
     return out.cpu().numpy().astype(np.uint32)
-
-
-__all__ = ["ascii_word_hashes", "band_keys", "candidate_pairs", "components", "ngram_hashes", "text_signatures"]
 
 
 # ---------------------------------------------------------------- LSH and components on the device
 
 
-def band_keys(signatures: torch.Tensor, bands: int, rows: int) -> torch.Tensor:
+def band_keys(signatures: torch.Tensor, banding: lsh_mix.Banding) -> torch.Tensor:
     """``[n, bands]`` int64 keys, bit-identical to ``lsh.band_keys`` (which works in uint64)."""
-    n = signatures.shape[0]
+    n, bands, rows = signatures.shape[0], banding.bands, banding.rows
     used = signatures[:, : bands * rows].long().reshape(n, bands, rows)
     keys = (torch.arange(bands, dtype=torch.int64, device=signatures.device) * _I64(lsh_mix.BAND_MIX)).expand(n, bands).clone()
     for r in range(rows):
@@ -199,3 +189,27 @@ def components(num_rows: int, pairs: torch.Tensor) -> torch.Tensor:
         if torch.equal(new, label):
             return label
         label = new
+
+
+def lsh_pairs(signatures: np.ndarray, banding: lsh_mix.Banding) -> np.ndarray:
+    """``lsh.lsh_pairs`` on the GPU: band keys, bucket sorts and unique pairs there (the same pairs)."""
+    on_device = torch.from_numpy(signatures.astype(np.int64)).to("cuda")
+    valid = ~(on_device == int(EMPTY)).all(dim=1)  # rows without n-grams never pair (``minhash.empty_rows``)
+    return candidate_pairs(band_keys(on_device, banding), valid).cpu().numpy()
+
+
+def components_of(num_rows: int, pairs: np.ndarray) -> np.ndarray:
+    """``lsh.components`` on the GPU (each row labelled by its component's smallest row: the same groups)."""
+    return components(num_rows, torch.from_numpy(pairs).to("cuda")).cpu().numpy()
+
+
+__all__ = [
+    "ascii_word_hashes",
+    "band_keys",
+    "candidate_pairs",
+    "components",
+    "components_of",
+    "lsh_pairs",
+    "ngram_hashes",
+    "text_signatures",
+]

@@ -221,15 +221,20 @@ def _densify_rounds(table: torch.Tensor, params: MinHashParams) -> torch.Tensor:
     return filled
 
 
+def signature_table(rows: torch.Tensor, hashes: torch.Tensor, num_rows: int, params: MinHashParams) -> torch.Tensor:
+    """``[num_rows, num_perm]`` int64 densified signatures on the tensors' device, from each n-gram's row and int64
+    hash (one-permutation MinHash, then ``densify``)."""
+    bins, values = _bins_and_values(hashes, params)
+    table = torch.full((num_rows * params.num_perm,), int(EMPTY), dtype=torch.int64, device=hashes.device)
+    table.scatter_reduce_(0, rows * params.num_perm + bins, values, reduce="amin", include_self=True)
+    return densify(table.view(num_rows, params.num_perm), params)
+
+
 def signatures(grams: NGrams, num_rows: int, params: MinHashParams = MinHashParams(), device: str = "cpu") -> np.ndarray:
     """``[num_rows, num_perm]`` uint32 signatures; rows without n-grams are all ``EMPTY``."""
     hashes = torch.from_numpy(np.ascontiguousarray(grams.hash).view(np.int64)).to(device)
     rows = torch.from_numpy(np.ascontiguousarray(grams.row)).to(device)
-    bins, values = _bins_and_values(hashes, params)
-    table = torch.full((num_rows * params.num_perm,), int(EMPTY), dtype=torch.int64, device=device)
-    table.scatter_reduce_(0, rows * params.num_perm + bins, values, reduce="amin", include_self=True)
-    dense = densify(table.view(num_rows, params.num_perm), params)
-    return dense.cpu().numpy().astype(np.uint32)
+    return signature_table(rows, hashes, num_rows, params).cpu().numpy().astype(np.uint32)
 
 
 def empty_rows(sigs: np.ndarray) -> np.ndarray:
