@@ -13,7 +13,16 @@ from rich.table import Table
 
 from thresher import __version__
 from thresher.accounting import Account
-from thresher.cli_common import EXIT_BAD_INPUT, Handled, err_console, out_console
+from thresher.cli_common import (
+    EXIT_BAD_INPUT,
+    ExecutorOption,
+    Handled,
+    RayAddressOption,
+    TasksOption,
+    err_console,
+    executor_of,
+    out_console,
+)
 from thresher.cli_common import fail as _fail
 from thresher.convert import OnError
 from thresher.decontam.commands import register as register_decontam_commands
@@ -229,11 +238,9 @@ def dedup(
     on_error: Annotated[str, typer.Option(help="fail, or quarantine bad input rows to OUT/quarantine.jsonl.")] = "fail",
     overwrite: Annotated[bool, typer.Option(help="Replace OUT even when it holds another command's or other inputs' output.")] = False,
     workers: Annotated[int | None, typer.Option(help="Batches worked on at once (default: the cores); same outputs.")] = None,
-    executor: Annotated[
-        str | None, typer.Option(help="Run the stages on datatrove's executors: local, or ray (a cluster); same outputs.")
-    ] = None,
-    tasks: Annotated[int, typer.Option(help="With --executor: tasks (and Ray CPUs when Ray starts here).")] = 2,
-    ray_address: Annotated[str | None, typer.Option(help="With --executor ray: a running cluster's address (default: start one).")] = None,
+    executor: ExecutorOption = None,
+    tasks: TasksOption = 2,
+    ray_address: RayAddressOption = None,
 ) -> None:
     """Remove exact and near duplicates within and across inputs: in = kept + removed (+ quarantined)."""
     from thresher.curation.dedup import DedupConfig
@@ -270,11 +277,7 @@ def dedup(
         def advance(stage: str, rows: int) -> None:
             progress.update(task, advance=rows, description=f"dedup: {'reading' if stage == 'scan' else 'writing'}")
 
-        chosen = None
-        if executor is not None:
-            from thresher.curation.distributed import Executor
-
-            chosen = Executor(cast(Any, executor), tasks, ray_address)  # a bad value: a one-line InputError
+        chosen = executor_of(executor, tasks, ray_address)
         with committed_folder(out, "dedup", inputs, overwrite) as staging:
             report = run_dedup(inputs, staging, config, kind=kind, on_error=cast(OnError, on_error), on_rows=advance, executor=chosen)
     summary = report.as_dict()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -83,3 +83,19 @@ class Handled(TyperGroup):
 
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_BAD_ROW", "EXIT_CANNOT_GO_ON", "Handled", "err_console", "fail", "out_console", "printable"]
+
+
+ExecutorOption = Annotated[
+    str | None, typer.Option(help="Run the heavy stages on datatrove's executors: local, or ray (a cluster); same outputs.")
+]
+TasksOption = Annotated[int, typer.Option(help="With --executor: tasks (and Ray CPUs when Ray starts here).")]
+RayAddressOption = Annotated[str | None, typer.Option(help="With --executor ray: a running cluster's address (default: start one).")]
+
+
+def executor_of(kind: str | None, tasks: int, ray_address: str | None) -> Any:
+    """The ``thresher.executors.Executor`` the options ask for, or None (a bad value: a one-line InputError)."""
+    if kind is None:
+        return None
+    from thresher.executors import Executor
+
+    return Executor(kind, tasks, ray_address)  # type: ignore[arg-type]

@@ -562,7 +562,7 @@ def dedup(
     """Deduplicate ``inputs`` (within and across them) into ``out_dir``: kept/removed Parquet and summary.json.
 
     ``on_rows(stage, rows)`` is called after each batch of the "scan" and "write" passes. ``executor``
-    (``thresher.curation.distributed.Executor``): run features, buckets and clusters on datatrove's local
+    (``thresher.executors.Executor``): run features, buckets and clusters on datatrove's local
     executor or on Ray instead of in this process; the outputs are the same.
     """
     if executor is not None:

@@ -19,9 +19,8 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -34,25 +33,8 @@ from thresher.accounting import Account
 from thresher.curation.datatrove_steps import DedupBuckets, DedupClusters, _load, _ranks, write_features
 from thresher.curation.dedup import Decisions, DedupConfig, FeatureArrays, Features, Spool, _batch_features, iter_inputs
 from thresher.errors import InputError
+from thresher.executors import Executor, check_complete, stage_runner
 from thresher.records import Kind
-
-EXECUTORS = ("local", "ray")
-
-
-@dataclass(frozen=True)
-class Executor:
-    """Where dedup's stages run: datatrove's ``local`` executor or ``ray``, over ``tasks`` tasks."""
-
-    kind: Literal["local", "ray"] = "local"
-    tasks: int = 2
-    address: str | None = None  # ray: a running cluster's address (default: start a local one)
-    band_shards: int = 4
-
-    def __post_init__(self) -> None:
-        if self.kind not in EXECUTORS:
-            raise InputError(f"--executor must be {' or '.join(EXECUTORS)}, not {self.kind!r}")
-        if self.tasks < 1:
-            raise InputError(f"--tasks must be at least 1, got {self.tasks}")
 
 
 def check_supported(config: DedupConfig) -> None:
@@ -99,55 +81,23 @@ def spool_inputs(
     return found_kind or Kind.SFT, counts
 
 
-def _runner(executor: Executor, work: Path) -> Callable[[list[Any], int, str], None]:
-    if executor.kind == "local":
-        from datatrove.executor import LocalPipelineExecutor
-
-        def local(pipeline: list[Any], tasks: int, stage: str) -> None:
-            LocalPipelineExecutor(pipeline, tasks=tasks, workers=executor.tasks, logging_dir=str(work / "logs" / stage)).run()
-
-        return local
-    try:
-        import ray
-        from datatrove.executor.ray import RayPipelineExecutor
-    except ImportError as error:
-        raise InputError("--executor ray needs Ray: pip install 'thresher[ray]'") from error
-    if not ray.is_initialized():
-        if executor.address:
-            ray.init(address=executor.address, log_to_driver=False)
-        else:
-            ray.init(num_cpus=executor.tasks, include_dashboard=False, log_to_driver=False)
-
-    def on_ray(pipeline: list[Any], tasks: int, stage: str) -> None:
-        RayPipelineExecutor(pipeline, tasks=tasks, workers=executor.tasks, logging_dir=str(work / "logs" / stage), mem_per_cpu_gb=1).run()
-
-    return on_ray
-
-
-def _check_complete(work: Path, stage: str, tasks: int) -> None:
-    done = work / "logs" / stage / "completions"
-    finished = len(list(done.iterdir())) if done.is_dir() else 0
-    if finished != tasks:
-        raise InputError(f"dedup --executor: stage {stage!r} finished {finished} of {tasks} tasks; its logs: {work / 'logs' / stage}")
-
-
 def run_stages(
     inputs: list[str], kind: Kind, config: DedupConfig, spool: Spool, executor: Executor, out: Path
 ) -> tuple[FeatureArrays, Decisions]:
     """Stages 1–3 on the executor; the features the writer needs and the decisions, read back in input order."""
     work = Path(tempfile.mkdtemp(prefix=".work-", dir=out))
     try:
-        run = _runner(executor, work)
+        run = stage_runner(executor, work)
         data = str(work / "data")
         spooled = {index: str(path) for index, path in spool.paths.items()}
         run([CanonicalFeatures(inputs, kind, config, spooled, data, executor.band_shards)], executor.tasks, "features")
-        _check_complete(work, "features", executor.tasks)
+        check_complete(work, "features", executor.tasks, "dedup")
         if config.method == "minhash":
             shards = min(executor.band_shards, executor.tasks)
             run([DedupBuckets(data, config)], shards, "buckets")
-            _check_complete(work, "buckets", shards)
+            check_complete(work, "buckets", shards, "dedup")
         run([DedupClusters(data, config)], 1, "clusters")
-        _check_complete(work, "clusters", 1)
+        check_complete(work, "clusters", 1, "dedup")
         return _read_back(data)
     finally:
         shutil.rmtree(work, ignore_errors=True)

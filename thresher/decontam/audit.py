@@ -32,6 +32,7 @@ from thresher.decontam.ngram import NgramConfig, NgramDetector, span_evidence
 from thresher.decontam.rephrase import RephraseConfig, rephrase_matches
 from thresher.decontam.similarity import EmbeddingDetector, EmbeddingMatchConfig, MinhashDetector, MinhashMatchConfig
 from thresher.errors import InputError
+from thresher.executors import Executor
 from thresher.io.sources import resolve_input
 from thresher.parallel import ordered_map
 from thresher.records import FIELDS, Fields, Kind, turns
@@ -129,8 +130,16 @@ class RowLedger:
     rows_per_source: Counter[str] = field(default_factory=Counter)
 
     def add(self, batch: TrainBatch, table: pa.Table, input_name: str, first_in_input: int, rows: np.ndarray) -> None:
+        self.count(table)
+        self.keep(batch, table, input_name, first_in_input, rows)
+
+    def count(self, table: pa.Table) -> None:
+        """Count a batch's rows per source."""
         sources = pl.Series(table.column("source")).value_counts()
         self.rows_per_source.update({str(s): int(c) for s, c in sources.iter_rows()})
+
+    def keep(self, batch: TrainBatch, table: pa.Table, input_name: str, first_in_input: int, rows: np.ndarray) -> None:
+        """Keep where the batch's candidate ``rows`` (local) came from, and their texts."""
         if not len(rows):
             return
         take = pa.array(rows)
@@ -230,6 +239,47 @@ def _enrich(
     ).sort("row", "bench", "bench_id", "method")
 
 
+def prepare_batch(detectors: list[Detector], config: AuditConfig, found: Kind, table: pa.Table) -> tuple[TrainBatch, list[Any]]:
+    """A canonical batch as the detectors see it (offset 0 until it is placed), and what each prepares from it."""
+    turns = train_turns(table, found, config.fields)
+    batch = TrainBatch.of(turns.list.join("\n").alias("text"), 0, turns=turns)
+    return batch, [d.prepare(batch) for d in detectors]
+
+
+def scan_batch(detectors: list[Detector], batch: TrainBatch, prepared: list[Any]) -> np.ndarray:
+    """Every detector scans the placed batch; the local rows any of them may match."""
+    scanned = [d.scan(batch, p) for d, p in zip(detectors, prepared, strict=True)]
+    return np.unique(np.concatenate(scanned)).astype(np.int64)  # every config has a detector
+
+
+def _scan_here(
+    train: list[str],
+    kind: Kind | None,
+    config: AuditConfig,
+    detectors: list[Detector],
+    ledger: RowLedger,
+    sample: RowSample,
+    counts: dict[str, Account],
+    quarantine: QuarantineWriter | None,
+    on_rows: Callable[[int], None] | None,
+) -> None:
+    """The scan in this process: batches prepared on ``config.workers`` threads, scanned in input order."""
+    offset = 0
+    for name in train:
+        counted = counts.setdefault(name, Account(name))
+        first_in_input = 0
+        batches = canonical_batches(resolve_input(name), kind, counted, quarantine, config.batch_rows, workers=config.workers)
+        prepared_batches = ordered_map(lambda item: (item[1], *prepare_batch(detectors, config, *item)), batches, config.workers)
+        for table, batch, prepared in prepared_batches:
+            batch.offset = offset
+            ledger.add(batch, table, name, first_in_input, scan_batch(detectors, batch, prepared))
+            sample.add(batch)
+            offset += len(batch)
+            first_in_input += len(batch)
+            if on_rows:
+                on_rows(len(batch))
+
+
 def run_audit(
     train: list[str],
     benches: list[BenchmarkItems],
@@ -237,8 +287,11 @@ def run_audit(
     quarantine: QuarantineWriter | None = None,
     kind: Kind | None = None,
     on_rows: Callable[[int], None] | None = None,
+    executor: Executor | None = None,
+    work_dir: Path | None = None,
 ) -> AuditResult:
-    """Audit the training inputs ``train`` against ``benches``."""
+    """Audit the training inputs ``train`` against ``benches``. With ``executor``, the scan runs as datatrove
+    tasks there (work files in a hidden folder of ``work_dir``); the matches are the same."""
     started = time.perf_counter()
     if not benches:
         raise InputError("no benchmarks to audit against (give --bench)")
@@ -247,31 +300,18 @@ def run_audit(
     ledger = RowLedger()
     sample = RowSample(config.calibrate, config.calibrate_seed)
     counts: dict[str, Account] = {}
-    offset = 0
+    notes: dict[str, Any] = {}
+    if executor is None:
+        _scan_here(train, kind, config, detectors, ledger, sample, counts, quarantine, on_rows)
+    else:
+        from thresher.decontam.distributed import scan_on_executor
 
-    def prepare(item: tuple[Kind, pa.Table]) -> tuple[pa.Table, TrainBatch, list[Any]]:
-        found, table = item
-        turns = train_turns(table, found, config.fields)
-        batch = TrainBatch.of(turns.list.join("\n").alias("text"), 0, turns=turns)
-        return table, batch, [d.prepare(batch) for d in detectors]
-
-    for name in train:
-        counted = counts.setdefault(name, Account(name))
-        first_in_input = 0
-        batches = canonical_batches(resolve_input(name), kind, counted, quarantine, config.batch_rows, workers=config.workers)
-        for table, batch, prepared in ordered_map(prepare, batches, config.workers):
-            batch.offset = offset
-            scanned = [d.scan(batch, p) for d, p in zip(detectors, prepared, strict=True)]
-            rows = np.unique(np.concatenate(scanned))  # every config has a detector
-            ledger.add(batch, table, name, first_in_input, rows.astype(np.int64))
-            sample.add(batch)
-            offset += len(batch)
-            first_in_input += len(batch)
-            if on_rows:
-                on_rows(len(batch))
+        scan_on_executor(
+            train, kind, config, items, detectors, ledger, sample, counts, quarantine, on_rows, executor, work_dir or Path(".")
+        )
+        notes["executor"] = asdict(executor)
     rows_table = ledger.table()
     matches = pl.concat([d.finish() for d in detectors])
-    notes: dict[str, Any] = {}
     evidence = None
     if "rephrase" in config.methods:
         rescored, evidence = rephrase_matches(matches, items, rows_table, config.rephrase)

@@ -39,14 +39,19 @@ class RowSample:
     turns: list[list[str]] = field(default_factory=list)
 
     def add(self, batch: TrainBatch) -> None:
-        if self.size <= 0 or batch.turns is None:
+        if batch.turns is not None:
+            self.add_turns(batch.offset, batch.turns)
+
+    def add_turns(self, offset: int, turns: pl.Series) -> None:
+        """Rows ``offset``, ``offset + 1``, … with these turns (a list of strings per row)."""
+        if self.size <= 0:
             return
-        ordinals = np.arange(batch.offset, batch.offset + len(batch), dtype=np.int64).astype(_U64)
+        ordinals = np.arange(offset, offset + len(turns), dtype=np.int64).astype(_U64)
         keys = fmix64(ordinals ^ fmix64(np.array([self.seed], dtype=_U64)))
-        candidates = np.flatnonzero(keys < self.keys.max()) if len(self.keys) >= self.size else np.arange(len(batch))
+        candidates = np.flatnonzero(keys < self.keys.max()) if len(self.keys) >= self.size else np.arange(len(turns))
         if not len(candidates):
             return
-        new_turns = batch.turns.gather(candidates).to_list()
+        new_turns = turns.gather(candidates).to_list()
         merged_keys = np.concatenate([self.keys, keys[candidates]])
         merged_turns = self.turns + [[t for t in (turns or []) if t] for turns in new_turns]
         keep = np.argsort(merged_keys, kind="stable")[: self.size]

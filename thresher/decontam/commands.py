@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from thresher.cache import cache_root
-from thresher.cli_common import EXIT_BAD_INPUT, fail, out_console
+from thresher.cli_common import EXIT_BAD_INPUT, ExecutorOption, RayAddressOption, TasksOption, executor_of, fail, out_console
 from thresher.errors import InputError
 from thresher.io.outputs import committed_folder
 from thresher.records import Kind
@@ -96,6 +96,7 @@ def _run(
     top: int,
     split: bool,
     overwrite: bool,
+    executor: Any = None,
 ) -> dict[str, Any]:
     from thresher.decontam.outputs import audit_to_folder
     from thresher.progress import progress_bar
@@ -108,7 +109,17 @@ def _run(
     with committed_folder(out, "decontaminate" if split else "audit", inputs, overwrite) as staging, progress_bar() as progress:
         task = progress.add_task("audit", total=None, rate="")
         report = audit_to_folder(
-            train, bench, staging, bench_fields, config, kind, on_error, top, split, on_rows=lambda n: progress.update(task, advance=n)
+            train,
+            bench,
+            staging,
+            bench_fields,
+            config,
+            kind,
+            on_error,
+            top,
+            split,
+            on_rows=lambda n: progress.update(task, advance=n),
+            executor=executor,
         )
     _print_table(report, out)
     return report
@@ -210,6 +221,9 @@ def register(app: typer.Typer) -> None:
                 bool, typer.Option(help="Replace OUT even when it holds another command's or other inputs' output.")
             ] = False,
             workers: Annotated[int | None, typer.Option(help="Batches worked on at once (default: the cores); same outputs.")] = None,
+            executor: ExecutorOption = None,
+            tasks: TasksOption = 2,
+            ray_address: RayAddressOption = None,
         ) -> None:
             if workers is not None and workers < 1:
                 raise InputError(f"--workers must be at least 1, got {workers}")
@@ -238,7 +252,8 @@ def register(app: typer.Typer) -> None:
                 embed_backend,
                 workers,
             )
-            report = _run(train, bench, out, bench_fields, config, kind, on_error, top, split, overwrite)
+            chosen = executor_of(executor, tasks, ray_address)
+            report = _run(train, bench, out, bench_fields, config, kind, on_error, top, split, overwrite, chosen)
             if split:
                 d = report["decontamination"]
                 out_console.print(

@@ -98,3 +98,12 @@ class Detector(Protocol):
     def fresh(self) -> Detector:
         """A detector sharing this one's index and model but nothing it has seen (for calibration)."""
         ...
+
+    def state(self) -> Any:
+        """What this detector has gathered from its batches (picklable), for another process to ``absorb``."""
+        ...
+
+    def absorb(self, state: Any) -> None:
+        """Add what a detector with the same index gathered from other batches (``state()``): ``finish`` then
+        gives the matches of all their batches together, the same as one detector that scanned them all."""
+        ...

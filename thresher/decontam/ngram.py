@@ -307,6 +307,17 @@ class NgramDetector:
         clone.kept_hits = []
         return clone
 
+    def state(self) -> tuple[np.ndarray, list[pl.DataFrame]]:
+        return self.train_df, self.kept_hits
+
+    def absorb(self, state: tuple[np.ndarray, list[pl.DataFrame]]) -> None:
+        # Each part kept the hits of the rows that passed the floor under its own (partial) training-side
+        # counts: a superset of what one pass would keep, since counts only grow. ``finish`` filters every hit
+        # by the summed counts and scores again, so the matches are the same as one pass's.
+        train_df, kept_hits = state
+        self.train_df = self.train_df + train_df
+        self.kept_hits.extend(kept_hits)
+
     def evidence(self, matches: pl.DataFrame) -> pl.Series:
         """The benchmark words each match's spans cover, runs separated by " … "."""
         return span_evidence(matches, self.index.words)

@@ -178,9 +178,11 @@ def audit_to_folder(
     top: int = 40,
     split: bool = True,
     on_rows: Any = None,
+    executor: Any = None,
 ) -> dict[str, Any]:
     """Audit ``train`` against the benchmarks ``bench`` and write matches.parquet, summary.json and report.html into
-    ``out``; with ``split`` also clean.parquet and removed.parquet (every row accounted for). The summary."""
+    ``out``; with ``split`` also clean.parquet and removed.parquet (every row accounted for). With ``executor``
+    (``thresher.executors.Executor``) the scan runs on datatrove's executors; the outputs are the same. The summary."""
     from thresher.accounting import QuarantineWriter
     from thresher.decontam.audit import run_audit
     from thresher.decontam.benchmarks import load_benchmarks
@@ -190,7 +192,7 @@ def audit_to_folder(
     benches = load_benchmarks(bench, bench_fields)
     quarantine = QuarantineWriter(out / "quarantine.jsonl") if on_error == "quarantine" else None
     try:
-        result = run_audit(train, benches, config, quarantine, kind, on_rows=on_rows)
+        result = run_audit(train, benches, config, quarantine, kind, on_rows=on_rows, executor=executor, work_dir=out)
     finally:
         if quarantine is not None:
             quarantine.close()

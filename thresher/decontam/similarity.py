@@ -60,6 +60,12 @@ class _Collected:
         clone.found = []
         return clone
 
+    def state(self) -> list[pl.DataFrame]:
+        return self.found
+
+    def absorb(self, state: list[pl.DataFrame]) -> None:
+        self.found.extend(state)  # finish sorts
+
 
 @dataclass(frozen=True)
 class MinhashMatchConfig:
