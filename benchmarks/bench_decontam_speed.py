@@ -9,6 +9,9 @@ normalizer, word tokenizer and hash) and runs its filter over the same row texts
 ``pip install -e .[bench]`` (spacy: its English word tokenizer) and is timed on the first ``--datatrove-rows``.
 
     .venv/bin/python benchmarks/bench_decontam_speed.py --rows 1000000 --datatrove-rows 100000
+
+``--executors`` instead runs ``thresher decontaminate`` from the command line in process, with ``--executor
+local`` and with ``--executor ray`` (a local Ray) on the same canonical file, and compares their output bytes.
 """
 
 from __future__ import annotations
@@ -100,10 +103,35 @@ def run_datatrove(texts: list[str], items: pl.DataFrame, folder: Path, n: int) -
     return len(texts) / seconds
 
 
+def compare_executors(canonical: Path, folder: Path, tasks: int) -> None:
+    """``thresher decontaminate`` as a user runs it, in process and on datatrove's executors: seconds, peak RSS of
+    the command's own process, and whether clean/removed/matches are the same bytes."""
+    import subprocess
+
+    bench = [a for name, path in LOCAL.items() for a in ("-b", f"{name}={SHARED / path}")]
+    runs = {"in process": [], "local": ["--executor", "local", "--tasks", str(tasks)], "ray": ["--executor", "ray", "--tasks", str(tasks)]}
+    seconds, outputs = {}, {}
+    for label, extra in runs.items():
+        out = folder / f"out-{label.replace(' ', '-')}"
+        command = ["/usr/bin/time", "-f", "%M", sys.executable, "-m", "thresher.cli", "decontaminate", "-t", str(canonical), *bench]
+        started = time.perf_counter()
+        done = subprocess.run([*command, "-o", str(out), *extra], capture_output=True, text=True)
+        seconds[label] = time.perf_counter() - started
+        if done.returncode:
+            raise SystemExit(done.stderr[-3000:])
+        rss = int(done.stderr.strip().splitlines()[-1]) / 1024
+        outputs[label] = {n: (out / n).read_bytes() for n in ("clean.parquet", "removed.parquet", "matches.parquet")}
+        same = "—" if label == "in process" else ("same bytes" if outputs[label] == outputs["in process"] else "DIFFERENT")
+        ratio = seconds[label] / seconds["in process"]
+        print(f"{label:>10}: {seconds[label]:6.1f} s ({ratio:.2f}x in process), command peak RSS {rss:,.0f} MiB, {same}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--datatrove-rows", type=int, default=100_000)
+    parser.add_argument("--executors", action="store_true", help="compare thresher decontaminate in process, local and ray")
+    parser.add_argument("--tasks", type=int, default=2)
     args = parser.parse_args()
     benches = [load_benchmark(name, str(SHARED / path)) for name, path in LOCAL.items()]
     items = pl.concat([b.items for b in benches])
@@ -115,6 +143,9 @@ def main() -> None:
         canonical = folder / "rows.parquet"
         convert([str(raw)], str(canonical))
         raw.unlink()
+        if args.executors:
+            compare_executors(canonical, folder, args.tasks)
+            return
         started = time.perf_counter()
         result = run_audit([str(canonical)], benches, AuditConfig(methods=("ngram",), batch_rows=16384))
         seconds = time.perf_counter() - started

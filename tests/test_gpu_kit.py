@@ -42,6 +42,8 @@ def test_tables_and_goals_parse() -> None:
         "minhash",
         "embedding",
         "dedup_e2e",
+        "dedup_e2e_10m",
+        "embedding_1m",
     ]
     # the device runs a command for at most 600 s: each group's steps and the wheels' install fit in 540
     assert {s.group for s in steps()} == {"any", *GROUPS}
@@ -118,4 +120,6 @@ def test_the_kit_dry_run_passes_every_step(tmp_path: Path) -> None:
     assert tuned["cpu"]["bfloat16"][0]["backward"]["block_m"] in (16, 32)
     assert "elementwise/rms_norm" in by_step["kernels_elementwise"]["figures"]
     assert by_step["dedup_e2e"]["figures"]["dedup_e2e"]["identical"] is True
+    assert by_step["dedup_e2e_10m"]["figures"]["dedup_e2e"]["docs"] == 3000  # past --base: the input repeated
+    assert by_step["embedding_1m"]["figures"]["embedding"]["bench"] == 30
     assert (tmp_path / "gpu_log.txt").stat().st_size > 0

@@ -69,6 +69,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--texts", type=int, default=200_000)
     parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--bench", type=int, default=None, help="benchmark vectors (default: a tenth of the texts)")
     args = parser.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     texts = [t[:400] for t in documents(args.texts, size=400)]
@@ -81,7 +82,7 @@ def main() -> None:
         started = time.perf_counter()
         vectors = model.encode(texts, batch_size=512, normalize_embeddings=True, convert_to_numpy=True).astype(np.float32)
         encode_s = time.perf_counter() - started
-    bench = vectors[: max(1, len(vectors) // 10)]
+    bench = vectors[: max(1, min(len(vectors), args.bench or len(vectors) // 10))]
     started = time.perf_counter()
     engine, ids = search(bench, vectors, min(args.k, len(bench)), device)
     search_s = time.perf_counter() - started
@@ -100,6 +101,8 @@ def main() -> None:
                     "search_s": search_s,
                     "search_engine": engine,
                     "neighbours": list(ids.shape),
+                    "bench": len(bench),
+                    "total_s": encode_s + search_s,
                 }
             }
         )
