@@ -17,6 +17,7 @@ import pytest
 from thresher.curation.ngrams import ngram_hashes, window_hashes
 from thresher.decontam.audit import AuditConfig, run_audit, train_texts
 from thresher.decontam.benchmarks import REGISTRY, load_benchmark, load_benchmarks
+from thresher.decontam.classes import CLASSES, DEFAULT_FLAG
 from thresher.decontam.matching import TrainBatch
 from thresher.decontam.ngram import NgramConfig, NgramDetector
 from thresher.errors import InputError
@@ -309,11 +310,11 @@ def test_code_alpaca_against_mbpp_and_humaneval_matches_hand_labels(shared_data:
     labels = pl.read_csv(Path(__file__).parent / "data/code_alpaca_vs_mbpp_humaneval_pairs.csv", schema_overrides={"bench_id": pl.String})
     benches = load_benchmarks([f"mbpp={shared_data / 'mbpp/mbpp.jsonl'}", f"humaneval={shared_data / 'humaneval/HumanEval.jsonl.gz'}"])
 
-    def precision(config: NgramConfig) -> tuple[int, float]:
+    def precision(config: NgramConfig, flag: tuple[str, ...] = DEFAULT_FLAG) -> tuple[int, float]:
         result = run_audit(
             [str(shared_data / "sft/code_alpaca_2k.json")],
             benches,
-            AuditConfig(ngram=config),
+            AuditConfig(ngram=config, flag=flag),
             quarantine=QuarantineWriter(tmp_path / "q.jsonl"),
         )
         flagged = result.matches.filter("flagged").select("train_id", "bench_id").unique()
@@ -322,7 +323,8 @@ def test_code_alpaca_against_mbpp_and_humaneval_matches_hand_labels(shared_data:
 
     flagged, p = precision(NgramConfig())
     assert flagged >= 1 and p >= 0.95
-    flagged, p = precision(NgramConfig(min_words=1, idf=False))  # negative control: the phrase-level matching of before
+    # negative control: the phrase-level matching of before (no word floor, no rarity, shared text flagged too)
+    flagged, p = precision(NgramConfig(min_words=1, idf=False), CLASSES)
     assert flagged >= 15 and p < 0.5
 
 

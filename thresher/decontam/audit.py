@@ -25,6 +25,7 @@ from thresher.cache import folder_megabytes
 from thresher.convert import canonical_batches
 from thresher.decontam.benchmarks import BenchmarkItems
 from thresher.decontam.calibrate import RowSample, calibrate
+from thresher.decontam.classes import CLASSES, DEFAULT_FLAG, classify
 from thresher.decontam.evidence import char_spans
 from thresher.decontam.judge import JudgeConfig
 from thresher.decontam.matching import Detector, TrainBatch
@@ -66,6 +67,7 @@ class AuditConfig:
     workers: int | None = None  # batches worked on at once (default: the cores); results do not depend on it
     calibrate: int = 0  # plant this many controlled item variants into copies of sampled rows and measure recall
     calibrate_seed: int = 0
+    flag: tuple[str, ...] = DEFAULT_FLAG  # the match classes that make a row contaminated (thresher.decontam.classes)
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.methods if m not in METHODS]
@@ -75,6 +77,9 @@ class AuditConfig:
             raise InputError(f"fields must be one of {', '.join(FIELDS)}, not {self.fields!r}")
         if "judge" in self.methods and self.judge is None:
             raise InputError("the judge method needs a judge model (--judge-model)")
+        wrong = [c for c in self.flag if c not in CLASSES]
+        if wrong or not self.flag:
+            raise InputError(f"--flag takes match classes: some of {', '.join(CLASSES)}; got {', '.join(self.flag) or 'none'}")
         if self.calibrate < 0:
             raise InputError(f"calibrate must be >= 0 planted rows, got {self.calibrate}")
 
@@ -212,9 +217,11 @@ def _enrich(
     enriched = (
         matches.with_columns(evidence.alias("evidence"))
         .join(thresholds, on="method")
-        .with_columns((pl.col("score") >= pl.col("threshold")).alias("flagged"))
         .join(ledger, on="row", how="left")
-        .join(items.select("item", "bench", "bench_id", bench_texts(items)), on="item")
+        .join(items.select("item", "bench", "bench_id", "question", bench_texts(items)), on="item")
+    )
+    enriched = classify(enriched, words).with_columns(
+        ((pl.col("score") >= pl.col("threshold")) & pl.col("match_class").is_in(list(config.flag))).alias("flagged")
     )
     enriched = enriched.with_columns(char_spans(enriched, items))
     return enriched.select(
@@ -229,8 +236,11 @@ def _enrich(
         "method",
         "score",
         "flagged",
+        "match_class",
+        "class_note",
         "question_score",
         "answer_score",
+        "distinct_score",
         "spans",
         "char_spans",
         "evidence",

@@ -50,8 +50,10 @@ def _config(
     rephrase_from: float = 0.6,
     embed_backend: str = "onnx",
     workers: int | None = None,
+    flag: str | None = None,
 ) -> Any:
     from thresher.decontam.audit import AuditConfig
+    from thresher.decontam.classes import DEFAULT_FLAG
     from thresher.decontam.judge import JudgeConfig
     from thresher.decontam.ngram import NgramConfig
     from thresher.decontam.rephrase import RephraseConfig
@@ -82,6 +84,7 @@ def _config(
         rephrase=RephraseConfig(threshold=rephrase_threshold, candidates_from=rephrase_from),
         calibrate=calibrate,
         workers=workers,
+        flag=tuple(c.strip() for c in flag.split(",") if c.strip()) if flag is not None else DEFAULT_FLAG,
     )
 
 
@@ -150,7 +153,7 @@ def _print_table(report: dict[str, Any], out: Path) -> None:
         recall = ", ".join(f"{v} {r['any']:.2f}" for v, r in calibration["recall"].items())
         out_console.print(
             f"calibration ({calibration['planted']} planted rows): recall {recall}; "
-            f"untouched sampled rows flagged {calibration['unplanted_flagged']['any']:.2%}"
+            f"corpus flag rate (untouched sampled rows; leaks and false positives together) {calibration['unplanted_flagged']['any']:.2%}"
         )
 
 
@@ -221,6 +224,13 @@ def register(app: typer.Typer) -> None:
                 bool, typer.Option(help="Replace OUT even when it holds another command's or other inputs' output.")
             ] = False,
             workers: Annotated[int | None, typer.Option(help="Batches worked on at once (default: the cores); same outputs.")] = None,
+            flag: Annotated[
+                str | None,
+                typer.Option(
+                    help="Match classes that make a row contaminated (default: verbatim,reformatted,numbers_changed,partial,rephrase; "
+                    "shared_boilerplate is the sixth)."
+                ),
+            ] = None,
             executor: ExecutorOption = None,
             tasks: TasksOption = 2,
             ray_address: RayAddressOption = None,
@@ -251,6 +261,7 @@ def register(app: typer.Typer) -> None:
                 rephrase_from,
                 embed_backend,
                 workers,
+                flag,
             )
             chosen = executor_of(executor, tasks, ray_address)
             report = _run(train, bench, out, bench_fields, config, kind, on_error, top, split, overwrite, chosen)

@@ -2,8 +2,8 @@
 to character offsets in the original training row and the original benchmark text.
 
 Normalization keeps word boundaries: a word is a run of characters that are neither punctuation,
-symbols nor spaces, after option labels are dropped. So the k-th normalized word is the k-th such run
-of the original text outside any option label. Where the counts disagree (NFKC can split a character
+symbols nor spaces, after option labels and LaTeX layout are dropped (``matching.matchable``). So the k-th
+normalized word is the k-th such run of the original text outside any of those. Where the counts disagree (NFKC can split a character
 such as "½" into several words) the offsets are left out rather than guessed.
 """
 
@@ -15,16 +15,16 @@ from typing import Any
 import polars as pl
 
 from thresher.curation.normalize import normalize, words_of
-from thresher.decontam.matching import OPTION_LABEL, PARTS, without_option_labels
+from thresher.decontam.matching import LATEX_LAYOUT, OPTION_LABEL, PARTS, matchable
 
 _WORD = re.compile(r"[^\W_]+")
-_LABEL = re.compile(OPTION_LABEL)
+_SKIPPED = (re.compile(OPTION_LABEL), re.compile(LATEX_LAYOUT))  # what ``matchable`` drops
 CHAR_SPAN = pl.Struct({"part": pl.String, "train_start": pl.Int64, "train_end": pl.Int64, "bench_start": pl.Int64, "bench_end": pl.Int64})
 
 
 def word_offsets(text: str) -> list[tuple[int, int]]:
     """Character ``[start, end)`` of each word of ``text`` as the detectors count words."""
-    labels = [m.span() for m in _LABEL.finditer(text)]
+    labels = sorted(m.span() for pattern in _SKIPPED for m in pattern.finditer(text))
     out = []
     at = 0
     for m in _WORD.finditer(text):
@@ -37,7 +37,7 @@ def word_offsets(text: str) -> list[tuple[int, int]]:
 
 
 def _aligned(texts: list[str]) -> list[list[tuple[int, int]] | None]:
-    counts = words_of(normalize(without_option_labels(pl.Series(texts, dtype=pl.String)))).list.len().to_list()
+    counts = words_of(normalize(matchable(pl.Series(texts, dtype=pl.String)))).list.len().to_list()
     out: list[list[tuple[int, int]] | None] = []
     for text, count in zip(texts, counts, strict=True):
         offsets = word_offsets(text)

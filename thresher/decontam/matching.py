@@ -23,6 +23,7 @@ MATCH_SCHEMA = {
     "question_score": pl.Float64,
     "answer_score": pl.Float64,
     "spans": pl.List(SPAN),  # word positions in the normalized texts, aligned train/benchmark runs
+    "distinct_score": pl.Float64,  # ngram: the score over the item's words that are not shared text (NgramConfig)
 }
 
 
@@ -33,8 +34,28 @@ MATCH_SCHEMA = {
 OPTION_LABEL = r"(?m)(?:^[ \t>]*[\(\[]?(?:[A-Ja-j]|[1-9])[\.\)\]:]|(?:^|[ \t])\([A-J]\))[ \t]+"
 
 
+# LaTeX that only lays out: sizing (\left, \bigl), spacing (\, \! \quad), style (\displaystyle), text wrappers
+# (\text{…} keeps its words), and a degree sign written ^\circ; dropped like option labels. Same-meaning macros are
+# spelled one way (\dfrac and \tfrac as \frac, \leq as \le), which keeps the word count.
+LATEX_LAYOUT = (
+    r"\\(?:left|right|[bB]igg?[lr]?|displaystyle|textstyle|scriptstyle|quad|qquad|text|textbf|textit|textrm|mathrm|mathbf|mbox"
+    r"|operatorname)\b|\\[!,;:]|\^\s*\{?\\circ\}?"
+)
+_SAME_MACROS = ((r"\\[dt](frac|binom)\b", r"\$1"), (r"\\(le|ge|ne)q\b", r"\$1"))
+
+
 def without_option_labels(texts: pl.Series) -> pl.Series:
     return texts.str.replace_all(OPTION_LABEL, " ")  # a space: an inline label must not join its neighbours
+
+
+def matchable(texts: pl.Series) -> pl.Series:
+    r"""``texts`` as every detector and the evidence see them before normalization: option labels and LaTeX layout
+    dropped, same-meaning macros spelled one way (``\dfrac{1}{2}`` and ``\left( \frac{1}{2} \right)`` are the same
+    words)."""
+    texts = without_option_labels(texts).str.replace_all(LATEX_LAYOUT, " ")
+    for pattern, spelling in _SAME_MACROS:
+        texts = texts.str.replace_all(pattern, spelling)
+    return texts
 
 
 def word_rarity(owners: pl.DataFrame, items: int) -> pl.DataFrame:
@@ -58,7 +79,7 @@ class TrainBatch:
 
     @classmethod
     def of(cls, texts: pl.Series, offset: int, config: NormalizeConfig = DEFAULT_NORMALIZE, turns: pl.Series | None = None) -> TrainBatch:
-        return cls(offset, texts, word_hashes(without_option_labels(texts), config), turns)
+        return cls(offset, texts, word_hashes(matchable(texts), config), turns)
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -66,7 +87,7 @@ class TrainBatch:
 
 def item_words(texts: pl.Series, config: NormalizeConfig = DEFAULT_NORMALIZE) -> pa.LargeListArray:
     """The normalized words of benchmark texts (the same tokens training rows are split into)."""
-    words = words_of(normalize(without_option_labels(texts), config)).to_arrow()
+    words = words_of(normalize(matchable(texts), config)).to_arrow()
     if isinstance(words, pa.ChunkedArray):
         words = words.combine_chunks()
     return words.cast(pa.large_list(pa.string()))

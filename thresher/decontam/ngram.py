@@ -45,6 +45,13 @@ class NgramConfig:
     floor: float = 0.2  # matches scoring below this are not recorded
     min_words: int = 10  # a part counts only with this many shared words (or all of a shorter one): one 8-gram is a phrase, not a copy
     idf: bool = True  # weigh each word by its rarity among the benchmark items ("depth" counts, "the" barely)
+    # shared text (for the shared_boilerplate class): an n-gram in at least ``shared_items`` benchmark items and two
+    # training rows, or in
+    # at least max(``shared_rows``, ``shared_copies`` x the item's own copy count) training rows, where an item's copy
+    # count is the fewest training rows any of its n-grams is in (a leaked item copied into 6 rows is not shared text)
+    shared_items: int = 3
+    shared_rows: int = 5
+    shared_copies: float = 2.0
 
     def __post_init__(self) -> None:
         if self.n < 1:
@@ -58,6 +65,16 @@ class NgramConfig:
     def weights(self) -> tuple[float, float, float]:
         """Per part: question, answer, prompt (question with options)."""
         return self.question_weight, self.answer_weight, self.question_weight
+
+
+@dataclass(frozen=True)
+class PositionWeights:
+    """The n-grams that count (``postings``), each word position's weight, and their sums per (item, part)."""
+
+    postings: pl.DataFrame
+    weight: np.ndarray
+    part_weight: np.ndarray  # (items, parts)
+    informative: np.ndarray  # (items, parts): positions some counted n-gram covers
 
 
 class NgramIndex:
@@ -98,9 +115,12 @@ class NgramIndex:
         postings = pl.concat(frames)
         item_df = postings.group_by("hash").agg(pl.col("item").n_unique().alias("df"))
         self.boilerplate = int((item_df["df"] > config.max_bench_df).sum())
-        postings = postings.join(item_df.filter(pl.col("df") <= config.max_bench_df).select("hash"), on="hash")
-        self._weigh_positions(postings, items.height)
+        postings = postings.join(item_df.filter(pl.col("df") <= config.max_bench_df), on="hash")
+        self._positions(items.height)
         self.keys, gram = np.unique(postings["hash"].to_numpy(), return_inverse=True)
+        self.bench_df = np.zeros(len(self.keys), np.int64)
+        self.bench_df[gram] = postings["df"].to_numpy()  # benchmark items each indexed n-gram is in
+        postings = postings.drop("df")
         # two bitmaps over independent bits of the keys: most training windows are rejected by two
         # gathers, and only the few that pass both are binary-searched, in sorted order (a random-order
         # searchsorted over millions of keys is cache-bound)
@@ -109,6 +129,8 @@ class NgramIndex:
         self.high = np.zeros(_BITMAP_SIZE, dtype=bool)
         self.high[(self.keys >> _U64(40)) & _U64(_BITMAP_SIZE - 1)] = True
         self.postings = postings.with_columns(pl.Series("gram", gram, dtype=pl.Int64)).drop("hash")
+        self.weights = self.weights_over(self.postings)
+        self.weight, self.part_weight, self.part_informative = self.weights.weight, self.weights.part_weight, self.weights.informative
         short = self.postings.filter(pl.col("length") < n)
         self.lengths = sorted({n, *(int(x) for x in short["length"].unique().to_list())})
         # the first two words of every short item: training windows shorter than n are hashed only where they start so
@@ -122,29 +144,35 @@ class NgramIndex:
             + (self.part_tokens[:, 2] < config.min_tokens)[has_options].sum()
         )
 
-    def _weigh_positions(self, postings: pl.DataFrame, count: int) -> None:
-        """The weight of every word position of every (item, part): 0 where only boilerplate n-grams cover it
-        (a shared template is no evidence, so it leaves the denominator too), else the word's rarity
-        ``log(1 + items / items-with-the-word)`` (or 1 without ``idf``). ``part_weight`` sums them per item."""
+    def _positions(self, count: int) -> None:
+        """Every word position of every (item, part) in one flat array: its owner and its rarity."""
         lengths = [w.list.len().fill_null(0).to_numpy().astype(np.int64) for w in self.words]
         owner_item = np.concatenate([np.repeat(np.arange(count), n) for n in lengths])
         owner_part = np.concatenate([np.full(int(n.sum()), p) for p, n in enumerate(lengths)])
-        size = len(owner_item)
+        self._size, self._count = len(owner_item), count
         part_base = np.cumsum([0] + [int(n.sum()) for n in lengths])[:-1]
         self.start = np.stack([part_base[p] + np.cumsum(n) - n for p, n in enumerate(lengths)], axis=1)  # (item, part) -> flat
-        # how many indexed n-grams cover each flat position: +1 where a gram starts, -1 past its end
+        self._owner = owner_part * count + owner_item
+        if self.config.idf:
+            owners = pl.DataFrame({"item": owner_item, "word": pl.concat([pl.Series(w.to_arrow().flatten()) for w in self.words])})
+            self._rarity = owners.join(word_rarity(owners, count), on="word", how="left", maintain_order="left")["rarity"].to_numpy()
+        else:
+            self._rarity = np.ones(self._size)
+
+    def weights_over(self, postings: pl.DataFrame) -> PositionWeights:
+        """Position weights counting only the n-grams in ``postings``: 0 where none of them covers a word (a shared
+        template is no evidence, so it leaves the denominator too), else the word's rarity
+        ``log(1 + items / items-with-the-word)`` (or 1 without ``idf``); summed per item and part."""
+        size, count = self._size, self._count
+        # how many of the n-grams cover each flat position: +1 where a gram starts, -1 past its end
         first = self.start[postings["item"].to_numpy(), postings["part"].to_numpy()] + postings["position"].to_numpy()
         last = first + postings["length"].to_numpy().astype(np.int64)
         informative = np.cumsum(np.bincount(first, minlength=size + 1) - np.bincount(last, minlength=size + 1))[:size] > 0
-        if self.config.idf:
-            owners = pl.DataFrame({"item": owner_item, "word": pl.concat([pl.Series(w.to_arrow().flatten()) for w in self.words])})
-            weight = owners.join(word_rarity(owners, count), on="word", how="left", maintain_order="left")["rarity"].to_numpy()
-        else:
-            weight = np.ones(size)
-        self.weight = np.where(informative, weight, 0.0)
-        owner = owner_part * count + owner_item
-        self.part_weight = np.bincount(owner, weights=self.weight, minlength=len(PARTS) * count).reshape(len(PARTS), count).T
-        self.part_informative = np.bincount(owner, weights=informative, minlength=len(PARTS) * count).reshape(len(PARTS), count).T
+        weight = np.where(informative, self._rarity, 0.0)
+        shape = (len(PARTS), count)
+        part_weight = np.bincount(self._owner, weights=weight, minlength=len(PARTS) * count).reshape(shape).T
+        part_informative = np.bincount(self._owner, weights=informative, minlength=len(PARTS) * count).reshape(shape).T
+        return PositionWeights(postings, weight, part_weight, part_informative)
 
     def lookup(self, batch: TrainBatch) -> pl.DataFrame:
         """Every window of a training batch found in the index: local row, position, length, gram id."""
@@ -174,9 +202,11 @@ class NgramIndex:
         return pl.concat(frames)
 
 
-def _coverage(hits: pl.DataFrame, index: NgramIndex) -> pl.DataFrame:
-    """Per (row, item): covered share of the question and of the answer, and the weighted score."""
-    joined = hits.join(index.postings, on="gram")
+def _coverage(hits: pl.DataFrame, index: NgramIndex, weights: PositionWeights | None = None) -> pl.DataFrame:
+    """Per (row, item): covered share of the question and of the answer, and the weighted score; with ``weights``,
+    counting only their n-grams and positions."""
+    weights = weights or index.weights
+    joined = hits.join(weights.postings, on="gram")
     positions = (
         joined.select("row", "item", "part", pl.int_ranges("position", pl.col("position") + pl.col("length")).alias("pos"))
         .explode("pos")
@@ -186,7 +216,7 @@ def _coverage(hits: pl.DataFrame, index: NgramIndex) -> pl.DataFrame:
     keys = positions.select("row", "item", "part")
     key_array = keys.to_numpy()
     flat = index.start[positions["item"].to_numpy(), positions["part"].to_numpy()] + positions["pos"].to_numpy()
-    weight = index.weight[flat]
+    weight = weights.weight[flat]
     # sums in a fixed order (NumPy over sorted positions): the same scores, to the last bit, on every run
     first = np.flatnonzero(np.r_[True, np.any(key_array[1:] != key_array[:-1], axis=1)]) if len(keys) else np.zeros(0, np.int64)
     covered = keys[first].with_columns(
@@ -195,10 +225,10 @@ def _coverage(hits: pl.DataFrame, index: NgramIndex) -> pl.DataFrame:
     )
     totals = pl.DataFrame(
         {
-            "item": np.repeat(np.arange(len(index.part_weight)), len(PARTS)),
-            "part": np.tile(np.arange(len(PARTS), dtype=np.int8), len(index.part_weight)),
-            "total": index.part_weight.ravel(),
-            "informative": index.part_informative.ravel(),
+            "item": np.repeat(np.arange(len(weights.part_weight)), len(PARTS)),
+            "part": np.tile(np.arange(len(PARTS), dtype=np.int8), len(weights.part_weight)),
+            "total": weights.part_weight.ravel(),
+            "informative": weights.informative.ravel(),
         }
     )
     wq, wa, _ = index.config.weights
@@ -290,8 +320,38 @@ class NgramDetector:
         if scores.is_empty():
             return empty_matches()
         spans = _spans(hits, self.index, scores)
-        out = scores.join(spans, on=["row", "item"], how="left").with_columns(pl.lit(self.name).alias("method"))
+        out = (
+            scores.join(spans, on=["row", "item"], how="left")
+            .join(self._distinct_scores(hits, scores), on=["row", "item"], how="left")
+            .with_columns(pl.lit(self.name).alias("method"))
+        )
         return out.select(list(MATCH_SCHEMA)).cast(MATCH_SCHEMA).sort("row", "item")  # type: ignore[arg-type]
+
+    def shared_postings(self) -> pl.Series:
+        """For every posting of the index: is its n-gram shared text (``NgramConfig.shared_items`` and
+        ``shared_rows``/``shared_copies``, on the training-side counts seen so far)?"""
+        postings, config = self.index.postings, self.config
+        gram = postings["gram"].to_numpy()
+        rows = self.train_df[gram]
+        copies = np.full(self.index.part_weight.shape[0], np.iinfo(np.int64).max)
+        np.minimum.at(copies, postings["item"].to_numpy(), rows)  # the fewest rows any of the item's n-grams is in
+        limit = np.maximum(config.shared_rows, config.shared_copies * copies[postings["item"].to_numpy()])
+        # text several benchmark items share is boilerplate only where the corpus repeats it too (a passage three
+        # MMLU items share, copied once, is a leak of that passage)
+        return pl.Series("shared", ((self.index.bench_df[gram] >= config.shared_items) & (rows >= 2)) | (rows >= limit))
+
+    def _distinct_scores(self, hits: pl.DataFrame, scores: pl.DataFrame) -> pl.DataFrame:
+        """Per match: the score counting only the item's words that are not shared text; an item made only of
+        shared text keeps its score (then it is the item itself that many rows repeat)."""
+        distinct = self.index.weights_over(self.index.postings.filter(~self.shared_postings()))
+        covered = _coverage(hits.join(scores.select("row", "item"), on="row", how="semi"), self.index, distinct)
+        has_distinct = distinct.part_weight.sum(axis=1) > 0
+        return (
+            scores.select("row", "item", "score")
+            .join(covered.select("row", "item", pl.col("score").alias("distinct")), on=["row", "item"], how="left")
+            .with_columns(pl.Series("has", has_distinct[scores["item"].to_numpy()]))
+            .select("row", "item", pl.when("has").then(pl.col("distinct").fill_null(0.0)).otherwise("score").alias("distinct_score"))
+        )
 
     def drain(self) -> pl.DataFrame:
         """The matches of the batches scanned since the last drain (a streaming filter's view: the

@@ -15,6 +15,7 @@ import pyarrow as pa
 from thresher.accounting import Account
 from thresher.convert import canonical_batches
 from thresher.decontam.audit import AuditResult
+from thresher.decontam.classes import CLASSES
 from thresher.errors import InputError
 from thresher.io.sources import resolve_input
 from thresher.io.writers import open_writer
@@ -32,6 +33,13 @@ def write_matches(result: AuditResult, path: Path) -> None:
 
 def _share(part: int, whole: int) -> float:
     return round(part / whole, 6) if whole else 0.0
+
+
+BANDS = (("0.9-1", 0.9, 2.0), ("0.7-0.9", 0.7, 0.9), ("below 0.7", 0.0, 0.7))
+
+
+def thresholds(config: Any) -> dict[str, float]:
+    return {m: config.threshold(m) for m in config.methods if m != "judge" or config.judge}
 
 
 def summary(result: AuditResult) -> dict[str, Any]:
@@ -66,6 +74,17 @@ def summary(result: AuditResult) -> dict[str, Any]:
             "rows_contaminated": hit["row"].n_unique(),
             "items_leaked": hit["item"].n_unique(),
         }
+    reached = result.matches.filter(pl.col("score") >= pl.col("method").replace_strict(thresholds(result.config), default=1.0))
+    by_class = {
+        c: {
+            "matches": part.height,
+            "flagged": part.filter("flagged").height,
+            "rows": part["row"].n_unique(),
+            "score_bands": {band: part.filter(pl.col("score") >= lo).filter(pl.col("score") < hi).height for band, lo, hi in BANDS},
+        }
+        for c in CLASSES
+        for part in [reached.filter(pl.col("match_class") == c)]
+    }
     quarantined = sum(c.quarantined_total for c in result.counts.values())
     total_rows = result.rows
     contaminated = flagged["row"].n_unique()
@@ -85,6 +104,7 @@ def summary(result: AuditResult) -> dict[str, Any]:
         },
         "table": table,
         "methods": by_method,
+        "classes": {"flag": list(result.config.flag), "at_threshold": by_class},
         "totals": {
             "rows_in": total_rows + quarantined,
             "rows_audited": total_rows,

@@ -9,7 +9,7 @@ from typing import Any
 import polars as pl
 
 from thresher.curation.normalize import normalize, words_of
-from thresher.decontam.matching import without_option_labels
+from thresher.decontam.matching import matchable
 from thresher.report.html import Markup, bars, escape, heat, highlight_chars, highlight_words, histogram, page, table
 
 
@@ -37,18 +37,14 @@ def _leak_table(summary: dict[str, Any]) -> str:
 
 
 def _words(texts: pl.Series) -> list[list[str]]:
-    return words_of(normalize(without_option_labels(texts))).to_list()
+    return words_of(normalize(matchable(texts))).to_list()
 
 
 def _pairs(matches: pl.DataFrame, items: pl.DataFrame, top: int) -> str:
-    flagged = (
-        matches.filter("flagged")
-        .sort("score", descending=True)
-        .unique(["train_id", "bench", "bench_id"], keep="first", maintain_order=True)
-        .head(top)
-    )
+    """The first ``top`` of ``matches`` by score (one per training row and item), side by side."""
+    flagged = matches.sort("score", descending=True).unique(["train_id", "bench", "bench_id"], keep="first", maintain_order=True).head(top)
     if flagged.is_empty():
-        return "<p>No flagged matches.</p>"
+        return "<p>No matches.</p>"
     parts = flagged.select("item").join(items, on="item", how="left")
     options = parts["options"] if "options" in parts.columns else pl.Series([""] * parts.height)
     prompts = parts.select(pl.concat_str([pl.col("question"), options], separator="\n"))["question"]
@@ -79,12 +75,42 @@ def _pairs(matches: pl.DataFrame, items: pl.DataFrame, top: int) -> str:
         scores = f"score {m['score']:.3f}"
         if m["question_score"] is not None or m["answer_score"] is not None:
             scores += f" (question {m['question_score'] or 0:.2f}, answer {m['answer_score'] or 0:.2f})"
+        label = escape(m["match_class"]) + (f": {escape(m['class_note'])}" if m["class_note"] else "")
         blocks.append(
             f"<h3>{escape(m['bench'])} / {escape(m['bench_id'])} ← {escape(m['train_source'])} / {escape(m['train_id'])}"
-            f" <span class='muted'>{escape(m['method'])}, {scores}</span></h3>"
+            f" <span class='muted'>{escape(m['method'])}, {scores}, {label}</span></h3>"
             f"<div class='pair'><pre>{left}</pre><pre>{right}</pre></div>"
         )
     return "".join(blocks)
+
+
+def _classes(summary: dict[str, Any], matches: pl.DataFrame, items: pl.DataFrame, top: int) -> str:
+    """Every match at its method's threshold, grouped by class; each group browsable (its first ``top`` pairs)."""
+    classes = summary["classes"]
+    flag = set(classes["flag"])
+    bands = list(next(iter(classes["at_threshold"].values()))["score_bands"])
+    rows = [
+        [c, "yes" if c in flag else "no", v["matches"], v["rows"], *[v["score_bands"][b] for b in bands]]
+        for c, v in classes["at_threshold"].items()
+    ]
+    out = table(["class", "flags a row", "matches", "training rows", *[f"score {b}" for b in bands]], rows)
+    at = matches.filter(pl.col("score") >= pl.col("method").replace_strict(_thresholds(summary), default=1.0))
+    for c, v in classes["at_threshold"].items():
+        if not v["matches"]:
+            continue
+        shown = min(top, v["matches"])
+        rest = f"; all {v['matches']} in matches.parquet (match_class == '{c}')" if shown < v["matches"] else ""
+        out += (
+            f"<details><summary><b>{escape(c)}</b> — {v['matches']} matches, {v['rows']} rows"
+            f"{'' if c in flag else ' (not flagged)'}: the first {shown} by score{escape(rest)}</summary>"
+            + _pairs(at.filter(pl.col("match_class") == c), items, top)
+            + "</details>"
+        )
+    return out
+
+
+def _thresholds(summary: dict[str, Any]) -> dict[str, float]:
+    return {m: float(v["threshold"]) for m, v in summary["methods"].items()}
 
 
 def _cache_note(summary: dict[str, Any]) -> str:
@@ -104,7 +130,7 @@ def _calibration(summary: dict[str, Any]) -> str:
     rows = [[variant, r["rows"], *[f"{r[m]:.3f}" for m in methods], f"{r['any']:.3f}"] for variant, r in calibration["recall"].items()]
     rows.append(
         [
-            "untouched sampled rows flagged",
+            "corpus flag rate (untouched sampled rows)",
             calibration["unplanted_rows"],
             *[f"{calibration['unplanted_flagged'][m]:.2%}" for m in [*methods, "any"]],
         ]
@@ -113,8 +139,8 @@ def _calibration(summary: dict[str, Any]) -> str:
         "<h2>Calibration on this corpus</h2><p class='muted'>Controlled variants of benchmark items planted into copies of "
         f"{calibration['unplanted_rows']} sampled training rows ({calibration['planted']} planted, seed {calibration['seed']}), "
         "scanned by the same detectors: the share of each variant each method finds. The last row: the share of the sampled "
-        "rows, untouched, that are flagged (an upper bound on false positives: some may be real leaks). Planted rows are "
-        "never written out.</p>" + table(["variant", "planted", *methods, "any method"], rows)
+        "rows, untouched, that are flagged — the corpus's own flag rate (real leaks and false positives together), not a "
+        "false-positive rate. Planted rows are never written out.</p>" + table(["variant", "planted", *methods, "any method"], rows)
     )
 
 
@@ -161,8 +187,13 @@ def write_report(summary: dict[str, Any], matches: pl.DataFrame, items: pl.DataF
         + f"<div class='plots'>{''.join(plots)}</div>"
         + _calibration(summary)
         + f"<h2>Sources and benchmarks</h2><div class='plots'>{source_bars}{bench_bars}</div>"
-        + f"<h2>Strongest matches (top {top})</h2><p class='muted'>Left: the training row, right: the benchmark item. "
-        "For n-gram matches both are shown normalized, shared runs marked.</p>" + _pairs(matches, items, top)
+        + "<h2>Matches by class</h2><p class='muted'>What kind of leak each match at its method's threshold is: "
+        "verbatim, reformatted (same words after layout and LaTeX normalization), numbers_changed (the item's template "
+        "with other numbers), partial, rephrase (found by meaning), shared_boilerplate (only text many items or rows "
+        "share). Open a class to see its pairs: left the training row, right the benchmark item, shared runs marked.</p>"
+        + _classes(summary, matches, items, top)
+        + f"<h2>Strongest flagged matches (top {top})</h2>"
+        + _pairs(matches.filter("flagged"), items, top)
     )
     partial = path.with_name(path.name + ".partial")
     partial.write_text(page("Thresher contamination audit", body), encoding="utf-8")

@@ -34,7 +34,12 @@ def _as_matches(rows: np.ndarray, items: np.ndarray, scores: np.ndarray, method:
         }
     )
     return (
-        frame.with_columns(pl.lit(None).alias("question_score"), pl.lit(None).alias("answer_score"), pl.lit(None).alias("spans"))
+        frame.with_columns(
+            pl.lit(None).alias("question_score"),
+            pl.lit(None).alias("answer_score"),
+            pl.lit(None).alias("spans"),
+            pl.lit(None).alias("distinct_score"),
+        )
         .select(list(MATCH_SCHEMA))
         .cast(cast(Any, MATCH_SCHEMA))
     )

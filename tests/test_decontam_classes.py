@@ -1,0 +1,90 @@
+"""Match classes on real templated data: MATH train (7,470 rows, real) against MATH test, with a few planted rows
+of known class. Shared text (a template many items and rows share) is classed ``shared_boilerplate`` and not
+flagged by default; a verbatim copy is ``verbatim``, a LaTeX-layout variant ``reformatted`` (and scores as a whole
+copy), a copy with one number changed ``numbers_changed`` naming the number. Negative controls: flagging every
+class flags the boilerplate pair, and without the LaTeX step the layout variant's words differ."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import orjson
+import polars as pl
+import pytest
+
+from thresher.accounting import QuarantineWriter
+from thresher.decontam.audit import AuditConfig, run_audit
+from thresher.decontam.benchmarks import load_benchmarks
+from thresher.decontam.classes import CLASSES
+from thresher.decontam.matching import item_words, matchable, without_option_labels
+
+TEMPLATE = "Determine the number of ways to arrange the letters of the word"
+
+
+@pytest.fixture(scope="module")
+def audited(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[pl.DataFrame, dict[str, str]]:
+    test = [orjson.loads(line) for line in (shared_data / "math/math_test.jsonl").read_bytes().splitlines()]
+    verbatim = next(t["problem"] for t in test if "remainder" in t["problem"] and len(t["problem"]) > 120)
+    latex = next(t["problem"] for t in test if r"\frac{" in t["problem"] and "(" in t["problem"] and len(t["problem"]) > 150)
+    layout = latex.replace(r"\frac", r"\dfrac").replace("(", r"\left( ").replace(")", r" \right)").replace(" ", r" \, ", 2)
+    changed_source = next(t["problem"] for t in test if " 17 " in t["problem"] and len(t["problem"]) > 150)
+    changed = changed_source.replace(" 17 ", " 19 ", 1)
+    planted = {"verbatim": verbatim, "reformatted": layout, "numbers_changed": changed}
+    path = tmp_path_factory.mktemp("classes") / "planted.jsonl"
+    path.write_bytes(b"".join(orjson.dumps({"instruction": text, "output": "See above."}) + b"\n" for text in planted.values()))
+    benches = load_benchmarks([f"math={shared_data / 'math/math_test.jsonl'}"])
+    train = [str(shared_data / "math/math_train_rllm.json"), str(path)]
+    quarantine = QuarantineWriter(path.with_name("quarantine.jsonl"))  # a few MATH train rows have no answer
+    result = run_audit(train, benches, AuditConfig(flag=CLASSES), quarantine)  # every class flagged: the policy is tested below
+    quarantine.close()
+    return result.matches, planted
+
+
+def test_planted_rows_get_their_class_and_are_flagged(audited: tuple[pl.DataFrame, dict[str, str]]) -> None:
+    matches, planted = audited
+    for row, want in enumerate(planted):
+        got = matches.filter(pl.col("train_input").str.ends_with("planted.jsonl") & (pl.col("train_row") == row))
+        best = got.sort("score", descending=True).row(0, named=True)
+        assert best["match_class"] == want and best["score"] >= 0.5, (want, best["match_class"], best["score"], best["class_note"])
+        if want == "numbers_changed":
+            assert "17" in best["class_note"], best["class_note"]
+        if want == "reformatted":
+            assert best["score"] >= 0.9
+
+
+def test_shared_templates_are_boilerplate_and_not_flagged_by_default(audited: tuple[pl.DataFrame, dict[str, str]]) -> None:
+    matches, _ = audited
+    template = matches.filter(
+        pl.col("train_text").str.starts_with(TEMPLATE) & pl.col("bench_text").str.starts_with(TEMPLATE) & (pl.col("score") >= 0.5)
+    )
+    # different words to arrange ("RADII" against "THAT"): the same template, different problems
+    different = template.filter(pl.col("train_text").str.extract(r"word (\w+)") != pl.col("bench_text").str.extract(r"word (\w+)"))
+    assert different.height >= 5
+    assert set(different["match_class"].to_list()) == {"shared_boilerplate"}
+    default = set(AuditConfig().flag)
+    assert "shared_boilerplate" not in default
+    # negative control: the same pairs reach the method's threshold; only the class keeps them out
+    assert different["flagged"].all() and (different["score"] >= 0.5).all()
+    share = matches.filter(pl.col("score") >= 0.5)["match_class"].value_counts()
+    counts = dict(zip(share["match_class"].to_list(), share["count"].to_list(), strict=True))
+    assert counts["shared_boilerplate"] >= 100 and counts.get("numbers_changed", 0) >= 100, counts
+
+
+def test_latex_layout_is_not_content() -> None:
+    plain = r"Find $\frac{1}{2} (x+1) \le 46^\circ$ and \text{cm}."
+    dressed = r"Find $\dfrac{1}{2} \left( x+1 \right) \leq 46^{\circ}$ and \, \textbf{cm}."
+    words = item_words(pl.Series([plain, dressed])).to_pylist()
+    assert words[0] == words[1]
+    # negative control: without the LaTeX step the words differ
+    bare = without_option_labels(pl.Series([plain, dressed])).str.to_lowercase().str.extract_all(r"[^\W_]+").to_list()
+    assert bare[0] != bare[1]
+    assert matchable(pl.Series([r"\leftarrow \left("]))[0].startswith(r"\leftarrow")  # a longer macro is kept
+
+
+def test_flag_policy_is_checked(tmp_path: Path) -> None:
+    from thresher.errors import InputError
+
+    with pytest.raises(InputError, match="match classes"):
+        AuditConfig(flag=("verbatim", "leaky"))
+    assert json.dumps(list(CLASSES))
