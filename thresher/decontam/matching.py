@@ -52,10 +52,14 @@ def matchable(texts: pl.Series) -> pl.Series:
     r"""``texts`` as every detector and the evidence see them before normalization: option labels and LaTeX layout
     dropped, same-meaning macros spelled one way (``\dfrac{1}{2}`` and ``\left( \frac{1}{2} \right)`` are the same
     words)."""
-    texts = without_option_labels(texts).str.replace_all(LATEX_LAYOUT, " ")
+    texts = without_option_labels(texts)
+    rows = texts.str.contains(r"[\\^]").fill_null(False).arg_true()  # LaTeX needs a backslash or a caret: the rest skip it
+    if not len(rows):
+        return texts
+    latex = texts.gather(rows).str.replace_all(LATEX_LAYOUT, " ")
     for pattern, spelling in _SAME_MACROS:
-        texts = texts.str.replace_all(pattern, spelling)
-    return texts
+        latex = latex.str.replace_all(pattern, spelling)
+    return texts.scatter(rows, latex)
 
 
 def word_rarity(owners: pl.DataFrame, items: int) -> pl.DataFrame:

@@ -327,10 +327,10 @@ class NgramDetector:
         )
         return out.select(list(MATCH_SCHEMA)).cast(MATCH_SCHEMA).sort("row", "item")  # type: ignore[arg-type]
 
-    def shared_postings(self) -> pl.Series:
-        """For every posting of the index: is its n-gram shared text (``NgramConfig.shared_items`` and
-        ``shared_rows``/``shared_copies``, on the training-side counts seen so far)?"""
-        postings, config = self.index.postings, self.config
+    def shared_postings(self, postings: pl.DataFrame) -> pl.Series:
+        """For every posting (of the index, or all postings of some items): is its n-gram shared text
+        (``NgramConfig.shared_items`` and ``shared_rows``/``shared_copies``, on the training-side counts so far)?"""
+        config = self.config
         gram = postings["gram"].to_numpy()
         rows = self.train_df[gram]
         copies = np.full(self.index.part_weight.shape[0], np.iinfo(np.int64).max)
@@ -343,7 +343,8 @@ class NgramDetector:
     def _distinct_scores(self, hits: pl.DataFrame, scores: pl.DataFrame) -> pl.DataFrame:
         """Per match: the score counting only the item's words that are not shared text; an item made only of
         shared text keeps its score (then it is the item itself that many rows repeat)."""
-        distinct = self.index.weights_over(self.index.postings.filter(~self.shared_postings()))
+        postings = self.index.postings.filter(pl.col("item").is_in(scores["item"].unique().implode()))  # the matched items'
+        distinct = self.index.weights_over(postings.filter(~self.shared_postings(postings)))
         covered = _coverage(hits.join(scores.select("row", "item"), on="row", how="semi"), self.index, distinct)
         has_distinct = distinct.part_weight.sum(axis=1) > 0
         return (
