@@ -88,3 +88,34 @@ def test_flag_policy_is_checked(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="match classes"):
         AuditConfig(flag=("verbatim", "leaky"))
     assert json.dumps(list(CLASSES))
+
+
+def _default_policy_figures(matches: pl.DataFrame, labels: pl.DataFrame, flag: tuple[str, ...]) -> tuple[float, float, int]:
+    """Precision and recall of ``flag`` on the labeled pairs (a leak: any true class but shared_boilerplate and
+    different), and how many labeled pairs the audit recorded."""
+    pairs = matches.filter(pl.col("method") == "ngram").join(labels, on=["train_id", "bench_id"])
+    pairs = pairs.with_columns(
+        ((pl.col("score") >= 0.5) & pl.col("match_class").is_in(list(flag))).alias("flag"),
+        ~pl.col("true_class").is_in(["shared_boilerplate", "different"]).alias("leak"),
+    )
+    flagged = pairs.filter("flag")
+    return flagged["leak"].mean() or 0.0, pairs.filter("leak")["flag"].mean() or 0.0, pairs.height  # type: ignore[return-value]
+
+
+def test_hand_labeled_math_pairs(audited: tuple[pl.DataFrame, dict[str, str]]) -> None:
+    """tests/data/math_train_vs_test_pairs.csv: 154 recorded n-gram matches of MATH train x MATH test, 22 drawn per
+    score band (0.2-0.4, 0.4-0.5, ..., 0.9-1; seed 32), labeled by hand with the issue's classes (different: only
+    generic wording in common). The goal is precision >= 0.95 at the default policy; measured 0.615 (RESULTS.md):
+    template families several test items share but the corpus holds once are still flagged. This test keeps
+    what holds and the measured floor, with the policy's negative control."""
+    matches, _ = audited
+    labels = pl.read_csv(Path(__file__).parent / "data/math_train_vs_test_pairs.csv", schema_overrides={"bench_id": pl.String})
+    precision, recall, recorded = _default_policy_figures(matches, labels, AuditConfig().flag)
+    assert recorded == labels.height  # every labeled pair is still recorded
+    assert precision >= 0.6 and recall >= 0.85, (precision, recall)
+    pairs = matches.join(labels, on=["train_id", "bench_id"])
+    whole = pairs.filter(pl.col("true_class").is_in(["verbatim", "reformatted"]))
+    assert whole.height >= 2 and (whole["match_class"] != "shared_boilerplate").all()  # copies are never called shared text
+    # negative control: flagging shared text too costs precision
+    loose, _, _ = _default_policy_figures(matches, labels, CLASSES)
+    assert loose < precision - 0.1, (loose, precision)
