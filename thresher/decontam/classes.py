@@ -23,6 +23,7 @@ import polars as pl
 CLASSES = ("verbatim", "reformatted", "numbers_changed", "partial", "rephrase", "shared_boilerplate")
 DEFAULT_FLAG = ("verbatim", "reformatted", "numbers_changed", "partial", "rephrase")
 BY_MEANING = ("embedding", "rephrase", "judge")
+BANDS = (("0.9-1", 0.9, 2.0), ("0.7-0.9", 0.7, 0.9), ("below 0.7", 0.0, 0.7))  # score bands the summary and report count by
 WHOLE = 0.9  # coverage from which a literal match holds the item whole
 _NUMBER = r"\d+(?:\.\d+)?"
 

@@ -15,7 +15,7 @@ import pyarrow as pa
 from thresher.accounting import Account
 from thresher.convert import canonical_batches
 from thresher.decontam.audit import AuditResult
-from thresher.decontam.classes import CLASSES
+from thresher.decontam.classes import BANDS, CLASSES
 from thresher.errors import InputError
 from thresher.io.sources import resolve_input
 from thresher.io.writers import open_writer
@@ -33,9 +33,6 @@ def write_matches(result: AuditResult, path: Path) -> None:
 
 def _share(part: int, whole: int) -> float:
     return round(part / whole, 6) if whole else 0.0
-
-
-BANDS = (("0.9-1", 0.9, 2.0), ("0.7-0.9", 0.7, 0.9), ("below 0.7", 0.0, 0.7))
 
 
 def thresholds(config: Any) -> dict[str, float]:

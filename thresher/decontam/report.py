@@ -9,6 +9,7 @@ from typing import Any
 import polars as pl
 
 from thresher.curation.normalize import normalize, words_of
+from thresher.decontam.classes import BANDS
 from thresher.decontam.matching import matchable
 from thresher.report.html import Markup, bars, escape, heat, highlight_chars, highlight_words, histogram, page, table
 
@@ -98,13 +99,22 @@ def _classes(summary: dict[str, Any], matches: pl.DataFrame, items: pl.DataFrame
     for c, v in classes["at_threshold"].items():
         if not v["matches"]:
             continue
-        shown = min(top, v["matches"])
-        rest = f"; all {v['matches']} in matches.parquet (match_class == '{c}')" if shown < v["matches"] else ""
+        inner = ""
+        for band, lo, hi in BANDS:
+            count = v["score_bands"][band]
+            if not count:
+                continue
+            shown = min(top, count)
+            where = f"score >= {lo}" if hi > 1 else f"{lo} <= score < {hi}"
+            rest = f"; all {count} in matches.parquet (match_class == '{c}', {where})" if shown < count else ""
+            group = at.filter((pl.col("match_class") == c) & (pl.col("score") >= lo) & (pl.col("score") < hi))
+            inner += (
+                f"<details class='band'><summary>score {escape(band)}: {count} matches, the first {shown} by score"
+                f"{escape(rest)}</summary>{_pairs(group, items, top)}</details>"
+            )
         out += (
             f"<details><summary><b>{escape(c)}</b> — {v['matches']} matches, {v['rows']} rows"
-            f"{'' if c in flag else ' (not flagged)'}: the first {shown} by score{escape(rest)}</summary>"
-            + _pairs(at.filter(pl.col("match_class") == c), items, top)
-            + "</details>"
+            f"{'' if c in flag else ' (not flagged)'}</summary>{inner}</details>"
         )
     return out
 
