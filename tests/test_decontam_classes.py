@@ -119,3 +119,25 @@ def test_hand_labeled_math_pairs(audited: tuple[pl.DataFrame, dict[str, str]]) -
     # negative control: flagging shared text too costs precision
     loose, _, _ = _default_policy_figures(matches, labels, CLASSES)
     assert loose < precision - 0.1, (loose, precision)
+
+
+def test_bracket_sequences_are_content(shared_data: Path) -> None:
+    """BBH dyck_languages items are an instruction every item shares plus a bracket sequence: the sequence is the
+    content. A copy of an item is found; the shared instruction with another sequence is not. Negative control:
+    normalized as ordinary text the items' words are the instruction alone (what made copies unfindable)."""
+    from thresher.decontam.matching import TrainBatch
+    from thresher.decontam.ngram import NgramDetector
+
+    items = load_benchmarks([f"bbh={shared_data / 'bbh'}"])[0].items
+    dyck = items.filter(pl.col("bench_id").str.contains("dyck")).with_row_index("item").with_columns(pl.col("item").cast(pl.Int64))
+    longest = dyck.sort(pl.col("question").str.len_chars(), descending=True).row(0, named=True)
+    instruction, sequence = longest["question"].rsplit("Input:", 1)
+    other = " ".join(reversed(sequence.split()))
+    rows = pl.Series([longest["question"], f"{instruction}Input: {other}", "An unrelated row about gardening in spring."])
+    detector = NgramDetector(dyck)
+    detector.scan(TrainBatch.of(rows, 0))
+    found = detector.finish().filter(pl.col("score") >= 0.5)
+    assert set(found.filter(pl.col("row") == 0)["item"].to_list()) >= {longest["item"]}
+    assert found.filter(pl.col("row") >= 1).is_empty(), found
+    plain = without_option_labels(dyck["question"].head(3)).str.to_lowercase().str.extract_all(r"[^\W_]+").to_list()
+    assert all(words[-1] == "input" for words in plain)

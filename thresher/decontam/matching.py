@@ -44,6 +44,12 @@ LATEX_LAYOUT = (
 _SAME_MACROS = ((r"\\[dt](frac|binom)\b", r"\$1"), (r"\\(le|ge|ne)q\b", r"\$1"))
 
 
+# A run of at least four bracket symbols separated by spaces ("[ { [ ( ) ]": BBH dyck_languages) is content, not
+# punctuation: in a text that has one, every bracket becomes a word of its own (normalization would drop them all).
+SYMBOL_RUN = r"(?:[\[\]{}()<>] ){3,}[\[\]{}()<>]"
+_SYMBOL_WORDS = {"(": "sympl", ")": "sympr", "[": "symbl", "]": "symbr", "{": "symcl", "}": "symcr", "<": "symal", ">": "symar"}
+
+
 def without_option_labels(texts: pl.Series) -> pl.Series:
     return texts.str.replace_all(OPTION_LABEL, " ")  # a space: an inline label must not join its neighbours
 
@@ -51,15 +57,21 @@ def without_option_labels(texts: pl.Series) -> pl.Series:
 def matchable(texts: pl.Series) -> pl.Series:
     r"""``texts`` as every detector and the evidence see them before normalization: option labels and LaTeX layout
     dropped, same-meaning macros spelled one way (``\dfrac{1}{2}`` and ``\left( \frac{1}{2} \right)`` are the same
-    words)."""
+    words), and bracket runs (``SYMBOL_RUN``) spelled as words."""
     texts = without_option_labels(texts)
     rows = texts.str.contains(r"[\\^]").fill_null(False).arg_true()  # LaTeX needs a backslash or a caret: the rest skip it
-    if not len(rows):
-        return texts
-    latex = texts.gather(rows).str.replace_all(LATEX_LAYOUT, " ")
-    for pattern, spelling in _SAME_MACROS:
-        latex = latex.str.replace_all(pattern, spelling)
-    return texts.scatter(rows, latex)
+    if len(rows):
+        latex = texts.gather(rows).str.replace_all(LATEX_LAYOUT, " ")
+        for pattern, spelling in _SAME_MACROS:
+            latex = latex.str.replace_all(pattern, spelling)
+        texts = texts.scatter(rows, latex)
+    rows = texts.str.contains(SYMBOL_RUN).fill_null(False).arg_true()
+    if len(rows):
+        symbols = texts.gather(rows)
+        for symbol, word in _SYMBOL_WORDS.items():
+            symbols = symbols.str.replace_all(symbol, f" {word} ", literal=True)
+        texts = texts.scatter(rows, symbols)
+    return texts
 
 
 def word_rarity(owners: pl.DataFrame, items: int) -> pl.DataFrame:
