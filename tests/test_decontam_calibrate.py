@@ -114,3 +114,34 @@ def test_calibration_follows_the_detector_it_measures(shared_data: Path, tmp_pat
     default, strict = recall(NgramConfig()), recall(NgramConfig(threshold=1.0))
     assert default["partial"]["ngram"] >= 0.8 and strict["partial"]["ngram"] <= 0.35
     assert strict["verbatim"]["ngram"] >= 0.95  # verbatim copies cover the whole item
+
+
+def test_decoys_estimate_false_positives_from_templates(shared_data: Path, tmp_path: Path) -> None:
+    """The false-positive estimate scans the sampled rows against decoys (halves of two items joined: the format and
+    templates of the benchmark in text no corpus holds). MATH train against MATH test, a corpus full of template
+    siblings, gets a clear estimate and the warning; GSM8K train against GSM8K test (hardly any shared templates)
+    gets none. Decoys never reproduce a real item, and items copied whole are not used."""
+    from thresher.decontam.audit import combined_items
+    from thresher.decontam.benchmarks import load_benchmarks
+    from thresher.decontam.calibrate import decoys
+
+    items = combined_items(load_benchmarks([f"math={shared_data / 'math/math_test.jsonl'}"]))
+    made = decoys(items, 300, exclude=set(range(0, 5000, 2)), seed=3)
+    assert made.height == 300 and not set(made["question"].to_list()) & set(items["question"].to_list())
+    seconds = made.join(items.select("question", "answer"), on="answer", how="semi")
+    assert seconds.height == made.height  # each keeps the answer of an item it was cut from
+    odd = {q for q in items.filter(pl.col("item") % 2 == 1)["question"].to_list()}
+    tails = [q.split(" ")[len(q.split(" ")) // 2 :] for q in odd]
+    assert all(any(d.endswith(" ".join(t)) for t in tails) for d in made["question"].head(20).to_list())  # halves of unexcluded items
+
+    def estimate(train: str, bench: str) -> dict:
+        done = thresher(
+            "audit", "-t", train, "-b", bench, "--calibrate", "300", "-o", str(tmp_path / "o"), "--overwrite", "--on-error", "quarantine"
+        )
+        assert done.returncode == 0, done.stderr
+        return json.loads((tmp_path / "o" / "summary.json").read_text())["notes"]["calibration"]["false_positive_estimate"]
+
+    math = estimate(str(shared_data / "math/math_train_rllm.json"), f"math={shared_data / 'math/math_test.jsonl'}")
+    assert math["flagged"] >= 0.02 and math["corpus_flag_rate_within_twice_the_estimate"], math
+    gsm = estimate(str(shared_data / "gsm8k/train.jsonl"), f"gsm8k={shared_data / 'gsm8k/test.jsonl'}")
+    assert gsm["flagged"] <= 0.005 and not gsm["corpus_flag_rate_within_twice_the_estimate"], gsm

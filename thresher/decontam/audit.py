@@ -363,5 +363,8 @@ def run_audit(
             {m: config.threshold(m) for m in [*(d.name for d in detectors), *rescorers]},
             config.calibrate_seed,
             rescorers,
+            build=lambda fake: [make_detector(m, fake, config) for m in config.detector_methods],
+            # items copied whole are no decoy material (a half would match the copy); template siblings stay in
+            exclude=set(enriched.filter(pl.col("flagged") & pl.col("match_class").is_in(["verbatim", "reformatted"]))["item"].to_list()),
         )
     return AuditResult(config, benches, items, enriched, dict(ledger.rows_per_source), counts, notes, time.perf_counter() - started)

@@ -90,6 +90,7 @@ def plant(
     return rows, pl.DataFrame(labels, schema={"variant": pl.String, "item": pl.Int64})
 
 
+DECOYS = 2000  # decoy items at most (the estimate is scaled to the whole item set)
 Rescorer = Callable[[pl.DataFrame, pl.DataFrame], pl.DataFrame]  # (matches, row texts) -> matches of its own method
 
 
@@ -111,7 +112,36 @@ def _flagged(
     matches = pl.concat(every)
     matches = pl.concat([matches, *[rescore(matches, texts) for rescore in rescorers.values()]])
     flagged = matches.join(pl.DataFrame({"method": list(thresholds), "threshold": list(thresholds.values())}), on="method")
-    return flagged.filter(pl.col("score") >= pl.col("threshold")).select("row", "item", "method")
+    # as the default policy: a match whose overlap is shared text alone (distinct score under the threshold) does not flag
+    unshared = pl.col("distinct_score").is_null() | (pl.col("distinct_score") >= pl.col("threshold"))
+    return flagged.filter((pl.col("score") >= pl.col("threshold")) & unshared).select("row", "item", "method")
+
+
+def decoys(items: pl.DataFrame, count: int, exclude: set[int], seed: int = 0) -> pl.DataFrame:
+    """``count`` decoy items, benchmarks in turn: the first half (by words) of one item's question joined to the
+    second half of another's, with the second's answer and options, neither of them an item the corpus holds whole
+    (``exclude``). They have the benchmark's format, templates and vocabulary, in text no corpus holds: whatever
+    matches them is a false positive."""
+    rng = random.Random(seed + 1)
+    benches = items["bench"].unique(maintain_order=True).to_list()
+    free = np.setdiff1d(np.arange(items.height), np.fromiter(exclude, np.int64, len(exclude)))
+    by_bench = {b: free[(items["bench"].gather(free) == b).to_numpy()] for b in benches} if len(free) else {}
+    pools = [p for p in by_bench.values() if len(p) >= 2]
+    questions = items["question"].to_list()
+    firsts, seconds, texts = [], [], []
+    for i in range(count if pools else 0):
+        pool = pools[i % len(pools)]
+        a, b = (int(x) for x in rng.sample(list(pool), 2))
+        head, tail = questions[a].split(" "), questions[b].split(" ")
+        firsts.append(a)
+        seconds.append(b)
+        texts.append(" ".join(head[: max(1, len(head) // 2)] + tail[len(tail) // 2 :]))
+    made = (
+        items.drop("item")
+        .gather(seconds)
+        .with_columns(pl.Series("question", texts, dtype=pl.String), pl.format("decoy-{}", pl.int_range(pl.len())).alias("bench_id"))
+    )
+    return made.with_row_index("item").with_columns(pl.col("item").cast(pl.Int64))
 
 
 def calibrate(
@@ -122,8 +152,12 @@ def calibrate(
     thresholds: dict[str, float],
     seed: int = 0,
     rescorers: dict[str, Rescorer] | None = None,
+    build: Callable[[pl.DataFrame], list[Detector]] | None = None,
+    exclude: set[int] | None = None,
 ) -> dict[str, Any]:
-    """Plant ``count`` variants into copies of the sampled rows and measure what each method finds."""
+    """Plant ``count`` variants into copies of the sampled rows and measure what each method finds. With ``build``
+    (detectors for other items), also scan the sampled rows against ``decoys`` of the items not in ``exclude``
+    (the items copied whole): a false-positive estimate to read the corpus's own flag rate against."""
     rescorers = rescorers or {}
     methods = [d.name for d in detectors] + list(rescorers)
     variants = [v for v in VARIANTS if v != "rephrased" or "embedding" in methods]
@@ -141,7 +175,26 @@ def calibrate(
         }
     untouched = _flagged(detectors, sample.turns, thresholds, rescorers)
     size = len(sample.turns)
+    estimate: dict[str, Any] = {}
+    if build is not None and size:
+        fake = decoys(items, min(items.height, DECOYS), exclude or set(), seed)
+        found = _flagged(build(fake), sample.turns, {m: t for m, t in thresholds.items() if m not in rescorers}, {})
+        matched = found["row"].n_unique() / size
+        # a row meets as many templates as there are items: scaled from the decoys to the whole benchmark set
+        rate = min(1.0, matched * items.height / max(fake.height, 1))
+        corpus = untouched["row"].n_unique() / size
+        estimate = {
+            "false_positive_estimate": {
+                "decoys": fake.height,
+                "items": items.height,
+                "rows": size,
+                "rows_matching_decoys": round(matched, 4),
+                "flagged": round(rate, 4),
+                "corpus_flag_rate_within_twice_the_estimate": bool(corpus <= 2 * rate and rate > 0),
+            }
+        }
     return {
+        **estimate,
         "planted": len(rows),
         "seed": seed,
         "variants": variants,

@@ -155,6 +155,18 @@ def _print_table(report: dict[str, Any], out: Path) -> None:
             f"calibration ({calibration['planted']} planted rows): recall {recall}; "
             f"corpus flag rate (untouched sampled rows; leaks and false positives together) {calibration['unplanted_flagged']['any']:.2%}"
         )
+        estimate = calibration.get("false_positive_estimate")
+        if estimate:
+            out_console.print(
+                f"false-positive estimate: {estimate['flagged']:.2%} of rows ({estimate['rows_matching_decoys']:.2%} of the sampled rows "
+                f"match {estimate['decoys']} decoy items, scaled to {estimate['items']} items; a decoy joins halves of two items: "
+                "the benchmarks' format and templates, in text no corpus holds)"
+            )
+            if estimate["corpus_flag_rate_within_twice_the_estimate"]:
+                out_console.print(
+                    "[yellow]warning:[/] the corpus's flag rate is within twice the false-positive estimate: "
+                    "many of its flags may be template overlap, not leaks; read the report's classes"
+                )
 
 
 def register(app: typer.Typer) -> None:
