@@ -46,9 +46,9 @@ class NgramConfig:
     min_words: int = 10  # a part counts only with this many shared words (or all of a shorter one): one 8-gram is a phrase, not a copy
     idf: bool = True  # weigh each word by its rarity among the benchmark items ("depth" counts, "the" barely)
     # shared text (for the shared_boilerplate class): an n-gram in at least ``shared_items`` benchmark items and two
-    # training rows, or in
-    # at least max(``shared_rows``, ``shared_copies`` x the item's own copy count) training rows, where an item's copy
-    # count is the fewest training rows any of its n-grams is in (a leaked item copied into 6 rows is not shared text)
+    # training rows, or in at least max(``shared_rows``, ``shared_copies`` x the part's copy count) training rows; the
+    # copy count of an item's question (or answer) is the fewest training rows any of its n-grams is in (a question
+    # copied into 6 rows is not shared text)
     shared_items: int = 3
     shared_rows: int = 5
     shared_copies: float = 2.0
@@ -333,9 +333,10 @@ class NgramDetector:
         config = self.config
         gram = postings["gram"].to_numpy()
         rows = self.train_df[gram]
-        copies = np.full(self.index.part_weight.shape[0], np.iinfo(np.int64).max)
-        np.minimum.at(copies, postings["item"].to_numpy(), rows)  # the fewest rows any of the item's n-grams is in
-        limit = np.maximum(config.shared_rows, config.shared_copies * copies[postings["item"].to_numpy()])
+        item, part = postings["item"].to_numpy(), postings["part"].to_numpy()
+        copies = np.full(self.index.part_weight.shape, np.iinfo(np.int64).max)
+        np.minimum.at(copies, (item, part), rows)  # the fewest rows any n-gram of the item's part is in
+        limit = np.maximum(config.shared_rows, config.shared_copies * copies[item, part])
         # text several benchmark items share is boilerplate only where the corpus repeats it too (a passage three
         # MMLU items share, copied once, is a leak of that passage)
         return pl.Series("shared", ((self.index.bench_df[gram] >= config.shared_items) & (rows >= 2)) | (rows >= limit))
