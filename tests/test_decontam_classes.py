@@ -165,3 +165,25 @@ def test_hand_labeled_aime_amc_pairs(shared_data: Path, tmp_path: Path) -> None:
     assert precision >= 0.8 and recall >= 0.95, (precision, recall)
     copies = matches.join(labels.filter(pl.col("true_class") == "verbatim"), on=["train_id", "bench", "bench_id"])
     assert copies.height >= 15 and copies.filter(pl.col("score") >= 0.5)["match_class"].is_in(AuditConfig().flag).all()
+
+
+def test_a_question_copied_into_many_rows_is_not_shared_text(shared_data: Path) -> None:
+    """A HumanEval prompt copied into six rows (its canonical solution nowhere) is a leak six times over, not text the
+    corpus shares: its distinct score stays whole. Negative control: with the copies counted over question and answer
+    together (fewest rows = 0, from the unseen solution), the six copies would fall under the shared-rows limit."""
+    from thresher.decontam.matching import TrainBatch
+    from thresher.decontam.ngram import NgramDetector
+
+    items = load_benchmarks([f"humaneval={shared_data / 'humaneval/HumanEval.jsonl.gz'}"])[0].items
+    items = items.with_row_index("item").with_columns(pl.col("item").cast(pl.Int64))
+    prompt = items.filter(pl.col("bench_id") == "HumanEval/75")["question"][0]
+    detector = NgramDetector(items)
+    detector.scan(TrainBatch.of(pl.Series([f"Copy {i}:\n{prompt}" for i in range(6)]), 0))
+    found = detector.finish().filter(pl.col("score") >= 0.99)
+    assert found.height == 6 and (found["distinct_score"] >= 0.99).all(), found
+    shared = detector.shared_postings(detector.index.postings)
+    item = int(items.filter(pl.col("bench_id") == "HumanEval/75")["item"][0])
+    postings = detector.index.postings.with_columns(shared).filter(pl.col("item") == item)
+    assert not postings.filter(pl.col("part") == 0)["shared"].any()  # the question's own copy count is 6
+    rows = detector.train_df[postings.filter(pl.col("part") == 0)["gram"].to_numpy()]
+    assert rows.min() >= 6 > detector.config.shared_rows  # so the per-item count (0) would have made them shared
