@@ -55,3 +55,30 @@ def test_datatrove_steps_drop_what_the_audit_flags(shared_data: Path, tmp_path: 
     first = next(d for d in dropped if d["id"] == "g0")["metadata"]
     assert first["contaminated_bench"] == "gsm8k" and first["contaminated_id"] == "0" and first["contamination_score"] == 1.0
     assert "janet s ducks" in first["contamination_evidence"]
+
+
+def test_the_filter_keeps_shared_templates_as_the_audit_does(shared_data: Path, tmp_path: Path) -> None:
+    """MATH's "Determine the number of ways to arrange the letters of the word X" template, in six documents with
+    other words, is shared text: kept, while a verbatim MATH item is removed. Negative control: with every class
+    flagged, the template documents go too."""
+    from datatrove.data import Document
+
+    from thresher.decontam.classes import CLASSES
+
+    bench = [f"math={shared_data / 'math/math_test.jsonl'}"]
+    copy = next(
+        json.loads(line)["problem"] for line in (shared_data / "math/math_test.jsonl").read_text().splitlines()[:50] if len(line) > 300
+    )
+    words = ["RADII", "PROOF", "ALABAMA", "TOOT", "MADAM", "TARTAR"]
+    texts = [f"Determine the number of ways to arrange the letters of the word {w}." for w in words] + [copy]
+
+    def kept(config: AuditConfig) -> list[bool]:
+        work = tmp_path / f"work{len(config.flag)}"
+        LocalPipelineExecutor(
+            [DecontamIndex(str(work), bench, config=config)], tasks=1, logging_dir=str(tmp_path / "logs" / str(len(config.flag)))
+        ).run()
+        step = DecontamFilter(str(work), config)
+        return [r is True for r in step.filter_batch([Document(text=t, id=str(i)) for i, t in enumerate(texts)])]
+
+    assert kept(AuditConfig()) == [True] * 6 + [False]
+    assert kept(AuditConfig(flag=CLASSES)) == [False] * 7

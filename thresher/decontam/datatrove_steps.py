@@ -7,7 +7,9 @@
    checks its documents in batches with the same code as ``thresher audit``; a contaminated
    document is dropped (or sent to ``exclusion_writer``) with ``contaminated_bench``,
    ``contaminated_id``, ``contamination_method``, ``contamination_score`` and ``contamination_evidence``
-   in its metadata. The training-side n-gram cap counts the documents a worker has seen so far.
+   in its metadata. The training-side n-gram cap, and the training-side counts behind shared text (a match whose
+   overlap is only text many items or rows share does not flag unless ``config.flag`` has ``shared_boilerplate``),
+   count the documents a worker has seen so far.
 """
 
 from __future__ import annotations
@@ -105,6 +107,10 @@ class DecontamFilter(BaseFilter):
             detector.scan(train)
             matches = detector.drain()
             flagged = matches.filter(pl.col("score") >= self.config.threshold(detector.name))
+            if "shared_boilerplate" not in self.config.flag:  # as the audit's policy: shared text alone does not flag
+                flagged = flagged.filter(
+                    pl.col("distinct_score").is_null() | (pl.col("distinct_score") >= self.config.threshold(detector.name))
+                )
             if isinstance(detector, NgramDetector):
                 flagged = flagged.with_columns(detector.evidence(flagged).alias("evidence"))
             else:
