@@ -2,14 +2,14 @@
 
 Rows: the LLM Decontaminator's English rephrases of GSM8K test (1,319), HumanEval (Python, 164) and
 MMLU (abstract algebra, US history, sociology; 505), each aligned with its item; negatives: GSM8K
-*train* (7,473: the same style and topics), LIMA and the Alpaca demo set. Items: GSM8K test,
+*train* (7,473: the same style and topics), LIMA, the Alpaca demo set and Code Alpaca 2k (code that is not HumanEval). Items: GSM8K test,
 HumanEval and all of MMLU (14,042). One embedding audit (candidates from cosine 0.6) gives the
 pairs; a pair is positive when the row is a rephrase of that very item. Fit on the pairs whose row
 belongs to an even item (negatives: even rows), check on the odd half, and print the coefficients
 for ``thresher/decontam/rephrase.py``, recall per set and precision on the held-out half, against
 the plain embedding method at its threshold.
 
-    .venv/bin/python benchmarks/fit_rephrase.py
+    .venv/bin/python benchmarks/fit_rephrase.py [--cache /tmp/rephrase]
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def rows(items: pl.DataFrame) -> list[tuple[str, str, str, str]]:
     for line in (SHARED / "gsm8k/train.jsonl").read_bytes().splitlines():
         r = orjson.loads(line)
         out.append((r["question"] + "\n" + r["answer"], "neg_gsm8k_train", "", ""))
-    for name in ("sft/lima.json", "sft/alpaca_en_demo.json"):
+    for name in ("sft/lima.json", "sft/alpaca_en_demo.json", "sft/code_alpaca_2k.json"):  # Code Alpaca: code that is not HumanEval
         for r in json.loads((SHARED / name).read_text()):
             text = (r["instruction"] + ("\n" + r["input"] if r.get("input") else "") + "\n" + r.get("output", "")).strip()
             if text:
@@ -107,10 +107,22 @@ def candidate_pairs(threshold_from: float = 0.6) -> tuple[pl.DataFrame, pl.DataF
 
 
 def main() -> None:
-    pairs, labels = candidate_pairs()
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cache", type=Path, help="keep the candidate pairs here (Parquet) and reuse them: refits take seconds")
+    args = parser.parse_args()
+    if args.cache and args.cache.with_suffix(".pairs.parquet").exists():
+        pairs = pl.read_parquet(args.cache.with_suffix(".pairs.parquet"))
+        labels = pl.read_parquet(args.cache.with_suffix(".labels.parquet"))
+    else:
+        pairs, labels = candidate_pairs()
+        if args.cache:
+            pairs.write_parquet(args.cache.with_suffix(".pairs.parquet"))
+            labels.write_parquet(args.cache.with_suffix(".labels.parquet"))
     rarity = item_rarity(pairs.select("item", "question", "options").unique("item"))
     pairs = pairs.with_columns(short_answer(pairs["answer"]))
-    x = features(pairs.select("train_text", "question", "short_answer", "cosine"), rarity)
+    x = features(pairs.select("train_text", "question", "short_answer", "cosine", "answer"), rarity)
     # halves by item for rephrases (a rephrase's item never crosses), by row for negatives
     number = pl.col("train_id").str.slice(1).cast(pl.Int64)
     pairs = pairs.with_columns((pl.coalesce(pl.col("true_item"), number) % 2 == 1).alias("held"))

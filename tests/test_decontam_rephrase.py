@@ -53,7 +53,7 @@ def test_features_match_a_plain_python_reference() -> None:
         short = normalize(pl.Series([answer]))[0]
         in_row = float(bool(short) and f" {short} " in " " + normalize(pl.Series([row]))[0] + " ")
         ratio = max(-3.0, min(3.0, math.log((len(row_words) + 1) / (len(item_words) + 1))))
-        return [cosine, shared, float(bool(numbers_item)), rare, in_row, ratio]
+        return [cosine, shared, float(bool(numbers_item)), rare, in_row, ratio, 0.0]  # no item defines a function
 
     want = [reference(r["train_text"], r["question"], r["short_answer"], r["cosine"]) for r in pairs.iter_rows(named=True)]
     np.testing.assert_allclose(got.to_numpy(), np.array(want), atol=1e-12)
@@ -127,3 +127,34 @@ def test_calibration_measures_the_rephrase_method_too(shared_data: Path, tmp_pat
     assert {"ngram", "embedding", "rephrase", "any"} <= set(recall["verbatim"])
     assert recall["verbatim"]["rephrase"] >= 0.8 and recall["rephrased"]["rephrase"] >= recall["rephrased"]["ngram"]
     assert calibration["unplanted_flagged"]["rephrase"] <= 0.05
+
+
+def test_code_shape_survives_renaming() -> None:
+    """A HumanEval-style prompt and solution with every name changed, the docstring rewritten and the examples'
+    values changed keeps its canonical 4-grams (signature shape, control flow, calls); another function does not.
+    Negative control: the renamed copy shares few words with the original."""
+    from thresher.decontam.code_shape import code_overlap, shape
+
+    item = (
+        "from typing import List\n\ndef has_close_elements(numbers: List[float], threshold: float) -> bool:\n"
+        '    """ Check if in given list of numbers, are any two numbers closer to each other than threshold.\n'
+        '    >>> has_close_elements([1.0, 2.0, 3.0], 0.5)\n    False\n    """\n'
+        "    for idx, elem in enumerate(numbers):\n        for idx2, elem2 in enumerate(numbers):\n"
+        "            if idx != idx2:\n                distance = abs(elem - elem2)\n"
+        "                if distance < threshold:\n                    return True\n    return False\n"
+    )
+    renamed = (
+        "from typing import List\n\ndef nearby(vals: List[float], limit: float) -> bool:\n"
+        '    """ Tells whether two entries of the list lie nearer than the limit.\n    >>> nearby([4.5, 7.0], 0.1)\n'
+        '    False\n    """\n    for a, x in enumerate(vals):\n        for b, y in enumerate(vals):\n'
+        "            if a != b:\n                gap = abs(x - y)\n                if gap < limit:\n"
+        "                    return True\n    return False\n"
+    )
+    other = "def count_vowels(text: str) -> int:\n    return sum(1 for ch in text.lower() if ch in 'aeiou')\n"
+    assert code_overlap(renamed, item) >= 0.9
+    assert code_overlap(other, item) <= 0.2
+    assert code_overlap(renamed, "Which gas do plants absorb?") == 0.0  # not code: no evidence either way
+    words = lambda t: set(re.findall(r"[a-z]+", t.lower()))  # noqa: E731
+    word_share = len(words(renamed) & words(item)) / len(words(item))  # what the word-based features see
+    assert code_overlap(renamed, item) - word_share >= 0.3, word_share
+    assert shape("x = 1  # a comment") == shape("y = 22")

@@ -12,11 +12,13 @@ GSM8K test) shares the topic words and the embedding, not those. For each embedd
   the audited items (``log(1 + items / items-with-the-word)``);
 - ``answer_in_row``: whether the item's short answer (a final number, a short option) appears in the row;
 - ``length_ratio``: log of the row's words over the item's;
+- ``code_overlap``: for an item that defines a function, the share of its canonical token 4-grams (identifiers,
+  numbers and strings anonymized, docstrings dropped: ``code_shape``) the row holds — what survives renaming;
 
 and a logistic model turns them into the probability that the row holds the item. Its coefficients
 were fitted by ``benchmarks/fit_rephrase.py`` on the LLM Decontaminator's dev rephrase sets (GSM8K,
-HumanEval, MMLU; even items) with GSM8K train, LIMA and Alpaca rows as negatives, and checked on the
-odd items; the features are stored with each match as evidence.
+HumanEval, MMLU; even items) with GSM8K train, LIMA, Alpaca and Code Alpaca rows as negatives, and checked on
+the odd items; the features are stored with each match as evidence.
 """
 
 from __future__ import annotations
@@ -27,12 +29,13 @@ import numpy as np
 import polars as pl
 
 from thresher.curation.normalize import normalize, words_of
+from thresher.decontam.code_shape import code_overlap
 from thresher.decontam.matching import word_rarity
 from thresher.errors import InputError
 
-FEATURES = ("cosine", "shared_numbers", "has_numbers", "rare_words", "answer_in_row", "length_ratio")
+FEATURES = ("cosine", "shared_numbers", "has_numbers", "rare_words", "answer_in_row", "length_ratio", "code_overlap")
 # fitted by benchmarks/fit_rephrase.py (see RESULTS.md); the last one is the intercept
-COEFFICIENTS = (26.0412, 2.1276, -4.4426, 8.6783, 1.2904, -2.6387, -22.4837)
+COEFFICIENTS = (26.7796, 2.7237, -4.2518, 7.6431, 2.2377, -2.9930, 7.7396, -24.1383)
 _NUMBER = r"\d+(?:\.\d+)?"
 
 
@@ -67,7 +70,8 @@ def short_answer(answers: pl.Series) -> pl.Series:
 
 
 def features(pairs: pl.DataFrame, rarity: pl.DataFrame) -> pl.DataFrame:
-    """Feature columns for (``train_text``, ``question``, ``short_answer``, ``cosine``) pairs."""
+    """Feature columns for (``train_text``, ``question``, ``short_answer``, ``cosine``[, ``answer``]) pairs; with
+    ``answer``, a code item's canonical solution counts in ``code_overlap`` too."""
     pid = pairs.with_row_index("pair").with_columns(pl.col("pair").cast(pl.Int64))
     # numbers, with multiplicity
     item_nums = pid.select("pair", pl.col("question").str.extract_all(_NUMBER).alias("n")).explode("n").drop_nulls()
@@ -117,7 +121,9 @@ def features(pairs: pl.DataFrame, rarity: pl.DataFrame) -> pl.DataFrame:
             ((pl.col("row_words").fill_null(0) + 1) / (pl.col("item_words").fill_null(0) + 1)).log().clip(-3, 3).alias("length_ratio"),
         )
     )
-    return out.select(*FEATURES)
+    code = pid["question"] + ("\n" + pid["answer"].fill_null("") if "answer" in pid.columns else "")
+    overlap = [code_overlap(row or "", item or "") for row, item in zip(pid["train_text"].to_list(), code.to_list(), strict=True)]
+    return out.with_columns(pl.Series("code_overlap", overlap, dtype=pl.Float64)).select(*FEATURES)
 
 
 def probability(frame: pl.DataFrame, coefficients: tuple[float, ...] = COEFFICIENTS) -> np.ndarray:
@@ -154,7 +160,7 @@ def rephrase_matches(
         .with_columns(pl.col("score").alias("cosine"))
     )
     pairs = pairs.with_columns(short_answer(pairs["answer"]))
-    x = features(pairs.select("train_text", "question", "short_answer", "cosine"), item_rarity(items))
+    x = features(pairs.select("train_text", "question", "short_answer", "cosine", "answer"), item_rarity(items))
     p = probability(x)
     scored = pairs.select(candidates.columns).with_columns(pl.lit("rephrase").alias("method"), pl.Series("score", p))
     evidence = pl.concat([pairs.select("row", "item"), x], how="horizontal").select(
@@ -162,8 +168,8 @@ def rephrase_matches(
         "item",
         pl.lit("rephrase").alias("method"),
         pl.format(
-            "cosine {}, numbers shared {}, rare words {}, answer in row {}, length ratio {}",
-            *[pl.col(f).round(2) for f in ("cosine", "shared_numbers", "rare_words", "answer_in_row", "length_ratio")],
+            "cosine {}, numbers shared {}, rare words {}, answer in row {}, length ratio {}, code shape {}",
+            *[pl.col(f).round(2) for f in ("cosine", "shared_numbers", "rare_words", "answer_in_row", "length_ratio", "code_overlap")],
         ).alias("features"),
     )
     return scored, evidence
