@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -262,6 +262,30 @@ def scan_batch(detectors: list[Detector], batch: TrainBatch, prepared: list[Any]
     return np.unique(np.concatenate(scanned)).astype(np.int64)  # every config has a detector
 
 
+@dataclass(frozen=True)
+class Place:
+    """Where a canonical batch sits: its input, its first row there, and its first row in the whole stream."""
+
+    input: str
+    first_in_input: int
+    offset: int
+
+
+def placed_batches(
+    train: list[str], kind: Kind | None, config: AuditConfig, counts: dict[str, Account], quarantine: QuarantineWriter | None
+) -> Iterator[tuple[Place, Kind, pa.Table]]:
+    """Every canonical batch of the training inputs in order, with its place; ``counts`` and ``quarantine`` fill as
+    the inputs are read."""
+    offset = 0
+    for name in train:
+        counted = counts.setdefault(name, Account(name))
+        first_in_input = 0
+        for found, table in canonical_batches(resolve_input(name), kind, counted, quarantine, config.batch_rows, workers=config.workers):
+            yield Place(name, first_in_input, offset), found, table
+            offset += table.num_rows
+            first_in_input += table.num_rows
+
+
 def _scan_here(
     train: list[str],
     kind: Kind | None,
@@ -274,20 +298,14 @@ def _scan_here(
     on_rows: Callable[[int], None] | None,
 ) -> None:
     """The scan in this process: batches prepared on ``config.workers`` threads, scanned in input order."""
-    offset = 0
-    for name in train:
-        counted = counts.setdefault(name, Account(name))
-        first_in_input = 0
-        batches = canonical_batches(resolve_input(name), kind, counted, quarantine, config.batch_rows, workers=config.workers)
-        prepared_batches = ordered_map(lambda item: (item[1], *prepare_batch(detectors, config, *item)), batches, config.workers)
-        for table, batch, prepared in prepared_batches:
-            batch.offset = offset
-            ledger.add(batch, table, name, first_in_input, scan_batch(detectors, batch, prepared))
-            sample.add(batch)
-            offset += len(batch)
-            first_in_input += len(batch)
-            if on_rows:
-                on_rows(len(batch))
+    batches = placed_batches(train, kind, config, counts, quarantine)
+    prepared_batches = ordered_map(lambda b: (b[0], b[2], *prepare_batch(detectors, config, b[1], b[2])), batches, config.workers)
+    for place, table, batch, prepared in prepared_batches:
+        batch.offset = place.offset
+        ledger.add(batch, table, place.input, place.first_in_input, scan_batch(detectors, batch, prepared))
+        sample.add(batch)
+        if on_rows:
+            on_rows(len(batch))
 
 
 def run_audit(

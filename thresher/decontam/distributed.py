@@ -19,6 +19,7 @@ import pickle
 import shutil
 import tempfile
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +29,10 @@ from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
 from thresher.accounting import Account, QuarantineWriter
-from thresher.convert import canonical_batches
-from thresher.decontam.audit import AuditConfig, RowLedger, make_detector, prepare_batch, scan_batch, train_turns
+from thresher.decontam.audit import AuditConfig, RowLedger, make_detector, placed_batches, prepare_batch, scan_batch, train_turns
 from thresher.decontam.calibrate import RowSample
 from thresher.decontam.matching import Detector
 from thresher.executors import Executor, check_complete, stage_runner
-from thresher.io.sources import resolve_input
 from thresher.records import Kind
 
 ITEMS = "items.parquet"
@@ -91,23 +90,14 @@ def scan_on_executor(
         (work / "batches").mkdir()
         items.write_parquet(work / ITEMS)
         places: list[dict[str, Any]] = []
-        offset = 0
-        for name in train:
-            counted = counts.setdefault(name, Account(name))
-            first_in_input = 0
-            for found, table in canonical_batches(
-                resolve_input(name), kind, counted, quarantine, config.batch_rows, workers=config.workers
-            ):
-                pq.write_table(table, work / "batches" / f"{len(places):06d}.parquet", compression="lz4")
-                place = {"number": len(places), "kind": found.value, "offset": offset, "input": name, "first_in_input": first_in_input}
-                places.append(place)
-                ledger.count(table)
-                if config.calibrate:
-                    sample.add_turns(offset, train_turns(table, found, config.fields))
-                offset += table.num_rows
-                first_in_input += table.num_rows
-                if on_rows:
-                    on_rows(table.num_rows)
+        for place, found, table in placed_batches(train, kind, config, counts, quarantine):
+            pq.write_table(table, work / "batches" / f"{len(places):06d}.parquet", compression="lz4")
+            places.append({"number": len(places), "kind": found.value, **asdict(place)})
+            ledger.count(table)
+            if config.calibrate:
+                sample.add_turns(place.offset, train_turns(table, found, config.fields))
+            if on_rows:
+                on_rows(table.num_rows)
         tasks = max(1, min(executor.tasks, len(places)))
         stage_runner(executor, work)([AuditScan(str(work), config, places)], tasks, "scan")
         check_complete(work, "scan", tasks, "audit")
