@@ -64,8 +64,37 @@ def os_error_message(e: OSError) -> tuple[str, int]:
     return f"{where}{e.strerror or e}", EXIT_BAD_INPUT
 
 
+_METAVARS = {"int": "N", "float": "X", "str": "TEXT", "path": "PATH", "file": "PATH", "directory": "DIR"}
+
+
+def plain_metavars(command: Any) -> None:
+    """Help a person reads at 80 columns: ``--ngram N``, ``--out PATH``, ``SPEC [KEY=VALUE]...`` (not typer's
+    ``<list[str]>``), for ``command`` and everything under it."""
+    for param in getattr(command, "params", []):
+        if param.metavar is not None or getattr(param, "is_flag", False) or getattr(param, "count", False):
+            continue
+        if param.param_type_name == "argument":
+            name = param.name.upper()
+            shown = "[KEY=VALUE]..." if name == "OVERRIDES" else (f"{name}..." if param.nargs != 1 else name)
+            param.metavar = shown
+            # typer adds a type and braces to an argument's name; shown as click would
+            param.display_type_rich = lambda ctx: None
+            param.get_usage_pieces = lambda ctx, shown=shown: [shown]
+            param._rich_display_name = lambda shown=shown: shown
+            continue
+        label = param.display_type(None).strip("<>") if hasattr(param, "display_type") else "TEXT"
+        label = label.removeprefix("list[").removesuffix("]")
+        param.metavar = _METAVARS.get(label, "[" + label + "]" if "|" in label else label.upper())
+    for sub in getattr(command, "commands", {}).values():
+        plain_metavars(sub)
+
+
 class Handled(TyperGroup):
     """The root command group: runs the command and turns a ``ThresherError`` into its message and exit code."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        plain_metavars(self)
 
     def invoke(self, ctx: Any) -> Any:
         try:
@@ -99,3 +128,35 @@ def executor_of(kind: str | None, tasks: int, ray_address: str | None) -> Any:
     from thresher.executors import Executor
 
     return Executor(kind, tasks, ray_address)  # type: ignore[arg-type]
+
+
+OverridesArg = Annotated[
+    list[str] | None,
+    typer.Argument(
+        help="Overrides of the file's settings: KEY=VALUE with dotted keys (optim.lr=1e-5, sources.0.amount.count=500); "
+        "--KEY VALUE is the same.",
+        show_default=False,
+    ),
+]
+# commands that take a spec and overrides: an option the command does not have (--max_steps 3) is an override
+OVERRIDE_CONTEXT = {"ignore_unknown_options": True, "help_option_names": ["-h", "--help"]}
+
+
+def show_config(model: str) -> Any:
+    """The callback of ``--help-config``: print every key of the file ``model`` ("module:Class") reads, with its
+    type, default and meaning, and exit."""
+
+    def show(value: bool) -> None:
+        if value:
+            import importlib
+
+            from thresher.docs import config_help
+
+            module, name = model.split(":")
+            out_console.print(config_help(getattr(importlib.import_module(module), name)), highlight=False, markup=False)
+            raise typer.Exit()
+
+    return show
+
+
+HELP_CONFIG = "List every key of the file (dotted, with type, default and meaning) and exit."

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import os
 import re
+import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from thresher.errors import SpecError
+from thresher.errors import SpecError, closest
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -139,10 +141,60 @@ def load_yaml(text: str, origin: str) -> tuple[yaml.Node | None, dict[str, Any]]
     return node, data
 
 
-def error_parts(err: Any) -> tuple[tuple[Any, ...], str, str]:
-    """A pydantic error as (location, dotted field, message): "unknown field" for an extra key."""
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
+
+
+def model_at(model: type[BaseModel] | None, loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The spec model that holds the value at ``loc`` (list indices, mapping keys and pydantic's union tags
+    are stepped over), or None when ``loc`` leaves the models."""
+    annotation: Any = model
+    for key in loc:
+        models = _models_in(annotation)
+        owner = next((m for m in models if isinstance(key, str) and key in m.model_fields), None)
+        if owner is not None:
+            annotation = owner.model_fields[key].annotation
+        elif not models and isinstance(key, str) and not typing.get_args(annotation):
+            return None
+    found = _models_in(annotation)
+    return found[0] if len(found) == 1 else None
+
+
+def _example(model: type[BaseModel], value: Any) -> str:
+    """``{FIELD: VALUE}`` for the first field of ``model`` that takes a value like ``value``."""
+    kind = type(value).__name__
+    field = next((n for n, f in model.model_fields.items() if kind in str(f.annotation)), next(iter(model.model_fields), "..."))
+    return "{" + f"{field}: {value}" + "}"
+
+
+def error_parts(err: Any, model: type[BaseModel] | None = None) -> tuple[tuple[Any, ...], str, str]:
+    """A pydantic error as (location, dotted field, message), said the way a person fixes it: an unknown key
+    names the closest field, a scalar where a section belongs shows the section's form."""
     loc = tuple(err["loc"])
-    message = "unknown field" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
+    kind, message = err["type"], err["msg"].removeprefix("Value error, ")
+    if kind == "extra_forbidden":
+        holder = model_at(model, loc[:-1])
+        known = list(holder.model_fields) if holder is not None else []
+        message = f"unknown field{closest(str(loc[-1]), known)}" + (f" (fields here: {', '.join(known)})" if known else "")
+    elif kind in ("model_type", "model_attributes_type", "dict_type"):
+        holder = model_at(model, loc)
+        value = err.get("input")
+        if holder is not None:
+            fields = ", ".join(holder.model_fields)
+            name = str(loc[-1]) if loc else "the spec"
+            example = f"; e.g. `{name}: {_example(holder, value)}`" if not isinstance(value, dict | list) else ""
+            message = f"expected a section with the fields {fields}, got {value!r}{example}"
+        else:
+            message = f"expected a mapping (KEY: VALUE lines), got {err.get('input')!r}"
+    elif kind == "list_type":
+        message = f"expected a list (lines starting with '- '), got {err.get('input')!r}"
+    elif kind == "missing":
+        message = "missing (required)"
+    elif kind == "literal_error" and isinstance(err.get("input"), str):
+        expected = re.findall(r"'([^']*)'", str((err.get("ctx") or {}).get("expected", "")))
+        message += closest(err["input"], expected)
     return loc, ".".join(str(k) for k in loc), message
 
 
@@ -151,29 +203,125 @@ def override_for(dotted: str, keys: Any) -> str | None:
     return next((k for k in keys if dotted == k or dotted.startswith(k + ".")), None)
 
 
-def validation_messages(error: ValidationError, origin: str, node: yaml.Node | None, overrides: dict[str, str] | None = None) -> list[str]:
+def validation_messages(
+    error: ValidationError,
+    origin: str,
+    node: yaml.Node | None,
+    overrides: dict[str, str] | None = None,
+    model: type[BaseModel] | None = None,
+) -> list[str]:
     """One ``origin:line: field: message`` per error; a field set by an override (``{dotted key: what was
     written}``) is named by that override, not by a line of the file."""
     lines = []
+    seen = set()
     for err in error.errors():
-        loc, dotted, message = error_parts(err)
+        loc, dotted, message = error_parts(err, model)
         key = override_for(dotted, overrides or {})
         if key is not None:
-            lines.append(f"{origin}: override {(overrides or {})[key]}: {_field_path(loc)}: {message}")
-            continue
-        line = line_of(node, loc)
-        lines.append(f"{origin}:{line}: {_field_path(loc)}: {message}" if line else f"{origin}: {_field_path(loc)}: {message}")
+            line = f"{origin}: override {(overrides or {})[key]}: {_field_path(loc)}: {message}"
+        else:
+            at = line_of(node, loc)
+            line = f"{origin}:{at}: {_field_path(loc)}: {message}" if at else f"{origin}: {_field_path(loc)}: {message}"
+        if line not in seen:
+            seen.add(line)
+            lines.append(line)
     return lines
 
 
-def parse_spec(text: str, origin: str, model: type[M]) -> M:
-    """A ``model`` from YAML text; errors name ``origin``, the line and the field. Aliases that would expand
-    the document past ``MAX_EXPANDED_NODES`` nodes ("billion laughs") are refused."""
+def overrides_from(args: list[str] | None) -> list[str]:
+    """Command-line overrides as ``KEY=VALUE``: ``key=value``, ``--key value`` and ``--key=value`` are the same
+    (TRL style), and dashes in a key are underscores (``--max-steps 3`` is ``max_steps=3``)."""
+    out: list[str] = []
+    items = list(args or [])
+    i = 0
+    while i < len(items):
+        item = items[i]
+        if item.startswith("--"):
+            key, eq, value = item[2:].partition("=")
+            if not eq:
+                if i + 1 >= len(items) or items[i + 1].startswith("--"):
+                    raise SpecError(f"override {item}: give a value (--KEY VALUE or KEY=VALUE)")
+                value = items[i + 1]
+                i += 1
+            item = f"{key}={value}"
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise SpecError(f"override {item!r}: write KEY=VALUE, e.g. optim.lr=1e-5 (or --optim.lr 1e-5)")
+        out.append(f"{key.strip().replace('-', '_')}={value}")
+        i += 1
+    return out
+
+
+def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """``data[a][b]… = value`` for ``a.b…``, creating sections; a number indexes a list (``sources.0.path``)."""
+    keys = dotted.split(".")
+    node: Any = data
+    for depth, key in enumerate(keys):
+        last = depth == len(keys) - 1
+        if isinstance(node, list):
+            if not key.isdigit() or int(key) >= len(node):
+                raise SpecError(f"override {dotted}: {key} is not an index of a list of {len(node)}")
+            if last:
+                node[int(key)] = value
+            else:
+                node = node[int(key)]
+        elif last:
+            node[key] = value
+        else:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict | list):
+                raise SpecError(f"override {dotted}: {key} is not a section")
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, str]:
+    """Set each ``KEY=VALUE`` (dotted key, value parsed as YAML) in ``data``; returns ``{key: what was written}``."""
+    applied: dict[str, str] = {}
+    for item in overrides_from(overrides):
+        key, value = item.split("=", 1)
+        try:
+            set_dotted(data, key, yaml.safe_load(value))
+        except yaml.YAMLError as e:
+            raise SpecError(f"override {item!r}: the value is not valid YAML ({getattr(e, 'problem', e)})") from None
+        applied[key] = item
+    return applied
+
+
+def get_dotted(data: Any, dotted: str) -> Any:
+    """``data[a][b]…`` for ``a.b…``, or None where a key is missing."""
+    for key in dotted.split("."):
+        if not isinstance(data, dict):
+            return None
+        data = data.get(key)
+    return data
+
+
+def rebase_paths(data: dict[str, Any], base: Path, inputs: tuple[str, ...] = (), outputs: tuple[str, ...] = ()) -> None:
+    """The one rule for relative paths: relative to the file they are written in. ``inputs`` (dotted fields) that
+    name an existing file or folder relative to ``base`` become absolute (anything else, e.g. a hub id, stays);
+    ``outputs`` (folders to write) relative to ``base`` always."""
+    for dotted, always in [(d, False) for d in inputs] + [(d, True) for d in outputs]:
+        value = get_dotted(data, dotted)
+        if not isinstance(value, str) or not value:
+            continue
+        path = Path(expand(value)).expanduser()
+        if not path.is_absolute() and (always or (base / path).exists()):
+            set_dotted(data, dotted, str(base / path))
+
+
+def parse_spec(
+    text: str, origin: str, model: type[M], overrides: list[str] | None = None, prepare: Callable[[dict[str, Any]], None] | None = None
+) -> M:
+    """A ``model`` from YAML text (``prepare`` applied to the mapping, e.g. ``rebase_paths``), then ``KEY=VALUE``
+    overrides; errors name ``origin``, the line (or the override) and the field. Aliases that would expand the
+    document past ``MAX_EXPANDED_NODES`` nodes ("billion laughs") are refused."""
     node, data = load_yaml(text, origin)
+    if prepare is not None:
+        prepare(data)
+    applied = apply_overrides(data, overrides) if overrides else {}
     try:
         return model.model_validate(data)
     except ValidationError as e:
-        raise SpecError("\n".join(validation_messages(e, origin, node))) from None
+        raise SpecError("\n".join(validation_messages(e, origin, node, applied, model))) from None
 
 
 def read_spec_text(path: Path, what: str = "spec") -> str:
@@ -184,7 +332,7 @@ def read_spec_text(path: Path, what: str = "spec") -> str:
         raise SpecError(f"{path}: cannot read the {what} ({e.strerror})") from None
 
 
-def load_spec(path: str | Path, model: type[M], what: str = "spec") -> M:
-    """Read and validate the spec (or config) file at ``path`` as a ``model``."""
+def load_spec(path: str | Path, model: type[M], what: str = "spec", overrides: list[str] | None = None) -> M:
+    """Read and validate the spec (or config) file at ``path`` as a ``model``, with ``KEY=VALUE`` overrides."""
     path = Path(path)
-    return parse_spec(read_spec_text(path, what), str(path), model)
+    return parse_spec(read_spec_text(path, what), str(path), model, overrides)

@@ -4,6 +4,8 @@ them in one place (``cli_common.Handled``): a message, never a traceback. Anythi
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 
@@ -66,3 +68,10 @@ class AccountingError(ThresherError, AssertionError):
 
 class ExternalError(ThresherError, RuntimeError):
     """Something outside Thresher is missing or refused (a server, a GPU, an isolation tool)."""
+
+
+def closest(name: str, known: Iterable[str]) -> str:
+    """``; did you mean 'CLOSEST'?`` for the known name closest to ``name``, or nothing: every "unknown NAME"
+    message (options, spec fields, stage kinds, benchmarks, commands) says it the same way."""
+    close = difflib.get_close_matches(name, sorted(known), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""

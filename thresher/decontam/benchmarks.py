@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 import polars as pl
 
-from thresher.errors import InputError
+from thresher.errors import InputError, closest
 from thresher.io.sources import open_binary, read_raw, resolve_input
 
 Row = dict[str, Any]
@@ -446,7 +446,7 @@ def load_benchmark(name: str, path: str | None = None, bench: Benchmark | None =
     bench = bench or REGISTRY.get(name)
     if bench is None:
         raise InputError(
-            f"unknown benchmark {name!r}: registered are {', '.join(sorted(REGISTRY))}; "
+            f"unknown benchmark {name!r}{closest(name, REGISTRY)} (registered: {', '.join(sorted(REGISTRY))}); "
             "a custom one needs a path and its fields (see `thresher benchmarks`)"
         )
     ids: list[str] = []
@@ -484,7 +484,13 @@ def load_benchmark(name: str, path: str | None = None, bench: Benchmark | None =
         schema=ITEM_SCHEMA,
     )
     if items.is_empty():
-        raise InputError(f"{origin}: benchmark {bench.name} has no items with text")
+        expected = "; ".join(
+            f"{what}: {fields}" for what, fields in (("question", bench.question_fields), ("answer", bench.answer_fields)) if fields
+        )
+        raise InputError(
+            f"{origin}: benchmark {bench.name} has no items with text"
+            + (f" (expected the fields {expected}); is this the right file?" if expected else "")
+        )
     return BenchmarkItems(bench.name, items, origin, skipped)
 
 
@@ -528,7 +534,7 @@ def load_benchmarks(specs: list[str], field_maps: list[str] | None = None) -> li
         bench = custom.get(name) or REGISTRY.get(name)
         if bench is None:
             raise InputError(
-                f"unknown benchmark {name!r}: registered are {', '.join(sorted(REGISTRY))}; "
+                f"unknown benchmark {name!r}{closest(name, [*REGISTRY, *custom])} (registered: {', '.join(sorted(REGISTRY))}); "
                 f"for a custom one add --bench-fields {name}:question=FIELD,answer=FIELD"
             )
         if name in custom and path is None:

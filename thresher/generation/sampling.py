@@ -15,11 +15,17 @@ class SamplingParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    # completions per prompt
     n: int = Field(default=1, ge=1)
+    # 0: greedy
     temperature: float = Field(default=1.0, ge=0)
+    # nucleus sampling: keep the smallest set of tokens whose probability reaches top_p
     top_p: float = Field(default=1.0, gt=0, le=1)
+    # new tokens at most
     max_tokens: int = Field(default=256, ge=1)
+    # cut a completion at the first of these strings (excluded)
     stop: tuple[str, ...] = ()
+    # seeds sampling; sample i of a prompt is the same request whatever n is
     seed: int = 0
 
     def key(self) -> str:

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from thresher.cli_common import err_console, out_console
+from thresher.cli_common import HELP_CONFIG, OVERRIDE_CONTEXT, OverridesArg, err_console, out_console, show_config
 from thresher.io.outputs import committed_folder
 
 
@@ -39,11 +39,16 @@ def _print_summary(manifest: dict[str, Any], out: Path, seconds: float, cached: 
 def register(app: typer.Typer) -> None:
     """Add ``mix`` to ``app``."""
 
-    @app.command()
+    @app.command(context_settings=OVERRIDE_CONTEXT)
     def mix(
         spec: Annotated[Path, typer.Argument(help="The mixture spec (YAML).")],
+        overrides: OverridesArg = None,
+        *,
         out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
         cache_dir: Annotated[Path | None, typer.Option(help="Where stage results are cached (default: OUT/cache).")] = None,
+        help_config: Annotated[
+            bool, typer.Option("--help-config", is_eager=True, callback=show_config("thresher.mixing.spec:MixSpec"), help=HELP_CONFIG)
+        ] = False,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No per-stage lines.")] = False,
         overwrite: Annotated[bool, typer.Option(help="Replace OUT even when it holds another command's or other inputs' output.")] = False,
     ) -> None:
@@ -53,15 +58,17 @@ def register(app: typer.Typer) -> None:
         from thresher.mixing.spec import load_spec
         from thresher.progress import progress_bar
 
+        mixture = load_spec(spec, overrides=overrides)
         with committed_folder(out, "mix", [spec], overwrite, carry=("cache",)) as staging:
-            stages = 2 + len(load_spec(spec).steps)
+            stages = 2 + len(mixture.steps)
             with progress_bar() as progress:
                 task = progress.add_task("mix", total=stages, rate="")
                 result = run_mix(
-                    spec,
+                    mixture,
                     staging,
                     cache_dir,
                     log=None if quiet else lambda line: err_console.print(line, highlight=False),
                     on_stage=lambda name: progress.update(task, advance=1, description=name),
+                    base=spec.resolve().parent,
                 )
         _print_summary(result.manifest, out, result.seconds, result.cached)

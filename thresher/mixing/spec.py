@@ -24,9 +24,13 @@ class Amount(Strict):
     """How much of a source to take: exactly one of count (rows), fraction (of the source), weight
     (a share of what the total leaves), tokens (a token budget)."""
 
+    # rows to take (drawn with the spec's seed; more than the source has repeats rows up to max_repetition)
     count: int | None = Field(default=None, ge=0)
+    # a share of the source's rows (1.0: all of them)
     fraction: float | None = Field(default=None, ge=0)
+    # a relative share of the rows the total leaves after count/fraction/tokens sources
     weight: float | None = Field(default=None, gt=0)
+    # a token budget (needs `tokenizer`)
     tokens: int | None = Field(default=None, ge=0)
 
     @model_validator(mode="after")
@@ -42,7 +46,9 @@ class Amount(Strict):
 
 
 class Total(Strict):
+    # rows in the mixture (a bare number, `total: 3000`, means rows)
     rows: int | None = Field(default=None, gt=0)
+    # tokens in the mixture (needs `tokenizer`)
     tokens: int | None = Field(default=None, gt=0)
 
     @model_validator(mode="before")
@@ -69,7 +75,9 @@ class TokenizerSpec(Strict):
     """A tokenizer.json file, a local folder or a hub id; ``chat_template`` counts the tokens of the
     rendered chat (a transformers tokenizer with a template) rather than of the bare message texts."""
 
+    # a tokenizer.json file, a local tokenizer folder or a hub id, for token amounts and limits
     path: str
+    # count the tokens of the chat rendered with the tokenizer's template, not of the bare texts
     chat_template: bool = False
 
     @model_validator(mode="before")
@@ -79,17 +87,24 @@ class TokenizerSpec(Strict):
 
 
 class SourceSpec(Strict):
+    # the source's name: in provenance, the manifest and the report (unique in the spec)
     name: str = Field(min_length=1)
+    # a file or folder (relative to this spec's folder; ${VAR:-default} expanded); or hub
     path: str | None = None
     hub: str | None = None  # ORG/NAME, optionally @CONFIG
+    # the split of a hub dataset (default: train)
     split: str | None = None
+    # force an input format (see `thresher formats`; default: detected from the first row)
     format: str | None = None
     fields: dict[str, str] = Field(default_factory=dict)  # the format's field -> the input's field
     use: Literal["chosen", "rejected"] | None = None  # preference rows in an SFT mixture: which side becomes the chat
     filter: list[str] = Field(default_factory=list)  # Polars SQL conditions a row must meet
+    # how much to take; without `skills`, every source needs one
     amount: Amount | None = None
+    # how many times a row may be repeated to fill its amount (1.0: never)
     max_repetition: float = Field(default=1.0, ge=1.0)
     priority: int = 0  # dedup across sources keeps the copy in the source with the higher priority
+    # the skill of every row of this source; unset: each row is classified
     skill: str | None = None
 
     @model_validator(mode="after")
@@ -107,8 +122,11 @@ class SourceSpec(Strict):
 class ClassifierSpec(Strict):
     """How rows without a declared skill get one: rules first, then the k nearest labeled seed rows."""
 
+    # rules (keyword and format rules), knn (nearest labeled seeds) or both, rules first
     method: Literal["rules", "knn", "rules+knn"] = "rules+knn"
+    # neighbours the k-NN vote uses
     k: int = Field(default=7, ge=1)
+    # labeled rows per skill the k-NN index holds
     seeds_per_skill: int = Field(default=200, ge=1)
     model: str | None = None  # embedding model (default: all-MiniLM-L6-v2)
     default: str = "chat"  # the skill of a row nothing else decides
@@ -116,8 +134,11 @@ class ClassifierSpec(Strict):
 
 
 class SkillsSpec(Strict):
+    # skill -> share of the total (shares add up to 1)
     targets: dict[str, float]
+    # shares of rows or of tokens (the total's unit)
     by: Literal["rows", "tokens"] = "rows"
+    # how rows of sources without a skill get one
     classifier: ClassifierSpec = Field(default_factory=ClassifierSpec)
 
     @field_validator("targets")
@@ -133,35 +154,52 @@ class SkillsSpec(Strict):
 
 
 class NormalizeStep(Strict):
+    # Unicode normalization of every message (NFC, NFKC, or none)
     unicode: Literal["NFC", "NFKC", "none"] = "NFC"
     strip: bool = True  # strip whitespace around each message, turn \r\n into \n
     drop_empty: bool = True  # remove rows with an empty message
 
 
 class LengthStep(Strict):
+    # drop rows with fewer characters (all messages)
     min_chars: int | None = Field(default=None, ge=0)
+    # drop rows with more characters
     max_chars: int | None = Field(default=None, ge=0)
+    # drop rows with fewer tokens (needs `tokenizer`)
     min_tokens: int | None = Field(default=None, ge=0)
+    # drop rows with more tokens (needs `tokenizer`)
     max_tokens: int | None = Field(default=None, ge=0)
+    # drop rows with fewer messages
     min_turns: int | None = Field(default=None, ge=0)
+    # drop rows with more messages
     max_turns: int | None = Field(default=None, ge=0)
 
 
 class DedupStep(Strict):
+    # exact (hash of the normalized text), minhash (near duplicates, Jaccard) or embedding (cosine)
     method: Literal["exact", "minhash", "embedding"] = "minhash"
     scope: Literal["within", "across"] = "across"  # within each source, or across all of them
+    # similarity above which rows are duplicates (default: 0.8 minhash, 0.95 embedding)
     threshold: float | None = Field(default=None, gt=0, le=1)
+    # which text is compared: the whole chat, or the prompt (user turns) only
     field: Literal["all", "prompt"] = "all"
+    # words per shingle (minhash)
     ngram: int = Field(default=5, ge=1)
+    # MinHash permutations (more: a closer estimate, slower)
     num_perm: int = Field(default=128, ge=16)
+    # embedding model (default: offline all-MiniLM-L6-v2)
     model: str | None = None
 
 
 class DecontaminateStep(Strict):
     benchmarks: list[str] = Field(min_length=1)  # NAME or NAME=PATH, as ``thresher audit --bench``
+    # which detectors run (as `thresher audit --methods`)
     methods: list[Literal["ngram", "minhash", "embedding"]] = ["ngram"]
+    # method -> threshold (default: the audit's: ngram 0.5, minhash 0.5, embedding 0.85)
     thresholds: dict[Literal["ngram", "minhash", "embedding"], float] = Field(default_factory=dict)
+    # which text is matched: prompt (user turns), response (assistant turns) or all
     fields: Literal["prompt", "response", "all"] = "all"
+    # embedding model (default: offline all-MiniLM-L6-v2)
     model: str | None = None
 
 
@@ -177,9 +215,13 @@ Step = NormalizeStep | LengthStep | DedupStep | DecontaminateStep
 class StepItem(Strict):
     """One entry of ``steps``: a single key naming the step, its settings as the value."""
 
+    # Unicode and whitespace normalization, empty messages dropped
     normalize: NormalizeStep | None = None
+    # length filters
     length: LengthStep | None = None
+    # exact or near-duplicate removal
     dedup: DedupStep | None = None
+    # remove rows that leak benchmark items
     decontaminate: DecontaminateStep | None = None
 
     @model_validator(mode="before")
@@ -206,18 +248,28 @@ class StepItem(Strict):
 
 
 class OutputSpec(Strict):
+    # rows per Parquet shard
     shard_rows: int = Field(default=100_000, ge=1)
+    # shuffle the mixture's rows (seeded); false: grouped by source
     shuffle: bool = True
 
 
 class MixSpec(Strict):
+    # the kind of rows: sft (chats), preference (chosen/rejected) or rlvr (prompt, ground truth, verifier)
     kind: Kind
+    # every random choice (sampling, classification seeds, shuffling) derives from it
     seed: int = 0
+    # how big the mixture is: rows (a number) or {tokens: N}; needed with `skills`
     total: Total | None = None
+    # counts tokens for token totals, amounts and length limits
     tokenizer: TokenizerSpec | None = None
+    # where rows come from and how much of each
     sources: list[SourceSpec] = Field(min_length=1)
+    # skill shares to aim for (then sources need no amount)
     skills: SkillsSpec | None = None
+    # steps run in order on every source before sampling: normalize, length, dedup, decontaminate
     steps: list[StepItem] = Field(default_factory=list)
+    # how the mixture is written
     output: OutputSpec = Field(default_factory=OutputSpec)
 
     @model_validator(mode="after")
@@ -268,10 +320,11 @@ def parse_spec(text: str, origin: str = "<spec>", model: type[BaseModel] | None 
     return parse_model(text, origin, model or MixSpec)
 
 
-def load_spec(path: str | Path, model: type[BaseModel] | None = None) -> Any:
-    """Read and validate the mixture spec at ``path`` (a MixSpec unless ``model`` says otherwise)."""
+def load_spec(path: str | Path, model: type[BaseModel] | None = None, overrides: list[str] | None = None) -> Any:
+    """Read and validate the mixture spec at ``path`` (a MixSpec unless ``model`` says otherwise), with
+    ``KEY=VALUE`` overrides."""
     path = Path(path)
-    return parse_spec(read_spec_text(path), str(path), model)
+    return parse_model(read_spec_text(path), str(path), model or MixSpec, overrides)
 
 
 __all__ = ["MixSpec", "SpecError", "expand", "load_spec", "parse_spec", "resolve_path"]

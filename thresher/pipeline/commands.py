@@ -8,16 +8,22 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from thresher.cli_common import err_console, out_console
+from thresher.cli_common import HELP_CONFIG, OVERRIDE_CONTEXT, OverridesArg, err_console, out_console, show_config
 
 
 def register(app: typer.Typer) -> None:
     """Add ``run`` to ``app``."""
 
-    @app.command("run")
+    @app.command("run", context_settings=OVERRIDE_CONTEXT)
     def run(
         pipeline: Annotated[Path, typer.Argument(help="The pipeline (YAML): output_dir and a list of stages.")],
+        overrides: OverridesArg = None,
+        *,
         dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and what is cached; run nothing.")] = False,
+        help_config: Annotated[
+            bool,
+            typer.Option("--help-config", is_eager=True, callback=show_config("thresher.pipeline.spec:PipelineSpec"), help=HELP_CONFIG),
+        ] = False,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No per-stage lines.")] = False,
     ) -> None:
         """Run the stages of PIPELINE in order (dedup, decontaminate, mix, synth, sft, dpo, rlvr), each cached by the
@@ -26,7 +32,9 @@ def register(app: typer.Typer) -> None:
         from thresher.pipeline.registry import kind_of
         from thresher.pipeline.run import run_pipeline
 
-        result = run_pipeline(pipeline, dry_run=dry_run, log=None if quiet else lambda line: err_console.print(line, highlight=False))
+        result = run_pipeline(
+            pipeline, dry_run=dry_run, overrides=overrides, log=None if quiet else lambda line: err_console.print(line, highlight=False)
+        )
         table = Table(title=f"pipeline → {result.output_dir}" + (" (dry run)" if dry_run else ""), title_justify="left")
         for name in ("stage", "runs", "state", "key", "what it did"):
             table.add_column(name)

@@ -22,7 +22,6 @@ The built-in kinds live in ``thresher.pipeline.kinds``.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -30,7 +29,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel
 
 from thresher.accounting import Account
-from thresher.errors import SpecError
+from thresher.errors import SpecError, closest
 
 
 class OptionError(SpecError):
@@ -39,12 +38,6 @@ class OptionError(SpecError):
     def __init__(self, message: str, loc: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.loc = loc
-
-
-def closest(name: str, known: list[str] | set[str]) -> str:
-    """``; did you mean 'CLOSEST'?`` for the known name closest to ``name``, or nothing."""
-    close = difflib.get_close_matches(name, sorted(known), n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def unknown_key(key: str, known: list[str] | set[str], what: str) -> str:

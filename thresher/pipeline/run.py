@@ -20,12 +20,11 @@ import yaml
 
 import thresher
 from thresher.accounting import Account
-from thresher.config import expand, load_yaml, read_spec_text
+from thresher.config import expand, load_yaml, read_spec_text, set_dotted
 from thresher.errors import EXIT_BAD_ROW, SpecError, ThresherError
 from thresher.io.hashing import file_hash
 from thresher.pipeline.registry import ReadyStage, kind_of
 from thresher.pipeline.spec import REFERENCE, PipelineSpec, StageSpec, load_pipeline
-from thresher.train.config import set_dotted
 
 DONE = "stage.json"
 
@@ -265,13 +264,16 @@ class PipelineResult:
     seconds: float
 
 
-def run_pipeline(path: str | Path, dry_run: bool = False, log: Callable[[str], None] | None = None) -> PipelineResult:
-    """Run the pipeline at ``path`` (or, with ``dry_run``, only plan it)."""
+def run_pipeline(
+    path: str | Path, dry_run: bool = False, log: Callable[[str], None] | None = None, overrides: list[str] | None = None
+) -> PipelineResult:
+    """Run the pipeline at ``path`` with ``KEY=VALUE`` overrides (``stages.2.set.max_steps=5``; or, with
+    ``dry_run``, only plan it)."""
     from thresher.pipeline.report import write_report
 
     started = time.perf_counter()
     path = Path(path)
-    spec = load_pipeline(path)
+    spec = load_pipeline(path, overrides)
     base = path.resolve().parent
     stages = plan(spec, base, path)
     say = log or (lambda _: None)

@@ -11,8 +11,8 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from thresher.config import Strict, line_of, parse_spec, read_spec_text
-from thresher.errors import SpecError
+from thresher.config import Strict, line_of, overrides_from, parse_spec, read_spec_text
+from thresher.errors import SpecError, closest
 
 REFERENCE = re.compile(r"\{\{\s*([A-Za-z0-9_-]+)(?:\.([A-Za-z0-9_]+))?\s*\}\}")
 
@@ -82,7 +82,25 @@ def references(value: Any) -> list[tuple[str, str | None]]:
     return []
 
 
-def load_pipeline(path: str | Path) -> PipelineSpec:
+def _stage_overrides(data: dict[str, Any], overrides: list[str] | None) -> None:
+    """``NAME.KEY=VALUE`` (NAME a stage) sets KEY in that stage's ``set`` (its spec's field, dotted as written);
+    an unknown stage name is an error that names the closest."""
+    import yaml
+
+    found = data.get("stages")
+    stages: list[Any] = found if isinstance(found, list) else []
+    names: list[str] = [str(s.get("name")) if isinstance(s, dict) else "" for s in stages]
+    for item in overrides_from(overrides):
+        key, value = item.split("=", 1)
+        head, dot, rest = key.partition(".")
+        if not dot or head in PipelineSpec.model_fields:
+            continue
+        if head not in names:
+            raise SpecError(f"override {item}: no stage or field {head!r}{closest(head, [*names, *PipelineSpec.model_fields])}")
+        stages[names.index(head)].setdefault("set", {})[rest] = yaml.safe_load(value)
+
+
+def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> PipelineSpec:
     """The pipeline at ``path``; errors name the file, the line and the field. Every dedup and decontaminate
     stage's ``options`` are built into their configuration here, so a typo fails before any stage runs."""
     import yaml
@@ -91,7 +109,13 @@ def load_pipeline(path: str | Path) -> PipelineSpec:
 
     path = Path(path)
     text = read_spec_text(path, "pipeline")
-    spec = parse_spec(text, str(path), PipelineSpec)
+    spec = parse_spec(
+        text,
+        str(path),
+        PipelineSpec,
+        [o for o in overrides_from(overrides) if "." not in o.split("=")[0] or o.split(".")[0] in PipelineSpec.model_fields],
+        lambda data: _stage_overrides(data, overrides),
+    )
     assert isinstance(spec, PipelineSpec)
     errors = []
     node = None

@@ -8,28 +8,41 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from thresher.cli_common import err_console, out_console
+from thresher.cli_common import HELP_CONFIG, OVERRIDE_CONTEXT, OverridesArg, err_console, out_console, show_config
 from thresher.io.outputs import committed_folder
 
 
 def register(app: typer.Typer) -> None:
     """Add ``synth`` and ``serve`` to ``app``."""
 
-    @app.command()
+    @app.command(context_settings=OVERRIDE_CONTEXT)
     def synth(
         spec: Annotated[Path, typer.Argument(help="The synthesis spec (YAML).")],
+        overrides: OverridesArg = None,
+        *,
         out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
         cache_dir: Annotated[Path | None, typer.Option(help="Where the request cache lives (default: OUT/cache).")] = None,
+        help_config: Annotated[
+            bool, typer.Option("--help-config", is_eager=True, callback=show_config("thresher.synth.spec:SynthSpec"), help=HELP_CONFIG)
+        ] = False,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
         overwrite: Annotated[bool, typer.Option(help="Replace OUT even when it holds another command's or other inputs' output.")] = False,
     ) -> None:
         """Generate n completions per prompt, score them, keep the best (SFT), build preference pairs and
         filter RLVR prompts by pass rate. A killed run resumes from its request cache."""
         from thresher.synth.pipeline import run_synth
+        from thresher.synth.spec import load_synth_spec
 
+        settings = load_synth_spec(spec, overrides)
         with committed_folder(out, "synth", [spec], overwrite, carry=("cache",)) as staging:
             result = run_synth(
-                spec, staging, cache_dir, log=None if quiet else lambda line: err_console.print(line, highlight=False), quiet=quiet
+                settings,
+                staging,
+                cache_dir,
+                log=None if quiet else lambda line: err_console.print(line, highlight=False),
+                quiet=quiet,
+                base=spec.resolve().parent,
+                spec_path=spec,
             )
         manifest = result.manifest
         table = Table(title=f"synthesis → {out}", title_justify="left")

@@ -8,12 +8,14 @@ from typing import Annotated, Any
 
 import typer
 
-from thresher.cli_common import out_console
+from thresher.cli_common import HELP_CONFIG, OVERRIDE_CONTEXT, OverridesArg, out_console, show_config
 
-train_app = typer.Typer(help="Train: SFT, DPO and RLVR.", no_args_is_help=True)
+train_app = typer.Typer(help="Train: SFT, DPO and RLVR.", no_args_is_help=True, rich_markup_mode=None)
 
-ConfigArg = Annotated[Path, typer.Argument(help="The training config (YAML).")]
-OverridesArg = Annotated[list[str] | None, typer.Argument(help="KEY=VALUE overrides, e.g. optim.lr=1e-5 max_steps=10.")]
+ConfigArg = Annotated[Path, typer.Argument(help="The training config (YAML); relative paths in it start at its folder.")]
+HelpConfig = Annotated[
+    bool, typer.Option("--help-config", is_eager=True, callback=show_config("thresher.train.config:TrainConfig"), help=HELP_CONFIG)
+]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or per-step lines.")]
 OverwriteOpt = Annotated[
     bool, typer.Option(help="Replace an earlier run's output_dir that had other settings (as overwrite=true; never others' files).")
@@ -48,16 +50,30 @@ def _run(config: Path, overrides: list[str] | None, quiet: bool, runner: Callabl
     out_console.print(f"{result.steps} steps; checkpoint: {result.checkpoint}; held-out {evals or 'n/a'}")
 
 
-@train_app.command("sft")
-def sft(config: ConfigArg, overrides: OverridesArg = None, quiet: QuietOpt = False, overwrite: OverwriteOpt = False) -> None:
+@train_app.command("sft", context_settings=OVERRIDE_CONTEXT)
+def sft(
+    config: ConfigArg,
+    overrides: OverridesArg = None,
+    *,
+    quiet: QuietOpt = False,
+    overwrite: OverwriteOpt = False,
+    help_config: HelpConfig = False,
+) -> None:
     """Supervised fine-tuning on assistant tokens; writes metrics.jsonl and a Hugging Face checkpoint (OUTPUT_DIR/final)."""
     from thresher.train.sft import run_sft
 
     _run(config, overrides, quiet, run_sft, overwrite)
 
 
-@train_app.command("dpo")
-def dpo(config: ConfigArg, overrides: OverridesArg = None, quiet: QuietOpt = False, overwrite: OverwriteOpt = False) -> None:
+@train_app.command("dpo", context_settings=OVERRIDE_CONTEXT)
+def dpo(
+    config: ConfigArg,
+    overrides: OverridesArg = None,
+    *,
+    quiet: QuietOpt = False,
+    overwrite: OverwriteOpt = False,
+    help_config: HelpConfig = False,
+) -> None:
     """Preference optimization (dpo.loss: sigmoid, dpo_norm, ipo, simpo) on chosen/rejected pairs; reference
     log-probs are computed once and cached. Writes metrics.jsonl and OUTPUT_DIR/final."""
     from thresher.train.dpo import run_dpo
@@ -65,8 +81,15 @@ def dpo(config: ConfigArg, overrides: OverridesArg = None, quiet: QuietOpt = Fal
     _run(config, overrides, quiet, run_dpo, overwrite)
 
 
-@train_app.command("rlvr")
-def rlvr(config: ConfigArg, overrides: OverridesArg = None, quiet: QuietOpt = False, overwrite: OverwriteOpt = False) -> None:
+@train_app.command("rlvr", context_settings=OVERRIDE_CONTEXT)
+def rlvr(
+    config: ConfigArg,
+    overrides: OverridesArg = None,
+    *,
+    quiet: QuietOpt = False,
+    overwrite: OverwriteOpt = False,
+    help_config: HelpConfig = False,
+) -> None:
     """Reinforcement learning with verifiable rewards (GRPO / DAPO / Dr GRPO): sample rlvr.group_size completions
     per prompt, score them with the rows' verifiers, take clipped policy-gradient steps. Writes metrics.jsonl
     (reward, held-out pass@1, KL, clip fraction, entropy, lengths, importance ratios, time split) and OUTPUT_DIR/final."""

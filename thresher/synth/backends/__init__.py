@@ -15,13 +15,17 @@ class BackendSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    # transformers (CPU or GPU), vllm (GPU) or openai (an HTTP endpoint)
     backend: Literal["transformers", "vllm", "openai"] = "transformers"
+    # a local folder or hub id (openai: the served model's name)
     model: str
+    # a tokenizer other than the model's
     tokenizer: str | None = None
     url: str | None = None  # openai: the server's base URL
     batch_size: int = 8  # transformers: prompts per generate call
     concurrency: int = 8  # openai: requests in flight
     tensor_parallel_size: int = 1  # vllm
+    # auto (CUDA when present), cpu or cuda
     device: str = "auto"
 
     @model_validator(mode="after")
