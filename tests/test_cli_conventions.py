@@ -5,6 +5,7 @@ right form for common mistakes. Each rule has a negative control beside it."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -117,3 +118,42 @@ def test_training_config_paths_start_at_the_config(tmp_path: Path, monkeypatch: 
     assert loaded.output_dir == str(folder / "out")
     assert loaded.model == "org/hub-model"  # not a path there: a hub id stays
     assert loaded.data.eval == "elsewhere.jsonl"  # written on the command line: from the working directory
+
+
+def test_logs_outside_a_terminal_are_whole_timestamped_lines(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    spec = _spec(tmp_path)
+    deep = tmp_path / ("a-long-folder-name-" * 6) / "mixture"
+    log = tmp_path / "run.log"
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    command = [sys.executable, "-m", "thresher.cli", "--log-file", str(log), "mix", str(spec), "--out", str(deep)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr
+    assert str(deep) in result.stdout  # a path longer than 80 columns is not broken across lines
+    steps = result.stderr.splitlines()
+    assert steps and all(re.match(r"^\[\d\d:\d\d:\d\d\] ", line) for line in steps), result.stderr
+    logged = log.read_text().splitlines()
+    assert len(logged) >= len(steps) and all(re.match(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d ", line) for line in logged)
+    quiet = subprocess.run([*command[:3], "-q", *command[3:], "--overwrite"], capture_output=True, text=True, timeout=300, env=env)
+    assert quiet.returncode == 0 and quiet.stderr == ""  # -q: results only
+    assert len(log.read_text().splitlines()) > len(logged)  # the log file still gets every line
+
+
+def test_plain_progress_prints_periodic_lines_and_the_end(capsys: pytest.CaptureFixture[str]) -> None:
+    from thresher.progress import PlainProgress
+
+    with PlainProgress(every=3600, quiet=False) as bar:
+        task = bar.add_task("training", total=100, rate="")
+        for step in range(1, 101):
+            bar.update(task, completed=step, rate=f"loss {1 / step:.3f}")
+    lines = capsys.readouterr().err.splitlines()
+    # the first update and the last: not one line per step (negative control: every=0 prints all 100)
+    assert [line.split("] ", 1)[1] for line in lines] == ["training 1/100 loss 1.000", "training 100/100 loss 0.010"]
+    with PlainProgress(every=0, quiet=False) as bar:
+        task = bar.add_task("training", total=100, rate="")
+        for step in range(1, 101):
+            bar.update(task, completed=step)
+    assert len(capsys.readouterr().err.splitlines()) == 100

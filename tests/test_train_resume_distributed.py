@@ -50,8 +50,11 @@ def test_resume_continues_the_identical_loss_curve(tiny_chat_model: Path, shared
     assert list((tmp_path / "run/tensorboard").glob("events.out.tfevents.*"))  # TensorBoard (a [dev] dependency) gets the scalars
 
     run_sft(load_config(config, ["resume_from=latest", f"output_dir={tmp_path / 'run'}"]))  # picks checkpoint-3 (the only one)
-    resumed = _losses(tmp_path / "run")  # metrics.jsonl is appended: steps 4-6 again, from the resumed run
+    resumed = _losses(tmp_path / "run")  # steps 4-6 of the first run are dropped, then written by the resumed run
     lines = (tmp_path / "run/metrics.jsonl").read_text().splitlines()
+    steps = [json.loads(line)["step"] for line in lines if '"loss"' in line]
+    assert steps == [1, 2, 3, 4, 5, 6]  # no step written twice
+    assert all("time" in json.loads(line) and "wall_s" in json.loads(line) for line in lines)
     assert any("resumed_from" in line for line in lines)
     again = [
         json.loads(line)["loss"] for line in lines[lines.index(next(x for x in lines if "resumed_from" in x)) + 1 :] if '"loss"' in line

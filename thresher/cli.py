@@ -57,6 +57,11 @@ def _print_version(value: bool) -> None:
 @app.callback()
 def _options(
     version: Annotated[bool, typer.Option("--version", help="Print the version and exit.", is_eager=True, callback=_print_version)] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only results and errors: no progress or step lines.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="More detail in the step lines.")] = False,
+    log_file: Annotated[
+        Path | None, typer.Option("--log-file", help="Append every step and progress line, timestamped, to this file (any verbosity).")
+    ] = None,
     allow_weak_sandbox: Annotated[
         bool,
         typer.Option(
@@ -67,6 +72,9 @@ def _options(
 ) -> None:
     if allow_weak_sandbox:
         os.environ["THRESHER_ALLOW_WEAK_SANDBOX"] = "1"
+    from thresher.progress import configure
+
+    configure(0 if quiet else 2 if verbose else 1, log_file)
 
 
 def _counts_table(title: str, rows: dict[str, Account], total: Account | None = None) -> Table:

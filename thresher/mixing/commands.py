@@ -8,8 +8,9 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from thresher.cli_common import HELP_CONFIG, OVERRIDE_CONTEXT, OverridesArg, err_console, out_console, show_config
+from thresher.cli_common import HELP_CONFIG, OVERRIDE_CONTEXT, OverridesArg, out_console, show_config
 from thresher.io.outputs import committed_folder
+from thresher.progress import say
 
 
 def _print_summary(manifest: dict[str, Any], out: Path, seconds: float, cached: list[str]) -> None:
@@ -67,7 +68,7 @@ def register(app: typer.Typer) -> None:
                     mixture,
                     staging,
                     cache_dir,
-                    log=None if quiet else lambda line: err_console.print(line, highlight=False),
+                    log=None if quiet else say,
                     on_stage=lambda name: progress.update(task, advance=1, description=name),
                     base=spec.resolve().parent,
                 )

@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from thresher.cli_common import HELP_CONFIG, OVERRIDE_CONTEXT, OverridesArg, err_console, out_console, show_config
+from thresher.cli_common import HELP_CONFIG, OVERRIDE_CONTEXT, OverridesArg, out_console, show_config
+from thresher.progress import say
 
 
 def register(app: typer.Typer) -> None:
@@ -32,9 +33,7 @@ def register(app: typer.Typer) -> None:
         from thresher.pipeline.registry import kind_of
         from thresher.pipeline.run import run_pipeline
 
-        result = run_pipeline(
-            pipeline, dry_run=dry_run, overrides=overrides, log=None if quiet else lambda line: err_console.print(line, highlight=False)
-        )
+        result = run_pipeline(pipeline, dry_run=dry_run, overrides=overrides, log=None if quiet else say)
         table = Table(title=f"pipeline → {result.output_dir}" + (" (dry run)" if dry_run else ""), title_justify="left")
         for name in ("stage", "runs", "state", "key", "what it did"):
             table.add_column(name)

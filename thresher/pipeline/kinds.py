@@ -4,7 +4,7 @@ re-reads a file the pipeline wrote."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -194,7 +194,7 @@ class Mix(StageKind):
         from thresher.mixing.pipeline import run_mix
 
         _spec_record(stage)
-        result = run_mix(stage.spec, stage.folder / "mixture", stage.folder / "cache", base=stage.base)
+        result = run_mix(stage.spec, stage.folder / "mixture", stage.folder / "cache", base=stage.base, log=stage_say(stage))
         manifest = result.manifest
         return {
             "rows": manifest["achieved"]["rows"],
@@ -243,7 +243,9 @@ class Synth(StageKind):
         from thresher.synth.pipeline import run_synth
 
         record = _spec_record(stage)
-        result = run_synth(stage.spec, stage.folder / "synth", stage.folder / "cache", quiet=True, base=stage.base, spec_path=record)
+        result = run_synth(
+            stage.spec, stage.folder / "synth", stage.folder / "cache", log=stage_say(stage), base=stage.base, spec_path=record
+        )
         manifest = result.manifest
         return {
             "outputs": manifest["outputs"],
@@ -278,6 +280,13 @@ def read_metrics(folder: Path) -> list[dict[str, Any]]:
     return [orjson.loads(line) for line in path.read_bytes().splitlines()] if path.is_file() else []
 
 
+def stage_say(stage: ReadyStage) -> Callable[[str], None]:
+    """Step lines of a stage, prefixed with its name (``thresher.progress.say``: -q, -v and --log-file apply)."""
+    from thresher.progress import say
+
+    return lambda line: say(f"{stage.name}: {line}")
+
+
 class Training(StageKind):
     """SFT, DPO and RLVR: a training config (``TrainConfig``) whose output_dir is the stage folder; a re-run continues
     from the newest checkpoint there."""
@@ -298,11 +307,25 @@ class Training(StageKind):
 
     @classmethod
     def run(cls, stage: ReadyStage) -> dict[str, Any]:
+        from thresher.progress import progress_bar
         from thresher.train.checkpoint import latest_checkpoint
+        from thresher.train.metrics import record_line
 
         resumed = latest_checkpoint(stage.folder)
         config = {**(stage.spec_mapping or {}), "output_dir": str(stage.folder), "resume_from": str(resumed) if resumed else None}
-        result = cls.trainer()(cls.spec_model().model_validate(config))
+        say = stage_say(stage)
+        with progress_bar() as bar:  # a bar in a terminal; a plain line every few seconds elsewhere
+            task = bar.add_task(stage.name, total=None, rate="")
+
+            def show(record: dict[str, Any]) -> None:
+                if "total_steps" in record:
+                    bar.update(task, total=record["total_steps"])
+                if "loss" in record:
+                    bar.update(task, completed=record["step"], rate=f"loss {record['loss']:.4g}")
+                else:
+                    say(record_line(record))
+
+            result = cls.trainer()(cls.spec_model().model_validate(config), show)
         return {
             "steps": result.steps,
             "evals": result.evals,

@@ -8,8 +8,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from thresher.cli_common import HELP_CONFIG, OVERRIDE_CONTEXT, OverridesArg, err_console, out_console, show_config
+from thresher.cli_common import HELP_CONFIG, OVERRIDE_CONTEXT, OverridesArg, out_console, show_config
 from thresher.io.outputs import committed_folder
+from thresher.progress import say
 
 
 def register(app: typer.Typer) -> None:
@@ -39,7 +40,7 @@ def register(app: typer.Typer) -> None:
                 settings,
                 staging,
                 cache_dir,
-                log=None if quiet else lambda line: err_console.print(line, highlight=False),
+                log=None if quiet else say,
                 quiet=quiet,
                 base=spec.resolve().parent,
                 spec_path=spec,

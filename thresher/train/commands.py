@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from thresher.cli_common import HELP_CONFIG, OVERRIDE_CONTEXT, OverridesArg, out_console, show_config
+from thresher.progress import say
 
 train_app = typer.Typer(help="Train: SFT, DPO and RLVR.", no_args_is_help=True, rich_markup_mode=None)
 
@@ -22,13 +23,10 @@ OverwriteOpt = Annotated[
 ]
 
 
-def _line(record: dict[str, Any]) -> str:
-    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items())
-
-
 def _run(config: Path, overrides: list[str] | None, quiet: bool, runner: Callable[..., Any], overwrite: bool = False) -> None:
     from thresher.progress import progress_bar
     from thresher.train.config import load_config
+    from thresher.train.metrics import record_line
 
     cfg = load_config(config, [*(overrides or []), *(["overwrite=true"] if overwrite else [])])
     with progress_bar(transient=False, disable=quiet) as bar:
@@ -38,9 +36,12 @@ def _run(config: Path, overrides: list[str] | None, quiet: bool, runner: Callabl
             if "total_steps" in record:
                 bar.update(task, total=record["total_steps"])
             if "loss" in record:
-                bar.update(task, completed=record["step"], rate=f"loss {record['loss']:.4g}")
-            if not quiet and ("loss" not in record or not bar.console.is_terminal):
-                bar.console.print(_line(record), highlight=False)
+                speed = f" {record['tokens_per_s']:,.0f} tok/s" if isinstance(record.get("tokens_per_s"), int | float) else ""
+                bar.update(task, completed=record["step"], rate=f"loss {record['loss']:.4g}{speed}")
+                if not quiet:
+                    say(record_line(record), level=2)  # every step with -v; the bar (or a periodic line) otherwise
+            elif not quiet:
+                say(record_line(record))
 
         result = runner(cfg, show)
     shown = ("eval_loss", "eval_reward_accuracy", "eval_pass@1")

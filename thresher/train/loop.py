@@ -224,7 +224,9 @@ def run_loop(config: TrainConfig, runtime: Runtime, task: Task, log: Log | None 
     position = {"step": 0, "epoch": 0, "taken": 0}
     if resume is not None:
         position = optimization.restore(resume)
-    metrics = MetricsLog(out, append=resume is not None, echo=log, enabled=runtime.is_main)
+    metrics = MetricsLog(
+        out, append=resume is not None, echo=log, enabled=runtime.is_main, resume_step=position["step"] if resume else None
+    )
 
     evals: list[tuple[int, dict[str, float]]] = []
 
@@ -238,7 +240,7 @@ def run_loop(config: TrainConfig, runtime: Runtime, task: Task, log: Log | None 
         metrics(start_record(task, runtime, total_steps))
         evaluate(0)
     else:
-        metrics({"step": position["step"], "resumed_from": str(resume)})
+        metrics({"resumed_from": str(resume), "at_step": position["step"]})
     step, epoch, taken = position["step"], position["epoch"], position["taken"]
     plan = task.plan(config.seed + epoch) if epoch else first_epoch
     tokens_seen, started = 0, time.perf_counter()

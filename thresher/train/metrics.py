@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import resource
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,12 +36,43 @@ def train_flops_per_token(n_params: int, n_layers: int, hidden: int, mean_contex
     return 6.0 * n_params + 12.0 * n_layers * hidden * mean_context
 
 
-class MetricsLog:
-    """Writes each record as a JSON line, mirrors numeric fields to TensorBoard, passes records to ``echo``."""
+def record_line(record: dict[str, Any]) -> str:
+    """A metrics record as one ``key=value`` line."""
+    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items())
 
-    def __init__(self, folder: Path, append: bool, echo: Log | None, enabled: bool = True) -> None:
+
+def keep_until(path: Path, step: int) -> None:
+    """Drop the records of steps after ``step`` from the metrics file (a run killed after its last checkpoint
+    logged them; the resumed run logs them again), atomically."""
+    if not path.is_file():
+        return
+    lines = path.read_bytes().splitlines()
+    kept = [line for line in lines if line.strip() and _step_of(line) <= step]
+    if len(kept) != len(lines):
+        partial = path.with_name(path.name + ".partial")
+        partial.write_bytes(b"".join(line + b"\n" for line in kept))
+        partial.replace(path)
+
+
+def _step_of(line: bytes) -> int:
+    try:
+        value = orjson.loads(line).get("step", 0)
+    except orjson.JSONDecodeError:  # a line cut by a kill: dropped
+        return 1 << 62
+    return int(value) if isinstance(value, int | float) else 0
+
+
+class MetricsLog:
+    """Writes each record as a JSON line with its wall-clock ``time`` (Unix seconds) and ``wall_s`` (seconds since
+    this run started), mirrors numeric fields to TensorBoard, passes records to ``echo``. Resuming at
+    ``resume_step`` first drops the records the killed run wrote after it, so no step is written twice."""
+
+    def __init__(self, folder: Path, append: bool, echo: Log | None, enabled: bool = True, resume_step: int | None = None) -> None:
         self.echo = echo
         self.enabled = enabled
+        self.started = time.perf_counter()
+        if enabled and append and resume_step is not None:
+            keep_until(folder / "metrics.jsonl", resume_step)
         self.file = (folder / "metrics.jsonl").open("ab" if append else "wb") if enabled else None
         self.board = None
         if enabled:
@@ -55,7 +87,8 @@ class MetricsLog:
         if not self.enabled:
             return
         assert self.file is not None
-        self.file.write(orjson.dumps(record) + b"\n")
+        stamped = {**record, "time": round(time.time(), 3), "wall_s": round(time.perf_counter() - self.started, 3)}
+        self.file.write(orjson.dumps(stamped) + b"\n")
         self.file.flush()
         if self.board is not None:
             step = record.get("step", 0)

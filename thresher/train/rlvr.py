@@ -388,7 +388,9 @@ def train_rollouts(config: TrainConfig, runtime: Runtime, task: RLVRTask, log: L
     position = {"step": 0, "rollout": 0}
     if resume is not None:
         position = optimization.restore(resume)
-    metrics = MetricsLog(out, append=resume is not None, echo=log, enabled=runtime.is_main)
+    metrics = MetricsLog(
+        out, append=resume is not None, echo=log, enabled=runtime.is_main, resume_step=position["step"] if resume else None
+    )
     engine = make_engine(config, runtime, str(resume) if resume else config.model)
     model = runtime.trainable
     evals: list[tuple[int, dict[str, float]]] = []
@@ -405,7 +407,7 @@ def train_rollouts(config: TrainConfig, runtime: Runtime, task: RLVRTask, log: L
         metrics({**start_record(task, runtime, total_steps), "rollouts": rollouts, "engine": engine.name})
         run_eval(0)
     else:
-        metrics({"step": position["step"], "resumed_from": str(resume)})
+        metrics({"resumed_from": str(resume), "at_step": position["step"]})
     step, tokens_seen, started = position["step"], 0, time.perf_counter()
     totals = {"generation_s": 0.0, "scoring_s": 0.0, "training_s": 0.0}
     for rollout in range(position["rollout"], rollouts):
