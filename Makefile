@@ -15,6 +15,10 @@ $(STAMP): pyproject.toml
 	@command -v bwrap >/dev/null || [ "$$(id -u)" != 0 ] || apt-get install -y -q bubblewrap >/dev/null 2>&1 \
 	  || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q bubblewrap >/dev/null 2>&1) \
 	  || echo "warning: bubblewrap could not be installed; the code sandbox will use its weaker fallback"
+	# Headless Chromium: the tests open every HTML report in a real browser (skipped, with the reason, without it).
+	@command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || apt-get install -y -q chromium >/dev/null 2>&1 \
+	  || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1) \
+	  || echo "warning: chromium could not be installed; the report browser tests will be skipped"
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	# torch first, pinned: a bare `torch` requirement would pull a multi-GB CUDA build.
 	$(BIN)/pip install -q torch==2.13.0

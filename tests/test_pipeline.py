@@ -15,6 +15,7 @@ import orjson
 import pytest
 import torch
 
+from tests.browser import chromium, problems
 from tests.helpers import thresher
 
 PIPELINE = """\
@@ -148,6 +149,8 @@ def test_pipeline_killed_in_sft_resumes_to_the_uninterrupted_result(
     for heading in ("curate (dedup)", "audit (decontaminate)", "mix (mix)", "synth (synth)", "sft (sft)", "dpo (dpo)", "rlvr (rlvr)"):
         assert heading in report, heading
     assert report.count("<svg") >= 6  # mixture shares and training curves
+    if chromium() is not None:  # opened in a real browser (test_reports_browser says when it is skipped)
+        assert problems(tmp_path / "whole" / "report.html", ["curate (dedup)", "sft (sft)", "rlvr (rlvr)"]) == []
     # every stage that moves rows shows one account table, each cell filled (the mix steps' cells were once empty)
     mix_section = report.split("mix (mix)")[1].split("<h2>")[0]
     assert "<td class=''></td>" not in mix_section and mix_section.count("<tr>") >= 2  # the header and the load step

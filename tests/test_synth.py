@@ -15,6 +15,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from tests.browser import chromium, problems
 from tests.helpers import thresher
 from thresher.generation.sampling import SamplingParams
 from thresher.synth.backends.hf import TransformersBackend
@@ -174,6 +175,8 @@ def test_synth_end_to_end_outputs_and_accounting(tiny_chat_model: Path, tiny_rew
     removed = [json.loads(line) for line in (out / "removed.jsonl").read_text().splitlines()]
     assert sum(1 for r in removed if r["output"] == "rlvr") == manifest["outputs"]["rlvr"]["removed"]
     assert "thresher synth" in (out / "report.html").read_text()
+    if chromium() is not None:  # opened in a real browser (test_reports_browser says when it is skipped)
+        assert problems(out / "report.html", ["Generation", "Outputs", "Pass rate per prompt"]) == []
     # Every completion was generated once; a second run reuses all of them.
     assert manifest["cache"]["stored"] == manifest["cache"]["generations_logged"]
     again = thresher("synth", str(spec), "--out", str(tmp_path / "out2"), "--cache-dir", str(out / "cache"), "-q")

@@ -189,18 +189,20 @@ def write_report(summary: dict[str, Any], matches: pl.DataFrame, items: pl.DataF
     plots = []
     for method, info in summary["methods"].items():
         scores = matches.filter(pl.col("method") == method)["score"].to_numpy()
-        plots.append(histogram(scores, f"{method}: scores of recorded matches", threshold=info["threshold"]))
+        plots.append(histogram(scores, f"{method}: scores of recorded matches", threshold=info["threshold"], x_label=f"{method} score", y_label="matches"))
     sources = list(summary["sources"])
     source_bars = bars(
         sources,
         [summary["sources"][s]["rows_contaminated"] / max(summary["sources"][s]["rows"], 1) for s in sources],
         "contaminated rows per training source",
+        x_label="share of the source's rows",
     )
     bench_names = list(summary["benchmarks"])
     bench_bars = bars(
         bench_names,
         [summary["benchmarks"][b]["items_leaked"] / max(summary["benchmarks"][b]["items"], 1) for b in bench_names],
         "leaked items per benchmark",
+        x_label="share of the benchmark's items",
     )
     body = (
         intro + "<h2>Leakage by training source and benchmark</h2><p class='muted'>Each cell: share of the benchmark's items "

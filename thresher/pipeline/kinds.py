@@ -268,6 +268,7 @@ class Synth(StageKind):
                 [f"{i / 10:.1f}–{(i + 1) / 10:.1f}" for i in range(len(hist))],
                 [h / max(sum(hist), 1) for h in hist],
                 "share of verifier-scored prompts by pass rate",
+                x_label="share of prompts",
             )
             if sum(hist)
             else ""

@@ -20,13 +20,13 @@ def _link(stage: Any, report_path: Path) -> str:
 
 def write_report(stages: list[Any], path: Path) -> Path:
     overview = table(
-        ["stage", "runs", "state", "seconds", "folder"],
+        ["stage", "runs", "state", "run time (s)", "folder"],
         [
             [
                 s.name,
                 s.run,
                 s.state,
-                f"{s.seconds:.1f}" if s.seconds else "-",
+                (f"{s.seconds:.1f}" + (" (when it ran)" if s.state == "cached" else "")) if s.seconds else "-",
                 Markup(f"<a href='{os.path.relpath(s.folder, path.parent)}'>{s.folder.name}</a>"),
             ]
             for s in stages

@@ -238,14 +238,16 @@ def plan(spec: PipelineSpec, pipeline_base: Path, pipeline_path: Path | None = N
         key = stage_key(resolved, base, output_dir)
         folder = output_dir / "stages" / f"{stage.name}-{key}"
         summary: dict[str, Any] = {}
+        seconds = 0.0
         if (folder / DONE).is_file():
             state = "cached"
-            summary = orjson.loads((folder / DONE).read_bytes())["summary"]
+            done = orjson.loads((folder / DONE).read_bytes())
+            summary, seconds = done["summary"], float(done.get("seconds") or 0.0)  # the run time of the run that made it
         elif kind_of(stage.run).partial(folder):
             state = "partial"
         else:
             state = "to run"
-        planned[stage.name] = PlannedStage(stage.name, stage.run, key, folder, resolved, base, state, model, summary)
+        planned[stage.name] = PlannedStage(stage.name, stage.run, key, folder, resolved, base, state, model, summary, seconds)
     if errors:
         raise SpecError("\n".join(errors))
     return list(planned.values())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,6 +17,7 @@ th{background:#f4f4f4}td.l,th.l{text-align:left}.muted{color:#777}
 .pair{display:grid;grid-template-columns:1fr 1fr;gap:1em;margin:1em 0 2em}
 .pair pre{white-space:pre-wrap;word-break:break-word;background:#fafafa;border:1px solid #e4e4e4;padding:.6em;margin:0;max-height:22em;overflow:auto}
 mark{background:#ffd54f}.plots{display:flex;flex-wrap:wrap;gap:1.5em}
+td.z{color:#bbb}.nodata{color:#777;font-style:italic;border:1px dashed #ccc;padding:.6em 1em;display:inline-block}
 """
 
 
@@ -39,13 +41,41 @@ def table(header: Sequence[str], rows: Sequence[Sequence[object]], left: int = 1
         for i, value in enumerate(row):
             style = f" style='{cell_style[r][i]}'" if cell_style and cell_style[r][i] else ""
             text = value if isinstance(value, Markup) else escape(value)
-            cells.append(f"<td class='{'l' if i < left else ''}'{style}>{text}</td>")
+            classes = ("l " if i < left else "") + ("z" if not isinstance(value, Markup) and is_zero(value) else "")
+            cells.append(f"<td class='{classes.strip()}'{style}>{text}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
 
 
 class Markup(str):
     """Text that is already HTML."""
+
+
+_ZERO = re.compile(r"0(?:\.0+)?%?(?: \(0(?: rows)?\))?|-")
+
+
+def is_zero(value: object) -> bool:
+    """A cell that says nothing happened (0, 0.0%, 0.00% (0 rows), -): shown subdued so the others stand out."""
+    return bool(_ZERO.fullmatch(str(value).strip()))
+
+
+def no_data(title: str, why: str = "no data") -> str:
+    """What a chart shows instead of empty axes."""
+    return f"<div class='nodata' role='img' aria-label='{escape(title)}'>{escape(title)}: {escape(why)}</div>"
+
+
+def _axis_titles(width: int, height: int, x_label: str, y_label: str, axis_y: float, pad_l: int) -> list[str]:
+    parts = []
+    if x_label:
+        parts.append(
+            f"<text x='{pad_l + (width - pad_l) / 2:.0f}' y='{axis_y + 26:.0f}' text-anchor='middle' font-size='11' fill='#555'>{escape(x_label)}</text>"
+        )
+    if y_label:
+        mid = (axis_y + 22) / 2
+        parts.append(
+            f"<text x='11' y='{mid:.0f}' text-anchor='middle' font-size='11' fill='#555' transform='rotate(-90 11 {mid:.0f})'>{escape(y_label)}</text>"
+        )
+    return parts
 
 
 def heat(share: float) -> str:
@@ -62,11 +92,15 @@ def histogram(
     lo: float = 0.0,
     hi: float = 1.0,
     width: int = 360,
-    height: int = 180,
+    height: int = 196,
+    x_label: str = "score",
+    y_label: str = "count",
 ) -> str:
-    """An SVG histogram of ``values`` on [lo, hi], with a dashed line at ``threshold``."""
+    """An SVG histogram of ``values`` on [lo, hi], with a dashed line at ``threshold`` and axis titles."""
+    if len(values) == 0:
+        return no_data(title)
     counts, edges = np.histogram(np.clip(values, lo, hi), bins=bins, range=(lo, hi))
-    pad_l, pad_b, pad_t = 40, 28, 22
+    pad_l, pad_b, pad_t = 48, 44, 22
     plot_w, plot_h = width - pad_l - 10, height - pad_b - pad_t
     top = max(int(counts.max()) if len(counts) else 0, 1)
     bar_w = plot_w / bins
@@ -87,6 +121,7 @@ def histogram(
         parts.append(f"<text x='{x:.1f}' y='{axis_y + 16}' text-anchor='middle' font-size='11'>{lo + (hi - lo) * frac:.2f}</text>")
     parts.append(f"<text x='{pad_l - 4}' y='{pad_t + 8}' text-anchor='end' font-size='11'>{top}</text>")
     parts.append(f"<text x='{pad_l - 4}' y='{axis_y}' text-anchor='end' font-size='11'>0</text>")
+    parts += _axis_titles(width, height, x_label, y_label, axis_y, pad_l)
     if threshold is not None and lo <= threshold <= hi:
         x = pad_l + plot_w * (threshold - lo) / (hi - lo)
         parts.append(f"<line x1='{x:.1f}' y1='{pad_t}' x2='{x:.1f}' y2='{axis_y}' stroke='#e03131' stroke-dasharray='4 3'/>")
@@ -94,10 +129,12 @@ def histogram(
     return "".join(parts)
 
 
-def bars(labels: Sequence[str], values: Sequence[float], title: str, as_percent: bool = True, width: int = 520) -> str:
-    """Horizontal SVG bars, one per label."""
+def bars(labels: Sequence[str], values: Sequence[float], title: str, as_percent: bool = True, width: int = 520, x_label: str = "") -> str:
+    """Horizontal SVG bars, one per label, the value written beside each; ``x_label`` names what the bars measure."""
+    if not labels or not any(values):
+        return no_data(title, "nothing to show (no rows, or all zero)")
     row_h, pad_l, pad_t = 20, 160, 24
-    height = pad_t + row_h * max(len(labels), 1) + 8
+    height = pad_t + row_h * max(len(labels), 1) + 8 + (18 if x_label else 0)
     top = max(max(values, default=0.0), 1e-12)
     plot_w = width - pad_l - 70
     parts = [
@@ -111,12 +148,19 @@ def bars(labels: Sequence[str], values: Sequence[float], title: str, as_percent:
         parts.append(f"<text x='{pad_l - 6}' y='{y + 14}' text-anchor='end' font-size='12'>{escape(label[:24])}</text>")
         parts.append(f"<rect x='{pad_l}' y='{y + 3}' width='{w:.1f}' height='{row_h - 6}' fill='#f76707'/>")
         parts.append(f"<text x='{pad_l + w + 4:.1f}' y='{y + 14}' font-size='11'>{shown}</text>")
+    if x_label:
+        parts.append(
+            f"<text x='{pad_l + plot_w / 2:.0f}' y='{height - 6}' text-anchor='middle' font-size='11' fill='#555'>{escape(x_label)}</text>"
+        )
     parts.append("</svg>")
     return "".join(parts)
 
 
 def paired_bars(labels: Sequence[str], target: Sequence[float | None], got: Sequence[float], title: str, width: int = 560) -> str:
-    """Two horizontal SVG bars per label, both as percentages: a grey target (when there is one) above the achieved share."""
+    """Two horizontal SVG bars per label, both as percentages: a grey target (when there is one) above the achieved
+    share; the legend names only the bars drawn."""
+    if not labels:
+        return no_data(title)
     row_h, pad_l, pad_t = 30, 160, 40
     height = pad_t + row_h * max(len(labels), 1) + 8
     top = max([v for v in (*target, *got) if v is not None] + [1e-12])
@@ -124,9 +168,14 @@ def paired_bars(labels: Sequence[str], target: Sequence[float | None], got: Sequ
     parts = [
         f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' role='img'>",
         f"<text x='{width / 2}' y='14' text-anchor='middle' font-size='13'>{escape(title)}</text>",
-        f"<rect x='{pad_l}' y='22' width='10' height='8' fill='#adb5bd'/><text x='{pad_l + 14}' y='30' font-size='11'>target</text>",
-        f"<rect x='{pad_l + 70}' y='22' width='10' height='8' fill='#1c7ed6'/><text x='{pad_l + 84}' y='30' font-size='11'>achieved</text>",
     ]
+    if any(t is not None for t in target):
+        parts.append(
+            f"<rect x='{pad_l}' y='22' width='10' height='8' fill='#adb5bd'/><text x='{pad_l + 14}' y='30' font-size='11'>target</text>"
+        )
+    parts.append(
+        f"<rect x='{pad_l + 70}' y='22' width='10' height='8' fill='#1c7ed6'/><text x='{pad_l + 84}' y='30' font-size='11'>achieved</text>"
+    )
     for i, (label, want, value) in enumerate(zip(labels, target, got, strict=True)):
         y = pad_t + i * row_h
         parts.append(f"<text x='{pad_l - 6}' y='{y + 17}' text-anchor='end' font-size='12'>{escape(label[:24])}</text>")
@@ -141,11 +190,24 @@ def paired_bars(labels: Sequence[str], target: Sequence[float | None], got: Sequ
     return "".join(parts)
 
 
-def line_plot(series: dict[str, tuple[Sequence[float], Sequence[float]]], title: str, width: int = 420, height: int = 200) -> str:
-    """An SVG line chart: one polyline per named (x, y) series, on shared axes with their ranges labelled."""
+def line_plot(
+    series: dict[str, tuple[Sequence[float], Sequence[float]]],
+    title: str,
+    width: int = 420,
+    height: int = 216,
+    x_label: str = "step",
+    y_label: str | None = None,
+) -> str:
+    """An SVG line chart: one polyline per named (x, y) series, on shared axes with their ranges and titles labelled
+    (``y_label`` defaults to the series' name when there is one). Fewer than two points say so instead of drawing
+    a flat line."""
     colours = ("#1c7ed6", "#f76707", "#2f9e44", "#ae3ec9", "#e03131")
     points = [(float(x), float(y)) for xs, ys in series.values() for x, y in zip(xs, ys, strict=True) if np.isfinite(y)]
-    pad_l, pad_b, pad_t = 48, 24, 22
+    if len({p[0] for p in points}) < 2:
+        shown = "; ".join(f"{name} {float(ys[-1]):.4g} at {x_label} {xs[-1]:g}" for name, (xs, ys) in series.items() if len(ys))
+        return no_data(title, f"one point only ({shown})" if shown else "no data")
+    y_label = y_label if y_label is not None else (next(iter(series)) if len(series) == 1 else "")
+    pad_l, pad_b, pad_t = 48, 40, 22
     plot_w, plot_h = width - pad_l - 10, height - pad_b - pad_t - 14 * max(len(series) - 1, 0)
     parts = [
         f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' role='img'>",
@@ -161,6 +223,7 @@ def line_plot(series: dict[str, tuple[Sequence[float], Sequence[float]]], title:
         parts.append(f"<text x='{pad_l - 4}' y='{axis_y}' text-anchor='end' font-size='10'>{y_lo:.3g}</text>")
         parts.append(f"<text x='{pad_l}' y='{axis_y + 14}' font-size='10'>{x_lo:g}</text>")
         parts.append(f"<text x='{pad_l + plot_w}' y='{axis_y + 14}' text-anchor='end' font-size='10'>{x_hi:g}</text>")
+        parts += _axis_titles(width, height, x_label, y_label, axis_y, pad_l)
         for i, (name, (xs, ys)) in enumerate(series.items()):
             colour = colours[i % len(colours)]
             coords = " ".join(

@@ -42,7 +42,7 @@ def write_report(manifest: dict[str, Any], path: Path, examples: list[dict[str, 
             "<h2>Outputs</h2>",
             table(["output", "prompts in", "rows out", "removed", "removed by reason"], out_rows),
             "<h2>Pass rate per prompt</h2>",
-            Markup(bars(labels, [h / total for h in hist], "share of prompts by verifier pass rate"))
+            Markup(bars(labels, [h / total for h in hist], "share of prompts by verifier pass rate", x_label="share of prompts"))
             if sum(hist)
             else "<p>No verifier scores.</p>",
             "<h2>Prompt sources</h2>",
