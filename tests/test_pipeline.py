@@ -260,15 +260,6 @@ def test_references_overrides_and_keys(tmp_path: Path) -> None:
     assert after[0] != before[0] and after[1] != before[1]  # new input content: this stage and the next re-run
 
 
-def test_the_readme_reference_is_generated_from_the_models() -> None:
-    from thresher.docs import END, START, reference
-
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-    written = readme.split(START, 1)[1].split(END, 1)[0].strip()
-    assert written == reference().strip(), "README reference is stale: run python -m thresher.docs --write README.md"
-    assert "| `group_size` | int | `8` |" in written and "| `stages` | list[StageSpec] | required |" in written
-
-
 def test_option_typos_fail_the_dry_run_with_file_line_and_a_suggestion(tmp_path: Path) -> None:
     from tests.helpers import thresher
 

@@ -66,7 +66,7 @@ def _options(
         bool,
         typer.Option(
             "--allow-weak-sandbox",
-            help="Where bubblewrap cannot run, run untrusted code in the weaker fallback (root only; see README, Safety).",
+            help="Where bubblewrap cannot run, run untrusted code in the weaker fallback (root only; see docs/safety.md).",
         ),
     ] = False,
 ) -> None:

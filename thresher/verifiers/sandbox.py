@@ -17,7 +17,7 @@ and only as root: a new session, a network namespace when allowed, the same kern
 its own for each run (so no run can signal, trace or read another run, the judge or the caller), with
 no environment or home of the caller's. As an ordinary user it would share the caller's uid, files and
 processes, so it refuses there too. It is not a container: ``SandboxResult.isolation`` says which ran.
-Run untrusted code at scale inside a container or VM either way (README, "Safety").
+Run untrusted code at scale inside a container or VM either way (docs/safety.md).
 """
 
 from __future__ import annotations
