@@ -189,7 +189,11 @@ def write_report(summary: dict[str, Any], matches: pl.DataFrame, items: pl.DataF
     plots = []
     for method, info in summary["methods"].items():
         scores = matches.filter(pl.col("method") == method)["score"].to_numpy()
-        plots.append(histogram(scores, f"{method}: scores of recorded matches", threshold=info["threshold"], x_label=f"{method} score", y_label="matches"))
+        plots.append(
+            histogram(
+                scores, f"{method}: scores of recorded matches", threshold=info["threshold"], x_label=f"{method} score", y_label="matches"
+            )
+        )
     sources = list(summary["sources"])
     source_bars = bars(
         sources,
