@@ -157,3 +157,25 @@ def test_plain_progress_prints_periodic_lines_and_the_end(capsys: pytest.Capture
         for step in range(1, 101):
             bar.update(task, completed=step)
     assert len(capsys.readouterr().err.splitlines()) == 100
+
+
+def test_gc_removes_only_superseded_stage_folders_of_ours(tmp_path: Path) -> None:
+    data = _spec(tmp_path).parent.parent / "rows.jsonl"
+    pipeline = tmp_path / "pipeline.yaml"
+    pipeline.write_text(f"output_dir: pipe\nstages:\n  - {{name: dedup, run: dedup, inputs: [{data}], options: {{method: exact}}}}\n")
+    assert _run("run", str(pipeline), "-q")[0] == 0
+    first = sorted((tmp_path / "pipe/stages").iterdir())
+    pipeline.write_text(pipeline.read_text().replace("method: exact", "method: minhash"))  # a new key, a new folder
+    assert _run("run", str(pipeline), "-q")[0] == 0
+    stranger = tmp_path / "pipe/stages/notes-0123456789ab"  # looks like a stage folder, but Thresher did not make it
+    stranger.mkdir()
+    (stranger / "mine.txt").write_text("keep me")
+    linked = tmp_path / "pipe/stages/link-0123456789ab"
+    linked.symlink_to(first[0])
+    code, out = _run("gc", str(tmp_path / "pipe"), "--dry-run")
+    assert code == 0 and f"would remove {first[0]}" in out and first[0].is_dir()  # the dry run lists, removes nothing
+    code, out = _run("gc", str(tmp_path / "pipe"))
+    assert code == 0 and "1 superseded stage folder(s)" in out
+    left = sorted(p.name for p in (tmp_path / "pipe/stages").iterdir())
+    assert first[0].name not in left and len(left) == 3 and (stranger / "mine.txt").read_text() == "keep me"
+    assert _run("run", str(pipeline), "--dry-run")[1].count("cached") == 1  # the current run is untouched

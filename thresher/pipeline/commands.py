@@ -42,3 +42,21 @@ def register(app: typer.Typer) -> None:
         out_console.print(table)
         if not dry_run:
             out_console.print(f"report: {result.report} ({result.seconds:.1f} s)")
+
+    @app.command("gc")
+    def gc(
+        output_dir: Annotated[Path, typer.Argument(help="A pipeline's output_dir (holding stages/ and pipeline.json).")],
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be removed; remove nothing.")] = False,
+    ) -> None:
+        """Remove the stage folders the pipeline's latest run no longer uses (superseded by a change of settings
+        or inputs); only folders Thresher made, never others' files."""
+        from thresher.pipeline.gc import collect
+
+        old, kept = collect(output_dir, dry_run)
+        for item in old:
+            out_console.print(f"{'would remove' if dry_run else 'removed'} {item.folder} ({item.bytes / 2**20:.1f} MiB)", highlight=False)
+        for folder in kept:
+            out_console.print(f"left alone (not a Thresher stage folder): {folder}", highlight=False)
+        total = sum(i.bytes for i in old) / 2**20
+        verb = "would free" if dry_run else "freed"
+        out_console.print(f"{len(old)} superseded stage folder(s); {verb} {total:.1f} MiB", highlight=False)

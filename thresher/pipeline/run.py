@@ -23,6 +23,7 @@ from thresher.accounting import Account
 from thresher.config import expand, load_yaml, read_spec_text, set_dotted
 from thresher.errors import EXIT_BAD_ROW, SpecError, ThresherError
 from thresher.io.hashing import file_hash
+from thresher.pipeline.gc import mark_stage, record_current
 from thresher.pipeline.registry import ReadyStage, kind_of
 from thresher.pipeline.spec import REFERENCE, PipelineSpec, StageSpec, load_pipeline
 
@@ -282,6 +283,7 @@ def run_pipeline(
     output_dir = stages[0].folder.parent.parent
     if dry_run:
         return PipelineResult(output_dir, stages, output_dir / "report.html", time.perf_counter() - started)
+    record_current(output_dir, path, [s.folder for s in stages])
     for stage in stages:
         if stage.state == "cached":
             say(f"{stage.name} ({stage.run}): cached ({stage.folder.name})")
@@ -289,7 +291,7 @@ def run_pipeline(
         say(f"{stage.name} ({stage.run}): {'continuing' if stage.state == 'partial' else 'running'} in {stage.folder}")
         began = time.perf_counter()
         try:
-            stage.folder.mkdir(parents=True, exist_ok=True)
+            mark_stage(stage.folder)
             stage.summary = kind_of(stage.run).run(stage.ready())
         except Exception as e:  # every failure names the stage and keeps what was done
             reads = [text for text in _strings(stage.resolved) if _named_paths(text, stage.base)] or ["its spec"]
