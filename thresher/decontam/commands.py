@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from thresher.cache import cache_root
@@ -177,13 +178,14 @@ def register(app: typer.Typer) -> None:
         """List the registered benchmarks: question and answer fields, hub dataset, local layout."""
         from thresher.decontam.benchmarks import REGISTRY
 
-        table = Table(title="benchmarks (--bench NAME from the hub, or NAME=PATH in the original format)", title_justify="left")
-        for name in ("name", "question", "answer", "hub", "local files", "about"):
-            table.add_column(name, overflow="fold")
+        out_console.print("benchmarks (--bench NAME from the hub, or NAME=PATH in the original format):\n", highlight=False)
         for b in REGISTRY.values():
             hub = f"{b.hub} ({', '.join(c for c in b.hub_configs if c) or 'default'}; {b.hub_split})" if b.hub else "-"
-            table.add_row(b.name, b.question_fields, b.answer_fields or "-", hub, b.local_pattern, b.description)
-        out_console.print(table)
+            out_console.print(
+                f"[bold]{b.name}[/]  {escape(b.description)}\n  question: {escape(b.question_fields)}; answer: "
+                f"{escape(b.answer_fields or '-')}\n  hub: {escape(hub)}; local files: {escape(b.local_pattern)}",
+                highlight=False,
+            )
         out_console.print("custom: --bench NAME=PATH --bench-fields NAME:question=FIELD[+FIELD],answer=FIELD[,id=FIELD]")
 
     def command(split: bool):  # noqa: ANN202 - builds the two commands from one option list

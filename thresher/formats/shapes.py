@@ -54,7 +54,7 @@ def _first_key(row: dict[str, Any], keys: tuple[str, ...]) -> str:
     for key in keys:
         if key in row and row[key] is not None:
             return key
-    raise RowError("missing_field", f"missing field: one of {list(keys)}")
+    raise RowError("missing_field", f"missing field: one of {list(dict.fromkeys(keys))}")
 
 
 # ---------------------------------------------------------------- ground truth
@@ -221,7 +221,7 @@ def _question_answer(row: dict[str, Any], kind: Kind, options: ConvertOptions) -
         verifier, used = _verifier(row, options)
         return {"messages": prompt, "ground_truth": truth, "verifier": verifier}, {prompt_key, truth_key} | used
     # SFT: a worked solution teaches more than a bare answer, so prefer it.
-    answer_key = _first_key(row, ("solution", *ANSWER_KEYS))
+    answer_key = _first_key(row, tuple(dict.fromkeys(("solution", *ANSWER_KEYS))))  # solution first, each key once
     answer = row[answer_key]
     if isinstance(answer, (int, float)) and not isinstance(answer, bool):
         answer = str(answer)

@@ -13,7 +13,7 @@ from thresher.progress import say
 
 train_app = typer.Typer(help="Train: SFT, DPO and RLVR.", no_args_is_help=True, rich_markup_mode=None)
 
-ConfigArg = Annotated[Path, typer.Argument(help="The training config (YAML); relative paths in it start at its folder.")]
+ConfigArg = Annotated[Path, typer.Argument(help="The training config (YAML; every key: --help-config); relative paths in it start at its folder.")]
 HelpConfig = Annotated[
     bool, typer.Option("--help-config", is_eager=True, callback=show_config("thresher.train.config:TrainConfig"), help=HELP_CONFIG)
 ]
