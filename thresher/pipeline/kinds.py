@@ -281,11 +281,11 @@ def read_metrics(folder: Path) -> list[dict[str, Any]]:
     return [orjson.loads(line) for line in path.read_bytes().splitlines()] if path.is_file() else []
 
 
-def stage_say(stage: ReadyStage) -> Callable[[str], None]:
+def stage_say(stage: ReadyStage) -> Callable[..., None]:
     """Step lines of a stage, prefixed with its name (``thresher.progress.say``: -q, -v and --log-file apply)."""
     from thresher.progress import say
 
-    return lambda line: say(f"{stage.name}: {line}")
+    return lambda line, level=1: say(f"{stage.name}: {line}", level)
 
 
 class Training(StageKind):
@@ -310,7 +310,7 @@ class Training(StageKind):
     def run(cls, stage: ReadyStage) -> dict[str, Any]:
         from thresher.progress import progress_bar
         from thresher.train.checkpoint import latest_checkpoint
-        from thresher.train.metrics import record_line
+        from thresher.train.metrics import headline, record_line
 
         resumed = latest_checkpoint(stage.folder)
         config = {**(stage.spec_mapping or {}), "output_dir": str(stage.folder), "resume_from": str(resumed) if resumed else None}
@@ -323,8 +323,7 @@ class Training(StageKind):
                     bar.update(task, total=record["total_steps"])
                 if "loss" in record:
                     bar.update(task, completed=record["step"], rate=f"loss {record['loss']:.4g}")
-                else:
-                    say(record_line(record))
+                say(record_line(record), level=1 if headline(record) else 2)
 
             result = cls.trainer()(cls.spec_model().model_validate(config), show)
         return {

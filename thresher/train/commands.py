@@ -13,7 +13,9 @@ from thresher.progress import say
 
 train_app = typer.Typer(help="Train: SFT, DPO and RLVR.", no_args_is_help=True, rich_markup_mode=None)
 
-ConfigArg = Annotated[Path, typer.Argument(help="The training config (YAML; every key: --help-config); relative paths in it start at its folder.")]
+ConfigArg = Annotated[
+    Path, typer.Argument(help="The training config (YAML; every key: --help-config); relative paths in it start at its folder.")
+]
 HelpConfig = Annotated[
     bool, typer.Option("--help-config", is_eager=True, callback=show_config("thresher.train.config:TrainConfig"), help=HELP_CONFIG)
 ]
@@ -26,7 +28,7 @@ OverwriteOpt = Annotated[
 def _run(config: Path, overrides: list[str] | None, quiet: bool, runner: Callable[..., Any], overwrite: bool = False) -> None:
     from thresher.progress import progress_bar
     from thresher.train.config import load_config
-    from thresher.train.metrics import record_line
+    from thresher.train.metrics import headline, record_line
 
     cfg = load_config(config, [*(overrides or []), *(["overwrite=true"] if overwrite else [])])
     with progress_bar(transient=False, disable=quiet) as bar:
@@ -38,10 +40,8 @@ def _run(config: Path, overrides: list[str] | None, quiet: bool, runner: Callabl
             if "loss" in record:
                 speed = f" {record['tokens_per_s']:,.0f} tok/s" if isinstance(record.get("tokens_per_s"), int | float) else ""
                 bar.update(task, completed=record["step"], rate=f"loss {record['loss']:.4g}{speed}")
-                if not quiet:
-                    say(record_line(record), level=2)  # every step with -v; the bar (or a periodic line) otherwise
-            elif not quiet:
-                say(record_line(record))
+            if not quiet:  # the start and evaluations; every step's record with -v (the bar or a periodic line otherwise)
+                say(record_line(record), level=1 if headline(record) else 2)
 
         result = runner(cfg, show)
     shown = ("eval_loss", "eval_reward_accuracy", "eval_pass@1")

@@ -41,6 +41,12 @@ def record_line(record: dict[str, Any]) -> str:
     return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items())
 
 
+def headline(record: dict[str, Any]) -> bool:
+    """Whether a record is worth a line by default (the start, an evaluation, a resume); the rest (per-step
+    losses and timings) show with -v, or as the periodic progress line."""
+    return "total_steps" in record or "resumed_from" in record or any(k.startswith("eval_") for k in record)
+
+
 def keep_until(path: Path, step: int) -> None:
     """Drop the records of steps after ``step`` from the metrics file (a run killed after its last checkpoint
     logged them; the resumed run logs them again), atomically."""
