@@ -206,6 +206,8 @@ def line_plot(
     if len({p[0] for p in points}) < 2:
         shown = "; ".join(f"{name} {float(ys[-1]):.4g} at {x_label} {xs[-1]:g}" for name, (xs, ys) in series.items() if len(ys))
         return no_data(title, f"one point only ({shown})" if shown else "no data")
+    if len({p[1] for p in points}) == 1:  # a flat line says less than its value (e.g. KL 0 without a reference model)
+        return no_data(title, f"constant {points[0][1]:.4g} over {x_label} {min(p[0] for p in points):g}–{max(p[0] for p in points):g}")
     y_label = y_label if y_label is not None else (next(iter(series)) if len(series) == 1 else "")
     pad_l, pad_b, pad_t = 48, 40, 22
     plot_w, plot_h = width - pad_l - 10, height - pad_b - pad_t - 14 * max(len(series) - 1, 0)
