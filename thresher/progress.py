@@ -43,6 +43,11 @@ def configure(verbosity: int = 1, log_file: Path | None = None) -> None:
         silence_third_party()
 
 
+def quiet_now() -> None:
+    """A command's own ``-q``: as the global one (the log file, if any, still gets every line)."""
+    configure(0, settings.log_file)
+
+
 def silence_third_party() -> None:
     """No progress bars or info chatter from transformers, the hub client, datasets or tqdm."""
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")

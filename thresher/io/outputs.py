@@ -30,6 +30,7 @@ import orjson
 from thresher.errors import InputError
 
 MARKER = ".thresher.json"
+STAGE_MARK = ".thresher-stage"  # in each pipeline stage folder: made by Thresher (thresher gc removes only these)
 AT_FDCWD = -100
 RENAME_EXCHANGE = 2
 

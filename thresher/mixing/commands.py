@@ -10,7 +10,7 @@ from rich.table import Table
 
 from thresher.cli_common import HELP_CONFIG, OVERRIDE_CONTEXT, OverridesArg, out_console, show_config
 from thresher.io.outputs import committed_folder
-from thresher.progress import say
+from thresher.progress import quiet_now, say
 
 
 def _print_summary(manifest: dict[str, Any], out: Path, seconds: float, cached: list[str]) -> None:
@@ -55,6 +55,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Build a mixture from SPEC: load the sources, run its steps, draw the rows; write the mixture
         (Parquet shards), manifest.json (every row accounted for) and report.html."""
+        if quiet:
+            quiet_now()
         from thresher.mixing.pipeline import run_mix
         from thresher.mixing.spec import load_spec
         from thresher.progress import progress_bar

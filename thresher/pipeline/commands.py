@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from thresher.cli_common import HELP_CONFIG, OVERRIDE_CONTEXT, OverridesArg, out_console, show_config
-from thresher.progress import say
+from thresher.progress import quiet_now, say
 
 
 def register(app: typer.Typer) -> None:
@@ -30,6 +30,8 @@ def register(app: typer.Typer) -> None:
         """Run the stages of PIPELINE in order (dedup, decontaminate, mix, synth, sft, dpo, rlvr), each cached by the
         content hash of its inputs and settings; a re-run skips finished stages and continues an interrupted one.
         Writes OUTPUT_DIR/report.html."""
+        if quiet:
+            quiet_now()
         from thresher.pipeline.registry import kind_of
         from thresher.pipeline.run import run_pipeline
 

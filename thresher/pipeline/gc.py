@@ -13,9 +13,9 @@ from pathlib import Path
 import orjson
 
 from thresher.errors import InputError
+from thresher.io.outputs import STAGE_MARK
 
 CURRENT = "pipeline.json"  # written by each run: the stage folders it uses
-STAGE_MARK = ".thresher-stage"  # written into each stage folder when it is made
 _FOLDER = re.compile(r"^[A-Za-z0-9_-]+-[0-9a-f]{12}$")
 
 

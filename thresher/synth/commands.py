@@ -10,7 +10,7 @@ from rich.table import Table
 
 from thresher.cli_common import HELP_CONFIG, OVERRIDE_CONTEXT, OverridesArg, out_console, show_config
 from thresher.io.outputs import committed_folder
-from thresher.progress import say
+from thresher.progress import quiet_now, say
 
 
 def register(app: typer.Typer) -> None:
@@ -31,6 +31,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Generate n completions per prompt, score them, keep the best (SFT), build preference pairs and
         filter RLVR prompts by pass rate. A killed run resumes from its request cache."""
+        if quiet:
+            quiet_now()
         from thresher.synth.pipeline import run_synth
         from thresher.synth.spec import load_synth_spec
 

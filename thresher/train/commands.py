@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from thresher.cli_common import HELP_CONFIG, OVERRIDE_CONTEXT, OverridesArg, out_console, show_config
-from thresher.progress import say
+from thresher.progress import quiet_now, say
 
 train_app = typer.Typer(help="Train: SFT, DPO and RLVR.", no_args_is_help=True, rich_markup_mode=None)
 
@@ -30,6 +30,8 @@ def _run(config: Path, overrides: list[str] | None, quiet: bool, runner: Callabl
     from thresher.train.config import load_config
     from thresher.train.metrics import headline, record_line
 
+    if quiet:
+        quiet_now()
     cfg = load_config(config, [*(overrides or []), *(["overwrite=true"] if overwrite else [])])
     with progress_bar(transient=False, disable=quiet) as bar:
         task = bar.add_task("training", total=None, rate="")

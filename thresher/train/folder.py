@@ -18,7 +18,7 @@ from pathlib import Path
 import orjson
 
 from thresher.errors import InputError
-from thresher.io.outputs import MARKER, protected, read_marker, resolved
+from thresher.io.outputs import MARKER, STAGE_MARK, protected, read_marker, resolved
 from thresher.train.config import TrainConfig
 
 # what a training run writes into its folder (anything else there is someone else's)
@@ -49,7 +49,7 @@ def check_output_dir(config: TrainConfig, command: str, resuming: bool) -> Path:
     reason = protected(out)
     if reason is not None:
         raise InputError(f"output_dir {out}: is {reason}; Thresher never writes a run there: choose a new folder")
-    entries = [e for e in out.iterdir() if e.name != MARKER]
+    entries = [e for e in out.iterdir() if e.name not in (MARKER, STAGE_MARK)]  # a pipeline's stage mark is not a run
     if not entries:  # empty, or a run that stopped before it wrote anything
         return out
     foreign = sorted(e.name for e in entries if not _is_own(e))
