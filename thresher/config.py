@@ -192,7 +192,7 @@ def error_parts(err: Any, model: type[BaseModel] | None = None) -> tuple[tuple[A
         message = f"expected a list (lines starting with '- '), got {err.get('input')!r}"
     elif kind == "missing":
         message = "missing (required)"
-    elif kind == "literal_error" and isinstance(err.get("input"), str):
+    elif kind in ("literal_error", "enum") and isinstance(err.get("input"), str):
         expected = re.findall(r"'([^']*)'", str((err.get("ctx") or {}).get("expected", "")))
         message += closest(err["input"], expected)
     return loc, ".".join(str(k) for k in loc), message
