@@ -24,10 +24,15 @@ def _leak_table(summary: dict[str, Any]) -> str:
         style = ["", ""]
         for bench in benches:
             cell = cells[(source, bench)]
+            if not cell["items_leaked"] and not cell["rows_contaminated"]:
+                row.append("0")  # nothing leaked: one subdued 0, so the cells that matter stand out
+                style.append("")
+                continue
+            rows_word = "row" if cell["rows_contaminated"] == 1 else "rows"
             row.append(
                 Markup(
                     f"{100 * cell['items_leaked_share']:.1f}% <span class='muted'>({cell['items_leaked']})</span>"
-                    f"<br>{100 * cell['rows_contaminated_share']:.2f}% <span class='muted'>({cell['rows_contaminated']} rows)</span>"
+                    f"<br>{100 * cell['rows_contaminated_share']:.2f}% <span class='muted'>({cell['rows_contaminated']} {rows_word})</span>"
                 )
             )
             style.append(heat(cell["items_leaked_share"]))
@@ -210,7 +215,7 @@ def write_report(summary: dict[str, Any], matches: pl.DataFrame, items: pl.DataF
     )
     body = (
         intro + "<h2>Leakage by training source and benchmark</h2><p class='muted'>Each cell: share of the benchmark's items "
-        "found in the source (count), and share of the source's rows that contain one (count).</p>"
+        "found in the source (count), and share of the source's rows that contain one (count); 0: none.</p>"
         + _leak_table(summary)
         + "<h2>Methods</h2>"
         + method_table
