@@ -100,6 +100,8 @@ def test_common_spec_mistakes_are_said_with_the_right_form(tmp_path: Path) -> No
     assert code == 2 and "e.g. `amount: {count: 2000}`" in out and "Traceback" not in out
     code, out = _run("mix", str(spec), "--totl", "30", "--out", str(tmp_path / "o"))
     assert code == 2 and "did you mean 'total'?" in out
+    code, out = _run("mix", str(spec), "--overwrit", "--out", str(tmp_path / "o"))  # the command's option, mistyped
+    assert code == 2 and "did you mean --overwrite?" in out
     code, out = _run("mix", str(spec), "kind=sfft", "--out", str(tmp_path / "o"))
     assert code == 2 and "did you mean 'sft'?" in out
     code, out = _run("audit", "-t", str(spec), "-b", "gsm9k", "-o", str(tmp_path / "a"))

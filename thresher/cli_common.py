@@ -4,6 +4,7 @@ code and its message, never a traceback."""
 
 from __future__ import annotations
 
+import difflib
 import errno
 import os
 from typing import Annotated, Any
@@ -13,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from thresher.errors import EXIT_BAD_INPUT, EXIT_BAD_ROW, EXIT_CANNOT_GO_ON, ThresherError
+from thresher.errors import EXIT_BAD_INPUT, EXIT_BAD_ROW, EXIT_CANNOT_GO_ON, InputError, ThresherError
 
 
 def _console(stderr: bool = False) -> Console:
@@ -138,6 +139,21 @@ OverridesArg = Annotated[
         show_default=False,
     ),
 ]
+
+
+def checked_overrides(ctx: typer.Context, overrides: list[str] | None) -> list[str]:
+    """The overrides, after refusing a mistyped option of the command itself (``--overwrit``: did you mean
+    ``--overwrite``?), which would otherwise read as a setting of the file."""
+    options = [o for p in ctx.command.params for o in getattr(p, "opts", []) if o.startswith("--")]
+    for item in overrides or []:
+        if item.startswith("--"):
+            key = item[2:].partition("=")[0]
+            near = difflib.get_close_matches(f"--{key}", options, n=1, cutoff=0.8)
+            if near:
+                raise InputError(f"no such option --{key}; did you mean {near[0]}? (a setting of the file is KEY=VALUE or --KEY VALUE)")
+    return list(overrides or [])
+
+
 # commands that take a spec and overrides: an option the command does not have (--max_steps 3) is an override
 OVERRIDE_CONTEXT = {"ignore_unknown_options": True, "help_option_names": ["-h", "--help"]}
 

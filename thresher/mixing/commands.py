@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from thresher.cli_common import HELP_CONFIG, OVERRIDE_CONTEXT, OverridesArg, out_console, show_config
+from thresher.cli_common import HELP_CONFIG, OVERRIDE_CONTEXT, OverridesArg, checked_overrides, out_console, show_config
 from thresher.io.outputs import committed_folder
 from thresher.progress import quiet_now, say
 
@@ -42,6 +42,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command(context_settings=OVERRIDE_CONTEXT)
     def mix(
+        ctx: typer.Context,
         spec: Annotated[Path, typer.Argument(help="The mixture spec (YAML).")],
         overrides: OverridesArg = None,
         *,
@@ -61,7 +62,7 @@ def register(app: typer.Typer) -> None:
         from thresher.mixing.spec import load_spec
         from thresher.progress import progress_bar
 
-        mixture = load_spec(spec, overrides=overrides)
+        mixture = load_spec(spec, overrides=checked_overrides(ctx, overrides))
         with committed_folder(out, "mix", [spec], overwrite, carry=("cache",)) as staging:
             stages = 2 + len(mixture.steps)
             with progress_bar() as progress:

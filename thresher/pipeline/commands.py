@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from thresher.cli_common import HELP_CONFIG, OVERRIDE_CONTEXT, OverridesArg, out_console, show_config
+from thresher.cli_common import HELP_CONFIG, OVERRIDE_CONTEXT, OverridesArg, checked_overrides, out_console, show_config
 from thresher.progress import quiet_now, say
 
 
@@ -17,6 +17,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("run", context_settings=OVERRIDE_CONTEXT)
     def run(
+        ctx: typer.Context,
         pipeline: Annotated[Path, typer.Argument(help="The pipeline (YAML): output_dir and a list of stages.")],
         overrides: OverridesArg = None,
         *,
@@ -35,7 +36,7 @@ def register(app: typer.Typer) -> None:
         from thresher.pipeline.registry import kind_of
         from thresher.pipeline.run import run_pipeline
 
-        result = run_pipeline(pipeline, dry_run=dry_run, overrides=overrides, log=None if quiet else say)
+        result = run_pipeline(pipeline, dry_run=dry_run, overrides=checked_overrides(ctx, overrides), log=None if quiet else say)
         table = Table(title=f"pipeline → {result.output_dir}" + (" (dry run)" if dry_run else ""), title_justify="left")
         for name in ("stage", "runs", "state", "key", "what it did"):
             table.add_column(name)

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from thresher.cli_common import HELP_CONFIG, OVERRIDE_CONTEXT, OverridesArg, out_console, show_config
+from thresher.cli_common import HELP_CONFIG, OVERRIDE_CONTEXT, OverridesArg, checked_overrides, out_console, show_config
 from thresher.io.outputs import committed_folder
 from thresher.progress import quiet_now, say
 
@@ -18,6 +18,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command(context_settings=OVERRIDE_CONTEXT)
     def synth(
+        ctx: typer.Context,
         spec: Annotated[Path, typer.Argument(help="The synthesis spec (YAML).")],
         overrides: OverridesArg = None,
         *,
@@ -36,7 +37,7 @@ def register(app: typer.Typer) -> None:
         from thresher.synth.pipeline import run_synth
         from thresher.synth.spec import load_synth_spec
 
-        settings = load_synth_spec(spec, overrides)
+        settings = load_synth_spec(spec, checked_overrides(ctx, overrides))
         with committed_folder(out, "synth", [spec], overwrite, carry=("cache",)) as staging:
             result = run_synth(
                 settings,

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from thresher.cli_common import HELP_CONFIG, OVERRIDE_CONTEXT, OverridesArg, out_console, show_config
+from thresher.cli_common import HELP_CONFIG, OVERRIDE_CONTEXT, OverridesArg, checked_overrides, out_console, show_config
 from thresher.progress import quiet_now, say
 
 train_app = typer.Typer(help="Train: SFT, DPO and RLVR.", no_args_is_help=True, rich_markup_mode=None)
@@ -55,6 +55,7 @@ def _run(config: Path, overrides: list[str] | None, quiet: bool, runner: Callabl
 
 @train_app.command("sft", context_settings=OVERRIDE_CONTEXT)
 def sft(
+    ctx: typer.Context,
     config: ConfigArg,
     overrides: OverridesArg = None,
     *,
@@ -65,11 +66,12 @@ def sft(
     """Supervised fine-tuning on assistant tokens; writes metrics.jsonl and a Hugging Face checkpoint (OUTPUT_DIR/final)."""
     from thresher.train.sft import run_sft
 
-    _run(config, overrides, quiet, run_sft, overwrite)
+    _run(config, checked_overrides(ctx, overrides), quiet, run_sft, overwrite)
 
 
 @train_app.command("dpo", context_settings=OVERRIDE_CONTEXT)
 def dpo(
+    ctx: typer.Context,
     config: ConfigArg,
     overrides: OverridesArg = None,
     *,
@@ -81,11 +83,12 @@ def dpo(
     log-probs are computed once and cached. Writes metrics.jsonl and OUTPUT_DIR/final."""
     from thresher.train.dpo import run_dpo
 
-    _run(config, overrides, quiet, run_dpo, overwrite)
+    _run(config, checked_overrides(ctx, overrides), quiet, run_dpo, overwrite)
 
 
 @train_app.command("rlvr", context_settings=OVERRIDE_CONTEXT)
 def rlvr(
+    ctx: typer.Context,
     config: ConfigArg,
     overrides: OverridesArg = None,
     *,
@@ -98,7 +101,7 @@ def rlvr(
     (reward, held-out pass@1, KL, clip fraction, entropy, lengths, importance ratios, time split) and OUTPUT_DIR/final."""
     from thresher.train.rlvr import run_rlvr
 
-    _run(config, overrides, quiet, run_rlvr, overwrite)
+    _run(config, checked_overrides(ctx, overrides), quiet, run_rlvr, overwrite)
 
 
 def register(app: typer.Typer) -> None:
