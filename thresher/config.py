@@ -141,10 +141,11 @@ def load_yaml(text: str, origin: str) -> tuple[yaml.Node | None, dict[str, Any]]
     return node, data
 
 
-def _models_in(annotation: Any) -> list[type[BaseModel]]:
+def models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The spec models an annotation names (``Amount | None`` → ``[Amount]``, ``list[SourceSpec]`` → ``[SourceSpec]``)."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return [annotation]
-    return [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
+    return [m for arg in typing.get_args(annotation) for m in models_in(arg)]
 
 
 def model_at(model: type[BaseModel] | None, loc: tuple[Any, ...]) -> type[BaseModel] | None:
@@ -152,13 +153,13 @@ def model_at(model: type[BaseModel] | None, loc: tuple[Any, ...]) -> type[BaseMo
     are stepped over), or None when ``loc`` leaves the models."""
     annotation: Any = model
     for key in loc:
-        models = _models_in(annotation)
+        models = models_in(annotation)
         owner = next((m for m in models if isinstance(key, str) and key in m.model_fields), None)
         if owner is not None:
             annotation = owner.model_fields[key].annotation
         elif not models and isinstance(key, str) and not typing.get_args(annotation):
             return None
-    found = _models_in(annotation)
+    found = models_in(annotation)
     return found[0] if len(found) == 1 else None
 
 

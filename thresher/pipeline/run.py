@@ -20,7 +20,7 @@ import yaml
 
 import thresher
 from thresher.accounting import Account
-from thresher.config import expand, load_yaml, read_spec_text, set_dotted
+from thresher.config import expand, get_dotted, load_yaml, read_spec_text, set_dotted
 from thresher.errors import EXIT_BAD_ROW, SpecError, ThresherError
 from thresher.io.hashing import file_hash
 from thresher.pipeline.gc import mark_stage, record_current
@@ -74,15 +74,6 @@ def _substitute(value: Any, lookup: Callable[[str, str | None], str]) -> Any:
     if isinstance(value, list):
         return [_substitute(v, lookup) for v in value]
     return value
-
-
-def _get_dotted(data: dict[str, Any], dotted: str) -> Any:
-    node: Any = data
-    for key in dotted.split("."):
-        if not isinstance(node, dict) or key not in node:
-            return None
-        node = node[key]
-    return node
 
 
 def _existing_path(text: str, base: Path) -> Path | None:
@@ -161,7 +152,7 @@ def resolve(stage: StageSpec, pipeline_base: Path, lookup: Callable[[str, str | 
         for dotted, value in _substitute(stage.set, lookup).items():
             set_dotted(spec, dotted, value)
         for dotted in kind_of(stage.run).path_fields:
-            value = _get_dotted(spec, dotted)
+            value = get_dotted(spec, dotted)
             if isinstance(value, str):
                 set_dotted(spec, dotted, _absolute(value, base))
         resolved["spec"] = spec

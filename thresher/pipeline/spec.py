@@ -82,19 +82,23 @@ def references(value: Any) -> list[tuple[str, str | None]]:
     return []
 
 
-def _stage_overrides(data: dict[str, Any], overrides: list[str] | None) -> None:
-    """``NAME.KEY=VALUE`` (NAME a stage) sets KEY in that stage's ``set`` (its spec's field, dotted as written);
-    an unknown stage name is an error that names the closest."""
+def _for_a_stage(override: str) -> bool:
+    """Whether a ``KEY=VALUE`` override is ``NAME.KEY=VALUE`` for a stage rather than a pipeline field."""
+    head, dot, _ = override.split("=", 1)[0].partition(".")
+    return bool(dot) and head not in PipelineSpec.model_fields
+
+
+def _stage_overrides(data: dict[str, Any], overrides: list[str]) -> None:
+    """Each ``NAME.KEY=VALUE`` (NAME a stage) sets KEY in that stage's ``set`` (its spec's field, dotted as
+    written); an unknown stage name is an error that names the closest."""
     import yaml
 
     found = data.get("stages")
     stages: list[Any] = found if isinstance(found, list) else []
     names: list[str] = [str(s.get("name")) if isinstance(s, dict) else "" for s in stages]
-    for item in overrides_from(overrides):
+    for item in overrides:
         key, value = item.split("=", 1)
-        head, dot, rest = key.partition(".")
-        if not dot or head in PipelineSpec.model_fields:
-            continue
+        head, _, rest = key.partition(".")
         if head not in names:
             raise SpecError(f"override {item}: no stage or field {head!r}{closest(head, [*names, *PipelineSpec.model_fields])}")
         stages[names.index(head)].setdefault("set", {})[rest] = yaml.safe_load(value)
@@ -109,12 +113,10 @@ def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> Pipel
 
     path = Path(path)
     text = read_spec_text(path, "pipeline")
+    given = overrides_from(overrides)
+    for_stages = [o for o in given if _for_a_stage(o)]
     spec = parse_spec(
-        text,
-        str(path),
-        PipelineSpec,
-        [o for o in overrides_from(overrides) if "." not in o.split("=")[0] or o.split(".")[0] in PipelineSpec.model_fields],
-        lambda data: _stage_overrides(data, overrides),
+        text, str(path), PipelineSpec, [o for o in given if o not in for_stages], lambda data: _stage_overrides(data, for_stages)
     )
     assert isinstance(spec, PipelineSpec)
     errors = []
