@@ -53,55 +53,45 @@ def _run(config: Path, overrides: list[str] | None, quiet: bool, runner: Callabl
     out_console.print(f"{result.steps} steps; checkpoint: {result.checkpoint}; held-out {evals or 'n/a'}")
 
 
-@train_app.command("sft", context_settings=OVERRIDE_CONTEXT)
-def sft(
-    ctx: typer.Context,
-    config: ConfigArg,
-    overrides: OverridesArg = None,
-    *,
-    quiet: QuietOpt = False,
-    overwrite: OverwriteOpt = False,
-    help_config: HelpConfig = False,
-) -> None:
-    """Supervised fine-tuning on assistant tokens; writes metrics.jsonl and a Hugging Face checkpoint (OUTPUT_DIR/final)."""
-    from thresher.train.sft import run_sft
+def _command(name: str, runner: str, doc: str) -> None:
+    """Add ``thresher train NAME``: load the config with its overrides and run ``runner`` ("module:function")."""
 
-    _run(config, checked_overrides(ctx, overrides), quiet, run_sft, overwrite)
+    def command(
+        ctx: typer.Context,
+        config: ConfigArg,
+        overrides: OverridesArg = None,
+        *,
+        quiet: QuietOpt = False,
+        overwrite: OverwriteOpt = False,
+        help_config: HelpConfig = False,
+    ) -> None:
+        import importlib
+
+        module, function = runner.split(":")
+        _run(config, checked_overrides(ctx, overrides), quiet, getattr(importlib.import_module(module), function), overwrite)
+
+    command.__doc__ = doc
+    train_app.command(name, context_settings=OVERRIDE_CONTEXT)(command)
 
 
-@train_app.command("dpo", context_settings=OVERRIDE_CONTEXT)
-def dpo(
-    ctx: typer.Context,
-    config: ConfigArg,
-    overrides: OverridesArg = None,
-    *,
-    quiet: QuietOpt = False,
-    overwrite: OverwriteOpt = False,
-    help_config: HelpConfig = False,
-) -> None:
+_command(
+    "sft",
+    "thresher.train.sft:run_sft",
+    "Supervised fine-tuning on assistant tokens; writes metrics.jsonl and a Hugging Face checkpoint (OUTPUT_DIR/final).",
+)
+_command(
+    "dpo",
+    "thresher.train.dpo:run_dpo",
     """Preference optimization (dpo.loss: sigmoid, dpo_norm, ipo, simpo) on chosen/rejected pairs; reference
-    log-probs are computed once and cached. Writes metrics.jsonl and OUTPUT_DIR/final."""
-    from thresher.train.dpo import run_dpo
-
-    _run(config, checked_overrides(ctx, overrides), quiet, run_dpo, overwrite)
-
-
-@train_app.command("rlvr", context_settings=OVERRIDE_CONTEXT)
-def rlvr(
-    ctx: typer.Context,
-    config: ConfigArg,
-    overrides: OverridesArg = None,
-    *,
-    quiet: QuietOpt = False,
-    overwrite: OverwriteOpt = False,
-    help_config: HelpConfig = False,
-) -> None:
+    log-probs are computed once and cached. Writes metrics.jsonl and OUTPUT_DIR/final.""",
+)
+_command(
+    "rlvr",
+    "thresher.train.rlvr:run_rlvr",
     """Reinforcement learning with verifiable rewards (GRPO / DAPO / Dr GRPO): sample rlvr.group_size completions
     per prompt, score them with the rows' verifiers, take clipped policy-gradient steps. Writes metrics.jsonl
-    (reward, held-out pass@1, KL, clip fraction, entropy, lengths, importance ratios, time split) and OUTPUT_DIR/final."""
-    from thresher.train.rlvr import run_rlvr
-
-    _run(config, checked_overrides(ctx, overrides), quiet, run_rlvr, overwrite)
+    (reward, held-out pass@1, KL, clip fraction, entropy, lengths, importance ratios, time split) and OUTPUT_DIR/final.""",
+)
 
 
 def register(app: typer.Typer) -> None:
