@@ -30,38 +30,24 @@ from thresher.generation.sampling import SamplingParams  # noqa: E402
 from thresher.synth.backends.hf import TransformersBackend  # noqa: E402
 from thresher.synth.cache import RequestCache  # noqa: E402
 from thresher.synth.generate import generate_cached  # noqa: E402
-from thresher.tiny import CHAT_TEMPLATE  # noqa: E402
+from thresher.tiny import make_tiny_chat_model  # noqa: E402
 
 
 def make_model(folder: Path, hidden: int, layers: int) -> Path:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
     texts = [r["instruction"] + "\n" + r["output"] for r in json.loads((SHARED_DATA / "sft/lima.json").read_text())]
-    tok = Tokenizer(models.BPE(unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(
-        texts, trainers.BpeTrainer(vocab_size=8000, special_tokens=["[UNK]", "<|end|>", "<|user|>", "<|assistant|>"], show_progress=False)
+    heads = max(1, hidden // 64)
+    return make_tiny_chat_model(
+        texts,
+        folder,
+        hidden=hidden,
+        layers=layers,
+        vocab=8000,
+        intermediate=hidden * 4,
+        heads=heads,
+        kv_heads=heads,
+        max_positions=2048,
+        specials=["[UNK]", "<|end|>", "<|user|>", "<|assistant|>"],
     )
-    hf = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", eos_token="<|end|>", pad_token="[UNK]")
-    hf.chat_template = CHAT_TEMPLATE
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=tok.get_vocab_size(),
-        hidden_size=hidden,
-        intermediate_size=hidden * 4,
-        num_hidden_layers=layers,
-        num_attention_heads=max(1, hidden // 64),
-        num_key_value_heads=max(1, hidden // 64),
-        max_position_embeddings=2048,
-        eos_token_id=hf.eos_token_id,
-        pad_token_id=hf.pad_token_id,
-        bos_token_id=None,
-    )
-    LlamaForCausalLM(config).save_pretrained(str(folder))
-    hf.save_pretrained(str(folder))
-    return folder
 
 
 def plain_loop(model_dir: Path, conversations: list, params: SamplingParams, batch: int) -> tuple[float, int]:

@@ -15,6 +15,7 @@ import argparse
 import json
 import random
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -38,9 +39,8 @@ def make_tiny_chat_model(
     sequence_classifier: bool = False,
 ) -> Path:
     """A random Llama (seed 0) with a chat-templated byte-level BPE tokenizer trained on ``texts``, saved to ``folder``."""
-    import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE(unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -48,8 +48,11 @@ def make_tiny_chat_model(
     tok.decoder = decoders.ByteLevel()
     hf = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", eos_token="<|end|>", pad_token="[UNK]")
     hf.chat_template = CHAT_TEMPLATE
-    torch.manual_seed(0)
-    config = LlamaConfig(  # type: ignore[call-arg]  # num_labels goes to PretrainedConfig's kwargs
+    return save_random_llama(
+        folder,
+        hf,
+        seed=0,
+        sequence_classifier=sequence_classifier,
         vocab_size=tok.get_vocab_size(),
         hidden_size=hidden,
         intermediate_size=intermediate or 2 * hidden,
@@ -57,14 +60,21 @@ def make_tiny_chat_model(
         num_attention_heads=heads,
         num_key_value_heads=kv_heads,
         max_position_embeddings=max_positions,
-        eos_token_id=hf.eos_token_id,
-        pad_token_id=hf.pad_token_id,
-        bos_token_id=None,
         num_labels=1,
     )
+
+
+def save_random_llama(folder: Path, tokenizer: Any, seed: int, sequence_classifier: bool = False, **sizes: Any) -> Path:
+    """A Llama with random weights (``seed``) of the given ``LlamaConfig`` sizes, its end and padding tokens from
+    ``tokenizer``, saved with the tokenizer to ``folder``; a one-output reward model with ``sequence_classifier``."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=None, **sizes)
     model = LlamaForSequenceClassification(config) if sequence_classifier else LlamaForCausalLM(config)
     model.save_pretrained(str(folder))
-    hf.save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
     return folder
 
 
@@ -75,9 +85,8 @@ def lima_texts(path: Path, rows: int | None = None) -> list[str]:
 
 def make_addition_model(folder: Path, hidden: int = 64, layers: int = 2, seed: int = 0) -> Path:
     """A random Llama with a one-character-per-token tokenizer, saved as a transformers folder."""
-    import torch
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
     chars = list("0123456789+= ")
     vocab = {token: i for i, token in enumerate(SPECIALS + chars)}
@@ -88,8 +97,10 @@ def make_addition_model(folder: Path, hidden: int = 64, layers: int = 2, seed: i
         tokenizer_object=tok, unk_token="[UNK]", eos_token="<|end|>", pad_token="[UNK]", additional_special_tokens=SPECIALS[2:]
     )
     hf.chat_template = CHAT_TEMPLATE
-    torch.manual_seed(seed)
-    config = LlamaConfig(
+    return save_random_llama(
+        folder,
+        hf,
+        seed=seed,
         vocab_size=len(vocab),
         hidden_size=hidden,
         intermediate_size=4 * hidden,
@@ -97,13 +108,7 @@ def make_addition_model(folder: Path, hidden: int = 64, layers: int = 2, seed: i
         num_attention_heads=4,
         num_key_value_heads=4,
         max_position_embeddings=64,
-        eos_token_id=hf.eos_token_id,
-        pad_token_id=hf.pad_token_id,
-        bos_token_id=None,
     )
-    LlamaForCausalLM(config).save_pretrained(str(folder))
-    hf.save_pretrained(str(folder))
-    return folder
 
 
 def _problems(count: int, digits: int, rng: random.Random, seen: set[tuple[int, int]]) -> list[tuple[int, int]]:
