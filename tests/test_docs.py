@@ -32,13 +32,7 @@ def test_a_broken_link_fails_the_build(tmp_path: Path) -> None:
     shutil.copytree(ROOT / "docs", copy / "docs", symlinks=False)
     shutil.copy(ROOT / "mkdocs.yml", copy / "mkdocs.yml")
     (copy / "docs/guide/mix.md").write_text((copy / "docs/guide/mix.md").read_text() + "\nSee [gone](../nowhere.md).\n")
-    result = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
-        cwd=copy,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = _build(copy, tmp_path / "site")
     assert result.returncode != 0 and "nowhere.md" in result.stderr
 
 
