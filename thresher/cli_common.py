@@ -6,28 +6,17 @@ from __future__ import annotations
 
 import difflib
 import errno
-import os
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
 from thresher.errors import EXIT_BAD_INPUT, EXIT_BAD_ROW, EXIT_CANNOT_GO_ON, InputError, ThresherError
+from thresher.progress import console, stderr_console
 
-
-def _console(stderr: bool = False) -> Console:
-    """A console; outside a terminal (CI logs, ``| tee``, Slurm) lines are not hard-wrapped at 80 columns, so paths
-    stay whole and copyable (``COLUMNS`` still sets a width)."""
-    console = Console(stderr=stderr)
-    if not console.is_terminal and "COLUMNS" not in os.environ:
-        console = Console(stderr=stderr, width=1000, soft_wrap=True)
-    return console
-
-
-out_console = _console()
-err_console = _console(stderr=True)
+out_console = console()
+err_console = stderr_console  # one console on standard error: progress, steps and errors alike
 
 
 _CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), *range(0x7F, 0xA0)] if c != 0x0A}

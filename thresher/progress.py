@@ -20,9 +20,17 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-stderr_console = Console(stderr=True)
-if not stderr_console.is_terminal and "COLUMNS" not in os.environ:
-    stderr_console = Console(stderr=True, width=1000, soft_wrap=True)
+
+def console(stderr: bool = False) -> Console:
+    """A console; outside a terminal (CI logs, ``| tee``, Slurm) lines are not hard-wrapped at 80 columns, so paths
+    stay whole and copyable (``COLUMNS`` still sets a width)."""
+    found = Console(stderr=stderr)
+    if not found.is_terminal and "COLUMNS" not in os.environ:
+        found = Console(stderr=stderr, width=1000, soft_wrap=True)
+    return found
+
+
+stderr_console = console(stderr=True)
 
 
 class _Settings:

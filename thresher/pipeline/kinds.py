@@ -310,21 +310,13 @@ class Training(StageKind):
     def run(cls, stage: ReadyStage) -> dict[str, Any]:
         from thresher.progress import progress_bar
         from thresher.train.checkpoint import latest_checkpoint
-        from thresher.train.metrics import headline, record_line
+        from thresher.train.metrics import progress_log
 
         resumed = latest_checkpoint(stage.folder)
         config = {**(stage.spec_mapping or {}), "output_dir": str(stage.folder), "resume_from": str(resumed) if resumed else None}
         say = stage_say(stage)
         with progress_bar() as bar:  # a bar in a terminal; a plain line every few seconds elsewhere
-            task = bar.add_task(stage.name, total=None, rate="")
-
-            def show(record: dict[str, Any]) -> None:
-                if "total_steps" in record:
-                    bar.update(task, total=record["total_steps"])
-                if "loss" in record:
-                    bar.update(task, completed=record["step"], rate=f"loss {record['loss']:.4g}")
-                say(record_line(record), level=1 if headline(record) else 2)
-
+            show = progress_log(bar, bar.add_task(stage.name, total=None, rate=""), say)
             result = cls.trainer()(cls.spec_model().model_validate(config), show)
         return {
             "steps": result.steps,

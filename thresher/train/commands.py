@@ -28,24 +28,13 @@ OverwriteOpt = Annotated[
 def _run(config: Path, overrides: list[str] | None, quiet: bool, runner: Callable[..., Any], overwrite: bool = False) -> None:
     from thresher.progress import progress_bar
     from thresher.train.config import load_config
-    from thresher.train.metrics import headline, record_line
+    from thresher.train.metrics import progress_log
 
     if quiet:
         quiet_now()
     cfg = load_config(config, [*(overrides or []), *(["overwrite=true"] if overwrite else [])])
     with progress_bar(transient=False, disable=quiet) as bar:
-        task = bar.add_task("training", total=None, rate="")
-
-        def show(record: dict[str, Any]) -> None:
-            if "total_steps" in record:
-                bar.update(task, total=record["total_steps"])
-            if "loss" in record:
-                speed = f" {record['tokens_per_s']:,.0f} tok/s" if isinstance(record.get("tokens_per_s"), int | float) else ""
-                bar.update(task, completed=record["step"], rate=f"loss {record['loss']:.4g}{speed}")
-            if not quiet:  # the start and evaluations; every step's record with -v (the bar or a periodic line otherwise)
-                say(record_line(record), level=1 if headline(record) else 2)
-
-        result = runner(cfg, show)
+        result = runner(cfg, progress_log(bar, bar.add_task("training", total=None, rate=""), say))
     shown = ("eval_loss", "eval_reward_accuracy", "eval_pass@1")
     evals = "; ".join(
         f"{key} " + " → ".join(f"{e[key]:.3f}" for _, e in result.evals) for key in shown if result.evals and key in result.evals[0][1]

@@ -47,6 +47,22 @@ def headline(record: dict[str, Any]) -> bool:
     return "total_steps" in record or "resumed_from" in record or any(k.startswith("eval_") for k in record)
 
 
+def progress_log(bar: Any, task: Any, say: Callable[..., None]) -> Log:
+    """The ``log`` a trainer calls with each record, for the command line and pipeline stages alike: the step and
+    loss (and tokens/s) on ``task`` of the progress ``bar``, and the record as a line through ``say`` (by default
+    the start and evaluations; every step's record with -v)."""
+
+    def show(record: dict[str, Any]) -> None:
+        if "total_steps" in record:
+            bar.update(task, total=record["total_steps"])
+        if "loss" in record:
+            speed = f" {record['tokens_per_s']:,.0f} tok/s" if isinstance(record.get("tokens_per_s"), int | float) else ""
+            bar.update(task, completed=record["step"], rate=f"loss {record['loss']:.4g}{speed}")
+        say(record_line(record), level=1 if headline(record) else 2)
+
+    return show
+
+
 def keep_until(path: Path, step: int) -> None:
     """Drop the records of steps after ``step`` from the metrics file (a run killed after its last checkpoint
     logged them; the resumed run logs them again), atomically."""
