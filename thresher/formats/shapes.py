@@ -229,6 +229,44 @@ def _question_answer(row: dict[str, Any], kind: Kind, options: ConvertOptions) -
     return {"messages": [*prompt, reply]}, {prompt_key, answer_key}
 
 
+def _ifeval(row: dict[str, Any], kind: Kind, options: ConvertOptions) -> tuple[Content, set[str]]:
+    """IFEval's ``prompt`` with its ``instruction_id_list`` and ``kwargs``: an RLVR row for the ``ifeval`` verifier."""
+    prompt = [{"role": "user", "content": msg.require_text(_get(row, "prompt"), "prompt")}]
+    ids, kwargs = _get(row, "instruction_id_list"), row.get("kwargs") or [{} for _ in _get(row, "instruction_id_list")]
+    if not isinstance(ids, list) or not ids:
+        raise RowError("wrong_type", "instruction_id_list: expected a non-empty list")
+    truth = orjson.dumps({"instruction_id_list": ids, "kwargs": kwargs}).decode()
+    return {"messages": prompt, "ground_truth": truth, "verifier": "ifeval"}, {"prompt", "instruction_id_list", "kwargs"}
+
+
+def _humaneval(row: dict[str, Any], kind: Kind, options: ConvertOptions) -> tuple[Content, set[str]]:
+    """HumanEval's function ``prompt``, ``test`` and ``entry_point``: the model completes the function, the
+    ``code`` verifier runs the program (the prompt, then the response's code) against ``check(entry_point)``."""
+    code = msg.require_text(_get(row, "prompt"), "prompt")
+    ask = f"Complete this Python function. Reply with the whole function in one ```python block.\n\n```python\n{code}```"
+    truth = {"tests": msg.require_text(_get(row, "test"), "test"), "entry_point": msg.require_text(_get(row, "entry_point"), "entry_point")}
+    return {"messages": [{"role": "user", "content": ask}], "ground_truth": orjson.dumps(truth).decode(), "verifier": "code"}, {
+        "prompt",
+        "test",
+        "entry_point",
+    }
+
+
+def _mbpp(row: dict[str, Any], kind: Kind, options: ConvertOptions) -> tuple[Content, set[str]]:
+    """MBPP's task ``text`` and ``test_list`` (asserts; ``test_setup_code`` first): the prompt shows the tests,
+    as MBPP's own prompt does, so the model knows the function's name and signature."""
+    text = msg.require_text(_get(row, "text"), "text")
+    tests = _get(row, "test_list")
+    if not isinstance(tests, list) or not tests or not all(isinstance(t, str) for t in tests):
+        raise RowError("wrong_type", "test_list: expected a non-empty list of strings")
+    shown = "\n".join(tests)
+    ask = f"{text}\nYour code should pass these tests:\n\n```python\n{shown}\n```\nReply with the code in one ```python block."
+    setup = row.get("test_setup_code") or ""
+    truth = {"tests": f"{setup}\n{shown}\n" if setup else f"{shown}\n"}
+    used = {"text", "test_list", "test_setup_code"} & set(row)
+    return {"messages": [{"role": "user", "content": ask}], "ground_truth": orjson.dumps(truth).decode(), "verifier": "code"}, used
+
+
 def _strip_shared_prefix(prompt: list[msg.Message], turns: list[msg.Message], where: str) -> list[msg.Message]:
     """Chosen/rejected lists that repeat the prompt (UltraFeedback style) lose that prefix."""
     if len(turns) > len(prompt) and turns[: len(prompt)] == prompt:
@@ -327,6 +365,21 @@ SHAPES: tuple[Shape, ...] = (
         "Alpaca instruction/input/output (+ history, system)",
     ),
     Shape("prompt_completion", (Kind.SFT,), _has("prompt", "completion"), _prompt_completion, "prompt + completion"),
+    Shape(
+        "ifeval",
+        (Kind.RLVR,),
+        _has("prompt", "instruction_id_list"),
+        _ifeval,
+        "IFEval: prompt + instruction_id_list + kwargs (verifier ifeval)",
+    ),
+    Shape(
+        "humaneval",
+        (Kind.RLVR,),
+        _has("prompt", "test", "entry_point"),
+        _humaneval,
+        "HumanEval: prompt + test + entry_point (verifier code)",
+    ),
+    Shape("mbpp", (Kind.RLVR,), _has("text", "test_list"), _mbpp, "MBPP: text + test_list (+ test_setup_code; verifier code)"),
     Shape(
         "question_answer",
         (Kind.SFT, Kind.RLVR),
