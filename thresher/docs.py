@@ -147,6 +147,7 @@ def empty_meanings() -> list[str]:
 
 
 def _parts() -> list[tuple[str, type[BaseModel]]]:
+    from thresher.evals.run import EvalConfig
     from thresher.mixing.spec import MixSpec
     from thresher.pipeline.spec import PipelineSpec
     from thresher.synth.spec import SynthSpec
@@ -157,6 +158,7 @@ def _parts() -> list[tuple[str, type[BaseModel]]]:
         ("Mixture spec (`thresher mix`)", MixSpec),
         ("Synthesis spec (`thresher synth`)", SynthSpec),
         ("Training config (`thresher train sft|dpo|rlvr`)", TrainConfig),
+        ("Eval spec (an `eval` stage; `thresher eval` options)", EvalConfig),
     ]
 
 

@@ -10,7 +10,7 @@ import pyarrow as pa
 
 from thresher.accounting import Account
 from thresher.convert import canonical_batches
-from thresher.hub import require_hub
+from thresher.models import local_model
 from thresher.records import CONTENT_FIELDS, Kind, schema_for
 
 MESSAGE_FIELDS = ("messages", "prompt", "chosen", "rejected")
@@ -73,8 +73,7 @@ def load_tokenizer(name_or_path: str) -> Any:
         return Tokenizer.from_file(str(path))
     from transformers import AutoTokenizer
 
-    require_hub(name_or_path, "tokenizer")
-    return AutoTokenizer.from_pretrained(name_or_path)
+    return AutoTokenizer.from_pretrained(local_model(name_or_path, "tokenizer"))
 
 
 def count_tokens(tokenizer: Any, texts: list[str]) -> list[int]:

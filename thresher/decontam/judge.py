@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from thresher.errors import InputError
-from thresher.hub import require_hub
+from thresher.models import local_model
 
 PROMPT = (
     "You check training data for benchmark contamination. Two texts follow. Answer Yes if the first "
@@ -66,12 +66,12 @@ class TransformersJudge:
 
         self.config = config
         self.device = pick_compute_path(config.device, announce=False).device
-        require_hub(config.model, "judge model")
-        self.tokenizer = AutoTokenizer.from_pretrained(config.model)
+        model = local_model(config.model, "judge model")
+        self.tokenizer = AutoTokenizer.from_pretrained(model)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
-        self.model = AutoModelForCausalLM.from_pretrained(config.model, torch_dtype=torch.float32).to(self.device).eval()  # type: ignore[arg-type]
+        self.model = AutoModelForCausalLM.from_pretrained(model, torch_dtype=torch.float32).to(self.device).eval()  # type: ignore[arg-type]
         self.yes = _answer_token(self.tokenizer, (" Yes", "Yes", " yes", "yes"))
         self.no = _answer_token(self.tokenizer, (" No", "No", " no", "no"))
         if not self.yes or not self.no or set(self.yes) & set(self.no):

@@ -28,7 +28,7 @@ def register(app: typer.Typer) -> None:
         ] = False,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No per-stage lines.")] = False,
     ) -> None:
-        """Run the stages of PIPELINE in order (dedup, decontaminate, mix, synth, sft, dpo, rlvr), each cached by the
+        """Run the stages of PIPELINE in order (dedup, decontaminate, mix, synth, sft, dpo, rlvr, eval), each cached by the
         content hash of its inputs and settings; a re-run skips finished stages and continues an interrupted one.
         Writes OUTPUT_DIR/report.html."""
         if quiet:

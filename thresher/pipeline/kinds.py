@@ -1,4 +1,4 @@
-"""The built-in stage kinds: dedup, decontaminate, mix, synth, sft, dpo and rlvr (one class each, registered in
+"""The built-in stage kinds: dedup, decontaminate, mix, synth, sft, dpo, rlvr and eval (one class each, registered in
 ``thresher.pipeline.registry``). Each reads its validated settings from the ``ReadyStage`` it is given and never
 re-reads a file the pipeline wrote."""
 
@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from thresher.accounting import Account
 from thresher.pipeline.registry import OptionError, ReadyStage, StageKind, dataclass_from, register
-from thresher.report.html import account_table, bars, line_plot, paired_bars, table
+from thresher.report.html import account_table, bars, escape, line_plot, paired_bars, table
 
 
 def _spec_record(stage: ReadyStage) -> Path:
@@ -392,3 +392,75 @@ class Rlvr(Training):
         from thresher.train.rlvr import run_rlvr
 
         return run_rlvr
+
+
+@register
+class Eval(StageKind):
+    """Evaluate a model (often ``{{sft.model}}``) on the stage's ``bench`` list with an ``EvalConfig`` spec; the
+    pipeline report shows each eval stage's pass@1 beside the others on the same benchmarks."""
+
+    name = "eval"
+    needs = ("bench", "spec")
+    outputs: ClassVar[dict[str, str]] = {"items": "items.jsonl", "summary": "summary.json"}
+    own_report = "report.html"
+    path_fields = ("model", "tokenizer")
+
+    @classmethod
+    def spec_model(cls) -> type[BaseModel]:
+        return _spec_model("thresher.evals.run", "EvalConfig")
+
+    @classmethod
+    def run(cls, stage: ReadyStage) -> dict[str, Any]:
+        from thresher.evals.outputs import write_results
+        from thresher.evals.run import run_eval
+
+        results = run_eval(stage.spec, stage.bench, log=stage_say(stage))
+        return write_results(stage.folder, stage.spec, results)
+
+    @classmethod
+    def describe(cls, summary: dict[str, Any]) -> str:
+        return "; ".join(f"{name} pass@1 {s['pass@1']:.3f} ± {s['pass@1_se']:.3f}" for name, s in summary["benches"].items())
+
+    @classmethod
+    def section(cls, stage: Any) -> str:
+        from thresher.evals.outputs import SUMMARY_COLUMNS, summary_row
+
+        summary = stage.summary
+        return f"<p>model <code>{escape(summary['model'])}</code></p>" + table(
+            list(SUMMARY_COLUMNS), [summary_row(s) for s in summary["benches"].values()]
+        )
+
+    @classmethod
+    def across(cls, stages: list[Any]) -> str:
+        """Every eval stage's pass@1 per benchmark side by side, each with its paired difference from the first
+        eval of the same items (after − before ± its standard error)."""
+        from thresher.evals.outputs import read_items
+        from thresher.evals.run import paired_difference
+
+        if len(stages) < 2:
+            return ""
+        benches = list(dict.fromkeys(b for s in stages for b in s.summary["benches"]))
+        first: dict[str, tuple[str, dict[str, float]]] = {}
+        rows = []
+        for stage in stages:
+            items = read_items(stage.folder) if (stage.folder / "items.jsonl").is_file() else []
+            solved: dict[str, dict[str, float]] = {}
+            for it in items:
+                solved.setdefault(it["bench"], {})[it["id"]] = it["solved"]
+            row: list[object] = [stage.name]
+            for bench in benches:
+                s = stage.summary["benches"].get(bench)
+                if s is None:
+                    row.append("-")
+                    continue
+                cell = f"{s['pass@1']:.3f} ± {s['pass@1_se']:.3f}"
+                base = first.setdefault(bench, (stage.name, solved.get(bench, {})))
+                now = solved.get(bench, {})
+                if base[0] != stage.name and base[1].keys() == now.keys() and now:
+                    ids = sorted(now)
+                    diff, se = paired_difference([base[1][i] for i in ids], [now[i] for i in ids])
+                    cell += f" ({diff:+.3f} ± {se:.3f} vs {base[0]})"
+                row.append(cell)
+            rows.append(row)
+        note = "<p>pass@1 ± standard error; in brackets the paired difference from the first eval of the same items</p>"
+        return "<h2>evaluations side by side</h2>" + note + table(["eval stage", *benches], rows)

@@ -120,6 +120,11 @@ class StageKind:
         return (account_table(account) if account else "") + (table(["field", "value"], plain) if plain else "")
 
     @classmethod
+    def across(cls, stages: list[Any]) -> str:
+        """A report section over all the pipeline's stages of this kind (e.g. evals side by side); default none."""
+        return ""
+
+    @classmethod
     def partial(cls, folder: Path) -> bool:
         """Whether ``folder`` holds work to continue from (a checkpoint or a cache)."""
         return folder.is_dir() and (any(folder.glob("checkpoint-*")) or (folder / "cache").is_dir())

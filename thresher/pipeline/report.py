@@ -33,6 +33,10 @@ def write_report(stages: list[Any], path: Path) -> Path:
         ],
     )
     sections = [f"<h2>stages</h2>{overview}"]
+    for run in dict.fromkeys(s.run for s in stages):
+        across = kind_of(run).across([s for s in stages if s.run == run and s.summary])
+        if across:
+            sections.append(across)
     for stage in stages:
         sections.append(f"<h2>{stage.name} ({stage.run}){_link(stage, path)}</h2>{kind_of(stage.run).section(stage)}")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -21,10 +21,10 @@ class StageSpec(Strict):
     """One stage: what it runs, what it reads ({{NAME}} / {{NAME.OUTPUT}} name earlier stages' outputs) and its settings."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_-]+$")  # unique; the stage folder is OUTPUT_DIR/stages/NAME-KEY
-    run: str  # the stage kind: dedup, decontaminate, mix, synth, sft, dpo, rlvr (or one registered by a plugin)
+    run: str  # the stage kind: dedup, decontaminate, mix, synth, sft, dpo, rlvr, eval (or one registered by a plugin)
     inputs: list[str] = []  # dedup: the files to deduplicate
     train: list[str] = []  # decontaminate: the training files to audit
-    bench: list[str] = []  # decontaminate: NAME (hub) or NAME=PATH
+    bench: list[str] = []  # decontaminate: NAME (hub) or NAME=PATH; eval: NAME=PATH (or NAME under $THRESHER_DATA_DIR)
     bench_fields: list[str] | None = None  # decontaminate: NAME:question=FIELD,answer=FIELD for custom benchmarks
     options: dict[str, Any] = {}  # dedup: DedupConfig fields; decontaminate: methods, fields, ngram, minhash, embedding
     spec: str | dict[str, Any] | None = None  # mix/synth spec, training config: a file or the mapping inline

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from thresher.generation.sampling import SamplingParams
-from thresher.hub import require_hub
+from thresher.models import local_model
 from thresher.synth.backends.base import Backend, Conversation, render_chat
 from thresher.synth.cache import RequestCache
 from thresher.synth.generate import GenerationStats, generate_cached
@@ -85,7 +85,7 @@ class RewardModelScorer:
 
         self.name = "reward_model"
         self.device = pick_compute_path(device, announce=False).device
-        require_hub(model, "reward model")
+        model = local_model(model, "reward model")
         self.tokenizer: Any = AutoTokenizer.from_pretrained(model)
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token

@@ -24,6 +24,7 @@ import torch
 from thresher.errors import InputError
 from thresher.generation.engines import Engine, Sample, TransformersEngine, VLLMEngine, pick_engine
 from thresher.generation.sampling import SamplingParams
+from thresher.models import local_model
 from thresher.records import Kind
 from thresher.stats import load_canonical
 from thresher.synth.load import prompt_part
@@ -295,7 +296,12 @@ def make_engine(config: TrainConfig, runtime: Runtime, weights: str) -> Engine:
     choice = pick_engine(config.rlvr.engine, runtime.device)
     if choice == "vllm":
         engine = VLLMEngine.colocated(
-            weights, config.tokenizer, config.max_length, config.rlvr.vllm_memory, config.rlvr.vllm_sleep, config.seed
+            local_model(weights),
+            local_model(config.tokenizer, "tokenizer") if config.tokenizer else None,
+            config.max_length,
+            config.rlvr.vllm_memory,
+            config.rlvr.vllm_sleep,
+            config.seed,
         )
         engine.sleep()
         return engine

@@ -17,10 +17,10 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from thresher.hub import require_hub
 from thresher.io.outputs import replace_folder
 from thresher.kernels.dispatch import plan
 from thresher.kernels.patch import patch_model
+from thresher.models import local_model
 from thresher.train.config import TrainConfig
 from thresher.train.loss import TargetLogprobs
 
@@ -78,8 +78,7 @@ def _launched_by_torchrun() -> bool:
 def load_tokenizer(config: TrainConfig) -> tuple[Any, int]:
     from transformers import AutoTokenizer
 
-    require_hub(config.tokenizer or config.model, "tokenizer")
-    tokenizer: Any = AutoTokenizer.from_pretrained(config.tokenizer or config.model)
+    tokenizer: Any = AutoTokenizer.from_pretrained(local_model(config.tokenizer or config.model, "tokenizer"))
     if config.chat_template:
         tokenizer.chat_template = config.chat_template
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
@@ -107,7 +106,7 @@ def load_causal_lm(path: str, device: str, dtype: torch.dtype, attention: str = 
 
         attention = register()
 
-    model: Any = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=attention).to(device)  # type: ignore[arg-type]
+    model: Any = AutoModelForCausalLM.from_pretrained(local_model(path), dtype=dtype, attn_implementation=attention).to(device)  # type: ignore[arg-type]
     return model
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from thresher.generation.engines import TransformersEngine
-from thresher.hub import require_hub
+from thresher.models import local_model
 from thresher.synth.backends.base import ChatBackend
 
 
@@ -18,8 +18,8 @@ class TransformersBackend(ChatBackend):
         from thresher.device import pick_compute_path
 
         self.device = pick_compute_path(device, announce=False).device
-        require_hub(model, "model")
-        tok: Any = AutoTokenizer.from_pretrained(tokenizer or model)
+        model = local_model(model)
+        tok: Any = AutoTokenizer.from_pretrained(local_model(tokenizer, "tokenizer") if tokenizer else model)
         tok.padding_side = "left"
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token or tok.unk_token

@@ -4,6 +4,7 @@ Imported only when asked for: the CPU path never loads vLLM."""
 from __future__ import annotations
 
 from thresher.generation.engines import VLLMEngine
+from thresher.models import local_model
 from thresher.synth.backends.base import ChatBackend
 
 
@@ -18,6 +19,12 @@ class VLLMBackend(ChatBackend):
         dtype: str = "auto",
     ) -> None:
         options = {"tensor_parallel_size": tensor_parallel_size, "gpu_memory_utilization": gpu_memory_utilization, "dtype": dtype}
-        engine = VLLMEngine.offline(model, tokenizer, **options, **({"max_model_len": max_model_len} if max_model_len else {}))
+        model = local_model(model)
+        engine = VLLMEngine.offline(
+            model,
+            local_model(tokenizer, "tokenizer") if tokenizer else None,
+            **options,
+            **({"max_model_len": max_model_len} if max_model_len else {}),
+        )
         # token ids, not text, go to vLLM: the rendered template already holds any BOS, which vLLM would add again
         super().__init__(model, engine, engine.tokenizer)
