@@ -48,7 +48,9 @@ def _examples(items: list[dict[str, Any]], limit: int = 3) -> str:
 def report_html(config: EvalConfig, results: list[BenchResult]) -> str:
     body = [
         f"<p>model <code>{escape(config.model)}</code>; {config.samples} sample(s) per item at temperature "
-        f"{config.sampling_temperature():g}; at most {config.max_new_tokens} new tokens; seed {config.seed}</p>",
+        f"{config.sampling_temperature():g}; at most {config.max_new_tokens} new tokens"
+        + "".join(f" ({n}: {t})" for n, t in config.max_new_tokens_for.items())
+        + f"; seed {config.seed}</p>",
         table(list(SUMMARY_COLUMNS), [summary_row(r.summary) for r in results]),
     ]
     for r in results:

@@ -63,6 +63,8 @@ class EvalConfig(BaseModel):
     top_p: float = Field(default=1.0, gt=0, le=1)
     # new tokens per answer at most (a cut answer is scored as it stands)
     max_new_tokens: int = Field(default=256, ge=1)
+    # benchmark name → its own max_new_tokens (short arithmetic answers beside long IFEval ones)
+    max_new_tokens_for: dict[str, int] = {}
     # seeds sampling (with each batch's prompt text): the same seed gives the same draws for the same prompts
     seed: int = 0
     # transformers (CPU or GPU) or vllm (GPU)
@@ -186,7 +188,7 @@ def score_bench(bench: Bench, config: EvalConfig, generate: Callable[..., Any], 
         n=config.samples,
         temperature=temperature,
         top_p=config.top_p if temperature else 1.0,
-        max_tokens=config.max_new_tokens,
+        max_tokens=config.max_new_tokens_for.get(bench.name, config.max_new_tokens),
         seed=config.seed,
     )
     conversations = [_conversation(m, config.system) for m in bench.messages]
@@ -261,6 +263,9 @@ def run_eval(config: EvalConfig, benches: list[str], log: Callable[[str], None] 
     names = [n for n, _ in specs]
     if len(set(names)) != len(names):
         raise InputError(f"--bench: a benchmark is named twice ({', '.join(sorted({n for n in names if names.count(n) > 1}))})")
+    unknown = sorted(set(config.max_new_tokens_for) - set(names))
+    if unknown:
+        raise InputError(f"max_new_tokens_for names {', '.join(unknown)}, which is not among the benchmarks ({', '.join(names)})")
     loaded = [load_bench(n, p, config.limit, config.skip) for n, p in specs]
     began = time.perf_counter()
     backend = make_backend(
