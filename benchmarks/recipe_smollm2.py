@@ -34,6 +34,7 @@ OUT = ROOT / "out" / "smollm2"
 RECIPE = ROOT / "examples" / "pipeline" / "smollm2.yaml"
 THRESHER = [sys.executable, "-m", "thresher.cli"]
 HELD_OUT = 200
+BENCHES = ("asdiv", "ifeval")
 _NUMBER = re.compile(r"^-?\d+(?:\.\d+)?$")
 _OPERATOR = re.compile(r"[-+*/]")
 
@@ -113,10 +114,8 @@ def main() -> None:
     results["recipe_s"] = run([*THRESHER, "run", str(RECIPE)])
     main_stages = stages()
     chain = ["eval_base", "eval_sft", "eval_dpo", "eval_rlvr"]
-    results["evals"] = {
-        f"{b} → {a}": {bench: paired(main_stages[b], main_stages[a], bench) for bench in ("asdiv", "ifeval")} for b, a in zip(chain, chain[1:])
-    }
-    results["evals"]["eval_base → eval_rlvr"] = {bench: paired(main_stages["eval_base"], main_stages["eval_rlvr"], bench) for bench in ("asdiv", "ifeval")}
+    pairs = [*zip(chain, chain[1:], strict=False), ("eval_base", "eval_rlvr")]
+    results["evals"] = {f"{b} → {a}": {bench: paired(main_stages[b], main_stages[a], bench) for bench in BENCHES} for b, a in pairs}
     sft = summary(main_stages["sft"])["evals"]
     results["sft_held_out_loss"] = {"before": sft[0][1]["eval_loss"], "after": sft[-1][1]["eval_loss"]}
     # each stage's own run time (kept when a later invocation finds it cached): their sum is the cold recipe
@@ -125,7 +124,7 @@ def main() -> None:
     if not args.skip_control:
         results["control_s"] = run([*THRESHER, "run", str(RECIPE), "rlvr.rlvr.shuffle_rewards=true"])
         control = stages()
-        results["control"] = {bench: paired(main_stages["eval_dpo"], control["eval_rlvr"], bench) for bench in ("asdiv", "ifeval")}
+        results["control"] = {bench: paired(main_stages["eval_dpo"], control["eval_rlvr"], bench) for bench in BENCHES}
         run([*THRESHER, "run", str(RECIPE)])  # the report of the recipe itself again (every stage cached)
     if not args.skip_eval_timing:
         benches = [f"gsm8k={SHARED / 'gsm8k/test.jsonl'}", f"ifeval={SHARED / 'ifeval/input_data.jsonl'}"]
