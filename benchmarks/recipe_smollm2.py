@@ -75,29 +75,22 @@ def stages() -> dict[str, Path]:
     return {n.rsplit("-", 1)[0]: folder / "stages" / n for n in names}
 
 
-def items(folder: Path) -> dict[tuple[str, str], float]:
-    out = {}
-    for line in (folder / "items.jsonl").read_text().splitlines():
-        it = json.loads(line)
-        out[(it["bench"], it["id"])] = it["solved"]
-    return out
-
-
 def paired(before: Path, after: Path, bench: str) -> dict[str, float]:
     """pass@1 before and after on ``bench`` and the paired difference ± its standard error."""
     sys.path.insert(0, str(ROOT))
+    from thresher.evals.outputs import solved_by_bench
     from thresher.evals.run import mean_and_se, paired_difference
 
-    a, b = items(before), items(after)
-    keys = sorted(k for k in a if k[0] == bench)
-    diff, se = paired_difference([a[k] for k in keys], [b[k] for k in keys])
+    a, b = solved_by_bench(before)[bench], solved_by_bench(after)[bench]
+    ids = sorted(a)
+    diff, se = paired_difference([a[i] for i in ids], [b[i] for i in ids])
     return {
-        "before": mean_and_se([a[k] for k in keys])[0],
-        "after": mean_and_se([b[k] for k in keys])[0],
+        "before": mean_and_se([a[i] for i in ids])[0],
+        "after": mean_and_se([b[i] for i in ids])[0],
         "difference": diff,
         "se": se,
         "z": diff / se if se else 0.0,
-        "items": len(keys),
+        "items": len(ids),
     }
 
 

@@ -93,7 +93,8 @@ def dequantize_gguf(gguf: Path, folder: Path) -> None:
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     except (ValueError, KeyError, OSError) as e:
-        raise InputError(f"{gguf}: transformers cannot read this GGUF file ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+        first = (str(e).splitlines() or [""])[0]
+        raise InputError(f"{gguf}: transformers cannot read this GGUF file ({type(e).__name__}: {first})") from None
     # a GGUF-quantized model refuses save_pretrained: rebuild the same architecture without the quantization config
     settings = loaded.config.to_dict()
     settings.pop("quantization_config", None)

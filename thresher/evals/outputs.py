@@ -85,3 +85,12 @@ def write_results(folder: Path, config: EvalConfig, results: list[BenchResult]) 
 def read_items(folder: Path) -> list[dict[str, Any]]:
     """The per-item results an eval wrote into ``folder``."""
     return [orjson.loads(line) for line in (folder / "items.jsonl").read_bytes().splitlines()]
+
+
+def solved_by_bench(folder: Path) -> dict[str, dict[str, float]]:
+    """Benchmark → item id → share of samples solved, from the eval in ``folder`` (empty when it wrote none):
+    what paired comparisons of two evals read."""
+    solved: dict[str, dict[str, float]] = {}
+    for it in read_items(folder) if (folder / "items.jsonl").is_file() else []:
+        solved.setdefault(it["bench"], {})[it["id"]] = it["solved"]
+    return solved

@@ -104,11 +104,12 @@ class BenchResult:
 
 def bench_path(spec: str) -> tuple[str, str]:
     """``NAME=PATH``, or a registered ``NAME`` found under ``$THRESHER_DATA_DIR``."""
-    name, sep, path = spec.partition("=")
-    name = name.strip().lower()
-    if not name or (sep and not path.strip()):
-        raise InputError(f"--bench {spec!r}: expected NAME or NAME=PATH")
-    if sep:
+    from thresher.decontam.benchmarks import parse_bench_spec
+
+    name, path = parse_bench_spec(spec)
+    if path is not None:
+        if not path.strip():
+            raise InputError(f"--bench {spec!r}: expected NAME or NAME=PATH")
         return name, path.strip()
     if name not in BENCHES:
         raise InputError(f"--bench {name}: not a registered benchmark{closest(name, BENCHES)} ({', '.join(BENCHES)}); give NAME=PATH")

@@ -434,7 +434,7 @@ class Eval(StageKind):
     def across(cls, stages: list[Any]) -> str:
         """Every eval stage's pass@1 per benchmark side by side, each with its paired difference from the first
         eval of the same items (after − before ± its standard error)."""
-        from thresher.evals.outputs import read_items
+        from thresher.evals.outputs import solved_by_bench
         from thresher.evals.run import paired_difference
 
         if len(stages) < 2:
@@ -443,10 +443,7 @@ class Eval(StageKind):
         first: dict[str, tuple[str, dict[str, float]]] = {}
         rows = []
         for stage in stages:
-            items = read_items(stage.folder) if (stage.folder / "items.jsonl").is_file() else []
-            solved: dict[str, dict[str, float]] = {}
-            for it in items:
-                solved.setdefault(it["bench"], {})[it["id"]] = it["solved"]
+            solved = solved_by_bench(stage.folder)
             row: list[object] = [stage.name]
             for bench in benches:
                 s = stage.summary["benches"].get(bench)
